@@ -1,0 +1,69 @@
+//! Time as Nexus stores and shows it: microseconds since the Unix epoch in the database
+//! (ordered and comparable on every backend), RFC 3339 in UTC on the wire.
+
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
+
+/// An instant in UTC with microsecond precision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(i64);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        Self::from_datetime(OffsetDateTime::now_utc())
+    }
+
+    pub const fn from_micros(micros: i64) -> Self {
+        Self(micros)
+    }
+
+    pub const fn as_micros(self) -> i64 {
+        self.0
+    }
+
+    pub fn as_unix_seconds(self) -> i64 {
+        self.0.div_euclid(1_000_000)
+    }
+
+    pub fn from_datetime(dt: OffsetDateTime) -> Self {
+        let nanos = dt.unix_timestamp_nanos();
+        Self(i64::try_from(nanos / 1_000).unwrap_or(i64::MAX))
+    }
+
+    fn to_datetime(self) -> OffsetDateTime {
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    }
+
+    /// RFC 3339 in UTC with whole seconds (`2025-12-04T00:18:24Z`), as the seeds show it.
+    pub fn to_rfc3339(self) -> String {
+        let dt = self.to_datetime().replace_nanosecond(0).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        dt.format(&Rfc3339).unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
+    }
+
+    /// Parses RFC 3339 with any offset; `None` when the text is not RFC 3339.
+    pub fn parse_rfc3339(text: &str) -> Option<Self> {
+        OffsetDateTime::parse(text, &Rfc3339)
+            .ok()
+            .map(|dt| Self::from_datetime(dt.to_offset(UtcOffset::UTC)))
+    }
+
+    /// This instant moved by a signed number of seconds, saturating at the ends of time.
+    pub fn add_seconds(self, seconds: i64) -> Self {
+        Self(self.0.saturating_add(seconds.saturating_mul(1_000_000)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trip_drops_subseconds() {
+        let t = Timestamp::parse_rfc3339("2025-12-04T00:18:24.5+01:00");
+        assert_eq!(t.map(Timestamp::to_rfc3339).as_deref(), Some("2025-12-03T23:18:24Z"));
+        assert_eq!(Timestamp::parse_rfc3339("yesterday"), None);
+    }
+}

@@ -1,0 +1,334 @@
+//! Configuration, layered: built-in defaults < TOML file < `NEXUS_*` environment < command-line
+//! flags. A bad value stops start-up with one line that names the key.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the embedded database, key files and other local state live.
+    pub data_dir: PathBuf,
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub redis: RedisConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub host: String,
+    pub port: u16,
+    /// Largest request body accepted, in bytes.
+    pub body_limit_bytes: usize,
+    /// A request that has not produced its response by then gets 408.
+    pub request_timeout_secs: u64,
+    /// How long a graceful shutdown waits for in-flight requests.
+    pub shutdown_grace_secs: u64,
+    /// Origins allowed by CORS; `["*"]` allows any, empty allows none.
+    pub cors_origins: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://…` or `postgres://…`; unset means SQLite in the data directory.
+    pub url: Option<String>,
+    pub max_connections: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// `redis://…`; when set, instances share cache, rate limits and events through it.
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A level (`info`) or a tracing filter (`info,sqlx=warn`).
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./nexus-data"),
+            server: ServerConfig::default(),
+            database: DatabaseConfig::default(),
+            redis: RedisConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: String::from("127.0.0.1"),
+            port: 8000,
+            body_limit_bytes: 2 * 1024 * 1024,
+            request_timeout_secs: 30,
+            shutdown_grace_secs: 30,
+            cors_origins: Vec::new(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { level: String::from("info"), format: LogFormat::Pretty }
+    }
+}
+
+/// A configuration that cannot be used, described in one line naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("configuration key `{key}`: {reason}")]
+    Key { key: String, reason: String },
+}
+
+/// Overrides given on the command line; `None` leaves the lower layers' value.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// Environment variables with a short name of their own; every other key is reachable as
+/// `NEXUS_SECTION__KEY` (for example `NEXUS_SERVER__BODY_LIMIT_BYTES`).
+const ENV_ALIASES: &[(&str, &str)] = &[
+    ("host", "server.host"),
+    ("port", "server.port"),
+    ("data_dir", "data_dir"),
+    ("database_url", "database.url"),
+    ("redis_url", "redis.url"),
+    ("log_level", "log.level"),
+    ("log_format", "log.format"),
+];
+
+impl Config {
+    /// Loads the layers in order. `file` is the `--config`/`NEXUS_CONFIG` path, if any.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::File {
+                    path: path.display().to_string(),
+                    reason: String::from("not found or not a file"),
+                });
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed("NEXUS_").filter_map(|key| {
+            let key = key.as_str();
+            ENV_ALIASES
+                .iter()
+                .find(|(alias, _)| *alias == key)
+                .map(|(_, target)| (*target).into())
+                .or_else(|| key.contains("__").then(|| key.replace("__", ".").into()))
+        }));
+        figment = figment.merge(Serialized::defaults(overrides.as_nested()));
+        let config: Config = figment.extract().map_err(describe_figment_error)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let key_err = |key: &str, reason: String| ConfigError::Key { key: key.into(), reason };
+        self.bind_ip().map_err(|reason| key_err("server.host", reason))?;
+        if self.server.body_limit_bytes == 0 {
+            return Err(key_err("server.body_limit_bytes", "must be greater than 0".into()));
+        }
+        if self.server.request_timeout_secs == 0 {
+            return Err(key_err("server.request_timeout_secs", "must be greater than 0".into()));
+        }
+        if let Some(url) = &self.database.url {
+            if !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+            {
+                return Err(key_err(
+                    "database.url",
+                    "must start with sqlite:, postgres:// or postgresql://".into(),
+                ));
+            }
+        }
+        if self.database.max_connections == Some(0) {
+            return Err(key_err("database.max_connections", "must be greater than 0".into()));
+        }
+        if let Some(url) = &self.redis.url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(key_err("redis.url", "must start with redis:// or rediss://".into()));
+            }
+        }
+        for origin in &self.server.cors_origins {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(key_err(
+                    "server.cors_origins",
+                    format!("`{origin}` is neither `*` nor an http(s) origin"),
+                ));
+            }
+        }
+        if self.log.level.trim().is_empty() {
+            return Err(key_err("log.level", "must not be empty".into()));
+        }
+        Ok(())
+    }
+
+    /// The address to bind; `localhost` is accepted as the loopback address.
+    pub fn bind_ip(&self) -> Result<IpAddr, String> {
+        let host = self.server.host.trim();
+        if host.eq_ignore_ascii_case("localhost") {
+            return Ok(IpAddr::from([127, 0, 0, 1]));
+        }
+        host.parse().map_err(|_| format!("`{host}` is not an IP address"))
+    }
+
+    /// The database URL in effect: the configured one, else SQLite in the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database.url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("nexus.db").display()),
+        }
+    }
+
+    /// This configuration as TOML with every credential masked, for showing to people.
+    pub fn to_masked_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.database.url = Some(mask_url(&self.database_url()));
+        shown.redis.url = self.redis.url.as_deref().map(mask_url);
+        toml::to_string_pretty(&shown).unwrap_or_default()
+    }
+
+    /// This configuration as JSON with every credential masked.
+    pub fn to_masked_json(&self) -> serde_json::Value {
+        let mut shown = self.clone();
+        shown.database.url = Some(mask_url(&self.database_url()));
+        shown.redis.url = self.redis.url.as_deref().map(mask_url);
+        serde_json::to_value(&shown).unwrap_or_default()
+    }
+}
+
+impl Overrides {
+    fn as_nested(&self) -> serde_json::Value {
+        let mut root = serde_json::Map::new();
+        let mut server = serde_json::Map::new();
+        let mut database = serde_json::Map::new();
+        let mut redis = serde_json::Map::new();
+        let mut log = serde_json::Map::new();
+        if let Some(v) = &self.data_dir {
+            root.insert("data_dir".into(), v.display().to_string().into());
+        }
+        if let Some(v) = &self.host {
+            server.insert("host".into(), v.clone().into());
+        }
+        if let Some(v) = self.port {
+            server.insert("port".into(), v.into());
+        }
+        if let Some(v) = &self.database_url {
+            database.insert("url".into(), v.clone().into());
+        }
+        if let Some(v) = &self.redis_url {
+            redis.insert("url".into(), v.clone().into());
+        }
+        if let Some(v) = &self.log_level {
+            log.insert("level".into(), v.clone().into());
+        }
+        if let Some(v) = self.log_format {
+            log.insert("format".into(), serde_json::to_value(v).unwrap_or_default());
+        }
+        for (name, section) in [("server", server), ("database", database), ("redis", redis), ("log", log)] {
+            if !section.is_empty() {
+                root.insert(name.into(), section.into());
+            }
+        }
+        serde_json::Value::Object(root)
+    }
+}
+
+fn describe_figment_error(err: figment::Error) -> ConfigError {
+    let key = err.path.join(".");
+    let source = err
+        .metadata
+        .as_ref()
+        .map(|m| match &m.source {
+            Some(figment::Source::File(path)) => format!(" (in {})", path.display()),
+            _ if m.name.contains("environment") => {
+                format!(" (from {})", m.interpolate(&err.profile.clone().unwrap_or_default(), &err.path))
+            }
+            _ => String::new(),
+        })
+        .unwrap_or_default();
+    let reason = format!("{}{source}", err.kind);
+    if key.is_empty() {
+        ConfigError::File { path: String::from("(configuration)"), reason }
+    } else {
+        ConfigError::Key { key, reason }
+    }
+}
+
+/// Replaces the password of a URL's user-info with `***`, leaving the rest readable.
+pub fn mask_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (authority, tail) = match rest.find(['/', '?']) {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let masked = if userinfo.contains(':') { format!("{user}:***") } else { user.to_string() };
+            format!("{scheme}://{masked}@{host}{tail}")
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_lose_their_passwords() {
+        assert_eq!(mask_url("postgres://u:pw@h:5432/db?x=1"), "postgres://u:***@h:5432/db?x=1");
+        assert_eq!(mask_url("redis://:pw@h"), "redis://:***@h");
+        assert_eq!(mask_url("sqlite:///tmp/x.db"), "sqlite:///tmp/x.db");
+    }
+
+    #[test]
+    fn flags_override_defaults() {
+        let o = Overrides { port: Some(9001), host: Some("0.0.0.0".into()), ..Overrides::default() };
+        let c = Config::load(None, &o).map_err(|e| e.to_string());
+        assert_eq!(c.as_ref().map(|c| c.server.port), Ok(9001));
+        assert_eq!(c.map(|c| c.server.host), Ok("0.0.0.0".into()));
+    }
+}

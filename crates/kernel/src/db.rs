@@ -1,0 +1,178 @@
+//! Storage: one connection pool per process, to embedded SQLite (WAL) or PostgreSQL.
+//!
+//! Every query is written once in the dialect both backends understand (`$1` placeholders,
+//! `RETURNING`, `ON CONFLICT`) and run through [`with_db!`](crate::with_db), which expands it for
+//! the native driver of whichever backend is configured. Schemas differ per backend only where
+//! their types do, so each owner keeps one migration folder per backend.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::{Migration, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::config::mask_url;
+
+/// The database of this process.
+#[derive(Debug, Clone)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Runs `$body` with `$pool` bound to the native pool of whichever backend is configured.
+///
+/// ```ignore
+/// with_db!(&self.db, |pool| sqlx::query("DELETE FROM t WHERE id = $1").bind(id).execute(pool).await)
+/// ```
+#[macro_export]
+macro_rules! with_db {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite($pool) => $body,
+            $crate::db::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Which SQL engine backs a [`Db`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgresql",
+        }
+    }
+}
+
+/// The migrations one owner (the kernel or a plugin) contributes, for each backend.
+#[derive(Debug)]
+pub struct MigrationSet {
+    pub owner: &'static str,
+    pub sqlite: Migrator,
+    pub postgres: Migrator,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("cannot open database {url}: {source}")]
+    Connect { url: String, source: sqlx::Error },
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("database error: {0}")]
+    Query(#[from] sqlx::Error),
+}
+
+impl StorageError {
+    /// Whether this error is a unique-constraint violation (a duplicate).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StorageError::Query(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
+}
+
+impl Db {
+    /// Opens the database at `url` (creating an SQLite file and its directory when missing).
+    pub async fn connect(url: &str, max_connections: Option<u32>) -> Result<Self, StorageError> {
+        let connect_err = |source| StorageError::Connect { url: mask_url(url), source };
+        if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(connect_err)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // With WAL, NORMAL loses nothing a process crash (kill -9) could lose; only an
+                // operating-system crash may drop the last transactions.
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(10))
+                .pragma("temp_store", "memory");
+            if let Some(dir) = options.get_filename().parent().filter(|p| !p.as_os_str().is_empty()) {
+                create_private_dir(dir)?;
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections.unwrap_or(8))
+                .min_connections(1)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await
+                .map_err(connect_err)?;
+            Ok(Db::Sqlite(pool))
+        } else {
+            let options = PgConnectOptions::from_str(url).map_err(connect_err)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections.unwrap_or(16))
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await
+                .map_err(connect_err)?;
+            Ok(Db::Postgres(pool))
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Applies every pending migration of `sets`, in version order across all owners.
+    /// Concurrent starts against one PostgreSQL are serialised by sqlx's advisory lock.
+    pub async fn migrate(&self, sets: &[&MigrationSet]) -> Result<(), StorageError> {
+        let pick = |set: &MigrationSet| -> Vec<Migration> {
+            match self {
+                Db::Sqlite(_) => set.sqlite.iter().cloned().collect(),
+                Db::Postgres(_) => set.postgres.iter().cloned().collect(),
+            }
+        };
+        let migrator = Migrator::with_migrations(sets.iter().flat_map(|s| pick(s)).collect());
+        with_db!(self, |pool| migrator.run(pool).await)?;
+        Ok(())
+    }
+
+    /// A real round trip to the database, bounded by `timeout`.
+    pub async fn ping(&self, timeout: Duration) -> Result<Duration, StorageError> {
+        let started = std::time::Instant::now();
+        let query = async { with_db!(self, |pool| sqlx::query("SELECT 1").execute(pool).await.map(|_| ())) };
+        match tokio::time::timeout(timeout, query).await {
+            Ok(result) => result.map(|()| started.elapsed()).map_err(StorageError::from),
+            Err(_) => Err(StorageError::Timeout(timeout)),
+        }
+    }
+
+    /// Connections of the pool: (in use, idle, maximum).
+    pub fn pool_stats(&self) -> (u32, u32, u32) {
+        with_db!(self, |pool| {
+            let size = pool.size();
+            let idle = u32::try_from(pool.num_idle()).unwrap_or(size);
+            (size.saturating_sub(idle), idle, pool.options().get_max_connections())
+        })
+    }
+
+    pub async fn close(&self) {
+        with_db!(self, |pool| pool.close().await);
+    }
+}
+
+/// Creates `dir` (and parents) readable only by this user, as it will hold keys and data.
+pub fn create_private_dir(dir: &std::path::Path) -> Result<(), StorageError> {
+    let err = |source| StorageError::DataDir { path: dir.display().to_string(), source };
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(err)
+}

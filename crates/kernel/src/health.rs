@@ -1,0 +1,71 @@
+//! Real checks of the services a request depends on.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::Kernel;
+
+/// How long a health check waits for a dependency before calling it down.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ComponentHealth {
+    pub healthy: bool,
+    pub latency_ms: f64,
+    /// Why the component is unhealthy, phrased for operators (no credentials).
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthReport {
+    pub database: ComponentHealth,
+    /// `None` when no Redis is configured (the in-memory cache needs no check).
+    pub redis: Option<ComponentHealth>,
+}
+
+impl HealthReport {
+    pub fn healthy(&self) -> bool {
+        self.database.healthy && self.redis.as_ref().is_none_or(|r| r.healthy)
+    }
+}
+
+impl Kernel {
+    pub async fn check_database(&self) -> ComponentHealth {
+        match self.db.ping(CHECK_TIMEOUT).await {
+            Ok(latency) => ComponentHealth { healthy: true, latency_ms: ms(latency), error: None },
+            Err(e) => {
+                tracing::warn!(error = %e, "database health check failed");
+                ComponentHealth {
+                    healthy: false,
+                    latency_ms: 0.0,
+                    error: Some(String::from("database connection failed")),
+                }
+            }
+        }
+    }
+
+    pub async fn check_redis(&self) -> Option<ComponentHealth> {
+        let mut conn = self.redis.clone()?;
+        let started = std::time::Instant::now();
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<String>(&mut conn);
+        Some(match tokio::time::timeout(CHECK_TIMEOUT, ping).await {
+            Ok(Ok(_)) => ComponentHealth { healthy: true, latency_ms: ms(started.elapsed()), error: None },
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "redis health check failed");
+                ComponentHealth { healthy: false, latency_ms: 0.0, error: Some("redis connection failed".into()) }
+            }
+            Err(_) => ComponentHealth { healthy: false, latency_ms: 0.0, error: Some("redis timed out".into()) },
+        })
+    }
+
+    pub async fn health(&self) -> HealthReport {
+        let (database, redis) = tokio::join!(self.check_database(), self.check_redis());
+        HealthReport { database, redis }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 100.0).round() / 100.0
+}

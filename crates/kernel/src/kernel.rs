@@ -1,0 +1,68 @@
+//! The kernel: the shared services of one running instance.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::clock::Timestamp;
+use crate::config::{Config, mask_url};
+use crate::db::{Db, MigrationSet, StorageError};
+use crate::metrics::Metrics;
+
+#[derive(Debug)]
+pub struct Kernel {
+    pub config: Config,
+    pub db: Db,
+    pub metrics: Metrics,
+    /// Present when `redis.url` is configured.
+    pub redis: Option<redis::aio::ConnectionManager>,
+    /// This installation's id, stable across restarts and shared by every instance.
+    pub server_id: String,
+    pub started_at: Timestamp,
+    started: Instant,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("cannot connect to redis at {url}: {reason}")]
+    Redis { url: String, reason: String },
+}
+
+impl Kernel {
+    /// Opens storage, applies `migrations` and connects to Redis when configured.
+    pub async fn open(config: Config, migrations: &[&MigrationSet]) -> Result<Arc<Self>, KernelError> {
+        crate::db::create_private_dir(&config.data_dir)?;
+        let db = Db::connect(&config.database_url(), config.database.max_connections).await?;
+        db.migrate(migrations).await?;
+        let server_id = crate::instance::server_id(&db).await?;
+        let redis = match &config.redis.url {
+            Some(url) => Some(connect_redis(url).await?),
+            None => None,
+        };
+        Ok(Arc::new(Self {
+            config,
+            db,
+            metrics: Metrics::new(),
+            redis,
+            server_id,
+            started_at: Timestamp::now(),
+            started: Instant::now(),
+        }))
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+async fn connect_redis(url: &str) -> Result<redis::aio::ConnectionManager, KernelError> {
+    let err = |reason: String| KernelError::Redis { url: mask_url(url), reason };
+    let client = redis::Client::open(url).map_err(|e| err(e.to_string()))?;
+    let connect = redis::aio::ConnectionManager::new(client);
+    match tokio::time::timeout(Duration::from_secs(5), connect).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(err(e.to_string())),
+        Err(_) => Err(err(String::from("timed out after 5 s"))),
+    }
+}

@@ -1,0 +1,26 @@
+//! The Nexus kernel: the services every plugin and surface stands on.
+//!
+//! Nothing here knows about HTTP. Handlers call these services; SQL lives only in storage
+//! modules (this crate's `db` for connection and migrations, each plugin's `store` for its
+//! tables).
+
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod health;
+pub mod id;
+pub mod instance;
+pub mod kernel;
+pub mod metrics;
+
+pub use kernel::Kernel;
+
+/// Migrations of the kernel's own tables, for each backend.
+pub static MIGRATIONS: db::MigrationSet = db::MigrationSet {
+    owner: "kernel",
+    sqlite: sqlx::migrate!("migrations/sqlite"),
+    postgres: sqlx::migrate!("migrations/postgres"),
+};
+
+/// The version of the running build, as reported by every surface.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

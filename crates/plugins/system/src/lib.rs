@@ -1,0 +1,25 @@
+//! The system plugin: the health endpoints each surface documents, and metrics.
+//!
+//! - `GET /health` — secrets manager seed (`healthy`/`unhealthy`, 503 with `error`)
+//! - `GET /api/health` — framework seed (`status`, `version`, `timestamp`, `services`)
+//! - `GET /api/v1/health` — core ops seed (`status: ok`, `timestamp`)
+//! - `GET /metrics` — Prometheus exposition
+
+mod health;
+mod metrics;
+
+use std::sync::Arc;
+
+use nexus_kernel::Kernel;
+use nexus_web::Routes;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub fn routes(kernel: Arc<Kernel>) -> Routes {
+    OpenApiRouter::new()
+        .routes(routes!(health::secrets_health))
+        .routes(routes!(health::framework_health))
+        .routes(routes!(health::ops_health))
+        .routes(routes!(metrics::prometheus))
+        .with_state(kernel)
+}

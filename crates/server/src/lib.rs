@@ -1,0 +1,114 @@
+//! The `nexus` server: assembles the kernel, the plugins and the HTTP edge, and runs them.
+//! `main.rs` is the command line; tests start servers through [`start`].
+
+mod app;
+pub mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::serve::ListenerExt;
+use nexus_kernel::Kernel;
+use nexus_kernel::config::Config;
+use nexus_kernel::db::MigrationSet;
+use nexus_kernel::kernel::KernelError;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use app::router;
+
+/// Every migration set of the built-in plugins, applied at start and by `nexus migrate`.
+pub fn migrations() -> Vec<&'static MigrationSet> {
+    vec![&nexus_kernel::MIGRATIONS]
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("configuration key `server.host`: {0}")]
+    Host(String),
+}
+
+/// A server accepting connections on [`addr`](Self::addr).
+#[derive(Debug)]
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub kernel: Arc<Kernel>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+/// Opens the kernel, binds `server.host:server.port` (port 0 picks a free one) and serves.
+pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    let ip = config.bind_ip().map_err(StartError::Host)?;
+    let addr = SocketAddr::new(ip, config.server.port);
+    // Bind before opening storage, so a taken port fails fast without touching the data.
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+    let kernel = Kernel::open(config, &migrations()).await?;
+    let app = router(kernel.clone());
+    let (tx, rx) = oneshot::channel::<()>();
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = rx.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, backend = kernel.db.backend().name(), "nexus listening");
+    Ok(RunningServer { addr, kernel, shutdown: Some(tx), task })
+}
+
+impl RunningServer {
+    /// Stops accepting connections and waits for in-flight requests, at most the configured
+    /// grace period; then closes storage.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let grace = Duration::from_secs(self.kernel.config.server.shutdown_grace_secs);
+        match tokio::time::timeout(grace, &mut self.task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "server stopped with an error"),
+            Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
+            Err(_) => {
+                tracing::warn!(?grace, "in-flight requests still running after the grace period; stopping anyway");
+                self.task.abort();
+            }
+        }
+        self.kernel.db.close().await;
+    }
+
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn run_until_signal(self) {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested; draining in-flight requests");
+        self.shutdown().await;
+        tracing::info!("nexus stopped");
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = terminate => {} }
+}

@@ -1,0 +1,130 @@
+//! `nexus`: serve (the default), migrate, config, version.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use nexus_kernel::config::{Config, LogFormat, Overrides};
+
+#[derive(Debug, Parser)]
+#[command(name = "nexus", version, about = "The Nexus server")]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, short = 'c', env = "NEXUS_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// Address to listen on [env: NEXUS_HOST]
+    #[arg(long, global = true)]
+    host: Option<String>,
+    /// Port to listen on [env: NEXUS_PORT]
+    #[arg(long, global = true)]
+    port: Option<u16>,
+    /// Directory for the embedded database and keys [env: NEXUS_DATA_DIR]
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// sqlite://… or postgres://… [env: NEXUS_DATABASE_URL]
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    /// redis://…, to share state between instances [env: NEXUS_REDIS_URL]
+    #[arg(long, global = true)]
+    redis_url: Option<String>,
+    /// Log level or filter [env: NEXUS_LOG_LEVEL]
+    #[arg(long, global = true)]
+    log_level: Option<String>,
+    /// `pretty` or `json` [env: NEXUS_LOG_FORMAT]
+    #[arg(long, global = true, value_parser = parse_format)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print the effective configuration, credentials masked.
+    Config,
+    /// Print the version.
+    Version,
+}
+
+fn parse_format(s: &str) -> Result<LogFormat, String> {
+    match s {
+        "pretty" => Ok(LogFormat::Pretty),
+        "json" => Ok(LogFormat::Json),
+        other => Err(format!("`{other}` is not `pretty` or `json`")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if matches!(cli.command, Some(Command::Version)) {
+        println!("nexus {}", nexus_kernel::VERSION);
+        return ExitCode::SUCCESS;
+    }
+    let overrides = Overrides {
+        data_dir: cli.data_dir.clone(),
+        host: cli.host.clone(),
+        port: cli.port,
+        database_url: cli.database_url.clone(),
+        redis_url: cli.redis_url.clone(),
+        log_level: cli.log_level.clone(),
+        log_format: cli.log_format,
+    };
+    let config = match Config::load(cli.config.as_deref(), &overrides) {
+        Ok(config) => config,
+        Err(e) => return fail(&e.to_string(), 2),
+    };
+    if matches!(cli.command, Some(Command::Config)) {
+        print!("{}", config.to_masked_toml());
+        return ExitCode::SUCCESS;
+    }
+    if let Err(e) = nexus::telemetry::init(&config.log) {
+        return fail(&e, 2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}"), 1),
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Some(Command::Migrate) => migrate(config).await,
+            _ => serve(config).await,
+        }
+    })
+}
+
+async fn serve(config: Config) -> ExitCode {
+    match nexus::start(config).await {
+        Ok(server) => {
+            server.run_until_signal().await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.to_string(), 1),
+    }
+}
+
+async fn migrate(config: Config) -> ExitCode {
+    let url = config.database_url();
+    let result = async {
+        nexus_kernel::db::create_private_dir(&config.data_dir)?;
+        let db = nexus_kernel::db::Db::connect(&url, Some(1)).await?;
+        db.migrate(&nexus::migrations()).await?;
+        db.close().await;
+        Ok::<_, nexus_kernel::db::StorageError>(db.backend())
+    }
+    .await;
+    match result {
+        Ok(backend) => {
+            println!("database is up to date ({}, {})", backend.name(), nexus_kernel::config::mask_url(&url));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.to_string(), 1),
+    }
+}
+
+fn fail(message: &str, code: u8) -> ExitCode {
+    eprintln!("nexus: {message}");
+    ExitCode::from(code)
+}

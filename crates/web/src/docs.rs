@@ -1,0 +1,68 @@
+//! API documentation served by the binary itself: the OpenAPI 3.1 document, Swagger UI and
+//! ReDoc, with every asset embedded (nothing is fetched at build or run time), and the error
+//! code catalogue that error bodies link to.
+
+use axum::Router;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use serde_json::json;
+use utoipa::openapi::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::error::{ApiError, ErrorCode};
+use crate::extract::{Json, Path};
+
+const REDOC_JS: &str = include_str!("../assets/redoc/redoc.standalone.js");
+
+const REDOC_HTML: &str = r#"<!DOCTYPE html>
+<html>
+  <head>
+    <title>Nexus API — ReDoc</title>
+    <meta charset="utf-8"/>
+    <meta name="viewport" content="width=device-width, initial-scale=1">
+    <style>body { margin: 0; padding: 0; }</style>
+  </head>
+  <body>
+    <redoc spec-url="/openapi.json"></redoc>
+    <script src="/redoc/redoc.standalone.js"></script>
+  </body>
+</html>
+"#;
+
+/// `/openapi.json`, `/docs` (Swagger UI), `/redoc` and `/api/errors`.
+pub fn router(openapi: OpenApi) -> Router {
+    Router::new()
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .route("/redoc", get(|| async { Html(REDOC_HTML) }))
+        .route(
+            "/redoc/redoc.standalone.js",
+            get(|| async {
+                ([(CONTENT_TYPE, "application/javascript"), (CACHE_CONTROL, "public, max-age=86400")], REDOC_JS)
+                    .into_response()
+            }),
+        )
+        .route("/api/errors", get(error_catalogue))
+        .route("/api/errors/{code}", get(error_code))
+}
+
+fn describe(code: ErrorCode) -> serde_json::Value {
+    json!({
+        "code": code.as_str(),
+        "media_code": crate::dialect::media_code(code),
+        "status": code.status().as_u16(),
+        "description": code.description(),
+    })
+}
+
+async fn error_catalogue() -> Json<serde_json::Value> {
+    Json(json!({ "errors": ErrorCode::ALL.iter().map(|c| describe(*c)).collect::<Vec<_>>() }))
+}
+
+async fn error_code(Path(code): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    ErrorCode::ALL
+        .iter()
+        .find(|c| c.as_str().eq_ignore_ascii_case(&code) || crate::dialect::media_code(**c).eq_ignore_ascii_case(&code))
+        .map(|c| Json(describe(*c)))
+        .ok_or_else(|| ApiError::not_found(format!("No error code `{code}`")))
+}

@@ -1,0 +1,20 @@
+//! Nexus HTTP plumbing shared by every surface: the one error type and its dialects, extractors
+//! that reject bad input in those dialects, the edge middleware (request id, error rendering,
+//! metrics), and the API documentation.
+
+pub mod dialect;
+pub mod docs;
+pub mod edge;
+pub mod error;
+pub mod extract;
+
+pub use dialect::Dialect;
+pub use error::{ApiError, ErrorCode, FieldError};
+pub use extract::{Json, Path, Query};
+
+/// The id of the request being served, as echoed in `X-Request-ID`.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// Routes a plugin contributes, with their OpenAPI description.
+pub type Routes = utoipa_axum::router::OpenApiRouter;
