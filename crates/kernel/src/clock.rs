@@ -33,8 +33,7 @@ impl Timestamp {
     }
 
     fn to_datetime(self) -> OffsetDateTime {
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
     }
 
     /// RFC 3339 in UTC with whole seconds (`2025-12-04T00:18:24Z`), as the seeds show it.
@@ -45,9 +44,7 @@ impl Timestamp {
 
     /// Parses RFC 3339 with any offset; `None` when the text is not RFC 3339.
     pub fn parse_rfc3339(text: &str) -> Option<Self> {
-        OffsetDateTime::parse(text, &Rfc3339)
-            .ok()
-            .map(|dt| Self::from_datetime(dt.to_offset(UtcOffset::UTC)))
+        OffsetDateTime::parse(text, &Rfc3339).ok().map(|dt| Self::from_datetime(dt.to_offset(UtcOffset::UTC)))
     }
 
     /// This instant moved by a signed number of seconds, saturating at the ends of time.

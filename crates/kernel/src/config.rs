@@ -149,7 +149,7 @@ impl Config {
             figment = figment.merge(Toml::file_exact(path));
         }
         figment = figment.merge(Env::prefixed("NEXUS_").filter_map(|key| {
-            let key = key.as_str();
+            let key = key.as_str().to_ascii_lowercase();
             ENV_ALIASES
                 .iter()
                 .find(|(alias, _)| *alias == key)
@@ -171,31 +171,22 @@ impl Config {
         if self.server.request_timeout_secs == 0 {
             return Err(key_err("server.request_timeout_secs", "must be greater than 0".into()));
         }
-        if let Some(url) = &self.database.url {
-            if !(url.starts_with("sqlite:")
-                || url.starts_with("postgres://")
-                || url.starts_with("postgresql://"))
-            {
-                return Err(key_err(
-                    "database.url",
-                    "must start with sqlite:, postgres:// or postgresql://".into(),
-                ));
-            }
+        if let Some(url) = &self.database.url
+            && !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return Err(key_err("database.url", "must start with sqlite:, postgres:// or postgresql://".into()));
         }
         if self.database.max_connections == Some(0) {
             return Err(key_err("database.max_connections", "must be greater than 0".into()));
         }
-        if let Some(url) = &self.redis.url {
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(key_err("redis.url", "must start with redis:// or rediss://".into()));
-            }
+        if let Some(url) = &self.redis.url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(key_err("redis.url", "must start with redis:// or rediss://".into()));
         }
         for origin in &self.server.cors_origins {
             if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
-                return Err(key_err(
-                    "server.cors_origins",
-                    format!("`{origin}` is neither `*` nor an http(s) origin"),
-                ));
+                return Err(key_err("server.cors_origins", format!("`{origin}` is neither `*` nor an http(s) origin")));
             }
         }
         if self.log.level.trim().is_empty() {
@@ -283,7 +274,12 @@ fn describe_figment_error(err: figment::Error) -> ConfigError {
         .map(|m| match &m.source {
             Some(figment::Source::File(path)) => format!(" (in {})", path.display()),
             _ if m.name.contains("environment") => {
-                format!(" (from {})", m.interpolate(&err.profile.clone().unwrap_or_default(), &err.path))
+                let var = err.path.iter().map(|p| p.to_ascii_uppercase()).collect::<Vec<_>>().join("__");
+                let alias = ENV_ALIASES.iter().find(|(_, target)| *target == err.path.join("."));
+                match alias {
+                    Some((short, _)) => format!(" (from NEXUS_{} or NEXUS_{var})", short.to_ascii_uppercase()),
+                    None => format!(" (from NEXUS_{var})"),
+                }
             }
             _ => String::new(),
         })

@@ -17,9 +17,8 @@ pub async fn server_id(db: &Db) -> Result<String, StorageError> {
         .bind(now)
         .execute(pool)
         .await?;
-        let id: String = sqlx::query_scalar("SELECT server_id FROM nexus_instance WHERE singleton = 1")
-            .fetch_one(pool)
-            .await?;
+        let id: String =
+            sqlx::query_scalar("SELECT server_id FROM nexus_instance WHERE singleton = 1").fetch_one(pool).await?;
         Ok(id)
     })
 }

@@ -62,9 +62,7 @@ impl Metrics {
     pub fn observe_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
         let route = route.to_string();
         let method = method.to_string();
-        self.http_requests
-            .get_or_create(&RequestLabels { method: method.clone(), route: route.clone(), status })
-            .inc();
+        self.http_requests.get_or_create(&RequestLabels { method: method.clone(), route: route.clone(), status }).inc();
         self.http_duration.get_or_create(&RouteLabels { method, route }).observe(seconds);
     }
 
@@ -102,7 +100,8 @@ impl Collector for ProcessCollector {
         gauge(&mut encoder, "process_threads", "OS threads", stats.threads as f64)?;
         gauge(&mut encoder, "process_open_fds", "Open file descriptors", stats.open_fds as f64)?;
         let cpu = ConstCounter::new(stats.cpu_seconds);
-        let e = encoder.encode_descriptor("process_cpu_seconds", "User and system CPU time", None, cpu.metric_type())?;
+        let e =
+            encoder.encode_descriptor("process_cpu_seconds", "User and system CPU time", None, cpu.metric_type())?;
         cpu.encode(e)
     }
 }

@@ -28,9 +28,8 @@ struct ApiDoc;
 
 /// The complete application for `kernel`.
 pub fn router(kernel: Arc<Kernel>) -> Router {
-    let (api, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(nexus_system::routes(kernel.clone()))
-        .split_for_parts();
+    let (api, mut openapi) =
+        OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(nexus_system::routes(kernel.clone())).split_for_parts();
     openapi.info.version = nexus_kernel::VERSION.to_string();
 
     let server = &kernel.config.server;
@@ -42,11 +41,15 @@ pub fn router(kernel: Arc<Kernel>) -> Router {
         .layer(from_fn_with_state(kernel.clone(), nexus_web::edge::edge))
         .layer(CatchPanicLayer::new())
         .layer(cors(&server.cors_origins))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(server.request_timeout_secs)))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(server.request_timeout_secs),
+        ))
         .layer(RequestBodyLimitLayer::new(limit))
         .layer(DefaultBodyLimit::max(limit));
 
     api.merge(nexus_web::docs::router(openapi))
+        .route_layer(axum::middleware::from_fn(nexus_web::edge::note_route))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .layer(layers)
 }

@@ -7,7 +7,9 @@ use tracing_subscriber::EnvFilter;
 pub fn init(config: &LogConfig) -> Result<(), String> {
     let filter = EnvFilter::try_new(&config.level)
         .map_err(|e| format!("configuration key `log.level`: `{}` is not a level or filter ({e})", config.level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let result = match config.format {
         LogFormat::Pretty => builder.try_init(),

@@ -1,1 +1,205 @@
+//! Real Nexus servers for integration tests: each on an ephemeral port with its own data
+//! directory, on SQLite or — when `NEXUS_TEST_POSTGRES_URL` is set — on PostgreSQL in a schema
+//! of its own. Tests talk HTTP to them like any client.
 
+use std::time::Duration;
+
+use nexus::RunningServer;
+use nexus_kernel::config::Config;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub use reqwest;
+pub use serde_json::json;
+
+/// The storage engine a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The backends available here: SQLite always, PostgreSQL when `NEXUS_TEST_POSTGRES_URL` is set.
+pub fn backends() -> Vec<Backend> {
+    let mut all = vec![Backend::Sqlite];
+    if postgres_url().is_some() {
+        all.push(Backend::Postgres);
+    }
+    all
+}
+
+pub fn postgres_url() -> Option<String> {
+    std::env::var("NEXUS_TEST_POSTGRES_URL").ok().filter(|s| !s.is_empty())
+}
+
+pub fn redis_url() -> Option<String> {
+    std::env::var("NEXUS_TEST_REDIS_URL").ok().filter(|s| !s.is_empty())
+}
+
+/// A PostgreSQL schema that exists for one test server and is dropped with it.
+#[derive(Debug)]
+struct PgSchema {
+    admin_url: String,
+    name: String,
+}
+
+impl PgSchema {
+    async fn create(admin_url: &str) -> Self {
+        let name = format!("nx_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = connect_pg(admin_url).await;
+        // `name` is generated above from a UUID: no outside text reaches this statement.
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create test schema: {e}"));
+        Self { admin_url: admin_url.to_string(), name }
+    }
+
+    fn database_url(&self) -> String {
+        let sep = if self.admin_url.contains('?') { '&' } else { '?' };
+        format!("{}{sep}options=-c%20search_path%3D{}", self.admin_url, self.name)
+    }
+}
+
+async fn connect_pg(url: &str) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    sqlx::PgConnection::connect(url).await.unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"))
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let url = self.admin_url.clone();
+        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name);
+        // Drop runs inside the test's runtime, which cannot be blocked on; a thread of its own
+        // with a small runtime does the clean-up.
+        let handle = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                rt.block_on(async {
+                    use sqlx::Connection;
+                    if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
+                    }
+                });
+            }
+        });
+        let _ = handle.join();
+    }
+}
+
+/// A running server and a client for it.
+#[derive(Debug)]
+pub struct TestServer {
+    server: Option<RunningServer>,
+    pub config: Config,
+    pub client: reqwest::Client,
+    pub backend: Backend,
+    base: String,
+    _data_dir: TempDir,
+    _schema: Option<PgSchema>,
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+    pub json: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl TestServer {
+    /// A server on SQLite with the default configuration.
+    pub async fn start() -> Self {
+        Self::start_with(Backend::Sqlite, |_| {}).await
+    }
+
+    /// A server on `backend`; panics if PostgreSQL is asked for but not configured.
+    pub async fn start_on(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// A server on `backend` after `configure` has adjusted its configuration.
+    pub async fn start_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> Self {
+        let data_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
+        let mut config = Config { data_dir: data_dir.path().to_path_buf(), ..Config::default() };
+        config.server.port = 0;
+        config.log.level = String::from("warn");
+        let schema = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => {
+                let url = postgres_url().unwrap_or_else(|| panic!("NEXUS_TEST_POSTGRES_URL is not set"));
+                let schema = PgSchema::create(&url).await;
+                config.database.url = Some(schema.database_url());
+                config.database.max_connections = Some(5);
+                Some(schema)
+            }
+        };
+        configure(&mut config);
+        let server = nexus::start(config.clone()).await.unwrap_or_else(|e| panic!("server did not start: {e}"));
+        // The port picked by the OS is kept, so that a restart comes back on the same address.
+        config.server.port = server.addr.port();
+        let base = format!("http://{}", server.addr);
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_else(|e| panic!("cannot build HTTP client: {e}"));
+        Self { server: Some(server), config, client, backend, base, _data_dir: data_dir, _schema: schema }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn kernel(&self) -> &std::sync::Arc<nexus_kernel::Kernel> {
+        match &self.server {
+            Some(s) => &s.kernel,
+            None => panic!("server is stopped"),
+        }
+    }
+
+    /// Stops the server gracefully and starts it again on the same data and port.
+    pub async fn restart(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown().await;
+        }
+        let server = nexus::start(self.config.clone()).await.unwrap_or_else(|e| panic!("server did not restart: {e}"));
+        self.server = Some(server);
+    }
+
+    /// Sends `method path` with an optional JSON body and extra headers.
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>, headers: &[(&str, &str)]) -> Reply {
+        let mut req = self.client.request(method, self.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().await.unwrap_or_else(|e| panic!("request to {path} failed: {e}"));
+        read(resp).await
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(body), &[]).await
+    }
+}
+
+/// Reads a response whole; a body that is not JSON leaves `json` as `Null`.
+pub async fn read(resp: reqwest::Response) -> Reply {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap_or_default();
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Reply { status, headers, text, json }
+}

@@ -15,9 +15,9 @@ use axum::response::Response;
 use nexus_kernel::Kernel;
 use tracing::Instrument;
 
+use crate::RequestId;
 use crate::dialect::Dialect;
 use crate::error::{ApiError, ErrorCode};
-use crate::RequestId;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -98,7 +98,9 @@ fn render_error(response: Response, path: &str, method: &axum::http::Method, req
         StatusCode::METHOD_NOT_ALLOWED => {
             ApiError::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {path}"))
         }
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(ErrorCode::PayloadTooLarge, "Request body exceeds the size limit"),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(ErrorCode::PayloadTooLarge, "Request body exceeds the size limit")
+        }
         StatusCode::REQUEST_TIMEOUT => ApiError::new(ErrorCode::RequestTimeout, "The request took too long"),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => {
             ApiError::new(ErrorCode::UnsupportedMediaType, "Unsupported Content-Type for this endpoint")
@@ -117,7 +119,8 @@ fn render_error(response: Response, path: &str, method: &axum::http::Method, req
 /// Carries over headers of the original response that still apply (`Allow`, `Retry-After`, …).
 fn keep_headers(mut rendered: Response, original: &Response) -> Response {
     for (name, value) in original.headers() {
-        if name != CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH && !rendered.headers().contains_key(name) {
+        if name != CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH && !rendered.headers().contains_key(name)
+        {
             rendered.headers_mut().insert(name.clone(), value.clone());
         }
     }

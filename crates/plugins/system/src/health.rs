@@ -28,11 +28,7 @@ pub async fn secrets_health(State(kernel): State<Arc<Kernel>>) -> (StatusCode, J
     if report.healthy() {
         (StatusCode::OK, Json(SecretsHealth { status: "healthy", timestamp, error: None }))
     } else {
-        let error = report
-            .database
-            .error
-            .clone()
-            .or_else(|| report.redis.as_ref().and_then(|r| r.error.clone()));
+        let error = report.database.error.clone().or_else(|| report.redis.as_ref().and_then(|r| r.error.clone()));
         (StatusCode::SERVICE_UNAVAILABLE, Json(SecretsHealth { status: "unhealthy", timestamp, error }))
     }
 }
@@ -62,7 +58,8 @@ pub async fn framework_health(State(kernel): State<Arc<Kernel>>) -> (StatusCode,
     ]);
     let (code, status) =
         if report.healthy() { (StatusCode::OK, "healthy") } else { (StatusCode::SERVICE_UNAVAILABLE, "unhealthy") };
-    let body = FrameworkHealth { status, version: nexus_kernel::VERSION, timestamp: Timestamp::now().to_rfc3339(), services };
+    let body =
+        FrameworkHealth { status, version: nexus_kernel::VERSION, timestamp: Timestamp::now().to_rfc3339(), services };
     (code, Json(body))
 }
 

@@ -1,0 +1,54 @@
+use nexus_testkit::TestServer;
+
+#[tokio::test]
+async fn openapi_document_is_3_1_and_lists_the_routes() {
+    let s = TestServer::start().await;
+    let r = s.get("/openapi.json").await;
+    assert_eq!(r.status, 200);
+    assert!(r.json["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")));
+    assert_eq!(r.json["info"]["version"], env!("CARGO_PKG_VERSION"));
+    let paths = r.json["paths"].as_object().cloned().unwrap_or_default();
+    for path in ["/health", "/api/health", "/api/v1/health", "/metrics"] {
+        assert!(paths.contains_key(path), "{path} missing from {:?}", paths.keys());
+    }
+    // Every operation names its responses, and every referenced schema is defined.
+    let schemas = r.json["components"]["schemas"].as_object().cloned().unwrap_or_default();
+    for refs in r.text.match_indices("#/components/schemas/") {
+        let rest = &r.text[refs.0 + refs.1.len()..];
+        let name: String = rest.chars().take_while(|c| *c != '"').collect();
+        assert!(schemas.contains_key(&name), "schema {name} referenced but not defined");
+    }
+}
+
+/// Fetches every `src`/`href` asset of an HTML page and checks the server serves it.
+async fn assert_assets_local(s: &TestServer, page: &str) {
+    let r = s.get(page).await;
+    assert_eq!(r.status, 200, "{page}");
+    let html = r.text;
+    let mut found = 0;
+    for attr in ["src=\"", "href=\""] {
+        for (i, _) in html.match_indices(attr) {
+            let rest = &html[i + attr.len()..];
+            let link: String = rest.chars().take_while(|c| *c != '"').collect();
+            assert!(!link.starts_with("http"), "{page} loads {link} from elsewhere");
+            let url = if link.starts_with('/') {
+                link.clone()
+            } else {
+                format!("{}/{}", page.trim_end_matches('/'), link.trim_start_matches("./"))
+            };
+            let a = s.get(&url).await;
+            assert_eq!(a.status, 200, "{page} asset {url}");
+            found += 1;
+        }
+    }
+    assert!(found > 0, "{page} has no assets");
+}
+
+#[tokio::test]
+async fn swagger_ui_and_redoc_load_their_assets_from_the_server() {
+    let s = TestServer::start().await;
+    assert_assets_local(&s, "/docs/").await;
+    assert_assets_local(&s, "/redoc").await;
+    let init = s.get("/docs/swagger-initializer.js").await;
+    assert!(init.text.contains("/openapi.json"));
+}

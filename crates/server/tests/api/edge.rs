@@ -1,0 +1,109 @@
+//! What every request gets at the edge: request ids, and errors in the owning surface's dialect.
+
+use nexus_testkit::{TestServer, reqwest::Method};
+
+#[tokio::test]
+async fn request_id_is_generated_or_echoed() {
+    let s = TestServer::start().await;
+    let r = s.get("/api/health").await;
+    let generated = r.header("x-request-id").unwrap_or_default().to_string();
+    assert!(generated.starts_with("req_") && generated.len() > 10, "{generated}");
+
+    let r = s.call(Method::GET, "/nope", None, &[("X-Request-ID", "req_client42")]).await;
+    assert_eq!(r.header("x-request-id"), Some("req_client42"));
+    assert_eq!(r.json["error"]["request_id"], "req_client42");
+
+    // An id that could forge log lines is replaced, not echoed.
+    let r = s.call(Method::GET, "/nope", None, &[("X-Request-ID", "a b\tc")]).await;
+    assert_ne!(r.header("x-request-id"), Some("a b\tc"));
+}
+
+#[tokio::test]
+async fn unknown_paths_are_404_in_each_dialect() {
+    let s = TestServer::start().await;
+
+    let r = s.get("/api/nothing-here").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json["error"]["code"], "RESOURCE_NOT_FOUND");
+    assert!(r.json["error"]["message"].is_string());
+    assert!(r.json["error"]["request_id"].as_str().is_some_and(|id| id.starts_with("req_")));
+    assert!(r.json["error"]["timestamp"].is_string());
+
+    let r = s.get("/api/v1/nothing-here").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json["success"], false);
+    assert_eq!(r.json["error"], "Not Found");
+    assert_eq!(r.json["code"], "RESOURCE_NOT_FOUND");
+    assert!(r.json["message"].is_string());
+    assert!(r.json["request_id"].is_string());
+
+    let r = s.get("/api/media/nothing-here").await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json["error"]["code"], "NOT_FOUND");
+    assert_eq!(r.json["error"]["documentation_url"], "/api/errors/NOT_FOUND");
+    let doc = s.get("/api/errors/NOT_FOUND").await;
+    assert_eq!(doc.status, 200);
+    assert_eq!(doc.json["status"], 404);
+}
+
+#[tokio::test]
+async fn wrong_method_is_405_with_allow_in_each_dialect() {
+    let s = TestServer::start().await;
+
+    let r = s.call(Method::DELETE, "/api/health", None, &[]).await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.json["error"]["code"], "METHOD_NOT_ALLOWED");
+    assert!(r.header("allow").is_some_and(|a| a.contains("GET")));
+
+    let r = s.call(Method::POST, "/health", None, &[]).await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.json["error"], "Method Not Allowed");
+    assert_eq!(r.json["code"], "METHOD_NOT_ALLOWED");
+
+    let r = s.call(Method::PUT, "/metrics", None, &[]).await;
+    assert_eq!(r.status, 405);
+    assert!(r.json["error"]["documentation_url"].is_string());
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413_before_any_handler() {
+    let s = TestServer::start_with(nexus_testkit::Backend::Sqlite, |c| c.server.body_limit_bytes = 1024).await;
+    let big = "x".repeat(4096);
+    let r = s
+        .client
+        .post(s.url("/api/v1/health"))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .map(nexus_testkit::read);
+    let r = match r {
+        Ok(fut) => fut.await,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(r.status, 413);
+    assert_eq!(r.json["code"], "PAYLOAD_TOO_LARGE");
+}
+
+#[tokio::test]
+async fn responses_are_compressed_when_asked() {
+    let s = TestServer::start().await;
+    let r = s.call(Method::GET, "/openapi.json", None, &[("Accept-Encoding", "gzip")]).await;
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    let r = s.call(Method::GET, "/openapi.json", None, &[("Accept-Encoding", "br")]).await;
+    assert_eq!(r.header("content-encoding"), Some("br"));
+}
+
+#[tokio::test]
+async fn cors_preflight_is_answered_for_configured_origins() {
+    let s = TestServer::start_with(nexus_testkit::Backend::Sqlite, |c| {
+        c.server.cors_origins = vec!["https://app.example".into()];
+    })
+    .await;
+    let headers = [("Origin", "https://app.example"), ("Access-Control-Request-Method", "POST")];
+    let r = s.call(Method::OPTIONS, "/api/health", None, &headers).await;
+    assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example"));
+    let headers = [("Origin", "https://evil.example"), ("Access-Control-Request-Method", "POST")];
+    let r = s.call(Method::OPTIONS, "/api/health", None, &headers).await;
+    assert_eq!(r.header("access-control-allow-origin"), None);
+}

@@ -1,0 +1,8 @@
+//! Integration tests: real servers on ephemeral ports, spoken to over HTTP (and the `nexus`
+//! binary itself, for the command line). One test binary, so the suite links once.
+
+mod cli;
+mod docs;
+mod edge;
+mod health;
+mod storage;
