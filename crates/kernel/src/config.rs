@@ -17,6 +17,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
     pub log: LogConfig,
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,6 +58,47 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
+/// Identity and access settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// HMAC-SHA256 key for access tokens (`NEXUS_JWT_SECRET`). Unset: a key generated at first
+    /// start in `<data_dir>/jwt.key`. Instances sharing a database must share this key.
+    pub jwt_secret: Option<String>,
+    /// Password of the `admin` user created at first start (`NEXUS_ADMIN_PASSWORD`). Unset: a
+    /// random one, printed once and written to `<data_dir>/admin-password`.
+    pub admin_password: Option<String>,
+    /// Lifetime of access tokens issued by the framework, core v2 and media logins.
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of the secrets manager's session tokens (24 h by its spec).
+    pub session_token_ttl_secs: u64,
+    pub refresh_token_ttl_secs: u64,
+    /// Login attempts allowed per client and minute.
+    pub login_attempts_per_minute: u32,
+    /// Consecutive failed logins that lock an account…
+    pub lockout_threshold: u32,
+    /// …for this long.
+    pub lockout_secs: u64,
+    /// Permissions per role, replacing or adding to the built-in roles.
+    pub roles: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            admin_password: None,
+            access_token_ttl_secs: 3600,
+            session_token_ttl_secs: 24 * 3600,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            login_attempts_per_minute: 10,
+            lockout_threshold: 5,
+            lockout_secs: 900,
+            roles: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -72,6 +114,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             redis: RedisConfig::default(),
             log: LogConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -133,6 +176,8 @@ const ENV_ALIASES: &[(&str, &str)] = &[
     ("redis_url", "redis.url"),
     ("log_level", "log.level"),
     ("log_format", "log.format"),
+    ("jwt_secret", "auth.jwt_secret"),
+    ("admin_password", "auth.admin_password"),
 ];
 
 impl Config {
@@ -212,20 +257,25 @@ impl Config {
         }
     }
 
-    /// This configuration as TOML with every credential masked, for showing to people.
-    pub fn to_masked_toml(&self) -> String {
+    /// This configuration with every credential masked, for showing to people.
+    pub fn masked(&self) -> Config {
         let mut shown = self.clone();
         shown.database.url = Some(mask_url(&self.database_url()));
         shown.redis.url = self.redis.url.as_deref().map(mask_url);
-        toml::to_string_pretty(&shown).unwrap_or_default()
+        let mask = |v: &Option<String>| v.as_ref().map(|_| String::from(MASK));
+        shown.auth.jwt_secret = mask(&self.auth.jwt_secret);
+        shown.auth.admin_password = mask(&self.auth.admin_password);
+        shown
+    }
+
+    /// This configuration as TOML with every credential masked.
+    pub fn to_masked_toml(&self) -> String {
+        toml::to_string_pretty(&self.masked()).unwrap_or_default()
     }
 
     /// This configuration as JSON with every credential masked.
     pub fn to_masked_json(&self) -> serde_json::Value {
-        let mut shown = self.clone();
-        shown.database.url = Some(mask_url(&self.database_url()));
-        shown.redis.url = self.redis.url.as_deref().map(mask_url);
-        serde_json::to_value(&shown).unwrap_or_default()
+        serde_json::to_value(self.masked()).unwrap_or_default()
     }
 }
 
@@ -291,6 +341,9 @@ fn describe_figment_error(err: figment::Error) -> ConfigError {
         ConfigError::Key { key, reason }
     }
 }
+
+/// What a masked credential shows.
+pub const MASK: &str = "***masked***";
 
 /// Replaces the password of a URL's user-info with `***`, leaving the rest readable.
 pub fn mask_url(url: &str) -> String {

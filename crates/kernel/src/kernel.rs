@@ -7,12 +7,14 @@ use crate::clock::Timestamp;
 use crate::config::{Config, mask_url};
 use crate::db::{Db, MigrationSet, StorageError};
 use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
 
 #[derive(Debug)]
 pub struct Kernel {
     pub config: Config,
     pub db: Db,
     pub metrics: Metrics,
+    pub rate_limits: RateLimiter,
     /// Present when `redis.url` is configured.
     pub redis: Option<redis::aio::ConnectionManager>,
     /// This installation's id, stable across restarts and shared by every instance.
@@ -44,6 +46,7 @@ impl Kernel {
             config,
             db,
             metrics: Metrics::new(),
+            rate_limits: RateLimiter::default(),
             redis,
             server_id,
             started_at: Timestamp::now(),

@@ -4,6 +4,7 @@
 //! modules (this crate's `db` for connection and migrations, each plugin's `store` for its
 //! tables).
 
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod db;
@@ -12,6 +13,7 @@ pub mod id;
 pub mod instance;
 pub mod kernel;
 pub mod metrics;
+pub mod ratelimit;
 
 pub use kernel::Kernel;
 

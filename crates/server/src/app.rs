@@ -3,10 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::middleware::from_fn_with_state;
+use axum::{Extension, Router};
+use nexus_identity::Identity;
 use nexus_kernel::Kernel;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -22,14 +23,21 @@ use utoipa_axum::router::OpenApiRouter;
     info(title = "Nexus", description = "One server for the Nexus APIs: core v2, framework, operations, secrets manager and media platform."),
     tags(
         (name = "health", description = "Liveness and dependency checks"),
+        (name = "auth", description = "Framework: login, refresh, logout, API keys"),
+        (name = "users", description = "Framework: user management"),
+        (name = "secrets-auth", description = "Secrets manager: login, refresh, API keys"),
+        (name = "core-v2", description = "Core API v2: identity"),
+        (name = "media-auth", description = "Media platform: login, refresh, API keys"),
     )
 )]
 struct ApiDoc;
 
 /// The complete application for `kernel`.
-pub fn router(kernel: Arc<Kernel>) -> Router {
-    let (api, mut openapi) =
-        OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(nexus_system::routes(kernel.clone())).split_for_parts();
+pub fn router(kernel: Arc<Kernel>, identity: Arc<Identity>) -> Router {
+    let (api, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(nexus_system::routes(kernel.clone()))
+        .merge(nexus_identity::routes(identity.clone()))
+        .split_for_parts();
     openapi.info.version = nexus_kernel::VERSION.to_string();
 
     let server = &kernel.config.server;
@@ -39,6 +47,8 @@ pub fn router(kernel: Arc<Kernel>) -> Router {
     let layers = ServiceBuilder::new()
         .layer(CompressionLayer::new())
         .layer(from_fn_with_state(kernel.clone(), nexus_web::edge::edge))
+        // Any plugin's handler can take the `Auth` extractor, which finds the service here.
+        .layer(Extension(identity))
         .layer(CatchPanicLayer::new())
         .layer(cors(&server.cors_origins))
         .layer(TimeoutLayer::with_status_code(

@@ -20,7 +20,7 @@ pub use app::router;
 
 /// Every migration set of the built-in plugins, applied at start and by `nexus migrate`.
 pub fn migrations() -> Vec<&'static MigrationSet> {
-    vec![&nexus_kernel::MIGRATIONS]
+    vec![&nexus_kernel::MIGRATIONS, &nexus_identity::MIGRATIONS]
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,8 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("configuration key `server.host`: {0}")]
     Host(String),
+    #[error("identity: {0}")]
+    Identity(#[from] nexus_identity::IdentityError),
 }
 
 /// A server accepting connections on [`addr`](Self::addr).
@@ -50,7 +52,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
     let kernel = Kernel::open(config, &migrations()).await?;
-    let app = router(kernel.clone());
+    let identity = nexus_identity::Identity::start(kernel.clone()).await?;
+    let app = router(kernel.clone(), identity);
     let (tx, rx) = oneshot::channel::<()>();
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);

@@ -13,6 +13,9 @@ use tempfile::TempDir;
 pub use reqwest;
 pub use serde_json::json;
 
+/// The password of the `admin` user every test server starts with.
+pub const ADMIN_PASSWORD: &str = "admin-Pass1";
+
 /// The storage engine a test server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -131,6 +134,7 @@ impl TestServer {
         let mut config = Config { data_dir: data_dir.path().to_path_buf(), ..Config::default() };
         config.server.port = 0;
         config.log.level = String::from("warn");
+        config.auth.admin_password = Some(String::from(ADMIN_PASSWORD));
         let schema = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => {
@@ -192,6 +196,47 @@ impl TestServer {
 
     pub async fn post(&self, path: &str, body: Value) -> Reply {
         self.call(Method::POST, path, Some(body), &[]).await
+    }
+
+    /// Sends `method path` with a bearer token (or an API key) and an optional JSON body.
+    pub async fn call_as(&self, token: &str, method: Method, path: &str, body: Option<Value>) -> Reply {
+        let auth = format!("Bearer {token}");
+        self.call(method, path, body, &[("Authorization", auth.as_str())]).await
+    }
+
+    pub async fn get_as(&self, token: &str, path: &str) -> Reply {
+        self.call_as(token, Method::GET, path, None).await
+    }
+
+    pub async fn post_as(&self, token: &str, path: &str, body: Value) -> Reply {
+        self.call_as(token, Method::POST, path, Some(body)).await
+    }
+
+    /// Logs in through the framework surface; panics unless it succeeds.
+    pub async fn login(&self, username: &str, password: &str) -> String {
+        let r = self.post("/api/auth/login", serde_json::json!({ "username": username, "password": password })).await;
+        assert_eq!(r.status, 200, "login of {username} failed: {}", r.text);
+        r.json["access_token"].as_str().unwrap_or_default().to_string()
+    }
+
+    /// A fresh access token of `admin`.
+    pub async fn admin_token(&self) -> String {
+        self.login("admin", ADMIN_PASSWORD).await
+    }
+
+    /// Creates a user with `roles` (as admin) and returns a token of theirs.
+    pub async fn user_token(&self, username: &str, roles: &[&str]) -> String {
+        let admin = self.admin_token().await;
+        let password = "user-Pass1";
+        let body = serde_json::json!({
+            "username": username,
+            "email": format!("{username}@example.com"),
+            "password": password,
+            "roles": roles,
+        });
+        let r = self.post_as(&admin, "/api/users", body).await;
+        assert_eq!(r.status, 201, "creating {username} failed: {}", r.text);
+        self.login(username, password).await
     }
 }
 

@@ -2,12 +2,14 @@
 //! that reject bad input in those dialects, the edge middleware (request id, error rendering,
 //! metrics), and the API documentation.
 
+pub mod client;
 pub mod dialect;
 pub mod docs;
 pub mod edge;
 pub mod error;
 pub mod extract;
 
+pub use client::ClientMeta;
 pub use dialect::Dialect;
 pub use error::{ApiError, ErrorCode, FieldError};
 pub use extract::{Json, Path, Query};

@@ -1,0 +1,87 @@
+//! What can go wrong in identity and access, and how each surface is told.
+
+use axum::http::{HeaderName, HeaderValue};
+use nexus_kernel::db::StorageError;
+use nexus_web::{ApiError, ErrorCode, FieldError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("authentication required")]
+    Unauthenticated,
+    #[error("token expired")]
+    TokenExpired,
+    #[error("invalid or revoked token")]
+    InvalidToken,
+    #[error("invalid or revoked API key")]
+    InvalidApiKey,
+    #[error("API key expired")]
+    ApiKeyExpired,
+    #[error("account is temporarily locked after repeated failed logins")]
+    Locked,
+    #[error("account is {0}")]
+    Inactive(String),
+    #[error("too many login attempts")]
+    Throttled { retry_after: u64, limit: u32 },
+    #[error("missing permission {0}")]
+    Forbidden(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("validation failed")]
+    Invalid(Vec<FieldError>),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl IdentityError {
+    pub fn field(field: &str, message: impl Into<String>) -> Self {
+        IdentityError::Invalid(vec![FieldError::new(field, message)])
+    }
+}
+
+impl From<IdentityError> for ApiError {
+    fn from(err: IdentityError) -> Self {
+        match err {
+            IdentityError::InvalidCredentials => ApiError::new(ErrorCode::InvalidCredentials, "invalid credentials"),
+            IdentityError::Unauthenticated => {
+                ApiError::new(ErrorCode::AuthenticationRequired, "Authentication required")
+            }
+            IdentityError::TokenExpired => {
+                ApiError::new(ErrorCode::TokenExpired, "Your session has expired. Please login again.")
+            }
+            IdentityError::InvalidToken => ApiError::new(ErrorCode::AuthenticationRequired, "Invalid or revoked token"),
+            IdentityError::InvalidApiKey => {
+                ApiError::new(ErrorCode::AuthenticationRequired, "Invalid or revoked API key")
+            }
+            IdentityError::ApiKeyExpired => ApiError::new(ErrorCode::TokenExpired, "API key has expired"),
+            IdentityError::Locked => ApiError::new(
+                ErrorCode::InvalidCredentials,
+                "account is temporarily locked after repeated failed logins",
+            ),
+            IdentityError::Inactive(status) => {
+                ApiError::new(ErrorCode::InvalidCredentials, format!("account is {status}"))
+            }
+            IdentityError::Throttled { retry_after, limit } => ApiError::new(
+                ErrorCode::RateLimitExceeded,
+                format!("Too many login attempts. Please retry after {retry_after} seconds."),
+            )
+            .with_extra("retry_after", retry_after)
+            .with_extra("limit", limit)
+            .with_extra("window", "1m")
+            .with_header(HeaderName::from_static("retry-after"), HeaderValue::from(retry_after)),
+            IdentityError::Forbidden(permission) => {
+                ApiError::forbidden(format!("This operation requires the `{permission}` permission"))
+            }
+            IdentityError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            IdentityError::Conflict(message) => ApiError::conflict(message),
+            IdentityError::Invalid(details) => ApiError::invalid_fields(details),
+            IdentityError::Storage(e) => ApiError::internal(e),
+            IdentityError::Internal(e) => ApiError::internal(e),
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The authenticated caller, and the extractor every protected handler takes.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use nexus_web::ApiError;
+
+use crate::error::IdentityError;
+use crate::roles::Permissions;
+use crate::service::Identity;
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// An access token of session `sid`.
+    Token { jti: String, sid: String, expires_at: i64 },
+    /// An API key.
+    ApiKey { key_id: String, premium: bool },
+}
+
+/// An authenticated user (directly or through one of their API keys).
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user_id: String,
+    pub username: String,
+    pub roles: Vec<String>,
+    pub permissions: Permissions,
+    pub credential: Credential,
+}
+
+impl Principal {
+    pub fn has(&self, permission: &str) -> bool {
+        self.permissions.has(permission)
+    }
+
+    /// `Ok` when the caller holds `permission`, else 403 naming it.
+    pub fn require(&self, permission: &str) -> Result<(), IdentityError> {
+        if self.has(permission) { Ok(()) } else { Err(IdentityError::Forbidden(permission.to_string())) }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.roles.iter().any(|r| r == "admin") && self.permissions.is_all()
+    }
+
+    /// The role the secrets manager shows: `admin` if held, else the first.
+    pub fn primary_role(&self) -> &str {
+        if self.roles.iter().any(|r| r == "admin") {
+            "admin"
+        } else {
+            self.roles.first().map_or("user", String::as_str)
+        }
+    }
+
+    /// Whether this caller came with an API key marked premium (for rate-limit tiers).
+    pub fn is_premium_key(&self) -> bool {
+        matches!(self.credential, Credential::ApiKey { premium: true, .. })
+    }
+}
+
+/// The credential a request carries, unverified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presented {
+    Bearer(String),
+    ApiKey(String),
+}
+
+/// Reads the credential from `Authorization: Bearer …`, `Authorization: MediaBrowser Token="…"`,
+/// `X-API-Key` or `X-Nexus-API-Key`.
+pub fn presented(parts: &Parts) -> Option<Presented> {
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    for name in ["x-api-key", "x-nexus-api-key"] {
+        if let Some(key) = header(name).filter(|k| !k.is_empty()) {
+            return Some(Presented::ApiKey(key.to_string()));
+        }
+    }
+    let auth = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok())?.trim();
+    let token = if let Some(rest) = strip_prefix_ci(auth, "bearer ") {
+        rest.trim().to_string()
+    } else if let Some(rest) = strip_prefix_ci(auth, "mediabrowser ").or_else(|| strip_prefix_ci(auth, "emby ")) {
+        media_browser_token(rest)?
+    } else {
+        return None;
+    };
+    if token.is_empty() {
+        return None;
+    }
+    Some(if crate::tokens::looks_like_api_key(&token) { Presented::ApiKey(token) } else { Presented::Bearer(token) })
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then(|| s.get(prefix.len()..)).flatten()
+}
+
+/// The `Token="…"` parameter of a MediaBrowser authorization header.
+fn media_browser_token(params: &str) -> Option<String> {
+    params.split(',').find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim().eq_ignore_ascii_case("token").then(|| value.trim().trim_matches('"').to_string())
+    })
+}
+
+/// Extracts the authenticated caller; 401 in the path's dialect when there is none.
+#[derive(Debug, Clone)]
+pub struct Auth(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Auth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(principal) = parts.extensions.get::<Principal>() {
+            return Ok(Auth(principal.clone()));
+        }
+        let identity = parts
+            .extensions
+            .get::<Arc<Identity>>()
+            .cloned()
+            .ok_or_else(|| ApiError::internal("identity service is not installed"))?;
+        let presented = presented(parts).ok_or(IdentityError::Unauthenticated)?;
+        let principal = identity.authenticate(&presented).await?;
+        parts.extensions.insert(principal.clone());
+        Ok(Auth(principal))
+    }
+}
+
+/// The caller if they authenticated, `None` if they sent no credential; a credential that
+/// does not verify is still a 401.
+#[derive(Debug, Clone)]
+pub struct MaybeAuth(pub Option<Principal>);
+
+impl<S: Send + Sync> FromRequestParts<S> for MaybeAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        if presented(parts).is_none() && parts.extensions.get::<Principal>().is_none() {
+            return Ok(MaybeAuth(None));
+        }
+        Auth::from_request_parts(parts, state).await.map(|Auth(p)| MaybeAuth(Some(p)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(headers: &[(&str, &str)]) -> Parts {
+        let mut req = axum::http::Request::builder();
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.body(()).map(|r| r.into_parts().0).unwrap_or_else(|_| axum::http::Request::new(()).into_parts().0)
+    }
+
+    #[test]
+    fn every_documented_header_is_read() {
+        assert_eq!(presented(&parts(&[("Authorization", "Bearer abc")])), Some(Presented::Bearer("abc".into())));
+        assert_eq!(
+            presented(&parts(&[("Authorization", "bearer sk_live_x")])),
+            Some(Presented::ApiKey("sk_live_x".into()))
+        );
+        assert_eq!(presented(&parts(&[("X-API-Key", "nexus_key_1")])), Some(Presented::ApiKey("nexus_key_1".into())));
+        assert_eq!(presented(&parts(&[("X-Nexus-API-Key", "nx_1")])), Some(Presented::ApiKey("nx_1".into())));
+        assert_eq!(
+            presented(&parts(&[("Authorization", r#"MediaBrowser Client="web", Token="jwt.here""#)])),
+            Some(Presented::Bearer("jwt.here".into()))
+        );
+        assert_eq!(presented(&parts(&[("Authorization", "Basic abc")])), None);
+        assert_eq!(presented(&parts(&[])), None);
+    }
+}

@@ -1,0 +1,335 @@
+//! Users: validation, creation, changes, deletion, and the first admin.
+
+use nexus_kernel::clock::Timestamp;
+use nexus_web::{ClientMeta, FieldError};
+use serde_json::{Value, json};
+
+use super::Identity;
+use crate::error::IdentityError;
+use crate::principal::Principal;
+use crate::store::{UserFilter, UserRow};
+
+pub const STATUSES: &[&str] = &["active", "inactive", "suspended"];
+
+/// A user as the domain hands it out (never with a password hash).
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    pub email: String,
+    pub full_name: String,
+    pub roles: Vec<String>,
+    pub status: String,
+    pub metadata: Value,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub last_login: Option<Timestamp>,
+}
+
+impl From<UserRow> for User {
+    fn from(r: UserRow) -> Self {
+        Self {
+            id: r.id,
+            username: r.username,
+            email: r.email,
+            full_name: r.full_name,
+            roles: r.roles,
+            status: r.status,
+            metadata: serde_json::from_str(&r.metadata).unwrap_or_else(|_| json!({})),
+            created_at: Timestamp::from_micros(r.created_at),
+            updated_at: Timestamp::from_micros(r.updated_at),
+            last_login: r.last_login.map(Timestamp::from_micros),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NewUser {
+    pub username: String,
+    pub email: String,
+    pub password: String,
+    pub full_name: Option<String>,
+    pub roles: Option<Vec<String>>,
+    pub status: Option<String>,
+    pub metadata: Option<Value>,
+}
+
+/// Changes to a user; absent fields stay as they are.
+#[derive(Debug, Clone, Default)]
+pub struct UserPatch {
+    pub username: Option<String>,
+    pub email: Option<String>,
+    pub password: Option<String>,
+    pub full_name: Option<String>,
+    pub roles: Option<Vec<String>>,
+    pub status: Option<String>,
+    pub metadata: Option<Value>,
+}
+
+fn check_username(name: &str, errors: &mut Vec<FieldError>) {
+    let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@' | '+'));
+    if !(3..=64).contains(&name.chars().count()) || !ok_chars {
+        errors.push(FieldError::new("username", "Username must be 3-64 characters of letters, digits and . _ - @ +"));
+    }
+}
+
+fn check_email(email: &str, errors: &mut Vec<FieldError>) {
+    let valid = email.len() <= 254
+        && !email.chars().any(char::is_whitespace)
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+        });
+    if !valid {
+        errors.push(FieldError::new("email", "Invalid email format"));
+    }
+}
+
+impl Identity {
+    fn check_roles(&self, roles: &[String], errors: &mut Vec<FieldError>) {
+        if roles.is_empty() {
+            errors.push(FieldError::new("roles", "At least one role is required"));
+        }
+        for role in roles {
+            if !self.roles.exists(role) {
+                errors.push(FieldError::new(
+                    "roles",
+                    format!("Unknown role `{role}`; known: {}", self.roles.names().join(", ")),
+                ));
+            }
+        }
+    }
+
+    pub async fn get_user(&self, id: &str) -> Result<User, IdentityError> {
+        self.store.user_by_id(id).await?.map(User::from).ok_or(IdentityError::NotFound("user"))
+    }
+
+    pub async fn list_users(&self, filter: &UserFilter) -> Result<(Vec<User>, i64), IdentityError> {
+        let (rows, total) = self.store.list_users(filter).await?;
+        Ok((rows.into_iter().map(User::from).collect(), total))
+    }
+
+    /// Creates a user; `actor` is `None` only for the first admin and the command line.
+    pub async fn create_user(
+        &self,
+        actor: Option<&Principal>,
+        new: NewUser,
+        client: &ClientMeta,
+    ) -> Result<User, IdentityError> {
+        let mut errors = Vec::new();
+        let username = new.username.trim().to_string();
+        let email = new.email.trim().to_string();
+        check_username(&username, &mut errors);
+        check_email(&email, &mut errors);
+        if let Some(why) = crate::password::policy_violation(&new.password) {
+            errors.push(FieldError::new("password", why));
+        }
+        let roles = new.roles.clone().unwrap_or_else(|| vec!["user".to_string()]);
+        self.check_roles(&roles, &mut errors);
+        let status = new.status.clone().unwrap_or_else(|| "active".to_string());
+        if !STATUSES.contains(&status.as_str()) {
+            errors.push(FieldError::new("status", "Status must be active, inactive or suspended"));
+        }
+        let metadata = new.metadata.clone().unwrap_or_else(|| json!({}));
+        if !metadata.is_object() {
+            errors.push(FieldError::new("metadata", "Metadata must be an object"));
+        }
+        if !errors.is_empty() {
+            return Err(IdentityError::Invalid(errors));
+        }
+        self.insert_user(actor, username, email, new.password, new.full_name, roles, status, metadata, client).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn insert_user(
+        &self,
+        actor: Option<&Principal>,
+        username: String,
+        email: String,
+        password: String,
+        full_name: Option<String>,
+        roles: Vec<String>,
+        status: String,
+        metadata: Value,
+        client: &ClientMeta,
+    ) -> Result<User, IdentityError> {
+        self.ensure_unique(&username, &email, None).await?;
+        let password_hash = crate::password::hash(password).await.map_err(IdentityError::Internal)?;
+        let now = Timestamp::now().as_micros();
+        let row = UserRow {
+            id: nexus_kernel::id::uuid(),
+            username,
+            email,
+            full_name: full_name.unwrap_or_default(),
+            password_hash,
+            status,
+            metadata: metadata.to_string(),
+            failed_logins: 0,
+            locked_until: None,
+            created_at: now,
+            updated_at: now,
+            last_login: None,
+            roles,
+        };
+        self.store.insert_user(&row).await.map_err(|e| {
+            if e.is_unique_violation() {
+                IdentityError::Conflict("username or email already exists".into())
+            } else {
+                e.into()
+            }
+        })?;
+        let actor_id = actor.map_or("system", |a| a.user_id.as_str());
+        self.audit("user.create", actor_id, &row.id, client, true, json!({ "username": row.username })).await;
+        Ok(row.into())
+    }
+
+    async fn ensure_unique(&self, username: &str, email: &str, except: Option<&str>) -> Result<(), IdentityError> {
+        for (field, value) in [("username", username), ("email", email)] {
+            if let Some(other) = self.store.user_by_login(value).await?
+                && Some(other.id.as_str()) != except
+                && (crate::store::fold(&other.username) == crate::store::fold(value)
+                    || crate::store::fold(&other.email) == crate::store::fold(value))
+            {
+                return Err(IdentityError::Conflict(format!("a user with this {field} already exists")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `patch` to user `id`. Role, status and password changes revoke the user's
+    /// existing tokens; the last active admin cannot be demoted or deactivated.
+    pub async fn update_user(
+        &self,
+        actor: &Principal,
+        id: &str,
+        patch: UserPatch,
+        client: &ClientMeta,
+    ) -> Result<User, IdentityError> {
+        let mut row = self.store.user_by_id(id).await?.ok_or(IdentityError::NotFound("user"))?;
+        let mut errors = Vec::new();
+        if let Some(username) = &patch.username {
+            check_username(username.trim(), &mut errors);
+        }
+        if let Some(email) = &patch.email {
+            check_email(email.trim(), &mut errors);
+        }
+        if let Some(password) = &patch.password
+            && let Some(why) = crate::password::policy_violation(password)
+        {
+            errors.push(FieldError::new("password", why));
+        }
+        if let Some(roles) = &patch.roles {
+            self.check_roles(roles, &mut errors);
+        }
+        if let Some(status) = &patch.status
+            && !STATUSES.contains(&status.as_str())
+        {
+            errors.push(FieldError::new("status", "Status must be active, inactive or suspended"));
+        }
+        if patch.metadata.as_ref().is_some_and(|m| !m.is_object()) {
+            errors.push(FieldError::new("metadata", "Metadata must be an object"));
+        }
+        if !errors.is_empty() {
+            return Err(IdentityError::Invalid(errors));
+        }
+        let was_admin = row.status == "active" && row.roles.iter().any(|r| r == "admin");
+        let roles_changed = patch.roles.as_ref().is_some_and(|r| *r != row.roles);
+        let status_changed = patch.status.as_ref().is_some_and(|s| *s != row.status);
+        let still_admin = patch.status.as_deref().unwrap_or(&row.status) == "active"
+            && patch.roles.as_ref().unwrap_or(&row.roles).iter().any(|r| r == "admin");
+        if was_admin && !still_admin && self.store.count_active_with_role("admin", id).await? == 0 {
+            return Err(IdentityError::Conflict("the last active admin cannot be demoted or deactivated".into()));
+        }
+        let username = patch.username.as_deref().map(str::trim).unwrap_or(&row.username).to_string();
+        let email = patch.email.as_deref().map(str::trim).unwrap_or(&row.email).to_string();
+        self.ensure_unique(&username, &email, Some(id)).await?;
+        let password_changed = patch.password.is_some();
+        if let Some(password) = patch.password {
+            row.password_hash = crate::password::hash(password).await.map_err(IdentityError::Internal)?;
+        }
+        row.username = username;
+        row.email = email;
+        if let Some(v) = patch.full_name {
+            row.full_name = v;
+        }
+        if let Some(v) = patch.roles {
+            row.roles = v;
+        }
+        if let Some(v) = patch.status {
+            row.status = v;
+        }
+        if let Some(v) = patch.metadata {
+            row.metadata = v.to_string();
+        }
+        row.updated_at = Timestamp::now().as_micros();
+        self.store.update_user(&row).await.map_err(|e| {
+            if e.is_unique_violation() {
+                IdentityError::Conflict("username or email already exists".into())
+            } else {
+                e.into()
+            }
+        })?;
+        if roles_changed || status_changed || password_changed {
+            self.revoke_user_tokens(id).await?;
+        }
+        let changed = json!({ "roles": roles_changed, "status": status_changed, "password": password_changed });
+        self.audit("user.update", &actor.user_id, id, client, true, changed).await;
+        Ok(row.into())
+    }
+
+    /// Deletes user `id`, except the last active admin.
+    pub async fn delete_user(&self, actor: &Principal, id: &str, client: &ClientMeta) -> Result<(), IdentityError> {
+        let row = self.store.user_by_id(id).await?.ok_or(IdentityError::NotFound("user"))?;
+        let is_admin = row.status == "active" && row.roles.iter().any(|r| r == "admin");
+        if is_admin && self.store.count_active_with_role("admin", id).await? == 0 {
+            return Err(IdentityError::Conflict("the last active admin cannot be deleted".into()));
+        }
+        self.revoke_user_tokens(id).await?;
+        if !self.store.delete_user(id).await? {
+            return Err(IdentityError::NotFound("user"));
+        }
+        self.audit("user.delete", &actor.user_id, id, client, true, json!({ "username": row.username })).await;
+        Ok(())
+    }
+
+    /// Creates `admin` on an empty database: with `auth.admin_password` if set, else a random
+    /// password printed once and written to `<data_dir>/admin-password` (0600).
+    pub(super) async fn ensure_admin(&self) -> Result<(), IdentityError> {
+        if self.store.count_users().await? > 0 {
+            return Ok(());
+        }
+        let configured = self.kernel.config.auth.admin_password.clone();
+        let password = configured.clone().unwrap_or_else(|| nexus_kernel::id::random_alphanumeric(24));
+        let created = self
+            .insert_user(
+                None,
+                "admin".into(),
+                "admin@localhost".into(),
+                password.clone(),
+                Some("Administrator".into()),
+                vec!["admin".into()],
+                "active".into(),
+                json!({}),
+                &ClientMeta::default(),
+            )
+            .await;
+        match created {
+            Ok(_) => {}
+            // Another instance on the same database created it first.
+            Err(IdentityError::Conflict(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        if configured.is_none() {
+            let path = self.kernel.config.data_dir.join("admin-password");
+            super::write_private(&path, &format!("{password}\n"))?;
+            println!(
+                "Created user `admin` with password: {password}\n(also written to {}; it is not shown again)",
+                path.display()
+            );
+        }
+        Ok(())
+    }
+}
