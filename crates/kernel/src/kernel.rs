@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use crate::clock::Timestamp;
 use crate::config::{Config, mask_url};
 use crate::db::{Db, MigrationSet, StorageError};
+use crate::events::EventBus;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 
@@ -15,6 +16,7 @@ pub struct Kernel {
     pub db: Db,
     pub metrics: Metrics,
     pub rate_limits: RateLimiter,
+    pub events: EventBus,
     /// Present when `redis.url` is configured.
     pub redis: Option<redis::aio::ConnectionManager>,
     /// This installation's id, stable across restarts and shared by every instance.
@@ -47,6 +49,7 @@ impl Kernel {
             db,
             metrics: Metrics::new(),
             rate_limits: RateLimiter::default(),
+            events: EventBus::new(),
             redis,
             server_id,
             started_at: Timestamp::now(),

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod events;
 pub mod health;
 pub mod id;
 pub mod instance;
