@@ -13,6 +13,13 @@ use tempfile::TempDir;
 pub use reqwest;
 pub use serde_json::json;
 
+/// Server logs go to the test's captured output (shown when a test fails); `NEXUS_TEST_LOG`
+/// sets the filter (default `warn`).
+fn init_logging() {
+    let filter = std::env::var("NEXUS_TEST_LOG").unwrap_or_else(|_| String::from("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}
+
 /// The password of the `admin` user every test server starts with.
 pub const ADMIN_PASSWORD: &str = "admin-Pass1";
 
@@ -130,6 +137,7 @@ impl TestServer {
 
     /// A server on `backend` after `configure` has adjusted its configuration.
     pub async fn start_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> Self {
+        init_logging();
         let data_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
         let mut config = Config { data_dir: data_dir.path().to_path_buf(), ..Config::default() };
         config.server.port = 0;

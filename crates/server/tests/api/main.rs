@@ -5,4 +5,7 @@ mod cli;
 mod docs;
 mod edge;
 mod health;
+mod identity;
+mod identity_core_v2;
+mod identity_media;
 mod storage;

@@ -9,7 +9,7 @@ CREATE TABLE users (
     password_hash      TEXT    NOT NULL,
     status             TEXT    NOT NULL,
     metadata           TEXT    NOT NULL DEFAULT '{}',
-    failed_logins      INTEGER NOT NULL DEFAULT 0,
+    failed_logins      BIGINT  NOT NULL DEFAULT 0,
     locked_until       BIGINT,
     created_at         BIGINT  NOT NULL,
     updated_at         BIGINT  NOT NULL,

@@ -66,6 +66,13 @@ pub struct UserPatch {
     pub metadata: Option<Value>,
 }
 
+/// Roles in a stable order, each once, as they are stored and shown.
+fn normalize_roles(mut roles: Vec<String>) -> Vec<String> {
+    roles.sort();
+    roles.dedup();
+    roles
+}
+
 fn check_username(name: &str, errors: &mut Vec<FieldError>) {
     let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@' | '+'));
     if !(3..=64).contains(&name.chars().count()) || !ok_chars {
@@ -127,7 +134,7 @@ impl Identity {
         if let Some(why) = crate::password::policy_violation(&new.password) {
             errors.push(FieldError::new("password", why));
         }
-        let roles = new.roles.clone().unwrap_or_else(|| vec!["user".to_string()]);
+        let roles = normalize_roles(new.roles.clone().unwrap_or_else(|| vec!["user".to_string()]));
         self.check_roles(&roles, &mut errors);
         let status = new.status.clone().unwrap_or_else(|| "active".to_string());
         if !STATUSES.contains(&status.as_str()) {
@@ -205,9 +212,10 @@ impl Identity {
         &self,
         actor: &Principal,
         id: &str,
-        patch: UserPatch,
+        mut patch: UserPatch,
         client: &ClientMeta,
     ) -> Result<User, IdentityError> {
+        patch.roles = patch.roles.map(normalize_roles);
         let mut row = self.store.user_by_id(id).await?.ok_or(IdentityError::NotFound("user"))?;
         let mut errors = Vec::new();
         if let Some(username) = &patch.username {

@@ -1,0 +1,479 @@
+//! Identity on the framework and secrets-manager surfaces: logins, tokens, keys, users, and
+//! every way they should fail.
+
+use nexus_testkit::reqwest::Method;
+use nexus_testkit::{ADMIN_PASSWORD, Backend, TestServer, backends, json};
+
+#[tokio::test]
+async fn seed_login_examples_work_on_both_surfaces() {
+    for backend in backends() {
+        let s = TestServer::start_on(backend).await;
+        let r = s.post("/api/auth/login", json!({"username": "admin", "password": ADMIN_PASSWORD})).await;
+        assert_eq!(r.status, 200, "{backend:?} {}", r.text);
+        for field in ["access_token", "refresh_token", "token_type", "expires_in", "user"] {
+            assert!(!r.json[field].is_null(), "{field} missing: {}", r.text);
+        }
+        assert_eq!(r.json["token_type"], "bearer");
+        assert_eq!(r.json["expires_in"], 3600);
+        assert_eq!(r.json["user"]["username"], "admin");
+        assert_eq!(r.json["user"]["roles"], json!(["admin"]));
+
+        let r = s.post("/api/v1/auth/login", json!({"username": "admin", "password": ADMIN_PASSWORD})).await;
+        assert_eq!(r.status, 200);
+        let token = r.json["token"].as_str().unwrap_or_default().to_string();
+        assert!(!token.is_empty());
+        assert_eq!(r.json["user"]["role"], "admin");
+        assert!(r.json["user"]["id"].is_string() && r.json["user"]["name"].is_string());
+        let expires = r.json["expires_at"].as_str().and_then(nexus_kernel::clock::Timestamp::parse_rfc3339);
+        let in_a_day = nexus_kernel::clock::Timestamp::now().add_seconds(24 * 3600);
+        assert!(expires.is_some_and(|t| (t.as_unix_seconds() - in_a_day.as_unix_seconds()).abs() < 5));
+
+        let r = s.call_as(&token, Method::POST, "/api/v1/auth/refresh", None).await;
+        assert_eq!(r.status, 200);
+        assert!(r.json["token"].is_string() && r.json["expires_at"].is_string());
+    }
+}
+
+#[tokio::test]
+async fn wrong_password_and_unknown_user_get_the_same_answer() {
+    let s = TestServer::start().await;
+    let wrong = s.post("/api/v1/auth/login", json!({"username": "admin", "password": "nope-nope-1"})).await;
+    let unknown = s.post("/api/v1/auth/login", json!({"username": "ghost", "password": "nope-nope-1"})).await;
+    for r in [&wrong, &unknown] {
+        assert_eq!(r.status, 401);
+        assert_eq!(r.json["error"], "Unauthorized");
+        assert_eq!(r.json["message"], "invalid credentials");
+    }
+    let r = s.post("/api/auth/login", json!({"username": "ghost", "password": "x"})).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json["error"]["code"], "INVALID_CREDENTIALS");
+}
+
+#[tokio::test]
+async fn bad_json_is_400_or_415_in_each_dialect() {
+    let s = TestServer::start().await;
+    // Wrongly typed field: framework dialect names it.
+    let r = s.post("/api/auth/login", json!({"username": 5, "password": "x"})).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json["error"]["code"], "VALIDATION_ERROR");
+    assert_eq!(r.json["error"]["details"][0]["field"], "username");
+
+    // Missing field: v1 dialect names it too.
+    let r = s.post("/api/v1/auth/login", json!({"username": "admin"})).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json["error"], "Bad Request");
+    assert_eq!(r.json["code"], "VALIDATION_ERROR");
+    assert_eq!(r.json["details"][0]["field"], "password");
+
+    // Malformed JSON.
+    let resp = s
+        .client
+        .post(s.url("/api/auth/login"))
+        .header("content-type", "application/json")
+        .body("{\"username\": ")
+        .send()
+        .await
+        .map_err(|e| e.to_string());
+    let r = nexus_testkit::read(resp.unwrap_or_else(|e| panic!("{e}"))).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json["error"]["details"][0]["field"], "body");
+
+    // Not JSON at all.
+    let resp = s.client.post(s.url("/api/v1/auth/login")).header("content-type", "text/plain").body("hi").send().await;
+    let r = nexus_testkit::read(resp.unwrap_or_else(|e| panic!("{e}"))).await;
+    assert_eq!(r.status, 415);
+    assert_eq!(r.json["code"], "UNSUPPORTED_MEDIA_TYPE");
+    assert_eq!(r.json["success"], false);
+}
+
+#[tokio::test]
+async fn missing_tampered_none_and_expired_tokens_are_refused() {
+    let s = TestServer::start_with(Backend::Sqlite, |c| c.auth.access_token_ttl_secs = 1).await;
+    let r = s.get("/api/users").await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json["error"]["code"], "AUTHENTICATION_REQUIRED");
+
+    let token = s.admin_token().await;
+    let mut parts: Vec<String> = token.split('.').map(str::to_string).collect();
+    // Flip one character of the signature.
+    let sig = parts[2].clone();
+    let flipped: String =
+        sig.chars().enumerate().map(|(i, c)| if i == 3 { if c == 'A' { 'B' } else { 'A' } } else { c }).collect();
+    parts[2] = flipped;
+    let r = s.get_as(&parts.join("."), "/api/users").await;
+    assert_eq!(r.status, 401, "tampered");
+
+    // Same claims, `alg: none`, no signature.
+    use base64::Engine;
+    let none = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let r = s.get_as(&format!("{none}.{}.", parts[1]), "/api/users").await;
+    assert_eq!(r.status, 401, "alg none");
+
+    let r = s.get_as("not-a-jwt", "/api/users").await;
+    assert_eq!(r.status, 401, "malformed");
+
+    // The test server allows 5 s of clock leeway; wait past it.
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    let r = s.get_as(&token, "/api/users").await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json["error"]["code"], "TOKEN_EXPIRED");
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_reuse_revokes_the_whole_session() {
+    for backend in backends() {
+        let s = TestServer::start_on(backend).await;
+        let r = s.post("/api/auth/login", json!({"username": "admin", "password": ADMIN_PASSWORD})).await;
+        let first = r.json["refresh_token"].as_str().unwrap_or_default().to_string();
+        let access = r.json["access_token"].as_str().unwrap_or_default().to_string();
+
+        let r = s.post("/api/auth/refresh", json!({"refresh_token": first})).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let second = r.json["refresh_token"].as_str().unwrap_or_default().to_string();
+        let second_access = r.json["access_token"].as_str().unwrap_or_default().to_string();
+        assert_ne!(first, second);
+        assert_eq!(s.get_as(&second_access, "/api/users").await.status, 200);
+
+        // Spending the first token again is theft: the session ends for everyone holding it.
+        let r = s.post("/api/auth/refresh", json!({"refresh_token": first})).await;
+        assert_eq!(r.status, 401);
+        let r = s.post("/api/auth/refresh", json!({"refresh_token": second})).await;
+        assert_eq!(r.status, 401, "the rotated token dies with its session");
+        assert_eq!(s.get_as(&second_access, "/api/users").await.status, 401);
+        assert_eq!(s.get_as(&access, "/api/users").await.status, 401);
+
+        let admin = s.admin_token().await;
+        let audit = nexus_kernel::audit::query(
+            &s.kernel().db,
+            &nexus_kernel::audit::AuditQuery { action: Some("auth.refresh".into()), ..Default::default() },
+        )
+        .await
+        .unwrap_or_default();
+        assert!(audit.0.iter().any(|e| !e.success && e.metadata.contains("reused")), "reuse audited");
+        drop(admin);
+    }
+}
+
+#[tokio::test]
+async fn logout_revokes_the_token_and_its_refresh_chain() {
+    let s = TestServer::start().await;
+    let r = s.post("/api/auth/login", json!({"username": "admin", "password": ADMIN_PASSWORD})).await;
+    let access = r.json["access_token"].as_str().unwrap_or_default().to_string();
+    let refresh = r.json["refresh_token"].as_str().unwrap_or_default().to_string();
+    let r = s.call_as(&access, Method::POST, "/api/auth/logout", None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json["message"], "Successfully logged out");
+    assert_eq!(s.get_as(&access, "/api/users").await.status, 401);
+    assert_eq!(s.post("/api/auth/refresh", json!({"refresh_token": refresh})).await.status, 401);
+    // Another session of the same user is untouched.
+    let other = s.admin_token().await;
+    assert_eq!(s.get_as(&other, "/api/users").await.status, 200);
+}
+
+#[tokio::test]
+async fn logout_on_one_instance_reaches_another_on_the_same_database() {
+    let Some(_) = nexus_testkit::postgres_url() else { return };
+    let a = TestServer::start_with(Backend::Postgres, |c| c.auth.jwt_secret = Some("k".repeat(40))).await;
+    let shared = a.config.database.url.clone();
+    let b = TestServer::start_with(Backend::Sqlite, |c| {
+        c.database.url = shared;
+        c.auth.jwt_secret = Some("k".repeat(40));
+    })
+    .await;
+    let token = a.admin_token().await;
+    assert_eq!(b.get_as(&token, "/api/users").await.status, 200, "a token works on every instance");
+    assert_eq!(a.call_as(&token, Method::POST, "/api/auth/logout", None).await.status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(b.get_as(&token, "/api/users").await.status, 401, "revocation crossed instances");
+}
+
+#[tokio::test]
+async fn api_keys_are_shown_once_work_everywhere_and_die_when_revoked() {
+    for backend in backends() {
+        let s = TestServer::start_on(backend).await;
+        let admin = s.admin_token().await;
+        let r = s
+            .post_as(
+                &admin,
+                "/api/v1/apikeys",
+                json!({"name": "CI/CD Pipeline", "expires_in": 2_592_000_000_000_000u64}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let key = r.json["key"].as_str().unwrap_or_default().to_string();
+        let id = r.json["id"].as_str().unwrap_or_default().to_string();
+        assert!(key.starts_with("nx_"));
+        assert_eq!(r.json["prefix"].as_str().map(str::len), Some(8));
+        assert!(key.starts_with(r.json["prefix"].as_str().unwrap_or("-")));
+        assert!(r.json["expires_at"].is_string());
+
+        // The key authenticates on every surface, through every documented header.
+        for header in ["X-Nexus-API-Key", "X-API-Key"] {
+            let r = s.call(Method::GET, "/api/v1/apikeys", None, &[(header, key.as_str())]).await;
+            assert_eq!(r.status, 200, "{header}");
+        }
+        assert_eq!(s.get_as(&key, "/api/users").await.status, 200);
+
+        let r = s.get_as(&admin, "/api/v1/apikeys").await;
+        assert_eq!(r.json["total"], 1);
+        assert!(!r.text.contains(&key), "listing never shows the key");
+        assert!(r.json["keys"][0]["last_used"].is_string() || r.json["keys"][0]["last_used"].is_null());
+
+        let r = s.call_as(&admin, Method::DELETE, &format!("/api/v1/apikeys?id={id}"), None).await;
+        assert_eq!(r.status, 204);
+        let r = s.call(Method::GET, "/api/v1/apikeys", None, &[("X-Nexus-API-Key", key.as_str())]).await;
+        assert_eq!(r.status, 401);
+        let r = s.call_as(&admin, Method::DELETE, "/api/v1/apikeys", None).await;
+        assert_eq!(r.status, 400);
+        let r = s.call_as(&admin, Method::DELETE, "/api/v1/apikeys?id=ak_live_nothing", None).await;
+        assert_eq!(r.status, 404);
+    }
+}
+
+#[tokio::test]
+async fn framework_keys_carry_scopes_that_never_exceed_the_owner() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let r = s
+        .post_as(
+            &admin,
+            "/api/auth/api-keys",
+            json!({"name": "Production API Key", "expires_at": "2099-12-31T23:59:59Z", "scopes": ["read"]}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert!(r.json["id"].as_str().is_some_and(|i| i.starts_with("ak_live_")));
+    let key = r.json["key"].as_str().unwrap_or_default().to_string();
+    assert!(key.starts_with("sk_live_"));
+    assert_eq!(r.json["scopes"], json!(["read"]));
+    assert_eq!(r.json["expires_at"], "2099-12-31T23:59:59Z");
+
+    // Read scope: listing users works, creating one does not.
+    let r = s.call(Method::GET, "/api/users", None, &[("X-API-Key", key.as_str())]).await;
+    assert_eq!(r.status, 200);
+    let body = json!({"username": "scoped", "email": "scoped@example.com", "password": "Pass123!"});
+    let r = s.call(Method::POST, "/api/users", Some(body), &[("X-API-Key", key.as_str())]).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.json["error"]["code"], "PERMISSION_DENIED");
+
+    // A viewer's key with write scope still cannot write.
+    let viewer = s.user_token("vera", &["viewer"]).await;
+    let r = s.post_as(&viewer, "/api/auth/api-keys", json!({"name": "mine", "scopes": ["write", "user.write"]})).await;
+    let vkey = r.json["key"].as_str().unwrap_or_default().to_string();
+    let body = json!({"username": "sneaky", "email": "sneaky@example.com", "password": "Pass123!"});
+    let r = s.call(Method::POST, "/api/users", Some(body), &[("X-API-Key", vkey.as_str())]).await;
+    assert_eq!(r.status, 403);
+
+    // Expired keys and bad input.
+    let r = s.post_as(&admin, "/api/auth/api-keys", json!({"name": "old", "expires_at": "2001-01-01T00:00:00Z"})).await;
+    assert_eq!(r.status, 400);
+    let r = s.post_as(&admin, "/api/auth/api-keys", json!({"name": "x", "expires_at": "tomorrow"})).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json["error"]["details"][0]["field"], "expires_at");
+    let r = s.post_as(&admin, "/api/auth/api-keys", json!({"name": "x", "scopes": ["fly"]})).await;
+    assert_eq!(r.status, 400);
+    let r = s.post_as(&viewer, "/api/auth/api-keys", json!({"name": "x", "premium": true})).await;
+    assert_eq!(r.status, 403);
+}
+
+#[tokio::test]
+async fn users_crud_with_filters_conflicts_and_permissions() {
+    for backend in backends() {
+        let s = TestServer::start_on(backend).await;
+        let admin = s.admin_token().await;
+        let r = s
+            .post_as(
+                &admin,
+                "/api/users",
+                json!({"username": "jane.smith", "email": "jane.smith@example.com", "password": "SecurePassword123!",
+                       "full_name": "Jane Smith", "roles": ["user"], "metadata": {"department": "Marketing", "location": "London"}}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        for field in ["id", "username", "email", "full_name", "roles", "status", "created_at"] {
+            assert!(!r.json[field].is_null(), "{field}");
+        }
+        assert!(!r.text.contains("password"), "no password or hash in responses");
+        let jane = r.json["id"].as_str().unwrap_or_default().to_string();
+
+        // Duplicates, case-insensitively.
+        let dup = json!({"username": "Jane.Smith", "email": "other@example.com", "password": "Pass123!"});
+        let r = s.post_as(&admin, "/api/users", dup).await;
+        assert_eq!(r.status, 409);
+        assert_eq!(r.json["error"]["code"], "CONFLICT");
+        let dup = json!({"username": "someone", "email": "JANE.SMITH@example.com", "password": "Pass123!"});
+        assert_eq!(s.post_as(&admin, "/api/users", dup).await.status, 409);
+
+        // Validation names every bad field.
+        let bad = json!({"username": "x", "email": "not-an-email", "password": "short", "roles": ["wizard"]});
+        let r = s.post_as(&admin, "/api/users", bad).await;
+        assert_eq!(r.status, 400);
+        let fields: Vec<&str> =
+            r.json["error"]["details"].as_array().into_iter().flatten().filter_map(|d| d["field"].as_str()).collect();
+        for f in ["username", "email", "password", "roles"] {
+            assert!(fields.contains(&f), "{f} not named in {fields:?}");
+        }
+
+        // Read it back with permissions; filter and search the list.
+        let r = s.get_as(&admin, &format!("/api/users/{jane}")).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.json["metadata"]["department"], "Marketing");
+        assert!(r.json["permissions"].as_array().is_some_and(|p| p.iter().any(|x| x == "content.read")));
+        let r = s.get_as(&admin, "/api/users?role=user&status=active&search=SMITH").await;
+        assert_eq!(r.json["total"], 1);
+        assert_eq!(r.json["users"][0]["username"], "jane.smith");
+        let r = s.get_as(&admin, "/api/users?search=%25").await;
+        assert_eq!(r.json["total"], 0, "LIKE wildcards in search are literal");
+        let r = s.get_as(&admin, "/api/users?limit=abc").await;
+        assert_eq!(r.status, 400);
+        assert_eq!(r.json["error"]["details"][0]["field"], "limit");
+        assert_eq!(s.get_as(&admin, "/api/users?limit=0").await.status, 400);
+
+        // Update: the seed's example; then a user without user.write is refused.
+        let r = s
+            .call_as(
+                &admin,
+                Method::PUT,
+                &format!("/api/users/{jane}"),
+                Some(json!({"full_name": "Jane Smith-Johnson", "email": "jane.johnson@example.com", "roles": ["user", "editor"],
+                            "metadata": {"department": "Executive", "location": "London"}})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.json["full_name"], "Jane Smith-Johnson");
+        assert_eq!(r.json["roles"], json!(["editor", "user"]));
+        let jane_token = s.login("jane.smith", "SecurePassword123!").await;
+        let r = s.call_as(&jane_token, Method::DELETE, &format!("/api/users/{jane}"), None).await;
+        assert_eq!(r.status, 403);
+        // Self-service: own name yes, own roles no.
+        let r =
+            s.call_as(&jane_token, Method::PUT, &format!("/api/users/{jane}"), Some(json!({"full_name": "J"}))).await;
+        assert_eq!(r.status, 200);
+        let r =
+            s.call_as(&jane_token, Method::PUT, &format!("/api/users/{jane}"), Some(json!({"roles": ["admin"]}))).await;
+        assert_eq!(r.status, 403);
+
+        let r = s.call_as(&admin, Method::DELETE, &format!("/api/users/{jane}"), None).await;
+        assert_eq!(r.status, 204);
+        assert_eq!(s.get_as(&admin, &format!("/api/users/{jane}")).await.status, 404);
+        assert_eq!(s.get_as(&jane_token, "/api/users").await.status, 401, "a deleted user's tokens die");
+    }
+}
+
+#[tokio::test]
+async fn the_last_admin_cannot_be_deleted_or_demoted() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let r = s.get_as(&admin, "/api/users?role=admin").await;
+    let id = r.json["users"][0]["id"].as_str().unwrap_or_default().to_string();
+    let r = s.call_as(&admin, Method::DELETE, &format!("/api/users/{id}"), None).await;
+    assert_eq!(r.status, 409);
+    let r = s.call_as(&admin, Method::PUT, &format!("/api/users/{id}"), Some(json!({"roles": ["user"]}))).await;
+    assert_eq!(r.status, 409);
+    let r = s.call_as(&admin, Method::PUT, &format!("/api/users/{id}"), Some(json!({"status": "suspended"}))).await;
+    assert_eq!(r.status, 409);
+    // With a second admin, the first may step down.
+    let second = json!({"username": "root2", "email": "root2@example.com", "password": "Pass123!", "roles": ["admin"]});
+    assert_eq!(s.post_as(&admin, "/api/users", second).await.status, 201);
+    let r = s.call_as(&admin, Method::PUT, &format!("/api/users/{id}"), Some(json!({"roles": ["user"]}))).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(s.get_as(&admin, "/api/users").await.status, 401, "a demoted user's old token is revoked");
+}
+
+#[tokio::test]
+async fn suspended_users_cannot_log_in_and_accounts_lock_after_failures() {
+    let s = TestServer::start_with(Backend::Sqlite, |c| {
+        c.auth.lockout_threshold = 3;
+        c.auth.login_attempts_per_minute = 100;
+    })
+    .await;
+    let admin = s.admin_token().await;
+    let body = json!({"username": "sam", "email": "sam@example.com", "password": "Pass123!"});
+    let id = s.post_as(&admin, "/api/users", body).await.json["id"].as_str().unwrap_or_default().to_string();
+    let sam = s.login("sam", "Pass123!").await;
+
+    s.call_as(&admin, Method::PUT, &format!("/api/users/{id}"), Some(json!({"status": "suspended"}))).await;
+    let r = s.post("/api/auth/login", json!({"username": "sam", "password": "Pass123!"})).await;
+    assert_eq!(r.status, 401);
+    assert!(r.json["error"]["message"].as_str().is_some_and(|m| m.contains("suspended")));
+    assert_eq!(s.get_as(&sam, "/api/auth/api-keys").await.status, 401, "suspension revokes tokens");
+    s.call_as(&admin, Method::PUT, &format!("/api/users/{id}"), Some(json!({"status": "active"}))).await;
+
+    for _ in 0..3 {
+        let r = s.post("/api/auth/login", json!({"username": "sam", "password": "wrong-Pass1"})).await;
+        assert_eq!(r.status, 401);
+    }
+    let r = s.post("/api/auth/login", json!({"username": "sam", "password": "Pass123!"})).await;
+    assert_eq!(r.status, 401, "locked even with the right password");
+    assert!(r.json["error"]["message"].as_str().is_some_and(|m| m.contains("locked")));
+}
+
+#[tokio::test]
+async fn logins_are_throttled_per_client_with_retry_after() {
+    let s = TestServer::start().await;
+    let mut last = None;
+    for _ in 0..11 {
+        last = Some(s.post("/api/auth/login", json!({"username": "ghost", "password": "x"})).await);
+    }
+    let r = last.unwrap_or_else(|| unreachable!());
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json["error"]["code"], "RATE_LIMIT_EXCEEDED");
+    assert!(r.json["error"]["retry_after"].as_u64().is_some_and(|s| (1..=60).contains(&s)));
+    assert_eq!(r.json["error"]["limit"], 10);
+    assert!(r.header("retry-after").is_some());
+    // The v1 surface shares the budget and answers in its own dialect.
+    let r = s.post("/api/v1/auth/login", json!({"username": "admin", "password": ADMIN_PASSWORD})).await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json["code"], "RATE_LIMIT_EXCEEDED");
+}
+
+#[tokio::test]
+async fn identity_actions_are_audited_without_secrets() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    s.post("/api/auth/login", json!({"username": "admin", "password": "wrong-Pass1"})).await;
+    let body = json!({"username": "ann", "email": "ann@example.com", "password": "Pass123!"});
+    let id = s.post_as(&admin, "/api/users", body).await.json["id"].as_str().unwrap_or_default().to_string();
+    s.call_as(&admin, Method::PUT, &format!("/api/users/{id}"), Some(json!({"full_name": "Ann"}))).await;
+    let key = s.post_as(&admin, "/api/auth/api-keys", json!({"name": "k"})).await;
+    let key_id = key.json["id"].as_str().unwrap_or_default().to_string();
+    s.call_as(&admin, Method::DELETE, &format!("/api/auth/api-keys/{key_id}"), None).await;
+    s.call_as(&admin, Method::DELETE, &format!("/api/users/{id}"), None).await;
+    s.call_as(&admin, Method::POST, "/api/auth/logout", None).await;
+
+    let (entries, _) = nexus_kernel::audit::query(&s.kernel().db, &Default::default()).await.unwrap_or_default();
+    let seen = |action: &str, success: bool| entries.iter().any(|e| e.action == action && e.success == success);
+    for action in
+        ["auth.login", "user.create", "user.update", "apikey.create", "apikey.revoke", "user.delete", "auth.logout"]
+    {
+        assert!(seen(action, true), "{action} not audited");
+    }
+    assert!(seen("auth.login", false), "failed login not audited");
+    let requests = entries.iter().filter(|e| e.actor != "system");
+    assert!(
+        requests.clone().count() > 0 && requests.clone().all(|e| !e.ip_address.is_empty()),
+        "client address recorded"
+    );
+    let dump = format!("{entries:?}");
+    for secret in [ADMIN_PASSWORD, "Pass123!", "wrong-Pass1", key.json["key"].as_str().unwrap_or("-")] {
+        assert!(!dump.contains(secret), "audit leaks a secret");
+    }
+}
+
+#[tokio::test]
+async fn first_start_without_a_password_generates_one_in_a_private_file() {
+    let s = TestServer::start_with(Backend::Sqlite, |c| c.auth.admin_password = None).await;
+    let path = s.config.data_dir.join("admin-password");
+    let password = std::fs::read_to_string(&path).unwrap_or_default().trim().to_string();
+    assert!(password.len() >= 20);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+        assert_eq!(mode, 0o600);
+        let key_mode =
+            std::fs::metadata(s.config.data_dir.join("jwt.key")).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+        assert_eq!(key_mode, 0o600);
+    }
+    assert_eq!(s.post("/api/auth/login", json!({"username": "admin", "password": password})).await.status, 200);
+}
