@@ -3,6 +3,7 @@
 
 mod app;
 pub mod telemetry;
+pub mod user_cmd;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -47,6 +47,9 @@ enum Command {
     Config,
     /// Print the version.
     Version,
+    /// Administer users.
+    #[command(subcommand)]
+    User(nexus::user_cmd::UserCommand),
 }
 
 fn parse_format(s: &str) -> Result<LogFormat, String> {
@@ -90,6 +93,10 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Some(Command::Migrate) => migrate(config).await,
+            Some(Command::User(command)) => match nexus::user_cmd::run(config, command).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e, 1),
+            },
             _ => serve(config).await,
         }
     })

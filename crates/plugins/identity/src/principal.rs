@@ -31,6 +31,17 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The operator at the command line: acts with every permission, audited as `system`.
+    pub fn system() -> Self {
+        Self {
+            user_id: String::from("system"),
+            username: String::from("system"),
+            roles: vec![String::from("admin")],
+            permissions: crate::roles::Roles::new(&Default::default()).permissions(&[String::from("admin")]),
+            credential: Credential::ApiKey { key_id: String::from("cli"), premium: false },
+        }
+    }
+
     pub fn has(&self, permission: &str) -> bool {
         self.permissions.has(permission)
     }

@@ -151,3 +151,46 @@ fn uuid_like() -> String {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     format!("{}-{t}", std::process::id())
 }
+
+#[test]
+fn users_are_administered_from_the_shell() {
+    let dir = tempfile_dir();
+    let d = dir.join("data");
+    let d = d.to_string_lossy();
+    let admin = [("NEXUS_ADMIN_PASSWORD", "admin-Pass1")];
+    let o = nexus(
+        &[
+            "user",
+            "create",
+            "bob",
+            "--email",
+            "bob@example.com",
+            "--role",
+            "editor",
+            "--password",
+            "Pass123!",
+            "--data-dir",
+            &d,
+        ],
+        &admin,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = nexus(&["user", "list", "--data-dir", &d], &admin);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("bob") && out.contains("editor") && out.contains("admin"), "{out}");
+    assert!(!out.contains("Pass123!"));
+
+    let o = nexus(&["user", "passwd", "bob", "--data-dir", &d], &admin);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("password: "), "a generated password is shown once");
+
+    let o = nexus(&["user", "create", "eve", "--email", "nope", "--password", "Pass123!", "--data-dir", &d], &admin);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("email"), "{}", stderr(&o));
+    let o = nexus(
+        &["user", "create", "bob", "--email", "b2@example.com", "--password", "Pass123!", "--data-dir", &d],
+        &admin,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("exists"), "{}", stderr(&o));
+}
