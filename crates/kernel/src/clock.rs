@@ -5,6 +5,10 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 
+/// 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, in microseconds.
+const MIN_MICROS: i64 = -62_135_596_800_000_000;
+const MAX_MICROS: i64 = 253_402_300_799_000_000;
+
 /// An instant in UTC with microsecond precision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -33,7 +37,9 @@ impl Timestamp {
     }
 
     fn to_datetime(self) -> OffsetDateTime {
-        OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.0) * 1_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        // RFC 3339 years have four digits: instants beyond them are shown at the nearest end.
+        let nanos = i128::from(self.0.clamp(MIN_MICROS, MAX_MICROS)) * 1_000;
+        OffsetDateTime::from_unix_timestamp_nanos(nanos).unwrap_or(OffsetDateTime::UNIX_EPOCH)
     }
 
     /// RFC 3339 in UTC with whole seconds (`2025-12-04T00:18:24Z`), as the seeds show it.
@@ -62,5 +68,6 @@ mod tests {
         let t = Timestamp::parse_rfc3339("2025-12-04T00:18:24.5+01:00");
         assert_eq!(t.map(Timestamp::to_rfc3339).as_deref(), Some("2025-12-03T23:18:24Z"));
         assert_eq!(Timestamp::parse_rfc3339("yesterday"), None);
+        assert_eq!(Timestamp::from_micros(i64::MAX).to_rfc3339(), "9999-12-31T23:59:59Z");
     }
 }

@@ -18,6 +18,11 @@ pub struct Config {
     pub redis: RedisConfig,
     pub log: LogConfig,
     pub auth: AuthConfig,
+    pub secrets: SecretsConfig,
+    pub webhooks: WebhooksConfig,
+    pub realtime: RealtimeConfig,
+    pub rate_limits: RateLimitsConfig,
+    pub api: ApiConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,6 +104,175 @@ impl Default for AuthConfig {
     }
 }
 
+/// Secrets manager settings.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    /// Base64 of the 32-byte master key (`NEXUS_MASTER_KEY`). Unset: a key generated at first
+    /// start in `<data_dir>/master.key` (0600).
+    pub master_key: Option<String>,
+    /// Path patterns per role (`dba = ["prod/database/*"]`): a role listed here grants its
+    /// secret permissions only on matching paths; a role not listed, on every path.
+    pub policies: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// Outgoing webhooks.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Allow targets on private, loopback, link-local and metadata addresses
+    /// (`NEXUS_WEBHOOKS_ALLOW_PRIVATE`). Off by default: webhooks must not reach inside.
+    pub allow_private: bool,
+    /// How long one delivery attempt may take.
+    pub timeout_secs: u64,
+    /// Attempts per delivery before it is given up.
+    pub max_attempts: u32,
+    /// Delay before the first retry; each further retry waits twice as long (at most 1 h).
+    pub retry_base_ms: u64,
+    /// Consecutive failed attempts after which a webhook is disabled.
+    pub disable_after_failures: u32,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self { allow_private: false, timeout_secs: 10, max_attempts: 10, retry_base_ms: 2000, disable_after_failures: 15 }
+    }
+}
+
+/// The WebSocket endpoint `/ws`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RealtimeConfig {
+    /// A connection that has not authenticated by then is closed.
+    pub auth_timeout_ms: u64,
+    /// Largest message accepted from a client.
+    pub max_message_bytes: usize,
+    /// Messages queued for one connection before it counts as a slow consumer and is closed.
+    pub send_buffer: usize,
+    /// Interval of the server's pings; a connection silent for two intervals is closed.
+    pub ping_interval_secs: u64,
+}
+
+impl Default for RealtimeConfig {
+    fn default() -> Self {
+        Self { auth_timeout_ms: 10_000, max_message_bytes: 64 * 1024, send_buffer: 256, ping_interval_secs: 30 }
+    }
+}
+
+/// Request rate limits: a fixed window per identity (user or API key), else per client IP.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitsConfig {
+    /// `NEXUS_RATE_LIMITS__ENABLED=false` switches every limit off (not login lock-out).
+    pub enabled: bool,
+    /// Requests per window on any route no class below claims.
+    pub limit: u32,
+    pub window_secs: u64,
+    /// Premium API keys get this many times each limit.
+    pub premium_multiplier: u32,
+    /// Paths never limited (`/x/*` matches below `/x`, `/x*` any path starting so, else exact).
+    pub exempt: Vec<String>,
+    /// Routes with limits of their own; the first class whose paths match wins.
+    pub classes: Vec<RateLimitClass>,
+    /// Prefix of the Redis keys (when `redis.url` is set). Unset: `nexus:rl:<server id>:`, so
+    /// instances of one installation share counts and other installations do not.
+    pub redis_prefix: Option<String>,
+}
+
+/// A class of routes with its own limit (the media seed's per-service table).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitClass {
+    pub name: String,
+    pub paths: Vec<String>,
+    /// Unset: `auth.login_attempts_per_minute` for the `login` class, else `rate_limits.limit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    pub window_secs: u64,
+}
+
+impl RateLimitClass {
+    fn new(name: &str, paths: &[&str], limit: Option<u32>, window_secs: u64) -> Self {
+        Self { name: name.into(), paths: paths.iter().map(|p| (*p).to_string()).collect(), limit, window_secs }
+    }
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        let login = ["/auth/login", "/api/auth/login", "/api/v2/auth/login", "/v2/auth/login", "/api/v1/auth/login"];
+        Self {
+            enabled: true,
+            limit: 1000,
+            window_secs: 3600,
+            premium_multiplier: 10,
+            exempt: ["/health", "/api/health", "/api/v1/health", "/metrics", "/docs*", "/redoc*", "/openapi.json"]
+                .iter()
+                .map(|p| (*p).to_string())
+                .collect(),
+            classes: vec![
+                RateLimitClass::new("login", &login, None, 60),
+                RateLimitClass::new("ai_process", &["/api/process*", "/api/ai/process*"], Some(100), 3600),
+                RateLimitClass::new(
+                    "recommendations",
+                    &["/api/recommendations*", "/api/ai/recommendations*", "/recommendations*"],
+                    Some(500),
+                    3600,
+                ),
+                RateLimitClass::new("xr", &["/api/xr/*"], Some(200), 3600),
+                RateLimitClass::new("web3", &["/api/web3/*"], Some(50), 3600),
+                RateLimitClass::new("voice", &["/api/voice/process*"], Some(300), 3600),
+            ],
+            redis_prefix: None,
+        }
+    }
+}
+
+/// Conventions shared by every list and by batch requests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// The largest `limit` a list accepts; larger ones are capped.
+    pub max_limit: u32,
+    /// Sub-requests one `POST /api/batch` may carry.
+    pub max_batch: usize,
+    /// How long a pagination cursor stays valid.
+    pub cursor_ttl_secs: u64,
+    /// The framework API's versions, as `GET /api/versions` reports them.
+    pub versions: ApiVersions,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self { max_limit: 100, max_batch: 50, cursor_ttl_secs: 24 * 3600, versions: ApiVersions::default() }
+    }
+}
+
+/// Versions of the framework API. A version past its sunset date, or not listed, is refused.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiVersions {
+    pub current: String,
+    pub supported: Vec<String>,
+    /// Still answered, with `Deprecation` (and `Sunset` when dated) headers.
+    pub deprecated: Vec<String>,
+    /// `YYYY-MM-DD` per version.
+    pub sunset_dates: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for ApiVersions {
+    fn default() -> Self {
+        Self {
+            current: "2.0".into(),
+            supported: vec!["1.0".into(), "1.1".into(), "2.0".into()],
+            deprecated: vec!["0.9".into()],
+            sunset_dates: [("1.0", "2024-12-31"), ("1.1", "2025-06-30")]
+                .iter()
+                .map(|(v, d)| ((*v).to_string(), (*d).to_string()))
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -115,6 +289,11 @@ impl Default for Config {
             redis: RedisConfig::default(),
             log: LogConfig::default(),
             auth: AuthConfig::default(),
+            secrets: SecretsConfig::default(),
+            webhooks: WebhooksConfig::default(),
+            realtime: RealtimeConfig::default(),
+            rate_limits: RateLimitsConfig::default(),
+            api: ApiConfig::default(),
         }
     }
 }
@@ -177,7 +356,10 @@ const ENV_ALIASES: &[(&str, &str)] = &[
     ("log_level", "log.level"),
     ("log_format", "log.format"),
     ("jwt_secret", "auth.jwt_secret"),
+    ("rate_limits", "rate_limits.enabled"),
     ("admin_password", "auth.admin_password"),
+    ("master_key", "secrets.master_key"),
+    ("webhooks_allow_private", "webhooks.allow_private"),
 ];
 
 impl Config {
@@ -234,6 +416,30 @@ impl Config {
                 return Err(key_err("server.cors_origins", format!("`{origin}` is neither `*` nor an http(s) origin")));
             }
         }
+        if self.webhooks.timeout_secs == 0 {
+            return Err(key_err("webhooks.timeout_secs", "must be greater than 0".into()));
+        }
+        if self.webhooks.max_attempts == 0 {
+            return Err(key_err("webhooks.max_attempts", "must be greater than 0".into()));
+        }
+        if self.realtime.send_buffer == 0 {
+            return Err(key_err("realtime.send_buffer", "must be greater than 0".into()));
+        }
+        if self.realtime.max_message_bytes == 0 {
+            return Err(key_err("realtime.max_message_bytes", "must be greater than 0".into()));
+        }
+        if self.rate_limits.window_secs == 0 || self.rate_limits.classes.iter().any(|c| c.window_secs == 0) {
+            return Err(key_err("rate_limits.window_secs", "must be greater than 0".into()));
+        }
+        if self.rate_limits.premium_multiplier == 0 {
+            return Err(key_err("rate_limits.premium_multiplier", "must be greater than 0".into()));
+        }
+        if self.api.max_limit == 0 {
+            return Err(key_err("api.max_limit", "must be greater than 0".into()));
+        }
+        if self.api.max_batch == 0 {
+            return Err(key_err("api.max_batch", "must be greater than 0".into()));
+        }
         if self.log.level.trim().is_empty() {
             return Err(key_err("log.level", "must not be empty".into()));
         }
@@ -265,6 +471,7 @@ impl Config {
         let mask = |v: &Option<String>| v.as_ref().map(|_| String::from(MASK));
         shown.auth.jwt_secret = mask(&self.auth.jwt_secret);
         shown.auth.admin_password = mask(&self.auth.admin_password);
+        shown.secrets.master_key = mask(&self.secrets.master_key);
         shown
     }
 

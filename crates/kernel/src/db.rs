@@ -2,8 +2,9 @@
 //!
 //! Every query is written once in the dialect both backends understand (`$1` placeholders,
 //! `RETURNING`, `ON CONFLICT`) and run through [`with_db!`](crate::with_db), which expands it for
-//! the native driver of whichever backend is configured. Schemas differ per backend only where
-//! their types do, so each owner keeps one migration folder per backend.
+//! the native driver of whichever backend is configured. An owner whose schema is portable
+//! (TEXT, BIGINT, BOOLEAN) keeps one migration folder for both backends; one that needs
+//! backend-specific types keeps one folder per backend.
 
 use std::str::FromStr;
 use std::time::Duration;

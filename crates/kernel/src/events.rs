@@ -2,19 +2,29 @@
 //! audit and metrics consume. Publishing never waits for a consumer: each subscriber has a
 //! bounded buffer, and one that falls behind loses events (and learns so), never slowing the
 //! publisher or anyone else.
+//!
+//! When Redis is configured ([`EventBus::connect_redis`]), every event published here is also
+//! sent to the installation's Redis channel, and every event another instance sent there is
+//! delivered here. Each event carries the id of the instance that published it, so an instance
+//! never re-delivers its own events and consumers that must act once per event (the webhook
+//! outbox) can act only on the events of their own instance.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use serde::Serialize;
-use tokio::sync::broadcast;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::clock::Timestamp;
 
 /// Events buffered per subscriber before the slowest starts losing them.
 const CAPACITY: usize = 4096;
 
+/// Events waiting to be sent to Redis before new ones are dropped (with a warning).
+const RELAY_CAPACITY: usize = 8192;
+
 /// The envelope every event travels in.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Event {
     /// `evt_…`
     pub id: String,
@@ -26,11 +36,26 @@ pub struct Event {
     pub timestamp: String,
     /// The plugin or component that published it.
     pub source: String,
+    /// The instance (process) that published it; not part of the public envelope.
+    #[serde(skip)]
+    pub origin: String,
+}
+
+/// An event as it crosses Redis: with the instance it came from.
+#[derive(Debug, Serialize, Deserialize)]
+struct Wire {
+    origin: String,
+    event: Event,
 }
 
 #[derive(Debug, Clone)]
 pub struct EventBus {
     tx: broadcast::Sender<Arc<Event>>,
+    /// This process's id, random per start.
+    instance: Arc<str>,
+    /// Where events for other instances go, once Redis is connected.
+    relay: Arc<OnceLock<mpsc::Sender<Arc<Event>>>>,
+    closing: Arc<watch::Sender<bool>>,
 }
 
 impl Default for EventBus {
@@ -42,7 +67,23 @@ impl Default for EventBus {
 impl EventBus {
     pub fn new() -> Self {
         let (tx, _) = broadcast::channel(CAPACITY);
-        Self { tx }
+        let (closing, _) = watch::channel(false);
+        Self {
+            tx,
+            instance: Arc::from(format!("inst_{}", crate::id::random_alphanumeric(16))),
+            relay: Arc::new(OnceLock::new()),
+            closing: Arc::new(closing),
+        }
+    }
+
+    /// The id of this instance, as events published here carry it in [`Event::origin`].
+    pub fn instance_id(&self) -> &str {
+        &self.instance
+    }
+
+    /// Whether `event` was published by this instance (rather than relayed from another).
+    pub fn is_local(&self, event: &Event) -> bool {
+        *event.origin == *self.instance
     }
 
     /// Publishes `kind` with `data` from `source`; returns the event as sent.
@@ -53,13 +94,22 @@ impl EventBus {
             data,
             timestamp: Timestamp::now().to_rfc3339(),
             source: source.to_string(),
+            origin: self.instance.to_string(),
         });
         self.publish_event(event.clone());
         event
     }
 
-    /// Delivers an already-built event (for example one relayed from another instance).
+    /// Delivers an already-built event to this instance's subscribers, and to the other
+    /// instances when it was published here. An event relayed from another instance is
+    /// delivered locally only.
     pub fn publish_event(&self, event: Arc<Event>) {
+        if self.is_local(&event)
+            && let Some(relay) = self.relay.get()
+            && let Err(mpsc::error::TrySendError::Full(_)) = relay.try_send(event.clone())
+        {
+            tracing::warn!(kind = %event.kind, "event relay to redis is backed up; event not sent to other instances");
+        }
         // No subscriber is not an error: the event simply has no one to reach.
         let _ = self.tx.send(event);
     }
@@ -67,6 +117,120 @@ impl EventBus {
     /// A new subscription receiving every event published from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
+    }
+
+    /// Tells every long-running consumer (WebSocket connections, workers, the Redis bridge)
+    /// that the instance is shutting down.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        *self.closing.borrow()
+    }
+
+    /// Resolves once [`close`](Self::close) has been called.
+    pub fn closed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut rx = self.closing.subscribe();
+        async move {
+            let _ = rx.wait_for(|closed| *closed).await;
+        }
+    }
+
+    /// Bridges this bus to the Redis channel of installation `server_id`: events published
+    /// here go out, events other instances publish come in. Returns once subscribed, so that
+    /// events published elsewhere after this returns are seen here.
+    pub async fn connect_redis(
+        &self,
+        url: &str,
+        server_id: &str,
+        conn: redis::aio::ConnectionManager,
+    ) -> Result<(), redis::RedisError> {
+        let channel = format!("nexus:events:{server_id}");
+        let client = redis::Client::open(url)?;
+        let pubsub = subscribe(&client, &channel).await?;
+
+        let (relay_tx, relay_rx) = mpsc::channel(RELAY_CAPACITY);
+        if self.relay.set(relay_tx).is_err() {
+            return Ok(());
+        }
+        tokio::spawn(relay_out(self.clone(), conn, channel.clone(), relay_rx));
+        tokio::spawn(relay_in(self.clone(), client, channel, pubsub));
+        Ok(())
+    }
+}
+
+async fn subscribe(client: &redis::Client, channel: &str) -> Result<redis::aio::PubSub, redis::RedisError> {
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channel).await?;
+    Ok(pubsub)
+}
+
+/// Sends this instance's events to Redis, in order, until shutdown.
+async fn relay_out(
+    bus: EventBus,
+    mut conn: redis::aio::ConnectionManager,
+    channel: String,
+    mut rx: mpsc::Receiver<Arc<Event>>,
+) {
+    let closed = bus.closed();
+    tokio::pin!(closed);
+    loop {
+        let event = tokio::select! {
+            () = &mut closed => return,
+            event = rx.recv() => match event { Some(e) => e, None => return },
+        };
+        let wire = Wire { origin: event.origin.clone(), event: (*event).clone() };
+        let Ok(payload) = serde_json::to_string(&wire) else { continue };
+        let sent: Result<i64, _> = redis::cmd("PUBLISH").arg(&channel).arg(payload).query_async(&mut conn).await;
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, kind = %event.kind, "could not relay event to redis");
+        }
+    }
+}
+
+/// Delivers other instances' events here, reconnecting when the subscription drops.
+async fn relay_in(bus: EventBus, client: redis::Client, channel: String, first: redis::aio::PubSub) {
+    use futures::StreamExt;
+    let closed = bus.closed();
+    tokio::pin!(closed);
+    let mut pubsub = Some(first);
+    loop {
+        let current = match pubsub.take() {
+            Some(p) => p,
+            None => {
+                tokio::select! {
+                    () = &mut closed => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                match subscribe(&client, &channel).await {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "redis event subscription failed; retrying");
+                        continue;
+                    }
+                }
+            }
+        };
+        let mut messages = current.into_on_message();
+        loop {
+            let msg = tokio::select! {
+                () = &mut closed => return,
+                msg = messages.next() => msg,
+            };
+            let Some(msg) = msg else { break };
+            let Ok(wire) = serde_json::from_slice::<Wire>(msg.get_payload_bytes()) else {
+                tracing::warn!("ignoring a malformed event from redis");
+                continue;
+            };
+            if wire.origin == *bus.instance {
+                continue;
+            }
+            let mut event = wire.event;
+            event.origin = wire.origin;
+            bus.publish_event(Arc::new(event));
+        }
+        tracing::warn!("redis event subscription ended; reconnecting");
     }
 }
 
@@ -78,6 +242,61 @@ pub fn matches(pattern: &str, kind: &str) -> bool {
     pattern.strip_suffix(".*").is_some_and(|prefix| kind.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.')))
 }
 
+/// Whether `pattern` is a valid event-type pattern: dotted segments of letters, digits, `_`
+/// and `-`, optionally ending in `.*`, or `*` alone.
+pub fn valid_pattern(pattern: &str) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    let body = pattern.strip_suffix(".*").unwrap_or(pattern);
+    (1..=200).contains(&pattern.len())
+        && body
+            .split('.')
+            .all(|seg| !seg.is_empty() && seg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+}
+
+/// The domain of an event type: its first segment (`user` for `user.created`).
+pub fn domain(kind: &str) -> &str {
+    kind.split('.').next().unwrap_or(kind)
+}
+
+/// The permission a subscriber (WebSocket client, webhook owner) needs to see events of
+/// `kind`. Secret and audit events need their own permissions; unknown domains need
+/// `read:system`.
+pub fn required_permission(kind: &str) -> &'static str {
+    permission_for_domain(domain(kind))
+}
+
+/// The permission for the events of one domain.
+pub fn permission_for_domain(domain: &str) -> &'static str {
+    match domain {
+        "user" => "user.read",
+        "auth" | "apikey" | "audit" => "audit.read",
+        "secret" => "secret.read",
+        "plugin" => "plugin.read",
+        "document" | "database" => "database.read",
+        "webhook" => "webhook.read",
+        "media" | "ai" | "voice" | "xr" | "web3" => "media.read",
+        _ => "read:system",
+    }
+}
+
+/// Every permission that events matching `pattern` may need: one domain's for `user.*` or
+/// `user.created`, all of them for `*`.
+pub fn permissions_for_pattern(pattern: &str) -> Vec<&'static str> {
+    if pattern == "*" {
+        let mut all: Vec<&'static str> = KNOWN_DOMAINS.iter().map(|d| permission_for_domain(d)).collect();
+        all.push(permission_for_domain(""));
+        all.sort_unstable();
+        all.dedup();
+        return all;
+    }
+    vec![required_permission(pattern)]
+}
+
+const KNOWN_DOMAINS: &[&str] =
+    &["user", "auth", "apikey", "audit", "secret", "plugin", "document", "database", "webhook", "media", "system"];
+
 #[cfg(test)]
 mod tests {
     #[tokio::test]
@@ -88,6 +307,7 @@ mod tests {
         let got = rx.recv().await.map(|e| e.id.clone());
         assert_eq!(got.ok(), Some(sent.id.clone()));
         assert!(sent.id.starts_with("evt_"));
+        assert!(bus.is_local(&sent));
     }
 
     #[test]
@@ -96,5 +316,25 @@ mod tests {
         assert!(super::matches("*", "secret.updated"));
         assert!(!super::matches("user.*", "users.created"));
         assert!(!super::matches("user.created", "user.deleted"));
+        assert!(super::valid_pattern("user.*") && super::valid_pattern("*") && super::valid_pattern("a.b_c"));
+        assert!(!super::valid_pattern("user.") && !super::valid_pattern("us er") && !super::valid_pattern(""));
+    }
+
+    #[test]
+    fn envelope_has_no_origin() {
+        let bus = super::EventBus::new();
+        let e = bus.publish("x", "system.test", serde_json::json!({}));
+        let v = serde_json::to_value(&*e).unwrap_or_default();
+        assert!(v.get("origin").is_none());
+        assert_eq!(v["type"], "system.test");
+    }
+
+    #[tokio::test]
+    async fn close_resolves_waiters() {
+        let bus = super::EventBus::new();
+        let waiter = bus.closed();
+        bus.close();
+        waiter.await;
+        assert!(bus.is_closed());
     }
 }

@@ -22,3 +22,22 @@ pub async fn server_id(db: &Db) -> Result<String, StorageError> {
         Ok(id)
     })
 }
+
+/// The installation's random secret named `name` (64 hex digits), created on first use.
+pub async fn secret(db: &Db, name: &str) -> Result<String, StorageError> {
+    let candidate = crate::id::hex(&crate::id::random_bytes::<32>());
+    let now = Timestamp::now().as_micros();
+    with_db!(db, |pool| {
+        sqlx::query(
+            "INSERT INTO nexus_keys (name, secret, created_at) VALUES ($1, $2, $3) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(&candidate)
+        .bind(now)
+        .execute(pool)
+        .await?;
+        let secret: String =
+            sqlx::query_scalar("SELECT secret FROM nexus_keys WHERE name = $1").bind(name).fetch_one(pool).await?;
+        Ok(secret)
+    })
+}

@@ -9,6 +9,7 @@ use crate::db::{Db, MigrationSet, StorageError};
 use crate::events::EventBus;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
+use crate::rpc::RpcRegistry;
 
 #[derive(Debug)]
 pub struct Kernel {
@@ -17,10 +18,14 @@ pub struct Kernel {
     pub metrics: Metrics,
     pub rate_limits: RateLimiter,
     pub events: EventBus,
+    /// Methods callable over the WebSocket.
+    pub rpc: RpcRegistry,
     /// Present when `redis.url` is configured.
     pub redis: Option<redis::aio::ConnectionManager>,
     /// This installation's id, stable across restarts and shared by every instance.
     pub server_id: String,
+    /// Signs pagination cursors; shared by every instance on the database.
+    pub cursor_key: Vec<u8>,
     pub started_at: Timestamp,
     started: Instant,
 }
@@ -44,14 +49,32 @@ impl Kernel {
             Some(url) => Some(connect_redis(url).await?),
             None => None,
         };
+        let events = EventBus::new();
+        if let (Some(url), Some(conn)) = (&config.redis.url, &redis) {
+            events.connect_redis(url, &server_id, conn.clone()).await.map_err(|e| KernelError::Redis {
+                url: mask_url(url),
+                reason: format!("event subscription: {e}"),
+            })?;
+        }
+        let rate_limits = match &redis {
+            Some(conn) => {
+                let prefix =
+                    config.rate_limits.redis_prefix.clone().unwrap_or_else(|| format!("nexus:rl:{server_id}:"));
+                RateLimiter::shared(conn.clone(), prefix)
+            }
+            None => RateLimiter::local(),
+        };
+        let cursor_key = crate::instance::secret(&db, "cursor").await?.into_bytes();
         Ok(Arc::new(Self {
             config,
             db,
             metrics: Metrics::new(),
-            rate_limits: RateLimiter::default(),
-            events: EventBus::new(),
+            rate_limits,
+            events,
+            rpc: RpcRegistry::default(),
             redis,
             server_id,
+            cursor_key,
             started_at: Timestamp::now(),
             started: Instant::now(),
         }))

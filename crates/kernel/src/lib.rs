@@ -14,15 +14,17 @@ pub mod id;
 pub mod instance;
 pub mod kernel;
 pub mod metrics;
+pub mod query;
 pub mod ratelimit;
+pub mod rpc;
 
 pub use kernel::Kernel;
 
-/// Migrations of the kernel's own tables, for each backend.
+/// Migrations of the kernel's own tables; their SQL is portable, so both backends share it.
 pub static MIGRATIONS: db::MigrationSet = db::MigrationSet {
     owner: "kernel",
-    sqlite: sqlx::migrate!("migrations/sqlite"),
-    postgres: sqlx::migrate!("migrations/postgres"),
+    sqlite: sqlx::migrate!("./migrations"),
+    postgres: sqlx::migrate!("./migrations"),
 };
 
 /// The version of the running build, as reported by every surface.

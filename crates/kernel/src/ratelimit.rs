@@ -1,7 +1,9 @@
 //! Fixed-window request counting per key (an identity, an IP, a login client).
 //!
-//! In process by default. Shared counting across instances (Redis) plugs in behind the same
-//! [`RateLimiter::check`].
+//! In process by default. When Redis is configured, every instance counts in Redis (one
+//! `INCR` + `EXPIRE` transaction per request, on a key that names the window), so instances
+//! behind one load balancer share their limits. Should Redis fail, counting falls back to the
+//! process for that request rather than refusing or waving it through unlimited.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -19,56 +21,125 @@ pub struct Decision {
     pub reset_at: i64,
     /// Seconds until then (at least 1).
     pub reset_after: u64,
+    /// The window's length in seconds.
+    pub window: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct RateLimiter {
     windows: Mutex<HashMap<String, (i64, u32)>>,
+    /// Shared counting, with the prefix of this installation's keys.
+    redis: Option<(redis::aio::ConnectionManager, String)>,
+}
+
+impl std::fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter").field("shared", &self.redis.is_some()).finish_non_exhaustive()
+    }
 }
 
 impl RateLimiter {
+    /// A limiter counting in process only.
+    pub fn local() -> Self {
+        Self::default()
+    }
+
+    /// A limiter counting in Redis under keys starting with `prefix`.
+    pub fn shared(conn: redis::aio::ConnectionManager, prefix: impl Into<String>) -> Self {
+        Self { windows: Mutex::default(), redis: Some((conn, prefix.into())) }
+    }
+
+    /// Whether counts are shared with other instances.
+    pub fn is_shared(&self) -> bool {
+        self.redis.is_some()
+    }
+
     /// Counts one request for `key` against `limit` per `window`.
-    pub fn check(&self, key: &str, limit: u32, window: Duration) -> Decision {
+    pub async fn check(&self, key: &str, limit: u32, window: Duration) -> Decision {
         let window_secs = i64::try_from(window.as_secs().max(1)).unwrap_or(i64::MAX);
         let now = Timestamp::now().as_unix_seconds();
         let start = now - now.rem_euclid(window_secs);
-        let reset_at = start + window_secs;
-        let count = match self.windows.lock() {
+        let count = match &self.redis {
+            Some((conn, prefix)) => match count_shared(conn.clone(), prefix, key, start, window_secs).await {
+                Ok(count) => count,
+                Err(e) => {
+                    tracing::warn!(error = %e, "rate limit: redis unavailable, counting in process");
+                    self.count_local(key, start)
+                }
+            },
+            None => self.count_local(key, start),
+        };
+        decide(count, limit, start, window_secs, now)
+    }
+
+    fn count_local(&self, key: &str, start: i64) -> u32 {
+        match self.windows.lock() {
             Ok(mut map) => {
+                if let Some(entry) = map.get_mut(key) {
+                    if entry.0 != start {
+                        *entry = (start, 0);
+                    }
+                    entry.1 = entry.1.saturating_add(1);
+                    return entry.1;
+                }
                 if map.len() > 100_000 {
                     map.retain(|_, (s, _)| *s >= start);
                 }
-                let entry = map.entry(key.to_string()).or_insert((start, 0));
-                if entry.0 != start {
-                    *entry = (start, 0);
-                }
-                entry.1 = entry.1.saturating_add(1);
-                entry.1
+                map.insert(key.to_string(), (start, 1));
+                1
             }
             // A poisoned lock means a panic elsewhere mid-update; counting stays best-effort.
             Err(_) => 1,
-        };
-        Decision {
-            allowed: count <= limit,
-            limit,
-            remaining: limit.saturating_sub(count),
-            reset_at,
-            reset_after: u64::try_from((reset_at - now).max(1)).unwrap_or(1),
         }
     }
 }
 
+fn decide(count: u32, limit: u32, start: i64, window_secs: i64, now: i64) -> Decision {
+    let reset_at = start.saturating_add(window_secs);
+    Decision {
+        allowed: count <= limit,
+        limit,
+        remaining: limit.saturating_sub(count),
+        reset_at,
+        reset_after: u64::try_from((reset_at - now).max(1)).unwrap_or(1),
+        window: u64::try_from(window_secs).unwrap_or(u64::MAX),
+    }
+}
+
+async fn count_shared(
+    mut conn: redis::aio::ConnectionManager,
+    prefix: &str,
+    key: &str,
+    start: i64,
+    window_secs: i64,
+) -> Result<u32, redis::RedisError> {
+    // The window's start is part of the key, so every instance counts into the same one and
+    // an old window simply expires.
+    let redis_key = format!("{prefix}{key}:{start}");
+    let (count,): (i64,) = redis::pipe()
+        .atomic()
+        .cmd("INCR")
+        .arg(&redis_key)
+        .cmd("EXPIRE")
+        .arg(&redis_key)
+        .arg(window_secs.saturating_add(1))
+        .ignore()
+        .query_async(&mut conn)
+        .await?;
+    Ok(u32::try_from(count.max(0)).unwrap_or(u32::MAX))
+}
+
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn counts_down_then_refuses() {
-        let rl = super::RateLimiter::default();
+    #[tokio::test]
+    async fn counts_down_then_refuses() {
+        let rl = super::RateLimiter::local();
         let w = std::time::Duration::from_secs(3600);
-        let first = rl.check("k", 2, w);
-        assert!(first.allowed && first.remaining == 1);
-        assert!(rl.check("k", 2, w).allowed);
-        let third = rl.check("k", 2, w);
+        let first = rl.check("k", 2, w).await;
+        assert!(first.allowed && first.remaining == 1 && first.window == 3600);
+        assert!(rl.check("k", 2, w).await.allowed);
+        let third = rl.check("k", 2, w).await;
         assert!(!third.allowed && third.remaining == 0 && third.reset_after >= 1);
-        assert!(rl.check("other", 2, w).allowed);
+        assert!(rl.check("other", 2, w).await.allowed);
     }
 }

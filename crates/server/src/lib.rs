@@ -2,6 +2,7 @@
 //! `main.rs` is the command line; tests start servers through [`start`].
 
 mod app;
+pub mod conventions;
 pub mod telemetry;
 pub mod user_cmd;
 
@@ -21,7 +22,7 @@ pub use app::router;
 
 /// Every migration set of the built-in plugins, applied at start and by `nexus migrate`.
 pub fn migrations() -> Vec<&'static MigrationSet> {
-    vec![&nexus_kernel::MIGRATIONS, &nexus_identity::MIGRATIONS]
+    vec![&nexus_kernel::MIGRATIONS, &nexus_identity::MIGRATIONS, &nexus_secrets::MIGRATIONS, &nexus_webhooks::MIGRATIONS]
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,10 @@ pub enum StartError {
     Host(String),
     #[error("identity: {0}")]
     Identity(#[from] nexus_identity::IdentityError),
+    #[error("webhooks: {0}")]
+    Webhooks(String),
+    #[error("secrets: {0}")]
+    Secrets(#[from] nexus_secrets::SecretsError),
 }
 
 /// A server accepting connections on [`addr`](Self::addr).
@@ -42,6 +47,8 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     pub kernel: Arc<Kernel>,
     shutdown: Option<oneshot::Sender<()>>,
+    /// Background services (webhook delivery) that end when the event bus closes.
+    background: Vec<JoinHandle<()>>,
     task: JoinHandle<std::io::Result<()>>,
 }
 
@@ -54,7 +61,10 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
     let kernel = Kernel::open(config, &migrations()).await?;
     let identity = nexus_identity::Identity::start(kernel.clone()).await?;
-    let app = router(kernel.clone(), identity);
+    let secrets = nexus_secrets::Secrets::start(kernel.clone(), &identity).await?;
+    let realtime = nexus_realtime::Realtime::start(kernel.clone(), identity.clone());
+    let webhooks = nexus_webhooks::start(kernel.clone()).map_err(StartError::Webhooks)?;
+    let app = router(kernel.clone(), identity, secrets, realtime, webhooks.webhooks);
     let (tx, rx) = oneshot::channel::<()>();
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
@@ -67,7 +77,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
             .await
     });
     tracing::info!(%addr, backend = kernel.db.backend().name(), "nexus listening");
-    Ok(RunningServer { addr, kernel, shutdown: Some(tx), task })
+    Ok(RunningServer { addr, kernel, shutdown: Some(tx), task, background: webhooks.tasks })
 }
 
 impl RunningServer {
@@ -85,6 +95,15 @@ impl RunningServer {
             Err(_) => {
                 tracing::warn!(?grace, "in-flight requests still running after the grace period; stopping anyway");
                 self.task.abort();
+            }
+        }
+        // Background services and WebSocket connections stop; a webhook attempt in flight is
+        // finished and recorded first (bounded by the webhook timeout).
+        self.kernel.events.close();
+        let wait = Duration::from_secs(self.kernel.config.webhooks.timeout_secs + 5);
+        for task in self.background.drain(..) {
+            if tokio::time::timeout(wait, task).await.is_err() {
+                tracing::warn!("a background service did not stop in time");
             }
         }
         self.kernel.db.close().await;

@@ -50,6 +50,19 @@ enum Command {
     /// Administer users.
     #[command(subcommand)]
     User(nexus::user_cmd::UserCommand),
+    /// Secrets manager maintenance.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SecretsCommand {
+    /// Re-wrap every data key under a new master key (resumable if interrupted). With a key
+    /// file, the new key replaces `<data_dir>/master.key`; with NEXUS_MASTER_KEY, the new key
+    /// is read from NEXUS_NEW_MASTER_KEY. Best run with the server stopped.
+    RotateMasterKey,
 }
 
 fn parse_format(s: &str) -> Result<LogFormat, String> {
@@ -93,6 +106,7 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Some(Command::Migrate) => migrate(config).await,
+            Some(Command::Secrets { command: SecretsCommand::RotateMasterKey }) => rotate_master_key(config).await,
             Some(Command::User(command)) => match nexus::user_cmd::run(config, command).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e, 1),
@@ -128,6 +142,45 @@ async fn migrate(config: Config) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e.to_string(), 1),
+    }
+}
+
+async fn rotate_master_key(config: Config) -> ExitCode {
+    let url = config.database_url();
+    let db = async {
+        nexus_kernel::db::create_private_dir(&config.data_dir)?;
+        let db = nexus_kernel::db::Db::connect(&url, Some(2)).await?;
+        db.migrate(&nexus::migrations()).await?;
+        Ok::<_, nexus_kernel::db::StorageError>(db)
+    }
+    .await;
+    let db = match db {
+        Ok(db) => db,
+        Err(e) => return fail(&e.to_string(), 1),
+    };
+    let bar = indicatif::ProgressBar::new(0);
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{spinner} [{bar:40}] {pos}/{len} data keys re-wrapped ({eta})")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    let mut progress = |done: u64, total: u64| {
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let result = nexus_secrets::rotate_master_key(&config, &db, &mut progress).await;
+    db.close().await;
+    match result {
+        Ok(r) => {
+            bar.finish();
+            println!("master key rotated: {} data keys re-wrapped under key {}", r.rewrapped, r.new_key_id);
+            println!("new master key: {}", r.key_location);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            bar.abandon();
+            fail(&format!("{e}; nothing is lost: run the command again to resume"), 1)
+        }
     }
 }
 

@@ -84,7 +84,7 @@ fn acceptable_request_id(id: &str) -> bool {
 /// Writes the body of an error response in the path's dialect. A response that carries an
 /// [`ApiError`] is rendered from it; any other error status without a JSON body (produced by
 /// routing or a tower layer) is rendered from its status.
-fn render_error(response: Response, path: &str, method: &axum::http::Method, request_id: &str) -> Response {
+pub fn render_error(response: Response, path: &str, method: &axum::http::Method, request_id: &str) -> Response {
     let dialect = Dialect::for_path(path);
     if let Some(error) = response.extensions().get::<ApiError>() {
         return keep_headers(dialect.render(error, request_id), &response);

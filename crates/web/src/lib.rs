@@ -8,11 +8,13 @@ pub mod docs;
 pub mod edge;
 pub mod error;
 pub mod extract;
+pub mod list;
 
 pub use client::ClientMeta;
 pub use dialect::Dialect;
 pub use error::{ApiError, ErrorCode, FieldError};
 pub use extract::{Json, Path, Query};
+pub use list::ListRequest;
 
 /// The id of the request being served, as echoed in `X-Request-ID`.
 #[derive(Debug, Clone)]

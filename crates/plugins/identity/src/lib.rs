@@ -20,11 +20,11 @@ pub use error::IdentityError;
 pub use principal::{Auth, MaybeAuth, Principal};
 pub use service::Identity;
 
-/// Migrations of the identity tables, for each backend.
+/// Migrations of the identity tables; their SQL is portable, so both backends share it.
 pub static MIGRATIONS: nexus_kernel::db::MigrationSet = nexus_kernel::db::MigrationSet {
     owner: "identity",
-    sqlite: sqlx::migrate!("migrations/sqlite"),
-    postgres: sqlx::migrate!("migrations/postgres"),
+    sqlite: sqlx::migrate!("./migrations"),
+    postgres: sqlx::migrate!("./migrations"),
 };
 
 /// Every identity route of every surface.

@@ -78,13 +78,17 @@ pub enum Presented {
 }
 
 /// Reads the credential from `Authorization: Bearer …`, `Authorization: MediaBrowser Token="…"`,
-/// `X-API-Key` or `X-Nexus-API-Key`.
+/// `X-API-Key`, `X-Nexus-API-Key` or `X-Emby-Token`.
 pub fn presented(parts: &Parts) -> Option<Presented> {
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     for name in ["x-api-key", "x-nexus-api-key"] {
         if let Some(key) = header(name).filter(|k| !k.is_empty()) {
             return Some(Presented::ApiKey(key.to_string()));
         }
+    }
+    // Jellyfin and Emby clients send their token in a header of their own.
+    if let Some(token) = header("x-emby-token").or_else(|| header("x-mediabrowser-token")).filter(|t| !t.is_empty()) {
+        return Some(classify(token.to_string()));
     }
     let auth = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok())?.trim();
     let token = if let Some(rest) = strip_prefix_ci(auth, "bearer ") {
@@ -97,7 +101,11 @@ pub fn presented(parts: &Parts) -> Option<Presented> {
     if token.is_empty() {
         return None;
     }
-    Some(if crate::tokens::looks_like_api_key(&token) { Presented::ApiKey(token) } else { Presented::Bearer(token) })
+    Some(classify(token))
+}
+
+fn classify(token: String) -> Presented {
+    if crate::tokens::looks_like_api_key(&token) { Presented::ApiKey(token) } else { Presented::Bearer(token) }
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {

@@ -149,7 +149,8 @@ impl Permissions {
 
     /// What an API key with `scopes` may do on behalf of an owner holding `self`: the
     /// intersection of both. No scopes means the owner's permissions. A scope is a permission,
-    /// or `read` / `write` / `admin`, which stand for every permission of that kind.
+    /// or `read` (every read permission), `write` (every change to content and data, but no
+    /// administration or user management) or `admin` (everything).
     pub fn narrowed_to(&self, scopes: &[String]) -> Permissions {
         if scopes.is_empty() {
             return self.clone();
@@ -157,9 +158,11 @@ impl Permissions {
         let mut granted = BTreeSet::new();
         for scope in scopes {
             match scope.as_str() {
-                "admin" | "*" => granted.insert("*".to_string()).then_some(()).unwrap_or(()),
+                "admin" | "*" => {
+                    granted.insert("*".to_string());
+                }
                 "read" => granted.extend(ALL_PERMISSIONS.iter().filter(|p| is_read(p)).map(|p| (*p).to_string())),
-                "write" => granted.extend(ALL_PERMISSIONS.iter().filter(|p| !is_read(p)).map(|p| (*p).to_string())),
+                "write" => granted.extend(ALL_PERMISSIONS.iter().filter(|p| is_write(p)).map(|p| (*p).to_string())),
                 other => {
                     granted.insert(other.to_string());
                 }
@@ -180,6 +183,14 @@ fn is_read(permission: &str) -> bool {
     permission.starts_with("read:") || permission.ends_with(".read")
 }
 
+/// Changes to content and data; administrative permissions (`auth.admin`, `admin:*`,
+/// `plugin.admin`) and user management come only with the `admin` scope or by name.
+fn is_write(permission: &str) -> bool {
+    permission.starts_with("write:")
+        || (permission != "user.write"
+            && (permission.ends_with(".write") || permission.ends_with(".delete") || permission.ends_with(".publish")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,6 +202,9 @@ mod tests {
         assert!(admin.has("secret.delete"));
         let read_only = admin.narrowed_to(&["read".into()]);
         assert!(read_only.has("secret.read") && !read_only.has("secret.write"));
+        let write = admin.narrowed_to(&["write".into()]);
+        assert!(write.has("secret.write") && write.has("content.publish"));
+        assert!(!write.has("auth.admin") && !write.has("admin:config") && !write.has("user.write"));
         let viewer = roles.permissions(&["viewer".into()]);
         let widened = viewer.narrowed_to(&["write".into(), "content.read".into()]);
         assert!(widened.has("content.read") && !widened.has("secret.write"), "a key never exceeds its owner");

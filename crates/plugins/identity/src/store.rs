@@ -469,3 +469,124 @@ pub fn escape_like(s: &str) -> String {
     }
     out
 }
+
+use nexus_kernel::query::{Field, Keyed, Kind, ListQuery, Listing, Op, Page, Value};
+
+/// What `GET /api/users` (and every other user list) allows to filter, sort and select.
+pub const USER_LISTING: Listing = Listing {
+    name: "users",
+    fields: &[
+        Field { name: "id", column: "id", kind: Kind::Text, ops: Op::EQUALITY, sortable: true },
+        Field { name: "username", column: "username", kind: Kind::Text, ops: Op::TEXT, sortable: true },
+        Field { name: "email", column: "email", kind: Kind::Text, ops: Op::TEXT, sortable: true },
+        Field { name: "full_name", column: "full_name", kind: Kind::Text, ops: Op::TEXT, sortable: true },
+        Field { name: "status", column: "status", kind: Kind::Text, ops: Op::EQUALITY, sortable: true },
+        Field { name: "created_at", column: "created_at", kind: Kind::Time, ops: Op::ORDERED, sortable: true },
+        Field { name: "updated_at", column: "updated_at", kind: Kind::Time, ops: Op::ORDERED, sortable: true },
+        Field { name: "last_login", column: "last_login", kind: Kind::Time, ops: Op::ORDERED, sortable: false },
+    ],
+    unique: "id",
+    default_sort: "created_at",
+    default_limit: 20,
+    select: &[
+        "id",
+        "username",
+        "email",
+        "full_name",
+        "roles",
+        "status",
+        "metadata",
+        "created_at",
+        "updated_at",
+        "last_login",
+    ],
+};
+
+/// What `GET /api/auth/api-keys` allows.
+pub const API_KEY_LISTING: Listing = Listing {
+    name: "api_keys",
+    fields: &[
+        Field { name: "id", column: "id", kind: Kind::Text, ops: Op::EQUALITY, sortable: true },
+        Field { name: "name", column: "name", kind: Kind::Text, ops: Op::TEXT, sortable: true },
+        Field { name: "prefix", column: "prefix", kind: Kind::Text, ops: Op::EQUALITY, sortable: false },
+        Field { name: "premium", column: "premium", kind: Kind::Bool, ops: &[Op::Eq, Op::Ne], sortable: false },
+        Field { name: "created_at", column: "created_at", kind: Kind::Time, ops: Op::ORDERED, sortable: true },
+        Field { name: "expires_at", column: "expires_at", kind: Kind::Time, ops: Op::ORDERED, sortable: false },
+        Field { name: "last_used", column: "last_used", kind: Kind::Time, ops: Op::ORDERED, sortable: false },
+    ],
+    unique: "id",
+    default_sort: "-created_at",
+    default_limit: 100,
+    select: &["id", "name", "prefix", "scopes", "premium", "created_at", "expires_at", "last_used"],
+};
+
+impl Keyed for UserRow {
+    fn key(&self, field: &str) -> Value {
+        match field {
+            "username" => Value::Text(self.username.clone()),
+            "email" => Value::Text(self.email.clone()),
+            "full_name" => Value::Text(self.full_name.clone()),
+            "status" => Value::Text(self.status.clone()),
+            "created_at" => Value::Int(self.created_at),
+            "updated_at" => Value::Int(self.updated_at),
+            _ => Value::Text(self.id.clone()),
+        }
+    }
+}
+
+impl Keyed for ApiKeyRow {
+    fn key(&self, field: &str) -> Value {
+        match field {
+            "name" => Value::Text(self.name.clone()),
+            "created_at" => Value::Int(self.created_at),
+            _ => Value::Text(self.id.clone()),
+        }
+    }
+}
+
+impl Store {
+    /// A page of users narrowed by `f` (its role, status and search; not its limit and
+    /// offset) and by the list request `q` (built against [`USER_LISTING`]).
+    pub async fn list_users_page(&self, f: &UserFilter, q: &ListQuery) -> Result<Page<UserRow>, StorageError> {
+        const BASE: &str = "($1 IS NULL OR status = $1) \
+            AND ($2 IS NULL OR id IN (SELECT user_id FROM user_roles WHERE role = $2)) \
+            AND ($3 IS NULL OR username_key LIKE $3 ESCAPE '\\' OR email_key LIKE $3 ESCAPE '\\')";
+        let search = f.search.as_deref().map(|s| format!("%{}%", escape_like(&fold(s))));
+        let b = q.build(4);
+        let count_sql = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM users WHERE {BASE} AND {}", b.filter));
+        let list_sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {USER_COLUMNS} FROM users WHERE {BASE} AND {} {} {} {}",
+            b.filter, b.keyset, b.order, b.window
+        ));
+        let (rows, total) = with_db!(&self.db, |pool| {
+            let count = sqlx::query_scalar(count_sql).bind(&f.status).bind(&f.role).bind(&search);
+            let total: i64 = nexus_kernel::bind_values!(count, &b.filter_params).fetch_one(pool).await?;
+            let list = sqlx::query_as(list_sql).bind(&f.status).bind(&f.role).bind(&search);
+            let rows: Vec<UserRow> = nexus_kernel::bind_values!(list, &b.params).fetch_all(pool).await?;
+            Ok::<_, sqlx::Error>((rows, total))
+        })?;
+        let rows = self.attach_roles(rows).await?;
+        Ok(q.finish(rows, Some(total)))
+    }
+
+    /// A page of `user_id`'s unrevoked API keys, by the list request `q` ([`API_KEY_LISTING`]).
+    pub async fn api_keys_page(&self, user_id: &str, q: &ListQuery) -> Result<Page<ApiKeyRow>, StorageError> {
+        const COLUMNS: &str =
+            "id, user_id, name, prefix, scopes, premium, created_at, expires_at, last_used, revoked_at";
+        let b = q.build(2);
+        let base = "user_id = $1 AND revoked_at IS NULL";
+        let count_sql = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM api_keys WHERE {base} AND {}", b.filter));
+        let list_sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM api_keys WHERE {base} AND {} {} {} {}",
+            b.filter, b.keyset, b.order, b.window
+        ));
+        let (rows, total) = with_db!(&self.db, |pool| {
+            let count = sqlx::query_scalar(count_sql).bind(user_id);
+            let total: i64 = nexus_kernel::bind_values!(count, &b.filter_params).fetch_one(pool).await?;
+            let list = sqlx::query_as(list_sql).bind(user_id);
+            let rows: Vec<ApiKeyRow> = nexus_kernel::bind_values!(list, &b.params).fetch_all(pool).await?;
+            Ok::<_, sqlx::Error>((rows, total))
+        })?;
+        Ok(q.finish(rows, Some(total)))
+    }
+}

@@ -173,11 +173,16 @@ async fn logout_revokes_the_token_and_its_refresh_chain() {
 #[tokio::test]
 async fn logout_on_one_instance_reaches_another_on_the_same_database() {
     let Some(_) = nexus_testkit::postgres_url() else { return };
-    let a = TestServer::start_with(Backend::Postgres, |c| c.auth.jwt_secret = Some("k".repeat(40))).await;
+    // Instances sharing a database share its keys too.
+    let share = |c: &mut nexus_kernel::config::Config| {
+        c.auth.jwt_secret = Some("k".repeat(40));
+        c.secrets.master_key = Some(String::from("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="));
+    };
+    let a = TestServer::start_with(Backend::Postgres, share).await;
     let shared = a.config.database.url.clone();
     let b = TestServer::start_with(Backend::Sqlite, |c| {
+        share(c);
         c.database.url = shared;
-        c.auth.jwt_secret = Some("k".repeat(40));
     })
     .await;
     let token = a.admin_token().await;
@@ -476,4 +481,42 @@ async fn first_start_without_a_password_generates_one_in_a_private_file() {
         assert_eq!(key_mode, 0o600);
     }
     assert_eq!(s.post("/api/auth/login", json!({"username": "admin", "password": password})).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_refresh_token_is_bound_to_its_client_and_a_wrong_client_cannot_burn_it() {
+    let s = TestServer::start().await;
+    let r = s.post("/api/auth/login", json!({"username": "admin", "password": ADMIN_PASSWORD})).await;
+    let token = r.json["refresh_token"].as_str().unwrap_or_default().to_string();
+    for (path, body) in [
+        ("/v2/auth/refresh", json!({"refresh_token": token, "client_id": "someone-else"})),
+        ("/auth/refresh", json!({"refresh_token": token})),
+    ] {
+        assert_eq!(s.post(path, body).await.status, 401, "{path}");
+    }
+    let r = s.post("/api/auth/refresh", json!({"refresh_token": token})).await;
+    assert_eq!(r.status, 200, "the rightful client still refreshes: {}", r.text);
+}
+
+#[tokio::test]
+async fn jellyfin_clients_are_understood() {
+    let s = TestServer::start().await;
+    let r = s.post("/api/media/Users/AuthenticateByName", json!({"Username": "admin", "Pw": ADMIN_PASSWORD})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let token = r.json["AccessToken"].as_str().unwrap_or_default().to_string();
+    let r = s.call(Method::GET, "/api/user/profile", None, &[("X-Emby-Token", token.as_str())]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json["username"], "admin");
+}
+
+#[tokio::test]
+async fn the_openapi_document_declares_the_security_schemes_it_uses() {
+    let s = TestServer::start().await;
+    let doc = s.get("/openapi.json").await.json;
+    let schemes = &doc["components"]["securitySchemes"];
+    assert_eq!(schemes["bearer"]["scheme"], "bearer");
+    assert_eq!(schemes["api_key"]["name"], "X-API-Key");
+    for path in ["/api/auth/login", "/api/v1/auth/login", "/v2/auth/login", "/auth/login", "/api/users/{user_id}"] {
+        assert!(doc["paths"][path].is_object(), "{path} missing from the OpenAPI document");
+    }
 }

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
-use nexus_web::{ApiError, ClientMeta, Json, Path, Query};
+use nexus_web::{ApiError, ClientMeta, Json, ListRequest, Path, Query};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -13,10 +13,13 @@ use utoipa_axum::routes;
 
 use super::dto::{ApiKeyView, LoginUser, UserView, parse_time};
 use crate::service::{KeyStyle, LoginRequest, NewApiKey, NewUser, TokenLifetime, UserPatch};
-use crate::store::UserFilter;
+use crate::store::{API_KEY_LISTING, USER_LISTING, UserFilter};
 use crate::{Auth, Identity, IdentityError};
 
 type Api = State<Arc<Identity>>;
+
+/// The client id framework logins are issued to; their refresh tokens refresh only here.
+const FRAMEWORK_CLIENT: &str = "framework";
 
 pub fn routes() -> OpenApiRouter<Arc<Identity>> {
     OpenApiRouter::new()
@@ -68,9 +71,10 @@ async fn login(
         login,
         password: body.password,
         client,
-        client_id: String::from("framework"),
+        client_id: String::from(FRAMEWORK_CLIENT),
         device_id: String::new(),
         lifetime: TokenLifetime::Access,
+        reported: Default::default(),
     };
     let s = id.login(req).await?;
     Ok(Json(TokenResponse {
@@ -96,7 +100,7 @@ async fn refresh(
     client: ClientMeta,
     Json(body): Json<RefreshBody>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    let s = id.refresh(&body.refresh_token, None, &client, TokenLifetime::Access).await?;
+    let s = id.refresh(&body.refresh_token, Some(FRAMEWORK_CLIENT), &client, TokenLifetime::Access).await?;
     Ok(Json(TokenResponse {
         access_token: s.access_token,
         refresh_token: s.refresh_token,
@@ -177,15 +181,24 @@ async fn create_key(
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct KeyList {
-    pub keys: Vec<ApiKeyView>,
-    pub total: usize,
+    /// API keys (`ApiKeyView`), reduced to `fields` when given.
+    #[schema(value_type = Vec<Object>)]
+    pub keys: Vec<Value>,
+    pub total: i64,
+    /// Offset or cursor pagination, as for every list.
+    #[schema(value_type = Object)]
+    pub pagination: Value,
 }
 
-/// The caller's API keys (never their secrets).
+/// The caller's API keys (never their secrets); the list conventions apply (`page`/`limit` or
+/// `cursor`, `filter[name|prefix|premium|created_at|expires_at|last_used]`, `sort`, `fields`).
 #[utoipa::path(get, path = "/api/auth/api-keys", tag = "auth", responses((status = 200, body = KeyList)))]
-async fn list_keys(State(id): Api, Auth(p): Auth) -> Result<Json<KeyList>, ApiError> {
-    let keys: Vec<ApiKeyView> = id.list_api_keys(&p).await?.into_iter().map(ApiKeyView::from).collect();
-    Ok(Json(KeyList { total: keys.len(), keys }))
+async fn list_keys(State(id): Api, Auth(p): Auth, RawQuery(raw): RawQuery) -> Result<Json<KeyList>, ApiError> {
+    let req = ListRequest::parse(raw.as_deref().unwrap_or(""), &API_KEY_LISTING, id.kernel())?;
+    let page = id.list_api_keys_page(&p, &req.query).await?.map(ApiKeyView::from);
+    let pagination = req.pagination(&page);
+    let total = page.total.unwrap_or_default();
+    Ok(Json(KeyList { keys: req.project_all(page.items), total, pagination }))
 }
 
 /// Revoke one of the caller's API keys.
@@ -201,50 +214,74 @@ async fn revoke_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `page`, `limit`, `cursor`, `sort` and `fields` are read by [`ListRequest`]; they are
+/// declared here for the API documentation (and so that a malformed number is named).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[allow(dead_code)]
 pub struct UserListQuery {
     pub role: Option<String>,
     /// `active`, `inactive` or `suspended`
     pub status: Option<String>,
     /// Substring of username or email.
     pub search: Option<String>,
-    /// Page number, from 1.
+    /// Page number, from 1 (offset pagination).
     pub page: Option<u32>,
-    /// Items per page (1-100, default 20).
+    /// Items per page (default 20; at most `api.max_limit`, 100 by default).
     pub limit: Option<u32>,
+    /// Cursor pagination: empty for the first page, then a `next_cursor` / `prev_cursor`.
+    pub cursor: Option<String>,
+    /// Sort keys, `-` for descending: `-created_at,username`.
+    pub sort: Option<String>,
+    /// Field selection: `id,username,email`.
+    pub fields: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct UserPage {
     pub total: i64,
-    pub page: u32,
+    /// The page number (offset pagination only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub page: Option<u32>,
     pub limit: u32,
-    pub users: Vec<UserView>,
+    /// Users (`UserView`), reduced to `fields` when given.
+    #[schema(value_type = Vec<Object>)]
+    pub users: Vec<Value>,
+    /// `page`, `limit`, `total`, `total_pages`, `has_next`, `has_prev`; or in cursor mode
+    /// `cursor`, `next_cursor`, `prev_cursor`, `has_more`, `limit`.
+    #[schema(value_type = Object)]
+    pub pagination: Value,
 }
 
-/// List users (`user.read`).
+/// List users (`user.read`). Besides `role`, `status` and `search`, the list conventions
+/// apply: `filter[field]` / `filter[field][$op]` on id, username, email, full_name, status,
+/// created_at, updated_at and last_login; `sort`; `fields`; `page`/`limit` or `cursor`.
 #[utoipa::path(get, path = "/api/users", tag = "users", params(UserListQuery),
-    responses((status = 200, body = UserPage), (status = 403, description = "PERMISSION_DENIED")))]
-async fn list_users(State(id): Api, Auth(p): Auth, Query(q): Query<UserListQuery>) -> Result<Json<UserPage>, ApiError> {
+    responses((status = 200, body = UserPage), (status = 400, description = "VALIDATION_ERROR"),
+               (status = 403, description = "PERMISSION_DENIED")))]
+async fn list_users(
+    State(id): Api,
+    Auth(p): Auth,
+    Query(q): Query<UserListQuery>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<UserPage>, ApiError> {
     p.require("user.read")?;
-    let page = q.page.unwrap_or(1);
-    let limit = q.limit.unwrap_or(20);
-    if page == 0 {
-        return Err(IdentityError::field("page", "Page numbers start at 1").into());
-    }
-    if !(1..=100).contains(&limit) {
-        return Err(IdentityError::field("limit", "Limit must be between 1 and 100").into());
-    }
+    let req = ListRequest::parse(raw.as_deref().unwrap_or(""), &USER_LISTING, id.kernel())?;
     let filter = UserFilter {
         role: q.role,
         status: q.status,
         search: q.search.filter(|s| !s.is_empty()),
-        limit: i64::from(limit),
-        offset: i64::from(page - 1) * i64::from(limit),
+        ..UserFilter::default()
     };
-    let (users, total) = id.list_users(&filter).await?;
-    Ok(Json(UserPage { total, page, limit, users: users.into_iter().map(|u| UserView::new(u, None)).collect() }))
+    let page = id.list_users_page(&filter, &req.query).await?.map(|u| UserView::new(u, None));
+    let pagination = req.pagination(&page);
+    Ok(Json(UserPage {
+        total: page.total.unwrap_or_default(),
+        page: req.page,
+        limit: req.query.limit,
+        users: req.project_all(page.items),
+        pagination,
+    }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -11,7 +11,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::service::{ApiKey, KeyStyle, LoginRequest, NewApiKey, TokenLifetime};
+use super::dto::ApiKeyView;
+use crate::service::{KeyStyle, LoginRequest, NewApiKey, TokenLifetime};
 use crate::{Auth, Identity, IdentityError};
 
 type Api = State<Arc<Identity>>;
@@ -24,6 +25,7 @@ pub fn routes() -> OpenApiRouter<Arc<Identity>> {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = SecretsLoginBody)]
 pub struct LoginBody {
     pub username: String,
     pub password: String,
@@ -59,6 +61,7 @@ async fn login(
         client_id: String::from("secrets"),
         device_id: String::new(),
         lifetime: TokenLifetime::Session,
+        reported: Default::default(),
     };
     let s = id.login(req).await?;
     let role = if s.user.roles.iter().any(|r| r == "admin") {
@@ -89,42 +92,21 @@ async fn refresh(State(id): Api, Auth(p): Auth, client: ClientMeta) -> Result<Js
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct KeyView {
-    pub id: String,
-    pub name: String,
-    pub prefix: String,
-    pub created_at: String,
-    pub expires_at: Option<String>,
-    pub last_used: Option<String>,
-}
-
-impl From<ApiKey> for KeyView {
-    fn from(k: ApiKey) -> Self {
-        Self {
-            id: k.id,
-            name: k.name,
-            prefix: k.prefix,
-            created_at: k.created_at.to_rfc3339(),
-            expires_at: k.expires_at.map(Timestamp::to_rfc3339),
-            last_used: k.last_used.map(Timestamp::to_rfc3339),
-        }
-    }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = SecretsKeyList)]
 pub struct KeyList {
-    pub keys: Vec<KeyView>,
+    pub keys: Vec<ApiKeyView>,
     pub total: usize,
 }
 
 /// The caller's API keys.
 #[utoipa::path(get, path = "/api/v1/apikeys", tag = "secrets-auth", responses((status = 200, body = KeyList)))]
 async fn list_keys(State(id): Api, Auth(p): Auth) -> Result<Json<KeyList>, ApiError> {
-    let keys: Vec<KeyView> = id.list_api_keys(&p).await?.into_iter().map(KeyView::from).collect();
+    let keys: Vec<ApiKeyView> = id.list_api_keys(&p).await?.into_iter().map(ApiKeyView::from).collect();
     Ok(Json(KeyList { total: keys.len(), keys }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = SecretsCreateKeyBody)]
 pub struct CreateKeyBody {
     pub name: String,
     /// Lifetime in nanoseconds (720 h = 2592000000000000); absent: no expiry.
@@ -132,6 +114,7 @@ pub struct CreateKeyBody {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[schema(as = SecretsKeyCreated)]
 pub struct KeyCreated {
     pub id: String,
     pub name: String,
@@ -158,7 +141,7 @@ async fn create_key(
     };
     let new = NewApiKey { name: body.name, scopes: Vec::new(), expires_at, premium: false, style: KeyStyle::Secrets };
     let (k, key) = id.create_api_key(&p, new, &client).await?;
-    let v = KeyView::from(k);
+    let v = ApiKeyView::from(k);
     Ok((
         StatusCode::CREATED,
         Json(KeyCreated {

@@ -120,6 +120,11 @@ impl Identity {
         };
         self.store.insert_api_key(&row, &tokens::digest(&key)).await?;
         self.audit("apikey.create", &owner.user_id, &row.id, client, true, json!({ "name": row.name })).await;
+        self.kernel.events.publish(
+            "identity",
+            "apikey.created",
+            json!({ "key_id": row.id, "user_id": row.user_id, "name": row.name, "prefix": row.prefix }),
+        );
         Ok((row.into(), key))
     }
 
@@ -140,6 +145,7 @@ impl Identity {
         self.store.insert_revocation("apikey", id, now.as_micros(), horizon).await?;
         self.keys.invalidate_all();
         self.audit("apikey.revoke", &actor.user_id, id, client, true, json!({})).await;
+        self.kernel.events.publish("identity", "apikey.revoked", json!({ "key_id": id, "revoked_by": actor.user_id }));
         Ok(())
     }
 }

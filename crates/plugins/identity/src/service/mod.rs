@@ -2,6 +2,7 @@
 //! manages users, whichever surface asks.
 
 mod apikeys;
+mod lists;
 mod revocation;
 mod session;
 mod users;

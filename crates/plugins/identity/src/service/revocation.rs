@@ -88,7 +88,7 @@ pub fn watch(identity: Weak<Identity>) {
                 Err(e) => tracing::warn!(error = %e, "could not poll revocations"),
             }
             ticks += 1;
-            if ticks % 3600 == 0
+            if ticks.is_multiple_of(3600)
                 && let Err(e) = identity.store.purge_expired(Timestamp::now()).await
             {
                 tracing::warn!(error = %e, "could not purge expired tokens");

@@ -30,6 +30,9 @@ pub struct LoginRequest {
     pub client_id: String,
     pub device_id: String,
     pub lifetime: TokenLifetime,
+    /// What the client says about itself (for example a reported address), recorded in the
+    /// login's audit metadata and never trusted.
+    pub reported: serde_json::Map<String, serde_json::Value>,
 }
 
 /// What a successful login or refresh hands out.
@@ -56,15 +59,23 @@ impl Identity {
     pub async fn login(&self, req: LoginRequest) -> Result<Session, IdentityError> {
         let auth = &self.kernel.config.auth;
         let client_key = if req.client.ip.is_empty() { req.login.to_lowercase() } else { req.client.ip.clone() };
-        let decision = self.kernel.rate_limits.check(
-            &format!("login:{client_key}"),
-            auth.login_attempts_per_minute,
-            Duration::from_secs(60),
-        );
+        let decision = self
+            .kernel
+            .rate_limits
+            .check(&format!("login:{client_key}"), auth.login_attempts_per_minute, Duration::from_secs(60))
+            .await;
         if !decision.allowed {
             return Err(IdentityError::Throttled { retry_after: decision.reset_after, limit: decision.limit });
         }
-        let fail = |reason: &'static str| json!({ "reason": reason, "client_id": req.client_id.clone() });
+        let details = |mut meta: serde_json::Map<String, serde_json::Value>| {
+            meta.insert("client_id".into(), req.client_id.clone().into());
+            if !req.device_id.is_empty() {
+                meta.insert("device_id".into(), req.device_id.clone().into());
+            }
+            meta.extend(req.reported.clone());
+            serde_json::Value::Object(meta)
+        };
+        let fail = |reason: &'static str| details(serde_json::Map::from_iter([("reason".into(), reason.into())]));
 
         let user = self.store.user_by_login(&req.login).await?;
         let Some(user) = user else {
@@ -93,15 +104,17 @@ impl Identity {
         self.store.record_login_success(&user.id, now).await?;
         let family = nexus_kernel::id::uuid();
         let session = self.issue(&user.id, &family, &req.client_id, &req.device_id, req.lifetime).await?;
-        self.audit(
+        self.audit("auth.login", &user.id, &user.id, &req.client, true, details(serde_json::Map::new())).await;
+        self.kernel.events.publish(
+            "identity",
             "auth.login",
-            &user.id,
-            &user.id,
-            &req.client,
-            true,
-            json!({ "client_id": req.client_id, "device_id": req.device_id }),
-        )
-        .await;
+            json!({
+                "user_id": user.id,
+                "username": user.username,
+                "client_id": req.client_id,
+                "ip_address": req.client.ip,
+            }),
+        );
         Ok(session)
     }
 
@@ -160,6 +173,24 @@ impl Identity {
             self.audit("auth.refresh", &row.user_id, &row.user_id, client, false, json!({ "reason": "revoked" })).await;
             return Err(IdentityError::InvalidToken);
         }
+        // A token is bound to the client it was issued to. This and expiry are checked before
+        // the token is spent, so a wrong or late attempt cannot burn the rightful client's token.
+        if !row.client_id.is_empty() && client_id != Some(row.client_id.as_str()) {
+            self.audit(
+                "auth.refresh",
+                &row.user_id,
+                &row.user_id,
+                client,
+                false,
+                json!({ "reason": "client mismatch" }),
+            )
+            .await;
+            return Err(IdentityError::InvalidToken);
+        }
+        if row.expires_at <= now.as_micros() {
+            self.audit("auth.refresh", &row.user_id, &row.user_id, client, false, json!({ "reason": "expired" })).await;
+            return Err(IdentityError::TokenExpired);
+        }
         if row.used_at.is_some() || !self.store.spend_refresh(&hash, now).await? {
             self.revoke_session(&row.family_id, &row.user_id).await?;
             self.audit(
@@ -169,24 +200,6 @@ impl Identity {
                 client,
                 false,
                 json!({ "reason": "refresh token reused; session revoked" }),
-            )
-            .await;
-            return Err(IdentityError::InvalidToken);
-        }
-        if row.expires_at <= now.as_micros() {
-            self.audit("auth.refresh", &row.user_id, &row.user_id, client, false, json!({ "reason": "expired" })).await;
-            return Err(IdentityError::TokenExpired);
-        }
-        if let Some(expected) = client_id.filter(|c| !c.is_empty() && !row.client_id.is_empty())
-            && expected != row.client_id
-        {
-            self.audit(
-                "auth.refresh",
-                &row.user_id,
-                &row.user_id,
-                client,
-                false,
-                json!({ "reason": "client mismatch" }),
             )
             .await;
             return Err(IdentityError::InvalidToken);

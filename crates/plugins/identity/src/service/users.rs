@@ -190,6 +190,17 @@ impl Identity {
         })?;
         let actor_id = actor.map_or("system", |a| a.user_id.as_str());
         self.audit("user.create", actor_id, &row.id, client, true, json!({ "username": row.username })).await;
+        self.kernel.events.publish(
+            "identity",
+            "user.created",
+            json!({
+                "user_id": row.id,
+                "username": row.username,
+                "email": row.email,
+                "roles": row.roles,
+                "status": row.status,
+            }),
+        );
         Ok(row.into())
     }
 
@@ -285,6 +296,17 @@ impl Identity {
         }
         let changed = json!({ "roles": roles_changed, "status": status_changed, "password": password_changed });
         self.audit("user.update", &actor.user_id, id, client, true, changed).await;
+        self.kernel.events.publish(
+            "identity",
+            "user.updated",
+            json!({
+                "user_id": row.id,
+                "username": row.username,
+                "roles": row.roles,
+                "status": row.status,
+                "changed": { "roles": roles_changed, "status": status_changed, "password": password_changed },
+            }),
+        );
         Ok(row.into())
     }
 
@@ -300,6 +322,7 @@ impl Identity {
             return Err(IdentityError::NotFound("user"));
         }
         self.audit("user.delete", &actor.user_id, id, client, true, json!({ "username": row.username })).await;
+        self.kernel.events.publish("identity", "user.deleted", json!({ "user_id": id, "username": row.username }));
         Ok(())
     }
 
