@@ -224,7 +224,7 @@ impl TestServer {
     pub async fn login(&self, username: &str, password: &str) -> String {
         let r = self.post("/api/auth/login", serde_json::json!({ "username": username, "password": password })).await;
         assert_eq!(r.status, 200, "login of {username} failed: {}", r.text);
-        r.json["access_token"].as_str().unwrap_or_default().to_string()
+        r.json.get("access_token").and_then(|t| t.as_str()).unwrap_or_default().to_string()
     }
 
     /// A fresh access token of `admin`.
