@@ -1,7 +1,9 @@
 //! The audit log: an append-only record of security-relevant actions. Writers that must fail
-//! closed (a secret is not served without its record) check the result of [`record`].
+//! closed (a secret is not served without its record) check the result of
+//! [`AuditLog::record`].
 
 use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Timestamp;
 use crate::db::{Db, StorageError};
@@ -53,40 +55,99 @@ pub struct AuditQuery {
     pub offset: i64,
 }
 
-/// Appends `rec`; the error is the caller's to act on.
-pub async fn record(db: &Db, rec: &AuditRecord) -> Result<String, StorageError> {
-    let id = crate::id::uuid();
-    let metadata = if rec.metadata.is_null() { String::from("{}") } else { rec.metadata.to_string() };
-    with_db!(db, |pool| {
-        sqlx::query(
-            "INSERT INTO audit_log (id, timestamp, action, actor, target, secret_id, secret_path, ip_address, \
-             user_agent, success, request_id, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-        )
-        .bind(&id)
-        .bind(Timestamp::now().as_micros())
-        .bind(&rec.action)
-        .bind(&rec.actor)
-        .bind(&rec.target)
-        .bind(&rec.secret_id)
-        .bind(&rec.secret_path)
-        .bind(&rec.ip_address)
-        .bind(&rec.user_agent)
-        .bind(rec.success)
-        .bind(&rec.request_id)
-        .bind(&metadata)
-        .execute(pool)
-        .await
-        .map(|_| ())
-    })?;
-    Ok(id)
+/// Records waiting for the writer; a full queue makes writers wait (back-pressure), it never
+/// drops a record.
+const QUEUE: usize = 8192;
+/// Records committed in one transaction at most.
+const BATCH: usize = 512;
+
+const INSERT: &str = "INSERT INTO audit_log (id, timestamp, action, actor, target, secret_id, secret_path, \
+    ip_address, user_agent, success, request_id, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+
+struct Pending {
+    id: String,
+    timestamp: i64,
+    rec: AuditRecord,
+    done: oneshot::Sender<Result<(), String>>,
 }
 
-/// Appends `rec`, logging (never propagating) a failure: for records whose loss must not
-/// fail the action they describe.
-pub async fn record_best_effort(db: &Db, rec: &AuditRecord) {
-    if let Err(e) = record(db, rec).await {
-        tracing::error!(error = %e, action = %rec.action, "audit record could not be written");
+/// The audit log's writer. Records from concurrent requests are committed together, in one
+/// transaction per batch, by a single task: SQLite has one writer, and a transaction per
+/// record would make every request queue for it. Each caller still waits for its own record
+/// to be committed, so a caller that must fail closed knows the record is durable.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl AuditLog {
+    /// Starts the writer for `db`; it stops when the last handle is dropped.
+    pub fn start(db: Db) -> Self {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(write_loop(db, rx));
+        Self { tx }
     }
+
+    /// Appends `rec` and waits until it is committed; the error is the caller's to act on.
+    pub async fn record(&self, rec: &AuditRecord) -> Result<String, StorageError> {
+        let id = crate::id::uuid();
+        let (done, committed) = oneshot::channel();
+        let pending = Pending { id: id.clone(), timestamp: Timestamp::now().as_micros(), rec: rec.clone(), done };
+        let closed = || StorageError::Unavailable(String::from("the audit writer has stopped"));
+        self.tx.send(pending).await.map_err(|_| closed())?;
+        match committed.await {
+            Ok(Ok(())) => Ok(id),
+            Ok(Err(reason)) => Err(StorageError::Unavailable(reason)),
+            Err(_) => Err(closed()),
+        }
+    }
+
+    /// Appends `rec`, logging (never propagating) a failure: for records whose loss must not
+    /// fail the action they describe.
+    pub async fn record_best_effort(&self, rec: &AuditRecord) {
+        if let Err(e) = self.record(rec).await {
+            tracing::error!(error = %e, action = %rec.action, "audit record could not be written");
+        }
+    }
+}
+
+async fn write_loop(db: Db, mut rx: mpsc::Receiver<Pending>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let result = write_batch(&db, &batch).await.map_err(|e| {
+            tracing::error!(error = %e, records = batch.len(), "audit batch could not be written");
+            String::from("the audit record could not be written")
+        });
+        for pending in batch.drain(..) {
+            let _ = pending.done.send(result.clone());
+        }
+    }
+}
+
+async fn write_batch(db: &Db, batch: &[Pending]) -> Result<(), StorageError> {
+    with_db!(db, |pool| {
+        let mut tx = pool.begin().await?;
+        for p in batch {
+            let metadata = if p.rec.metadata.is_null() { String::from("{}") } else { p.rec.metadata.to_string() };
+            sqlx::query(INSERT)
+                .bind(&p.id)
+                .bind(p.timestamp)
+                .bind(&p.rec.action)
+                .bind(&p.rec.actor)
+                .bind(&p.rec.target)
+                .bind(&p.rec.secret_id)
+                .bind(&p.rec.secret_path)
+                .bind(&p.rec.ip_address)
+                .bind(&p.rec.user_agent)
+                .bind(p.rec.success)
+                .bind(&p.rec.request_id)
+                .bind(&metadata)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await
+    })?;
+    Ok(())
 }
 
 /// Entries matching `q`, newest first, and how many match in all.

@@ -73,6 +73,8 @@ pub enum StorageError {
     Timeout(Duration),
     #[error("database error: {0}")]
     Query(#[from] sqlx::Error),
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl StorageError {

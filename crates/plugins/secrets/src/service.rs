@@ -136,7 +136,7 @@ impl Secrets {
         metadata: Value,
     ) {
         let rec = self.record(action, p, secret_id, path, client, success, metadata);
-        nexus_kernel::audit::record_best_effort(&self.kernel.db, &rec).await;
+        self.kernel.audit.record_best_effort(&rec).await;
     }
 
     /// Records a refused or failed attempt and returns its error.
@@ -244,7 +244,7 @@ impl Secrets {
         };
         let read_version = row.v_version.unwrap_or(row.version);
         let rec = self.record(ACTION, Some(p), &row.id, path, client, true, json!({ "version": read_version }));
-        if let Err(e) = nexus_kernel::audit::record(&self.kernel.db, &rec).await {
+        if let Err(e) = self.kernel.audit.record(&rec).await {
             tracing::error!(error = %e, secret_id = %row.id, "audit record of a read failed; value withheld");
             return Err(SecretsError::AuditUnavailable);
         }

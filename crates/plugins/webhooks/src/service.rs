@@ -360,7 +360,7 @@ impl Webhooks {
             metadata,
             ..Default::default()
         };
-        nexus_kernel::audit::record_best_effort(&self.kernel.db, &rec).await;
+        self.kernel.audit.record_best_effort(&rec).await;
     }
 }
 

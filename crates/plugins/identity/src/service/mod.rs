@@ -171,7 +171,7 @@ impl Identity {
             metadata: meta,
             ..AuditRecord::default()
         };
-        nexus_kernel::audit::record_best_effort(&self.kernel.db, &rec).await;
+        self.kernel.audit.record_best_effort(&rec).await;
     }
 
     /// Recent audited actions of `user_id`, newest first.
