@@ -135,7 +135,13 @@ pub struct WebhooksConfig {
 
 impl Default for WebhooksConfig {
     fn default() -> Self {
-        Self { allow_private: false, timeout_secs: 10, max_attempts: 10, retry_base_ms: 2000, disable_after_failures: 15 }
+        Self {
+            allow_private: false,
+            timeout_secs: 10,
+            max_attempts: 10,
+            retry_base_ms: 2000,
+            disable_after_failures: 15,
+        }
     }
 }
 

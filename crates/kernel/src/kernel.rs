@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::audit::AuditLog;
 use crate::clock::Timestamp;
 use crate::config::{Config, mask_url};
 use crate::db::{Db, MigrationSet, StorageError};
@@ -16,6 +17,7 @@ pub struct Kernel {
     pub config: Config,
     pub db: Db,
     pub metrics: Metrics,
+    pub audit: AuditLog,
     pub rate_limits: RateLimiter,
     pub events: EventBus,
     /// Methods callable over the WebSocket.
@@ -51,10 +53,10 @@ impl Kernel {
         };
         let events = EventBus::new();
         if let (Some(url), Some(conn)) = (&config.redis.url, &redis) {
-            events.connect_redis(url, &server_id, conn.clone()).await.map_err(|e| KernelError::Redis {
-                url: mask_url(url),
-                reason: format!("event subscription: {e}"),
-            })?;
+            events
+                .connect_redis(url, &server_id, conn.clone())
+                .await
+                .map_err(|e| KernelError::Redis { url: mask_url(url), reason: format!("event subscription: {e}") })?;
         }
         let rate_limits = match &redis {
             Some(conn) => {
@@ -65,10 +67,12 @@ impl Kernel {
             None => RateLimiter::local(),
         };
         let cursor_key = crate::instance::secret(&db, "cursor").await?.into_bytes();
+        let audit = AuditLog::start(db.clone());
         Ok(Arc::new(Self {
             config,
             db,
             metrics: Metrics::new(),
+            audit,
             rate_limits,
             events,
             rpc: RpcRegistry::default(),

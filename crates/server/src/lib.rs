@@ -22,7 +22,12 @@ pub use app::router;
 
 /// Every migration set of the built-in plugins, applied at start and by `nexus migrate`.
 pub fn migrations() -> Vec<&'static MigrationSet> {
-    vec![&nexus_kernel::MIGRATIONS, &nexus_identity::MIGRATIONS, &nexus_secrets::MIGRATIONS, &nexus_webhooks::MIGRATIONS]
+    vec![
+        &nexus_kernel::MIGRATIONS,
+        &nexus_identity::MIGRATIONS,
+        &nexus_secrets::MIGRATIONS,
+        &nexus_webhooks::MIGRATIONS,
+    ]
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -94,15 +94,28 @@ async fn refresh(State(id): Api, Auth(p): Auth, client: ClientMeta) -> Result<Js
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = SecretsKeyList)]
 pub struct KeyList {
-    pub keys: Vec<ApiKeyView>,
-    pub total: usize,
+    /// API keys (`ApiKeyView`), reduced to `fields` when given.
+    #[schema(value_type = Vec<Object>)]
+    pub keys: Vec<serde_json::Value>,
+    pub total: i64,
+    /// Offset or cursor pagination, as for every list.
+    #[schema(value_type = Object)]
+    pub pagination: serde_json::Value,
 }
 
-/// The caller's API keys.
+/// The caller's API keys; the list conventions apply (`page`/`limit` or `cursor`, `filter`,
+/// `sort`, `fields`).
 #[utoipa::path(get, path = "/api/v1/apikeys", tag = "secrets-auth", responses((status = 200, body = KeyList)))]
-async fn list_keys(State(id): Api, Auth(p): Auth) -> Result<Json<KeyList>, ApiError> {
-    let keys: Vec<ApiKeyView> = id.list_api_keys(&p).await?.into_iter().map(ApiKeyView::from).collect();
-    Ok(Json(KeyList { total: keys.len(), keys }))
+async fn list_keys(
+    State(id): Api,
+    Auth(p): Auth,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
+) -> Result<Json<KeyList>, ApiError> {
+    let req = nexus_web::ListRequest::parse(raw.as_deref().unwrap_or(""), &crate::store::API_KEY_LISTING, id.kernel())?;
+    let page = id.list_api_keys_page(&p, &req.query).await?.map(ApiKeyView::from);
+    let pagination = req.pagination(&page);
+    let total = page.total.unwrap_or_default();
+    Ok(Json(KeyList { keys: req.project_all(page.items), total, pagination }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
