@@ -328,3 +328,21 @@ async fn a_webhook_that_keeps_failing_is_disabled_with_a_reason() {
     assert_eq!(r.json["failure_count"], 0);
     assert!(r.json["disabled_reason"].is_null());
 }
+
+#[tokio::test]
+async fn https_targets_are_attempted_over_tls() {
+    // The receiver speaks plain HTTP: a TLS client must fail the handshake rather than send
+    // the payload in clear text, and must not claim https is unsupported.
+    let receiver = Receiver::start(vec![200]).await;
+    let s = allow_private(nexus_testkit::Backend::Sqlite).await;
+    let admin = s.admin_token().await;
+    let url = receiver.url.replacen("http://", "https://", 1);
+    let hook = create_webhook(&s, &admin, &url, json!(["user.*"])).await;
+    let r =
+        s.post_as(&admin, &format!("/api/webhooks/{}/test", hook["id"].as_str().unwrap_or_default()), json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["success"], false, "{}", r.text);
+    assert!(!r.text.contains("not supported"), "{}", r.text);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(receiver.received().is_empty(), "nothing reached the receiver in clear text");
+}
