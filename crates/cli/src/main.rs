@@ -21,12 +21,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 const USER_AGENT: &str = concat!("nexusctl/", env!("CARGO_PKG_VERSION"));
-const DEFAULT_ADDR: &str = "http://localhost:9000";
+/// Where `nexus` listens by default (`server.port` 8000).
+const DEFAULT_ADDR: &str = "http://localhost:8000";
 
 #[derive(Debug, Parser)]
 #[command(name = "nexusctl", version, about = "Command-line client of the Nexus secrets manager")]
 struct Cli {
-    /// Server address, such as http://localhost:9000
+    /// Server address, such as http://localhost:8000
     #[arg(long, env = "NEXUS_ADDR", global = true)]
     addr: Option<String>,
     /// Access token (from `nexusctl login`)
