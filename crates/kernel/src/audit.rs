@@ -7,6 +7,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Timestamp;
 use crate::db::{Db, StorageError};
+use crate::query::{Field, Keyed, Kind, ListQuery, Listing, Op, Page, Value};
 use crate::with_db;
 
 /// One action, as it is written.
@@ -181,4 +182,80 @@ pub async fn query(db: &Db, q: &AuditQuery) -> Result<(Vec<AuditEntry>, i64), St
         .await?;
         Ok((rows, total))
     })
+}
+
+/// What `GET /api/v1/audit` allows to filter, sort and select (`user` is the `actor` column).
+/// No default limit: the seed's default is every entry.
+pub const AUDIT_LISTING: Listing = Listing {
+    name: "audit",
+    fields: &[
+        Field { name: "id", column: "id", kind: Kind::Text, ops: Op::EQUALITY, sortable: true },
+        Field { name: "timestamp", column: "timestamp", kind: Kind::Time, ops: Op::ORDERED, sortable: true },
+        Field { name: "action", column: "action", kind: Kind::Text, ops: Op::TEXT, sortable: true },
+        Field { name: "user", column: "actor", kind: Kind::Text, ops: Op::TEXT, sortable: true },
+        Field { name: "secret_id", column: "secret_id", kind: Kind::Text, ops: Op::EQUALITY, sortable: false },
+        Field { name: "secret_path", column: "secret_path", kind: Kind::Text, ops: Op::TEXT, sortable: true },
+        Field { name: "ip_address", column: "ip_address", kind: Kind::Text, ops: Op::TEXT, sortable: false },
+        Field { name: "success", column: "success", kind: Kind::Bool, ops: &[Op::Eq, Op::Ne], sortable: false },
+    ],
+    unique: "id",
+    default_sort: "-timestamp,-id",
+    default_limit: 0,
+    select: &[
+        "id",
+        "timestamp",
+        "action",
+        "user",
+        "secret_id",
+        "secret_path",
+        "ip_address",
+        "user_agent",
+        "success",
+        "metadata",
+    ],
+};
+
+impl Keyed for AuditEntry {
+    fn key(&self, field: &str) -> Value {
+        match field {
+            "timestamp" => Value::Int(self.timestamp),
+            "action" => Value::Text(self.action.clone()),
+            "user" => Value::Text(self.actor.clone()),
+            "secret_path" => Value::Text(self.secret_path.clone()),
+            _ => Value::Text(self.id.clone()),
+        }
+    }
+}
+
+/// A page of the entries matching `base` (its filters; not its limit and offset) and the list
+/// request `q` (built against [`AUDIT_LISTING`]).
+pub async fn page(db: &Db, base: &AuditQuery, q: &ListQuery) -> Result<Page<AuditEntry>, StorageError> {
+    const WHERE: &str = "($1 IS NULL OR actor = $1) AND ($2 IS NULL OR action = $2) \
+        AND ($3 IS NULL OR secret_path = $3) AND ($4 IS NULL OR timestamp >= $4) AND ($5 IS NULL OR timestamp <= $5)";
+    let start = base.start.map(Timestamp::as_micros);
+    let end = base.end.map(Timestamp::as_micros);
+    let b = q.build(6);
+    let count_sql = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM audit_log WHERE {WHERE} AND {}", b.filter));
+    let list_sql = sqlx::AssertSqlSafe(format!(
+        "SELECT * FROM audit_log WHERE {WHERE} AND {} {} {} {}",
+        b.filter, b.keyset, b.order, b.window
+    ));
+    let (rows, total) = with_db!(db, |pool| {
+        let count = sqlx::query_scalar(count_sql)
+            .bind(&base.actor)
+            .bind(&base.action)
+            .bind(&base.secret_path)
+            .bind(start)
+            .bind(end);
+        let total: i64 = crate::bind_values!(count, &b.filter_params).fetch_one(pool).await?;
+        let list = sqlx::query_as::<_, AuditEntry>(list_sql)
+            .bind(&base.actor)
+            .bind(&base.action)
+            .bind(&base.secret_path)
+            .bind(start)
+            .bind(end);
+        let rows: Vec<AuditEntry> = crate::bind_values!(list, &b.params).fetch_all(pool).await?;
+        Ok::<_, sqlx::Error>((rows, total))
+    })?;
+    Ok(q.finish(rows, Some(total)))
 }

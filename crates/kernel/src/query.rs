@@ -104,6 +104,8 @@ pub struct Listing {
     pub unique: &'static str,
     /// The sort when the request names none (`-created_at`, `name`).
     pub default_sort: &'static str,
+    /// Rows per page when the request gives no `limit`; `0`: every row (for lists whose seed
+    /// documents "no limit" by default).
     pub default_limit: u32,
     /// Names the response items have, for `fields=` (field selection).
     pub select: &'static [&'static str],

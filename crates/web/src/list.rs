@@ -40,7 +40,13 @@ pub struct ListRequest {
     listing: Listing,
     signature: String,
     key: Vec<u8>,
+    /// Whether `page` was in the request (rather than defaulted to 1).
+    page_given: bool,
 }
+
+/// The page size of a list whose declaration has no default limit (`default_limit: 0`) when the
+/// request gives none: every row.
+pub const UNLIMITED: u32 = u32::MAX;
 
 fn bad(field: impl Into<String>, message: impl Into<String>) -> ApiError {
     ApiError::invalid_fields(vec![FieldError::new(field, message)])
@@ -100,7 +106,13 @@ impl ListRequest {
             }
         }
         let sort = parse_sort(sort_param.as_deref().unwrap_or(listing.default_sort), listing)?;
-        let limit = limit.unwrap_or(listing.default_limit).min(api.max_limit).max(1);
+        // A list declared without a default limit (`0`) returns every row unless asked for fewer.
+        let limit = match limit {
+            Some(n) => n.min(api.max_limit).max(1),
+            None if listing.default_limit == 0 => UNLIMITED,
+            None => listing.default_limit.min(api.max_limit).max(1),
+        };
+        let page_given = page.is_some();
         if cursor.is_some() && page.is_some() {
             return Err(bad("cursor", "Use either `cursor` or `page`, not both"));
         }
@@ -111,11 +123,20 @@ impl ListRequest {
             None => {
                 let page = page.unwrap_or(1);
                 query.paging = Paging::Offset { offset: u64::from(page - 1) * u64::from(limit) };
-                Ok(Self { query, page: Some(page), cursor: None, fields, listing: *listing, signature, key })
+                Ok(Self {
+                    query,
+                    page: Some(page),
+                    cursor: None,
+                    fields,
+                    listing: *listing,
+                    signature,
+                    key,
+                    page_given,
+                })
             }
             Some("") => {
                 query.paging = Paging::Keyset { key: None, backward: false };
-                Ok(Self { query, page: None, cursor: None, fields, listing: *listing, signature, key })
+                Ok(Self { query, page: None, cursor: None, fields, listing: *listing, signature, key, page_given })
             }
             Some(token) => {
                 let stale =
@@ -128,9 +149,30 @@ impl ListRequest {
                 }
                 query.paging = Paging::Keyset { key: Some(state.k), backward: state.b };
                 let cursor = Some(token.to_string());
-                Ok(Self { query, page: None, cursor, fields, listing: *listing, signature, key })
+                Ok(Self { query, page: None, cursor, fields, listing: *listing, signature, key, page_given })
             }
         }
+    }
+
+    /// Whether this request returns every row (no `limit` on a list declared without one).
+    pub fn unlimited(&self) -> bool {
+        self.query.limit == UNLIMITED
+    }
+
+    /// Skips `offset` rows instead of whole pages, for surfaces whose seed pages with an
+    /// `offset` parameter (named `param` in errors). Refused together with `cursor` or `page`;
+    /// the `pagination` object then reports the page that `offset` falls in.
+    pub fn skip(&mut self, param: &str, offset: u64) -> Result<(), ApiError> {
+        if self.page.is_none() {
+            return Err(bad(param, format!("Use either `{param}` or `cursor`, not both")));
+        }
+        if self.page_given {
+            return Err(bad(param, format!("Use either `{param}` or `page`, not both")));
+        }
+        let limit = u64::from(self.query.limit);
+        self.query.paging = Paging::Offset { offset };
+        self.page = Some(u32::try_from(offset / limit + 1).unwrap_or(u32::MAX));
+        Ok(())
     }
 
     fn sign(&self, key: Vec<Value>, backward: bool) -> String {
@@ -149,13 +191,15 @@ impl ListRequest {
     /// `prev_cursor`, `has_more`, `limit`).
     pub fn pagination<T>(&self, page: &Page<T>) -> serde_json::Value {
         let limit = self.query.limit;
+        // An unlimited list shows `limit: null`.
+        let shown_limit = (!self.unlimited()).then_some(limit);
         match self.page {
             Some(number) => {
                 let total = page.total.unwrap_or(0).max(0);
                 let total_pages = (total + i64::from(limit) - 1) / i64::from(limit);
                 json!({
                     "page": number,
-                    "limit": limit,
+                    "limit": shown_limit,
                     "total": total,
                     "total_pages": total_pages,
                     "has_next": page.has_next,
@@ -170,7 +214,7 @@ impl ListRequest {
                     "next_cursor": next,
                     "prev_cursor": prev,
                     "has_more": page.has_next,
-                    "limit": limit,
+                    "limit": shown_limit,
                 });
                 if let (Some(total), Some(obj)) = (page.total, out.as_object_mut()) {
                     obj.insert("total".into(), total.into());

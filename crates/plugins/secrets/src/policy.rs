@@ -62,6 +62,41 @@ impl Policies {
     }
 }
 
+/// The paths on which a caller may use a permission, for narrowing a listing in SQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every path.
+    All,
+    /// Only these paths (`exact`) and paths under these prefixes (`prefixes`); both empty:
+    /// no path at all.
+    Only { exact: Vec<String>, prefixes: Vec<String> },
+}
+
+impl Policies {
+    /// Where `p` may do `permission`: the same rule as [`Policies::allows`], as a set of
+    /// patterns rather than a test of one path.
+    pub fn scope(&self, p: &Principal, permission: &str) -> Scope {
+        let (mut exact, mut prefixes) = (Vec::new(), Vec::new());
+        if !p.has(permission) {
+            return Scope::Only { exact, prefixes };
+        }
+        for role in &p.roles {
+            if !self.roles.permissions(std::slice::from_ref(role)).has(permission) {
+                continue;
+            }
+            let Some(patterns) = self.by_role.get(role) else { return Scope::All };
+            for pattern in patterns {
+                match pattern.strip_suffix('*') {
+                    Some("") => return Scope::All,
+                    Some(prefix) => prefixes.push(prefix.to_string()),
+                    None => exact.push(pattern.clone()),
+                }
+            }
+        }
+        Scope::Only { exact, prefixes }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::matches;

@@ -6,14 +6,15 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use nexus_identity::{Auth, Principal};
+use nexus_kernel::audit::AUDIT_LISTING;
 use nexus_kernel::audit::{AuditEntry, AuditQuery};
 use nexus_kernel::clock::Timestamp;
-use nexus_web::{ApiError, ClientMeta, Json, Path, Query};
+use nexus_web::{ApiError, ClientMeta, Json, ListRequest, Path, Query};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -23,7 +24,7 @@ use zeroize::Zeroizing;
 
 use crate::error::SecretsError;
 use crate::service::{SecretMeta, Secrets, Update};
-use crate::store::VersionRow;
+use crate::store::{SECRET_LISTING, VersionRow};
 
 type Api = State<Arc<Secrets>>;
 type Caller = Result<Auth, ApiError>;
@@ -105,33 +106,66 @@ pub struct SecretWithValue<'a> {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SecretList {
-    pub secrets: Vec<SecretView>,
-    pub total: usize,
+    /// Secrets (`SecretView`, never values), reduced to `fields` when given.
+    #[schema(value_type = Vec<SecretView>)]
+    pub secrets: Vec<Value>,
+    /// Secrets matching the prefix and filters that the caller may read, over all pages.
+    pub total: i64,
+    /// `page`, `limit` (`null`: no limit), `total`, `total_pages`, `has_next`, `has_prev`; or in
+    /// cursor mode `cursor`, `next_cursor`, `prev_cursor`, `has_more`, `limit`, `total`.
+    #[schema(value_type = Object)]
+    pub pagination: Value,
 }
 
+/// The list conventions' parameters (docs/conventions.md), documented here; they are parsed
+/// from the raw query by `ListRequest`. `filter[field]` / `filter[field][$op]` come on top.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ListParams {
+    /// Page number, from 1.
+    #[param(value_type = Option<u32>)]
+    pub page: Option<String>,
+    /// Cursor pagination: empty for the first page, then a `next_cursor` / `prev_cursor`.
+    pub cursor: Option<String>,
+    /// Sort keys, `-` for descending: `-updated_at,path`.
+    pub sort: Option<String>,
+    /// Field selection: `id,path,version`.
+    pub fields: Option<String>,
+}
+
+/// `limit` is read by [`ListRequest`]; it is declared here for the API documentation.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
 pub struct ListQuery {
     /// Only secrets whose path starts with this.
     pub prefix: Option<String>,
+    /// Items per page (1 to `api.max_limit`); without it, every secret.
+    #[param(value_type = Option<u32>)]
+    pub limit: Option<String>,
 }
 
 /// List secrets (never their values), optionally under a path prefix. Only secrets the caller
-/// may read are listed.
-#[utoipa::path(get, path = "/api/v1/secrets", tag = TAG, params(ListQuery), security(("bearer" = [])),
-    responses((status = 200, body = SecretList), (status = 401, description = "Not authenticated"),
-        (status = 403, description = "Missing secret.read")))]
+/// may read are listed. The list conventions apply: `filter[field]` / `filter[field][$op]` on
+/// id, path, version, created_at, updated_at, created_by and updated_by; `sort`; `fields`;
+/// `page`/`limit` or `cursor`. Without `limit`, every secret is listed (the seed's behaviour).
+#[utoipa::path(get, path = "/api/v1/secrets", tag = TAG, params(ListQuery, ListParams), security(("bearer" = [])),
+    responses((status = 200, body = SecretList), (status = 400, description = "Invalid prefix or list parameter"),
+        (status = 401, description = "Not authenticated"), (status = 403, description = "Missing secret.read")))]
 async fn list_secrets(
     State(s): Api,
     auth: Caller,
     client: ClientMeta,
     q: Result<Query<ListQuery>, ApiError>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<SecretList>, ApiError> {
     let p = caller(&s, auth, "secret.list", "", &client).await?;
     let Query(q) = q?;
-    let secrets: Vec<SecretView> =
-        s.list(&p, q.prefix.as_deref(), &client).await?.into_iter().map(SecretView::from).collect();
-    Ok(Json(SecretList { total: secrets.len(), secrets }))
+    let req = ListRequest::parse(raw.as_deref().unwrap_or(""), &SECRET_LISTING, s.kernel())?;
+    let page = s.list(&p, q.prefix.as_deref(), &req.query, &client).await?.map(SecretView::from);
+    let pagination = req.pagination(&page);
+    Ok(Json(SecretList { total: page.total.unwrap_or_default(), secrets: req.project_all(page.items), pagination }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -319,11 +353,15 @@ async fn delete_secret(s: &Secrets, p: &Principal, path: &str, client: &ClientMe
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `limit` is read by [`ListRequest`]; it is declared here for the API documentation (and so
+/// that a malformed number is named).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[allow(dead_code)]
 pub struct AuditParams {
-    /// Maximum entries (default: no limit).
+    /// Maximum entries (1 to `api.max_limit`, larger values are capped; default: no limit).
     pub limit: Option<i64>,
+    /// Entries to skip (not with `page` or `cursor`).
     pub offset: Option<i64>,
     /// User id.
     pub user: Option<String>,
@@ -369,9 +407,15 @@ impl From<AuditEntry> for AuditView {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditList {
-    pub logs: Vec<AuditView>,
+    /// Entries (`AuditView`), reduced to `fields` when given.
+    #[schema(value_type = Vec<AuditView>)]
+    pub logs: Vec<Value>,
     /// How many entries match the filters in all (not only this page).
     pub total: i64,
+    /// `page`, `limit` (`null`: no limit), `total`, `total_pages`, `has_next`, `has_prev`; or in
+    /// cursor mode `cursor`, `next_cursor`, `prev_cursor`, `has_more`, `limit`, `total`.
+    #[schema(value_type = Object)]
+    pub pagination: Value,
 }
 
 fn parse_time(field: &str, value: Option<&str>) -> Result<Option<Timestamp>, SecretsError> {
@@ -383,8 +427,10 @@ fn parse_time(field: &str, value: Option<&str>) -> Result<Option<Timestamp>, Sec
     }
 }
 
-/// Audit log entries, newest first (admin only).
-#[utoipa::path(get, path = "/api/v1/audit", tag = TAG, params(AuditParams), security(("bearer" = [])),
+/// Audit log entries, newest first (admin only). Besides the seed's parameters, the list
+/// conventions apply: `filter[field]` / `filter[field][$op]` on id, timestamp, action, user,
+/// secret_id, secret_path, ip_address and success; `sort`; `fields`; `page` or `cursor`.
+#[utoipa::path(get, path = "/api/v1/audit", tag = TAG, params(AuditParams, ListParams), security(("bearer" = [])),
     responses((status = 200, body = AuditList), (status = 400, description = "Invalid filter"),
         (status = 403, description = "admin access required")))]
 async fn audit_log(
@@ -392,18 +438,18 @@ async fn audit_log(
     auth: Caller,
     client: ClientMeta,
     q: Result<Query<AuditParams>, ApiError>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<AuditList>, ApiError> {
     let p = caller(&s, auth, "audit.list", "", &client).await?;
-    if !(p.is_admin() || p.has("audit.read")) {
-        // Refused (and audited) before anything about the query is looked at.
-        s.audit_log(&p, &AuditQuery::default(), &client).await?;
-    }
+    // Refused (and audited) before anything about the query is looked at.
+    s.may_read_audit(&p, &client).await?;
     let Query(q) = q?;
-    if q.limit.is_some_and(|l| l < 0) {
-        return Err(SecretsError::field("limit", "must be 0 or more").into());
-    }
     if q.offset.is_some_and(|o| o < 0) {
         return Err(SecretsError::field("offset", "must be 0 or more").into());
+    }
+    let mut req = ListRequest::parse(raw.as_deref().unwrap_or(""), &AUDIT_LISTING, s.kernel())?;
+    if let Some(offset) = q.offset {
+        req.skip("offset", u64::try_from(offset).unwrap_or_default())?;
     }
     let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
     let query = AuditQuery {
@@ -412,9 +458,10 @@ async fn audit_log(
         actor: nonempty(q.user),
         action: nonempty(q.action),
         secret_path: nonempty(q.secret_path),
-        limit: q.limit,
-        offset: q.offset.unwrap_or(0),
+        limit: None,
+        offset: 0,
     };
-    let (rows, total) = s.audit_log(&p, &query, &client).await?;
-    Ok(Json(AuditList { logs: rows.into_iter().map(AuditView::from).collect(), total }))
+    let page = s.audit_log(&p, &query, &req.query, &client).await?.map(AuditView::from);
+    let pagination = req.pagination(&page);
+    Ok(Json(AuditList { total: page.total.unwrap_or_default(), logs: req.project_all(page.items), pagination }))
 }

@@ -7,6 +7,7 @@ use nexus_identity::{Identity, Principal};
 use nexus_kernel::Kernel;
 use nexus_kernel::audit::{AuditEntry, AuditQuery, AuditRecord};
 use nexus_kernel::clock::Timestamp;
+use nexus_kernel::query::{ListQuery, Page};
 use nexus_web::ClientMeta;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
@@ -175,13 +176,16 @@ impl Secrets {
         Ok(())
     }
 
-    /// Secrets the caller may read, optionally under `prefix`; never values.
+    /// A page of the secrets the caller may read, optionally under `prefix`, by the list
+    /// request `q` ([`crate::store::SECRET_LISTING`]); never values. The path policies narrow
+    /// the query itself, so that totals and pages count only what the caller may see.
     pub async fn list(
         &self,
         p: &Principal,
         prefix: Option<&str>,
+        q: &ListQuery,
         client: &ClientMeta,
-    ) -> Result<Vec<SecretMeta>, SecretsError> {
+    ) -> Result<Page<SecretMeta>, SecretsError> {
         const ACTION: &str = "secret.list";
         let prefix = prefix.filter(|s| !s.is_empty());
         let meta = json!({ "prefix": prefix.unwrap_or("") });
@@ -194,17 +198,13 @@ impl Secrets {
             let e = SecretsError::Forbidden("secret.read".into());
             return Err(self.refuse(ACTION, Some(p), "", "", client, e).await);
         }
-        let rows = match self.store.list(prefix).await {
-            Ok(rows) => rows,
+        let scope = self.policies.scope(p, "secret.read");
+        let page = match self.store.list_page(prefix, &scope, q).await {
+            Ok(page) => page,
             Err(e) => return Err(self.refuse(ACTION, Some(p), "", "", client, e.into()).await),
         };
-        let visible: Vec<SecretMeta> = rows
-            .into_iter()
-            .filter(|r| self.policies.allows(p, "secret.read", &r.path))
-            .map(SecretMeta::from)
-            .collect();
         self.audit(ACTION, Some(p), "", "", client, true, meta).await;
-        Ok(visible)
+        Ok(page.map(SecretMeta::from))
     }
 
     /// The decrypted value of `path` (of `version`, else the current one). Fails closed: no
@@ -514,18 +514,26 @@ impl Secrets {
         Ok(versions)
     }
 
-    /// Audit log entries (admins and holders of `audit.read` only).
+    /// Refuses (and audits the refusal) unless `p` is an admin or holds `audit.read`.
+    pub async fn may_read_audit(&self, p: &Principal, client: &ClientMeta) -> Result<(), SecretsError> {
+        if !(p.is_admin() || p.has("audit.read")) {
+            return Err(self.refuse("audit.list", Some(p), "", "", client, SecretsError::AdminRequired).await);
+        }
+        Ok(())
+    }
+
+    /// A page of audit log entries matching `q` and the list request `list`
+    /// ([`nexus_kernel::audit::AUDIT_LISTING`]); admins and holders of `audit.read` only.
     pub async fn audit_log(
         &self,
         p: &Principal,
         q: &AuditQuery,
+        list: &ListQuery,
         client: &ClientMeta,
-    ) -> Result<(Vec<AuditEntry>, i64), SecretsError> {
+    ) -> Result<Page<AuditEntry>, SecretsError> {
         const ACTION: &str = "audit.list";
-        if !(p.is_admin() || p.has("audit.read")) {
-            return Err(self.refuse(ACTION, Some(p), "", "", client, SecretsError::AdminRequired).await);
-        }
-        let result = nexus_kernel::audit::query(&self.kernel.db, q).await;
+        self.may_read_audit(p, client).await?;
+        let result = nexus_kernel::audit::page(&self.kernel.db, q, list).await;
         let result = match result {
             Ok(r) => r,
             Err(e) => return Err(self.refuse(ACTION, Some(p), "", "", client, e.into()).await),

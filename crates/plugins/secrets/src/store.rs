@@ -1,7 +1,10 @@
 //! SQL of the secrets plugin: secrets, their versions and the master-key ring.
 
 use nexus_kernel::db::{Db, StorageError};
+use nexus_kernel::query::{Field, Keyed, Kind, ListQuery, Listing, Op, Page, Value};
 use nexus_kernel::with_db;
+
+use crate::policy::Scope;
 
 /// A secret without its value.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -90,6 +93,39 @@ pub enum CreateOutcome {
     Exists,
     /// The master key this process wraps with is no longer the active one (rotated meanwhile).
     StaleKey,
+}
+
+/// What `GET /api/v1/secrets` allows to filter, sort and select (never values). No default
+/// limit: the seed lists every secret.
+pub const SECRET_LISTING: Listing = Listing {
+    name: "secrets",
+    fields: &[
+        Field { name: "id", column: "id", kind: Kind::Text, ops: Op::EQUALITY, sortable: true },
+        Field { name: "path", column: "path", kind: Kind::Text, ops: Op::TEXT, sortable: true },
+        Field { name: "version", column: "version", kind: Kind::Int, ops: Op::ORDERED, sortable: true },
+        Field { name: "created_at", column: "created_at", kind: Kind::Time, ops: Op::ORDERED, sortable: true },
+        Field { name: "updated_at", column: "updated_at", kind: Kind::Time, ops: Op::ORDERED, sortable: true },
+        Field { name: "created_by", column: "created_by", kind: Kind::Text, ops: Op::TEXT, sortable: true },
+        Field { name: "updated_by", column: "updated_by", kind: Kind::Text, ops: Op::TEXT, sortable: true },
+    ],
+    unique: "id",
+    default_sort: "path",
+    default_limit: 0,
+    select: &["id", "path", "metadata", "version", "created_at", "created_by", "updated_at", "updated_by"],
+};
+
+impl Keyed for SecretRow {
+    fn key(&self, field: &str) -> Value {
+        match field {
+            "path" => Value::Text(self.path.clone()),
+            "version" => Value::Int(self.version),
+            "created_at" => Value::Int(self.created_at),
+            "updated_at" => Value::Int(self.updated_at),
+            "created_by" => Value::Text(self.created_by.clone()),
+            "updated_by" => Value::Text(self.updated_by.clone()),
+            _ => Value::Text(self.id.clone()),
+        }
+    }
 }
 
 const SECRET_COLUMNS: &str = "id, path, metadata, version, created_at, created_by, updated_at, updated_by";
@@ -214,12 +250,50 @@ impl Store {
 
     // ---- secrets ----
 
-    /// Secrets whose path starts with `prefix` (all without one), by path.
-    pub async fn list(&self, prefix: Option<&str>) -> Result<Vec<SecretRow>, StorageError> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {SECRET_COLUMNS} FROM secrets WHERE ($1 IS NULL OR substr(path, 1, length($1)) = $1) ORDER BY path"
+    /// A page of the secrets under `prefix` (all without one) within `scope`, by the list
+    /// request `q` ([`SECRET_LISTING`]). Every value is bound; only declared columns are written.
+    pub async fn list_page(
+        &self,
+        prefix: Option<&str>,
+        scope: &Scope,
+        q: &ListQuery,
+    ) -> Result<Page<SecretRow>, StorageError> {
+        let mut base_params: Vec<Value> = Vec::new();
+        let param = |v: &str, params: &mut Vec<Value>| {
+            params.push(Value::Text(v.to_string()));
+            format!("${}", params.len())
+        };
+        let mut base = Vec::new();
+        if let Some(prefix) = prefix {
+            let p = param(prefix, &mut base_params);
+            base.push(format!("substr(path, 1, length({p})) = {p}"));
+        }
+        if let Scope::Only { exact, prefixes } = scope {
+            let mut any = Vec::new();
+            for path in exact {
+                any.push(format!("path = {}", param(path, &mut base_params)));
+            }
+            for prefix in prefixes {
+                let p = param(prefix, &mut base_params);
+                any.push(format!("substr(path, 1, length({p})) = {p}"));
+            }
+            base.push(if any.is_empty() { String::from("1 = 0") } else { format!("({})", any.join(" OR ")) });
+        }
+        let base = if base.is_empty() { String::from("1 = 1") } else { base.join(" AND ") };
+        let b = q.build(base_params.len() + 1);
+        let count_sql = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM secrets WHERE {base} AND {}", b.filter));
+        let list_sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {SECRET_COLUMNS} FROM secrets WHERE {base} AND {} {} {} {}",
+            b.filter, b.keyset, b.order, b.window
         ));
-        Ok(with_db!(&self.db, |pool| sqlx::query_as(sql).bind(prefix).fetch_all(pool).await)?)
+        let (rows, total) = with_db!(&self.db, |pool| {
+            let count = nexus_kernel::bind_values!(sqlx::query_scalar(count_sql), &base_params);
+            let total: i64 = nexus_kernel::bind_values!(count, &b.filter_params).fetch_one(pool).await?;
+            let list = nexus_kernel::bind_values!(sqlx::query_as(list_sql), &base_params);
+            let rows: Vec<SecretRow> = nexus_kernel::bind_values!(list, &b.params).fetch_all(pool).await?;
+            Ok::<_, sqlx::Error>((rows, total))
+        })?;
+        Ok(q.finish(rows, Some(total)))
     }
 
     /// The secret at `path` with `version` (the current one when `None`).

@@ -12,6 +12,7 @@ mod health;
 mod identity;
 mod identity_core_v2;
 mod identity_media;
+mod lists;
 mod realtime;
 mod secrets;
 mod storage;

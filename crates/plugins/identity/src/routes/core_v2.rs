@@ -3,8 +3,8 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::extract::State;
-use nexus_web::{ApiError, ClientMeta, FieldError, Json, Path, Query};
+use axum::extract::{RawQuery, State};
+use nexus_web::{ApiError, ClientMeta, FieldError, Json, ListRequest, Path, Query};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -12,7 +12,7 @@ use utoipa_axum::routes;
 
 use super::dto::{LoginTokens, UserView, check_optional_text, check_text, parse_flag, reject};
 use crate::service::{Activity, LoginRequest, TokenLifetime};
-use crate::store::UserFilter;
+use crate::store::{USER_LISTING, UserFilter};
 use crate::{Auth, Identity};
 
 type Api = State<Arc<Identity>>;
@@ -119,29 +119,50 @@ async fn refresh(
     Ok(Json(LoginTokens::new(s, "bearer")))
 }
 
+/// `page`, `cursor`, `sort` and `fields` are read by [`ListRequest`]; they are declared here
+/// for the API documentation.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
+#[allow(dead_code)]
 pub struct V2UserListQuery {
     /// Maximum number of users to return (1-100, default 20).
     pub limit: Option<i64>,
-    /// Number of users to skip (default 0).
+    /// Number of users to skip (default 0; not with `page` or `cursor`).
     pub offset: Option<i64>,
     /// `active`, `inactive` or `suspended`.
     pub status: Option<String>,
     /// Only users holding this role.
     pub role: Option<String>,
+    /// Page number, from 1 (instead of `offset`).
+    #[param(value_type = Option<u32>)]
+    pub page: Option<String>,
+    /// Cursor pagination: empty for the first page, then a `next_cursor` / `prev_cursor`.
+    pub cursor: Option<String>,
+    /// Sort keys, `-` for descending: `-created_at,username`.
+    pub sort: Option<String>,
+    /// Field selection: `id,username,email`.
+    pub fields: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct V2UserList {
-    pub users: Vec<UserView>,
+    /// Users (`UserView`), reduced to `fields` when given.
+    #[schema(value_type = Vec<UserView>)]
+    pub users: Vec<serde_json::Value>,
     /// Users matching the filters, over all pages.
     pub total: i64,
     pub limit: i64,
-    pub offset: i64,
+    /// Users skipped before this page; `null` in cursor mode.
+    pub offset: Option<u64>,
+    /// `page`, `limit`, `total`, `total_pages`, `has_next`, `has_prev`; or in cursor mode
+    /// `cursor`, `next_cursor`, `prev_cursor`, `has_more`, `limit`, `total`.
+    #[schema(value_type = Object)]
+    pub pagination: serde_json::Value,
 }
 
-/// List users (`user.read`).
+/// List users (`user.read`). Besides `limit`, `offset`, `status` and `role`, the list
+/// conventions apply as on `GET /api/users`: `filter[field]` / `filter[field][$op]`, `sort`,
+/// `fields`, `page` or `cursor`.
 #[utoipa::path(get, path = "/v2/users", tag = "core-v2", params(V2UserListQuery),
     responses((status = 200, body = V2UserList), (status = 400, description = "VALIDATION_ERROR"),
                (status = 401, description = "Not authenticated"), (status = 403, description = "PERMISSION_DENIED")))]
@@ -149,28 +170,39 @@ async fn list_users(
     State(id): Api,
     Auth(p): Auth,
     Query(q): Query<V2UserListQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<V2UserList>, ApiError> {
     p.require("user.read")?;
-    let limit = q.limit.unwrap_or(20);
-    let offset = q.offset.unwrap_or(0);
     let mut errors = Vec::new();
-    if !(1..=100).contains(&limit) {
+    if q.limit.is_some_and(|limit| !(1..=100).contains(&limit)) {
         errors.push(FieldError::new("limit", "Limit must be between 1 and 100"));
     }
-    if offset < 0 {
+    if q.offset.is_some_and(|offset| offset < 0) {
         errors.push(FieldError::new("offset", "Offset must be 0 or more"));
     }
     reject(errors)?;
+    let mut req = ListRequest::parse(raw.as_deref().unwrap_or(""), &USER_LISTING, id.kernel())?;
+    if let Some(offset) = q.offset {
+        req.skip("offset", u64::try_from(offset).unwrap_or_default())?;
+    }
     let filter = UserFilter {
         role: q.role.filter(|s| !s.is_empty()),
         status: q.status.filter(|s| !s.is_empty()),
-        search: None,
-        limit,
-        offset,
+        ..UserFilter::default()
     };
-    let (users, total) = id.list_users(&filter).await?;
-    let users = users.into_iter().map(|u| UserView::new(u, None)).collect();
-    Ok(Json(V2UserList { users, total, limit, offset }))
+    let page = id.list_users_page(&filter, &req.query).await?.map(|u| UserView::new(u, None));
+    let pagination = req.pagination(&page);
+    let offset = match req.query.paging {
+        nexus_kernel::query::Paging::Offset { offset } => Some(offset),
+        nexus_kernel::query::Paging::Keyset { .. } => None,
+    };
+    Ok(Json(V2UserList {
+        total: page.total.unwrap_or_default(),
+        limit: i64::from(req.query.limit),
+        offset,
+        users: req.project_all(page.items),
+        pagination,
+    }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
