@@ -1,5 +1,7 @@
 //! Password hashing (argon2id with OWASP's parameters) and the password policy.
 
+use std::sync::LazyLock;
+
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -10,8 +12,16 @@ fn hasher() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
+/// Hashes in progress at once. Each holds 19 MiB and a core for tens of milliseconds; beyond
+/// one per core more in parallel only adds memory (a burst of logins would otherwise allocate
+/// gigabytes), so the rest wait their turn.
+static HASHING: LazyLock<tokio::sync::Semaphore> = LazyLock::new(|| {
+    tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, std::num::NonZero::get))
+});
+
 /// The PHC string of `password`. Runs on a blocking thread: a hash takes tens of milliseconds.
 pub async fn hash(password: String) -> Result<String, String> {
+    let _permit = HASHING.acquire().await.map_err(|e| e.to_string())?;
     tokio::task::spawn_blocking(move || {
         hasher().hash_password(password.as_bytes()).map(|h| h.to_string()).map_err(|e| e.to_string())
     })
@@ -21,6 +31,7 @@ pub async fn hash(password: String) -> Result<String, String> {
 
 /// Whether `password` matches `phc`. A malformed stored hash never matches.
 pub async fn verify(password: String, phc: String) -> bool {
+    let Ok(_permit) = HASHING.acquire().await else { return false };
     tokio::task::spawn_blocking(move || {
         PasswordHash::new(&phc).is_ok_and(|parsed| hasher().verify_password(password.as_bytes(), &parsed).is_ok())
     })
