@@ -9,6 +9,12 @@ use crate::Kernel;
 /// How long a health check waits for a dependency before calling it down.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a health report is reused before the dependencies are checked again.
+pub const FRESH_FOR: Duration = Duration::from_millis(250);
+
+/// The last report and when it was made.
+pub type HealthCache = tokio::sync::Mutex<Option<(std::time::Instant, HealthReport)>>;
+
 #[derive(Debug, Clone, Serialize)]
 pub struct ComponentHealth {
     pub healthy: bool,
@@ -60,9 +66,20 @@ impl Kernel {
         })
     }
 
+    /// The health of the dependencies, checked for real at most every [`FRESH_FOR`]: load
+    /// balancers poll health endpoints hard, and a round trip per poll would cost more than
+    /// the requests the endpoint exists to protect. Concurrent callers share one check.
     pub async fn health(&self) -> HealthReport {
+        let mut cached = self.health_cache.lock().await;
+        if let Some((at, report)) = cached.as_ref()
+            && at.elapsed() < FRESH_FOR
+        {
+            return report.clone();
+        }
         let (database, redis) = tokio::join!(self.check_database(), self.check_redis());
-        HealthReport { database, redis }
+        let report = HealthReport { database, redis };
+        *cached = Some((std::time::Instant::now(), report.clone()));
+        report
     }
 }
 

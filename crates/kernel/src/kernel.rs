@@ -17,6 +17,8 @@ pub struct Kernel {
     pub config: Config,
     pub db: Db,
     pub metrics: Metrics,
+    /// The last health report (see [`Kernel::health`]).
+    pub health_cache: crate::health::HealthCache,
     pub audit: AuditLog,
     pub rate_limits: RateLimiter,
     pub events: EventBus,
@@ -72,6 +74,7 @@ impl Kernel {
             config,
             db,
             metrics: Metrics::new(),
+            health_cache: Default::default(),
             audit,
             rate_limits,
             events,

@@ -12,6 +12,12 @@ fn hasher() -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
 }
 
+/// Verified against when a login names no user, so that an unknown user costs the same
+/// argon2 work as a wrong password. Well-formed, with the production parameters; its salt and
+/// digest belong to no password, and the outcome is discarded anyway.
+pub const DUMMY_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$bmV4dXNEdW1teVNhbHRGb3I$N0tTaGVIYXNoT2ZBbnlQYXNzd29yZEtub3duVG9Bbnk";
+
 /// Hashes in progress at once. Each holds 19 MiB and a core for tens of milliseconds; beyond
 /// one per core more in parallel only adds memory (a burst of logins would otherwise allocate
 /// gigabytes), so the rest wait their turn.
@@ -62,6 +68,21 @@ mod tests {
         assert!(super::verify("Secret123!".into(), h.clone()).await);
         assert!(!super::verify("secret123!".into(), h).await);
         assert!(!super::verify("x".into(), "not a hash".into()).await);
+    }
+
+    #[tokio::test]
+    async fn the_dummy_hash_costs_a_full_verification_and_matches_nothing() {
+        // A malformed PHC string would be refused without any hashing: time it alone.
+        assert!(argon2::password_hash::phc::PasswordHash::new(super::DUMMY_HASH).is_ok());
+        let started = std::time::Instant::now();
+        assert!(!super::verify("anything".into(), super::DUMMY_HASH.into()).await);
+        let dummy_time = started.elapsed();
+        let real = super::hash("Secret123!".into()).await.unwrap_or_default();
+        let started = std::time::Instant::now();
+        assert!(!super::verify("anything".into(), real).await);
+        let real_time = started.elapsed();
+        // Same parameters, same work (within generous noise).
+        assert!(dummy_time.as_secs_f64() > real_time.as_secs_f64() / 3.0, "{dummy_time:?} vs {real_time:?}");
     }
 
     #[test]

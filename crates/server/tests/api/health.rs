@@ -29,6 +29,8 @@ async fn every_surface_reports_health_on_every_backend() {
 async fn health_is_503_with_an_error_when_the_database_is_gone() {
     let s = TestServer::start().await;
     s.kernel().db.close().await;
+    // A report is reused for a quarter of a second; the outage shows after that.
+    tokio::time::sleep(nexus_kernel::health::FRESH_FOR).await;
 
     let r = s.get("/health").await;
     assert_eq!(r.status, 503);

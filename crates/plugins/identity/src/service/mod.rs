@@ -45,9 +45,6 @@ pub struct Identity {
     keys: moka::sync::Cache<String, Arc<KeyOwner>>,
     /// Keys whose `last_used` was written recently, so it is written at most once a minute.
     touched: moka::sync::Cache<String, ()>,
-    /// A real argon2 hash to verify against when the user does not exist, so that an unknown
-    /// user costs the same time as a wrong password.
-    dummy_hash: String,
 }
 
 impl Identity {
@@ -55,8 +52,6 @@ impl Identity {
     pub async fn start(kernel: Arc<Kernel>) -> Result<Arc<Self>, IdentityError> {
         let auth = &kernel.config.auth;
         let secret = signing_secret(&kernel)?;
-        let dummy_hash =
-            crate::password::hash(nexus_kernel::id::random_alphanumeric(16)).await.map_err(IdentityError::Internal)?;
         let identity = Arc::new(Self {
             store: Store::new(kernel.db.clone()),
             jwt: JwtKeys::new(&secret),
@@ -64,7 +59,6 @@ impl Identity {
             revoked: revocation::Revoked::default(),
             keys: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(10)).build(),
             touched: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build(),
-            dummy_hash,
             kernel,
         });
         identity.ensure_admin().await?;

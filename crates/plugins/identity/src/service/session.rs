@@ -79,7 +79,7 @@ impl Identity {
 
         let user = self.store.user_by_login(&req.login).await?;
         let Some(user) = user else {
-            let _ = crate::password::verify(req.password.clone(), self.dummy_hash.clone()).await;
+            let _ = crate::password::verify(req.password.clone(), crate::password::DUMMY_HASH.to_string()).await;
             self.audit("auth.login", &req.login, "", &req.client, false, fail("unknown user")).await;
             return Err(IdentityError::InvalidCredentials);
         };
