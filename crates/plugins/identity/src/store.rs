@@ -2,6 +2,7 @@
 
 use nexus_kernel::clock::Timestamp;
 use nexus_kernel::db::{Db, StorageError};
+use nexus_kernel::query::{Field, Keyed, Kind, ListQuery, Listing, Op, Page, Value, escape_like};
 use nexus_kernel::with_db;
 
 /// A user row with its roles.
@@ -85,14 +86,28 @@ impl Store {
         Self { db }
     }
 
+    /// Fills in the roles of `users` with one query, however many there are.
     async fn attach_roles(&self, mut users: Vec<UserRow>) -> Result<Vec<UserRow>, StorageError> {
-        for user in &mut users {
-            user.roles = with_db!(&self.db, |pool| {
-                sqlx::query_scalar::<_, String>("SELECT role FROM user_roles WHERE user_id = $1 ORDER BY role")
-                    .bind(&user.id)
-                    .fetch_all(pool)
-                    .await
-            })?;
+        if users.is_empty() {
+            return Ok(users);
+        }
+        // Only numbered placeholders are spliced in; every id is bound.
+        let placeholders: Vec<String> = (1..=users.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT user_id, role FROM user_roles WHERE user_id IN ({}) ORDER BY role",
+            placeholders.join(", ")
+        );
+        let rows: Vec<(String, String)> = with_db!(&self.db, |pool| {
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+            for user in &users {
+                query = query.bind(&user.id);
+            }
+            query.fetch_all(pool).await
+        })?;
+        for (user_id, role) in rows {
+            if let Some(user) = users.iter_mut().find(|u| u.id == user_id) {
+                user.roles.push(role);
+            }
         }
         Ok(users)
     }
@@ -457,20 +472,6 @@ impl Store {
         Ok(())
     }
 }
-
-/// Escapes `%`, `_` and `\` so user text is matched literally inside a LIKE pattern.
-pub fn escape_like(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '%' | '_' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-use nexus_kernel::query::{Field, Keyed, Kind, ListQuery, Listing, Op, Page, Value};
 
 /// What `GET /api/users` (and every other user list) allows to filter, sort and select.
 pub const USER_LISTING: Listing = Listing {
