@@ -172,12 +172,12 @@ async fn update(
 #[utoipa::path(put, path = "/api/webhooks/{id}", tag = "webhooks", params(("id" = String, Path)),
     request_body = UpdateBody, responses((status = 200, body = WebhookView), (status = 404, description = "RESOURCE_NOT_FOUND")))]
 async fn replace(
-    State(hooks): Api,
-    Auth(p): Auth,
-    Path(id): Path<String>,
-    Json(body): Json<UpdateBody>,
+    hooks: Api,
+    auth: Auth,
+    id: Path<String>,
+    body: Json<UpdateBody>,
 ) -> Result<Json<WebhookView>, ApiError> {
-    Ok(Json(WebhookView::new(hooks.update(&p, &id, body.into()).await?, None)))
+    update(hooks, auth, id, body).await
 }
 
 /// Delete a webhook and its queued deliveries.
