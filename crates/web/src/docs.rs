@@ -30,7 +30,8 @@ const REDOC_HTML: &str = r#"<!DOCTYPE html>
 </html>
 "#;
 
-/// `/openapi.json`, `/docs` (Swagger UI), `/redoc` and `/api/errors`.
+/// `/openapi.json`, `/docs` (Swagger UI) and `/redoc`. The error catalogue handlers below are
+/// mounted (and documented) by the system plugin.
 pub fn router(openapi: OpenApi) -> Router {
     Router::new()
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
@@ -42,8 +43,6 @@ pub fn router(openapi: OpenApi) -> Router {
                     .into_response()
             }),
         )
-        .route("/api/errors", get(error_catalogue))
-        .route("/api/errors/{code}", get(error_code))
 }
 
 fn describe(code: ErrorCode) -> serde_json::Value {
@@ -55,11 +54,16 @@ fn describe(code: ErrorCode) -> serde_json::Value {
     })
 }
 
-async fn error_catalogue() -> Json<serde_json::Value> {
+/// Every error code, with its media-surface name, status and meaning.
+#[utoipa::path(get, path = "/api/errors", tag = "health", responses((status = 200, description = "The error code catalogue")))]
+pub async fn error_catalogue() -> Json<serde_json::Value> {
     Json(json!({ "errors": ErrorCode::ALL.iter().map(|c| describe(*c)).collect::<Vec<_>>() }))
 }
 
-async fn error_code(Path(code): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+/// One error code (framework or media spelling), as linked from `documentation_url`.
+#[utoipa::path(get, path = "/api/errors/{code}", tag = "health", params(("code" = String, Path)),
+    responses((status = 200, description = "The code's status and meaning"), (status = 404, description = "No such code")))]
+pub async fn error_code(Path(code): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
     ErrorCode::ALL
         .iter()
         .find(|c| c.as_str().eq_ignore_ascii_case(&code) || crate::dialect::media_code(**c).eq_ignore_ascii_case(&code))

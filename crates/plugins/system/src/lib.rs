@@ -21,5 +21,7 @@ pub fn routes(kernel: Arc<Kernel>) -> Routes {
         .routes(routes!(health::framework_health))
         .routes(routes!(health::ops_health))
         .routes(routes!(metrics::prometheus))
+        .routes(routes!(nexus_web::docs::error_catalogue))
+        .routes(routes!(nexus_web::docs::error_code))
         .with_state(kernel)
 }

@@ -8,7 +8,7 @@ async fn openapi_document_is_3_1_and_lists_the_routes() {
     assert!(r.json["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")));
     assert_eq!(r.json["info"]["version"], env!("CARGO_PKG_VERSION"));
     let paths = r.json["paths"].as_object().cloned().unwrap_or_default();
-    for path in ["/health", "/api/health", "/api/v1/health", "/metrics"] {
+    for path in ["/health", "/api/health", "/api/v1/health", "/metrics", "/api/errors", "/api/errors/{code}"] {
         assert!(paths.contains_key(path), "{path} missing from {:?}", paths.keys());
     }
     // Every operation names its responses, and every referenced schema is defined.
