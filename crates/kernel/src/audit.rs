@@ -2,11 +2,14 @@
 //! closed (a secret is not served without its record) check the result of
 //! [`AuditLog::record`].
 
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
+
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Timestamp;
-use crate::db::{Db, StorageError};
+use crate::db::{Backend, Db, StorageError};
 use crate::query::{Field, Keyed, Kind, ListQuery, Listing, Op, Page, Value};
 use crate::with_db;
 
@@ -59,23 +62,54 @@ pub struct AuditQuery {
 /// Records waiting for the writer; a full queue makes writers wait (back-pressure), it never
 /// drops a record.
 const QUEUE: usize = 8192;
-/// Records committed in one transaction at most.
-const BATCH: usize = 512;
+/// Records inserted by one statement at most (a power of two).
+const CHUNK: usize = 256;
+/// How long an idle writer keeps its connection before giving it back to the pool.
+const HOLD: Duration = Duration::from_secs(1);
 
-const INSERT: &str = "INSERT INTO audit_log (id, timestamp, action, actor, target, secret_id, secret_path, \
-    ip_address, user_agent, success, request_id, metadata) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+const COLUMNS: &str = "id, timestamp, action, actor, target, secret_id, secret_path, ip_address, user_agent, success, request_id, metadata";
+/// Bound values per record: the columns, then a precondition's key and version.
+const PLAIN_PARAMS: usize = 12;
+const GUARDED_PARAMS: usize = 14;
+
+/// A condition the audited object must still meet for its record to be written, tested by the
+/// statement that inserts the record. A reader that serves a copy it cached earlier learns this
+/// way, atomically with the record, whether its copy is still current: the database decides,
+/// not a notification from another instance that may arrive late.
+#[derive(Debug, Clone)]
+pub struct Precondition {
+    /// A boolean SQL expression over the columns `guard_key` (text) and `guard_version`
+    /// (bigint), such as `EXISTS (SELECT 1 FROM t WHERE t.id = guard_key AND t.version =
+    /// guard_version)`. Static, so that no request input ever becomes SQL.
+    pub condition: &'static str,
+    pub key: String,
+    pub version: i64,
+}
 
 struct Pending {
     id: String,
     timestamp: i64,
     rec: AuditRecord,
-    done: oneshot::Sender<Result<(), String>>,
+    guard: Option<Precondition>,
+    /// `Ok(true)`: committed; `Ok(false)`: the precondition did not hold, nothing was written.
+    done: oneshot::Sender<Result<bool, String>>,
 }
 
-/// The audit log's writer. Records from concurrent requests are committed together, in one
-/// transaction per batch, by a single task: SQLite has one writer, and a transaction per
-/// record would make every request queue for it. Each caller still waits for its own record
-/// to be committed, so a caller that must fail closed knows the record is durable.
+impl Pending {
+    fn condition(&self) -> Option<&'static str> {
+        self.guard.as_ref().map(|g| g.condition)
+    }
+
+    fn metadata(&self) -> String {
+        if self.rec.metadata.is_null() { String::from("{}") } else { self.rec.metadata.to_string() }
+    }
+}
+
+/// The audit log's writer. Records from concurrent requests are inserted together by a single
+/// task, many rows per statement: SQLite has one writer, and a transaction per record would
+/// make every request queue for it, each paying a round trip to the connection's thread. Each
+/// caller still waits for its own record to be committed, so a caller that must fail closed
+/// knows the record is durable.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
     tx: mpsc::Sender<Pending>,
@@ -91,13 +125,29 @@ impl AuditLog {
 
     /// Appends `rec` and waits until it is committed; the error is the caller's to act on.
     pub async fn record(&self, rec: &AuditRecord) -> Result<String, StorageError> {
-        let id = crate::id::uuid();
+        match self.submit(rec.clone(), None).await? {
+            Some(id) => Ok(id),
+            None => Err(StorageError::Unavailable(String::from("the audit record was not written"))),
+        }
+    }
+
+    /// Appends `rec` only if `pre` holds when it is inserted, and waits until it is committed:
+    /// the record's id, or `None` when the precondition did not hold (nothing was written).
+    pub async fn record_if(&self, rec: AuditRecord, pre: Precondition) -> Result<Option<String>, StorageError> {
+        self.submit(rec, Some(pre)).await
+    }
+
+    async fn submit(&self, rec: AuditRecord, guard: Option<Precondition>) -> Result<Option<String>, StorageError> {
+        // Time-ordered (v7), so that consecutive records land on the last page of the primary
+        // key's index instead of dirtying a random page of it each.
+        let id = uuid::Uuid::now_v7().to_string();
         let (done, committed) = oneshot::channel();
-        let pending = Pending { id: id.clone(), timestamp: Timestamp::now().as_micros(), rec: rec.clone(), done };
+        let pending = Pending { id: id.clone(), timestamp: Timestamp::now().as_micros(), rec, guard, done };
         let closed = || StorageError::Unavailable(String::from("the audit writer has stopped"));
         self.tx.send(pending).await.map_err(|_| closed())?;
         match committed.await {
-            Ok(Ok(())) => Ok(id),
+            Ok(Ok(true)) => Ok(Some(id)),
+            Ok(Ok(false)) => Ok(None),
             Ok(Err(reason)) => Err(StorageError::Unavailable(reason)),
             Err(_) => Err(closed()),
         }
@@ -112,43 +162,193 @@ impl AuditLog {
     }
 }
 
-async fn write_loop(db: Db, mut rx: mpsc::Receiver<Pending>) {
-    let mut batch = Vec::with_capacity(BATCH);
-    while rx.recv_many(&mut batch, BATCH).await > 0 {
-        let result = write_batch(&db, &batch).await.map_err(|e| {
-            tracing::error!(error = %e, records = batch.len(), "audit batch could not be written");
-            String::from("the audit record could not be written")
-        });
-        for pending in batch.drain(..) {
-            let _ = pending.done.send(result.clone());
+/// Takes the records of the next statement off the front of `queue`: the oldest record and the
+/// following ones of its kind (the same precondition, or none), as many as the largest power of
+/// two not above their number. The sizes being powers of two, a connection prepares only a few
+/// distinct statements; the records left wait for the next statement, oldest first.
+fn take_chunk(queue: &mut VecDeque<Pending>) -> Vec<Pending> {
+    let Some(kind) = queue.front().map(Pending::condition) else { return Vec::new() };
+    let same = queue.iter().filter(|p| p.condition() == kind).count().min(CHUNK);
+    let n = 1usize << same.max(1).ilog2();
+    let mut chunk = Vec::with_capacity(n);
+    let mut rest = VecDeque::with_capacity(queue.len().saturating_sub(n));
+    for p in queue.drain(..) {
+        if chunk.len() < n && p.condition() == kind {
+            chunk.push(p);
+        } else {
+            rest.push_back(p);
         }
     }
+    *queue = rest;
+    chunk
 }
 
-async fn write_batch(db: &Db, batch: &[Pending]) -> Result<(), StorageError> {
-    with_db!(db, |pool| {
-        let mut tx = pool.begin().await?;
-        for p in batch {
-            let metadata = if p.rec.metadata.is_null() { String::from("{}") } else { p.rec.metadata.to_string() };
-            sqlx::query(INSERT)
-                .bind(&p.id)
-                .bind(p.timestamp)
-                .bind(&p.rec.action)
-                .bind(&p.rec.actor)
-                .bind(&p.rec.target)
-                .bind(&p.rec.secret_id)
-                .bind(&p.rec.secret_path)
-                .bind(&p.rec.ip_address)
-                .bind(&p.rec.user_agent)
-                .bind(p.rec.success)
-                .bind(&p.rec.request_id)
-                .bind(&metadata)
-                .execute(&mut *tx)
-                .await?;
+/// `($k, …, $k+n-1)` for the values of record `row` of a statement with `per_row` values each;
+/// on SQLite `(?, …, ?)`: it looks each numbered parameter's name up by a linear scan, which
+/// makes binding the many parameters of a batch quadratic.
+fn placeholders(sql: &mut String, backend: Backend, row: usize, per_row: usize) {
+    use std::fmt::Write;
+    sql.push('(');
+    for i in 0..per_row {
+        let sep = if i == 0 { "" } else { ", " };
+        match backend {
+            Backend::Sqlite => {
+                let _ = write!(sql, "{sep}?");
+            }
+            Backend::Postgres => {
+                let _ = write!(sql, "{sep}${}", row * per_row + i + 1);
+            }
         }
-        tx.commit().await
-    })?;
-    Ok(())
+    }
+    sql.push(')');
+}
+
+/// The insert of `n` records, without (`None`) or with a precondition.
+fn insert_sql(backend: Backend, condition: Option<&str>, n: usize) -> String {
+    let mut sql = format!("INSERT INTO audit_log ({COLUMNS}) ");
+    let per_row = if condition.is_some() { GUARDED_PARAMS } else { PLAIN_PARAMS };
+    if condition.is_some() {
+        // VALUES columns are called column1, column2, … by SQLite and PostgreSQL alike.
+        sql.push_str("SELECT column1, column2, column3, column4, column5, column6, column7, column8, column9, ");
+        sql.push_str("column10, column11, column12 FROM (SELECT *, column13 AS guard_key, column14 AS guard_version ");
+        sql.push_str("FROM (VALUES ");
+    } else {
+        sql.push_str("VALUES ");
+    }
+    for row in 0..n {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        placeholders(&mut sql, backend, row, per_row);
+    }
+    if let Some(condition) = condition {
+        sql.push_str(") AS guard_values) AS guard_rows WHERE ");
+        sql.push_str(condition);
+    }
+    sql
+}
+
+/// Which of `ids` are in the log.
+fn present_sql(backend: Backend, n: usize) -> String {
+    let mut sql = String::from("SELECT id FROM audit_log WHERE id IN ");
+    placeholders(&mut sql, backend, 0, n);
+    sql
+}
+
+async fn write_loop(db: Db, mut rx: mpsc::Receiver<Pending>) {
+    let mut queue: VecDeque<Pending> = VecDeque::new();
+    let mut received = Vec::new();
+    let mut statements: HashMap<(Option<&'static str>, usize), String> = HashMap::new();
+    let backend = db.backend();
+    with_db!(&db, |pool| {
+        // Kept while records keep coming, so that a statement costs one round trip and not
+        // also a pool acquire and release (sqlx pings a connection as it is released).
+        let mut conn = None;
+        loop {
+            if queue.is_empty() {
+                let arrived = if conn.is_some() {
+                    match tokio::time::timeout(HOLD, rx.recv_many(&mut received, CHUNK)).await {
+                        Ok(n) => n,
+                        Err(_) => {
+                            conn = None;
+                            rx.recv_many(&mut received, CHUNK).await
+                        }
+                    }
+                } else {
+                    rx.recv_many(&mut received, CHUNK).await
+                };
+                if arrived == 0 {
+                    break;
+                }
+                queue.extend(received.drain(..));
+            }
+            // Whatever else is waiting, up to a statement's worth: more stays in the channel, so
+            // that a backlog still pushes back on writers.
+            while queue.len() < CHUNK {
+                match rx.try_recv() {
+                    Ok(p) => queue.push_back(p),
+                    Err(_) => break,
+                }
+            }
+            let chunk = take_chunk(&mut queue);
+            let Some(first) = chunk.first() else { continue };
+            let condition = first.condition();
+            let sql = statements
+                .entry((condition, chunk.len()))
+                .or_insert_with(|| insert_sql(backend, condition, chunk.len()));
+            let c = match &mut conn {
+                Some(c) => c,
+                None => match pool.acquire().await {
+                    Ok(c) => conn.insert(c),
+                    Err(e) => {
+                        fail(chunk, &e.into());
+                        continue;
+                    }
+                },
+            };
+            let metadata: Vec<String> = chunk.iter().map(Pending::metadata).collect();
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+            for (p, metadata) in chunk.iter().zip(&metadata) {
+                query = query
+                    .bind(&p.id)
+                    .bind(p.timestamp)
+                    .bind(&p.rec.action)
+                    .bind(&p.rec.actor)
+                    .bind(&p.rec.target)
+                    .bind(&p.rec.secret_id)
+                    .bind(&p.rec.secret_path)
+                    .bind(&p.rec.ip_address)
+                    .bind(&p.rec.user_agent)
+                    .bind(p.rec.success)
+                    .bind(&p.rec.request_id)
+                    .bind(metadata);
+                if let Some(g) = &p.guard {
+                    query = query.bind(&g.key).bind(g.version);
+                }
+            }
+            let inserted = match query.execute(&mut **c).await {
+                Ok(done) => done.rows_affected(),
+                Err(e) => {
+                    // The connection may be what failed; the next statement gets another.
+                    conn = None;
+                    fail(chunk, &e.into());
+                    continue;
+                }
+            };
+            if usize::try_from(inserted).is_ok_and(|n| n == chunk.len()) {
+                for p in chunk {
+                    let _ = p.done.send(Ok(true));
+                }
+                continue;
+            }
+            // Some preconditions did not hold: which records went in decides who was served.
+            let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(present_sql(backend, chunk.len())));
+            for p in &chunk {
+                query = query.bind(&p.id);
+            }
+            match query.persistent(false).fetch_all(&mut **c).await {
+                Ok(present) => {
+                    let present: HashSet<String> = present.into_iter().collect();
+                    for p in chunk {
+                        let written = present.contains(&p.id);
+                        let _ = p.done.send(Ok(written));
+                    }
+                }
+                Err(e) => {
+                    conn = None;
+                    fail(chunk, &e.into());
+                }
+            }
+        }
+    });
+}
+
+/// Answers every record of `chunk` with the failure to write it.
+fn fail(chunk: Vec<Pending>, e: &StorageError) {
+    tracing::error!(error = %e, records = chunk.len(), "audit records could not be written");
+    for p in chunk {
+        let _ = p.done.send(Err(String::from("the audit record could not be written")));
+    }
 }
 
 /// Entries matching `q`, newest first, and how many match in all.
@@ -258,4 +458,45 @@ pub async fn page(db: &Db, base: &AuditQuery, q: &ListQuery) -> Result<Page<Audi
         Ok::<_, sqlx::Error>((rows, total))
     })?;
     Ok(q.finish(rows, Some(total)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(guard: Option<&'static str>) -> Pending {
+        let (done, _) = oneshot::channel();
+        let guard = guard.map(|condition| Precondition { condition, key: String::new(), version: 0 });
+        Pending { id: String::new(), timestamp: 0, rec: AuditRecord::default(), guard, done }
+    }
+
+    #[test]
+    fn chunks_are_powers_of_two_of_one_kind_oldest_first() {
+        let mut queue: VecDeque<Pending> = VecDeque::new();
+        for i in 0..13 {
+            queue.push_back(pending(if i % 4 == 3 { Some("c") } else { None }));
+        }
+        // 13 records: 10 plain, 3 guarded; the oldest is plain.
+        let chunk = take_chunk(&mut queue);
+        assert_eq!(chunk.len(), 8);
+        assert!(chunk.iter().all(|p| p.guard.is_none()));
+        assert_eq!(queue.len(), 5);
+        // The guarded ones kept their place, before the plain ones left over.
+        assert!(queue.front().is_some_and(|p| p.guard.is_some()));
+        let chunk = take_chunk(&mut queue);
+        assert_eq!((chunk.len(), chunk.iter().all(|p| p.guard.is_some())), (2, true));
+        let sizes: Vec<usize> = std::iter::from_fn(|| Some(take_chunk(&mut queue).len()).filter(|n| *n > 0)).collect();
+        assert_eq!(sizes, [2, 1]);
+        assert!(take_chunk(&mut queue).is_empty());
+    }
+
+    #[test]
+    fn statements_have_one_parameter_per_value() {
+        let plain = insert_sql(Backend::Postgres, None, 2);
+        assert!(plain.ends_with("($13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)"), "{plain}");
+        let guarded = insert_sql(Backend::Sqlite, Some("guard_key = guard_version"), 3);
+        assert_eq!(guarded.matches('?').count(), 3 * GUARDED_PARAMS);
+        assert!(guarded.ends_with("WHERE guard_key = guard_version"), "{guarded}");
+        assert_eq!(present_sql(Backend::Postgres, 2), "SELECT id FROM audit_log WHERE id IN ($1, $2)");
+    }
 }

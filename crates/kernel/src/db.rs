@@ -105,6 +105,10 @@ impl Db {
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections.unwrap_or(8))
                 .min_connections(1)
+                // Each SQLite connection is a worker thread in this process: a ping on every
+                // acquire is a thread round trip (two context switches) that can find nothing
+                // wrong, since there is no socket to lose. sqlx still pings on release.
+                .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(options)
                 .await

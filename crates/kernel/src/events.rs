@@ -9,7 +9,7 @@
 //! never re-delivers its own events and consumers that must act once per event (the webhook
 //! outbox) can act only on the events of their own instance.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -117,6 +117,32 @@ impl EventBus {
     /// A new subscription receiving every event published from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
+    }
+
+    /// Calls `on` with every event published from now on, or with `None` when events were
+    /// missed (the subscriber fell behind), until the bus closes or `target` is dropped. For
+    /// caches that drop entries as the bus reports changes.
+    pub fn follow<T>(&self, target: Weak<T>, on: impl Fn(&T, Option<&Event>) + Send + 'static)
+    where
+        T: Send + Sync + 'static,
+    {
+        let mut events = self.subscribe();
+        let closed = self.closed();
+        tokio::spawn(async move {
+            tokio::pin!(closed);
+            loop {
+                let received = tokio::select! {
+                    () = &mut closed => return,
+                    received = events.recv() => received,
+                };
+                let Some(target) = target.upgrade() else { return };
+                match received {
+                    Ok(event) => on(&target, Some(&event)),
+                    Err(broadcast::error::RecvError::Lagged(_)) => on(&target, None),
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
     }
 
     /// Tells every long-running consumer (WebSocket connections, workers, the Redis bridge)

@@ -12,8 +12,27 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a health report is reused before the dependencies are checked again.
 pub const FRESH_FOR: Duration = Duration::from_millis(250);
 
-/// The last report and when it was made.
-pub type HealthCache = tokio::sync::Mutex<Option<(std::time::Instant, HealthReport)>>;
+/// The last report and when it was made. Readers take a short synchronous read lock and never
+/// wait on each other; only a caller that finds the report stale takes `refresh`, so that
+/// concurrent callers share one check.
+#[derive(Debug, Default)]
+pub struct HealthCache {
+    latest: std::sync::RwLock<Option<(std::time::Instant, HealthReport)>>,
+    refresh: tokio::sync::Mutex<()>,
+}
+
+impl HealthCache {
+    fn fresh(&self) -> Option<HealthReport> {
+        let latest = self.latest.read().ok()?;
+        latest.as_ref().filter(|(at, _)| at.elapsed() < FRESH_FOR).map(|(_, report)| report.clone())
+    }
+
+    fn store(&self, report: HealthReport) {
+        if let Ok(mut latest) = self.latest.write() {
+            *latest = Some((std::time::Instant::now(), report));
+        }
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ComponentHealth {
@@ -70,15 +89,17 @@ impl Kernel {
     /// balancers poll health endpoints hard, and a round trip per poll would cost more than
     /// the requests the endpoint exists to protect. Concurrent callers share one check.
     pub async fn health(&self) -> HealthReport {
-        let mut cached = self.health_cache.lock().await;
-        if let Some((at, report)) = cached.as_ref()
-            && at.elapsed() < FRESH_FOR
-        {
-            return report.clone();
+        if let Some(report) = self.health_cache.fresh() {
+            return report;
+        }
+        let _refreshing = self.health_cache.refresh.lock().await;
+        // Another caller may have refreshed it while this one waited.
+        if let Some(report) = self.health_cache.fresh() {
+            return report;
         }
         let (database, redis) = tokio::join!(self.check_database(), self.check_redis());
         let report = HealthReport { database, redis };
-        *cached = Some((std::time::Instant::now(), report.clone()));
+        self.health_cache.store(report.clone());
         report
     }
 }

@@ -47,8 +47,38 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 /// A fresh request id: `req_` and 24 random alphanumerics.
+///
+/// Request ids need to be unique, not secret, and one is made for every request: they come
+/// from a per-thread generator seeded by the OS rather than from a system call each.
 pub fn request_id() -> String {
-    format!("req_{}", random_alphanumeric(24))
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(u64::from_le_bytes(random_bytes::<8>()));
+    }
+    let mut out = String::with_capacity(28);
+    out.push_str("req_");
+    // 32 of the 36 alphanumerics, so that each takes five bits of a word: 120 random bits.
+    const DIGITS: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    STATE.with(|state| {
+        for _ in 0..2 {
+            let mut word = splitmix64(state);
+            for _ in 0..12 {
+                out.push(char::from(DIGITS.get((word & 31) as usize).copied().unwrap_or(b'a')));
+                word >>= 5;
+            }
+        }
+    });
+    out
+}
+
+/// SplitMix64: a full-period 64-bit generator, ample for ids that only need to be distinct.
+fn splitmix64(state: &std::cell::Cell<u64>) -> u64 {
+    let s = state.get().wrapping_add(0x9E37_79B9_7F4A_7C15);
+    state.set(s);
+    let mut z = s;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 #[cfg(test)]
@@ -58,6 +88,9 @@ mod tests {
         let s = super::random_alphanumeric(100);
         assert_eq!(s.len(), 100);
         assert!(s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
-        assert!(super::request_id().starts_with("req_"));
+        let id = super::request_id();
+        assert!(id.starts_with("req_") && id.len() == 28, "{id}");
+        assert!(id[4..].bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        assert_ne!(id, super::request_id());
     }
 }

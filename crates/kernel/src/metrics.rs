@@ -1,7 +1,9 @@
 //! Prometheus metrics of this process, owned by its [`Kernel`](crate::Kernel) rather than a
 //! global, so that several servers in one process (as tests run them) keep separate counts.
 
-use std::sync::RwLock;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::{Arc, RwLock};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -13,16 +15,25 @@ use prometheus_client::registry::Registry;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub method: String,
+    pub method: &'static str,
     /// The route template (`/api/users/{user_id}`), never the raw path, to bound cardinality.
-    pub route: String,
+    pub route: Arc<str>,
     pub status: u16,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub method: String,
-    pub route: String,
+    pub method: &'static str,
+    pub route: Arc<str>,
+}
+
+/// The label of requests that matched no route.
+const UNMATCHED: &str = "unmatched";
+
+/// Methods outside the standard set share one label, so a client cannot grow the label space.
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 9] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE"];
+    KNOWN.into_iter().find(|m| *m == method).unwrap_or("OTHER")
 }
 
 fn duration_histogram() -> Histogram {
@@ -34,6 +45,38 @@ pub struct Metrics {
     registry: RwLock<Registry>,
     pub http_requests: Family<RequestLabels, Counter>,
     pub http_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// The two families' metrics per route, method and status, found without hashing labels.
+    handles: RwLock<HashMap<Arc<str>, Vec<Handles>, BuildHasherDefault<RouteHasher>>>,
+}
+
+/// One label set's counter and histogram (both share their state with the family's).
+#[derive(Debug)]
+struct Handles {
+    method: &'static str,
+    status: u16,
+    requests: Counter,
+    duration: Histogram,
+}
+
+/// FxHash: route templates are few and come from the code, not from clients, so a hash that
+/// resists flooding buys nothing here.
+#[derive(Debug, Default)]
+struct RouteHasher(u64);
+
+impl Hasher for RouteHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            for (dst, src) in word.iter_mut().zip(chunk) {
+                *dst = *src;
+            }
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl Default for Metrics {
@@ -55,15 +98,40 @@ impl Metrics {
             http_duration.clone(),
         );
         registry.register_collector(Box::new(ProcessCollector));
-        Self { registry: RwLock::new(registry), http_requests, http_duration }
+        Self { registry: RwLock::new(registry), http_requests, http_duration, handles: RwLock::default() }
     }
 
-    /// Records one served request.
-    pub fn observe_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
-        let route = route.to_string();
-        let method = method.to_string();
-        self.http_requests.get_or_create(&RequestLabels { method: method.clone(), route: route.clone(), status }).inc();
-        self.http_duration.get_or_create(&RouteLabels { method, route }).observe(seconds);
+    /// Records one served request; `route` is the matched template, `None` when none matched.
+    /// Runs on every request: once a label set has been seen, this is a read-locked lookup
+    /// with a cheap hash and no allocation (the families hash every label with SipHash).
+    pub fn observe_request(&self, method: &str, route: Option<&str>, status: u16, seconds: f64) {
+        let method = method_label(method);
+        let route = route.unwrap_or(UNMATCHED);
+        let found = self.handles.read().ok().and_then(|map| {
+            map.get(route)?.iter().find(|h| h.method == method && h.status == status).map(|h| {
+                h.requests.inc();
+                h.duration.observe(seconds);
+            })
+        });
+        if found.is_some() {
+            return;
+        }
+        let route: Arc<str> = Arc::from(route);
+        let labels = RequestLabels { method, route: route.clone(), status };
+        let handles = Handles {
+            method,
+            status,
+            requests: self.http_requests.get_or_create_owned(&labels),
+            duration: self.http_duration.get_or_create_owned(&RouteLabels { method, route: route.clone() }),
+        };
+        handles.requests.inc();
+        handles.duration.observe(seconds);
+        if let Ok(mut map) = self.handles.write() {
+            let entry = map.entry(route).or_default();
+            if !entry.iter().any(|h| h.method == method && h.status == status) {
+                entry.push(handles);
+            }
+        }
     }
 
     /// Registers a plugin's own metric under `name`.
@@ -147,9 +215,12 @@ mod tests {
     #[test]
     fn exposition_names_requests_and_process() {
         let m = super::Metrics::new();
-        m.observe_request("GET", "/health", 200, 0.001);
+        m.observe_request("GET", Some("/health"), 200, 0.001);
+        m.observe_request("GET", Some("/health"), 200, 0.001);
+        m.observe_request("BREW", None, 404, 0.001);
         let text = m.render();
-        assert!(text.contains("http_requests_total{method=\"GET\",route=\"/health\",status=\"200\"} 1"));
+        assert!(text.contains("http_requests_total{method=\"GET\",route=\"/health\",status=\"200\"} 2"), "{text}");
+        assert!(text.contains("http_requests_total{method=\"OTHER\",route=\"unmatched\",status=\"404\"} 1"));
         assert!(text.contains("http_request_duration_seconds_bucket"));
         assert!(text.contains("process_resident_memory_bytes"));
         assert!(text.contains("process_cpu_seconds_total"));

@@ -7,9 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
-
-use crate::clock::Timestamp;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The outcome of counting one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,11 +23,34 @@ pub struct Decision {
     pub window: u64,
 }
 
+/// Keys counted in process before finished windows are swept out.
+const SWEEP_ABOVE: usize = 100_000;
+
 #[derive(Default)]
 pub struct RateLimiter {
-    windows: Mutex<HashMap<String, (i64, u32)>>,
+    local: Mutex<Local>,
     /// Shared counting, with the prefix of this installation's keys.
     redis: Option<(redis::aio::ConnectionManager, String)>,
+}
+
+/// The in-process counters.
+#[derive(Debug, Default)]
+struct Local {
+    windows: HashMap<String, Window>,
+    /// The second of the last sweep: a sweep walks every key, so it runs at most once a
+    /// second however many new keys arrive (a flood of addresses must not make each of its
+    /// requests walk the whole map).
+    swept_at: i64,
+}
+
+/// One key's count in its current window.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start: i64,
+    /// Unix seconds at which the window ends; keys of different classes have windows of
+    /// different lengths, so this, not the window start of whoever sweeps, says what is done.
+    end: i64,
+    count: u32,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -46,7 +67,7 @@ impl RateLimiter {
 
     /// A limiter counting in Redis under keys starting with `prefix`.
     pub fn shared(conn: redis::aio::ConnectionManager, prefix: impl Into<String>) -> Self {
-        Self { windows: Mutex::default(), redis: Some((conn, prefix.into())) }
+        Self { local: Mutex::default(), redis: Some((conn, prefix.into())) }
     }
 
     /// Whether counts are shared with other instances.
@@ -57,40 +78,39 @@ impl RateLimiter {
     /// Counts one request for `key` against `limit` per `window`.
     pub async fn check(&self, key: &str, limit: u32, window: Duration) -> Decision {
         let window_secs = i64::try_from(window.as_secs().max(1)).unwrap_or(i64::MAX);
-        let now = Timestamp::now().as_unix_seconds();
+        // Whole seconds straight from the system clock: this runs on every counted request.
+        let now =
+            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         let start = now - now.rem_euclid(window_secs);
         let count = match &self.redis {
             Some((conn, prefix)) => match count_shared(conn.clone(), prefix, key, start, window_secs).await {
                 Ok(count) => count,
                 Err(e) => {
                     tracing::warn!(error = %e, "rate limit: redis unavailable, counting in process");
-                    self.count_local(key, start)
+                    self.count_local(key, start, window_secs, now)
                 }
             },
-            None => self.count_local(key, start),
+            None => self.count_local(key, start, window_secs, now),
         };
         decide(count, limit, start, window_secs, now)
     }
 
-    fn count_local(&self, key: &str, start: i64) -> u32 {
-        match self.windows.lock() {
-            Ok(mut map) => {
-                if let Some(entry) = map.get_mut(key) {
-                    if entry.0 != start {
-                        *entry = (start, 0);
-                    }
-                    entry.1 = entry.1.saturating_add(1);
-                    return entry.1;
-                }
-                if map.len() > 100_000 {
-                    map.retain(|_, (s, _)| *s >= start);
-                }
-                map.insert(key.to_string(), (start, 1));
-                1
+    fn count_local(&self, key: &str, start: i64, window_secs: i64, now: i64) -> u32 {
+        // A poisoned lock means a panic elsewhere mid-update; counting stays best-effort.
+        let Ok(mut local) = self.local.lock() else { return 1 };
+        if let Some(w) = local.windows.get_mut(key) {
+            if w.start != start {
+                *w = Window { start, end: start.saturating_add(window_secs), count: 0 };
             }
-            // A poisoned lock means a panic elsewhere mid-update; counting stays best-effort.
-            Err(_) => 1,
+            w.count = w.count.saturating_add(1);
+            return w.count;
         }
+        if local.windows.len() >= SWEEP_ABOVE && local.swept_at != now {
+            local.swept_at = now;
+            local.windows.retain(|_, w| w.end > now);
+        }
+        local.windows.insert(key.to_string(), Window { start, end: start.saturating_add(window_secs), count: 1 });
+        1
     }
 }
 
@@ -141,5 +161,22 @@ mod tests {
         let third = rl.check("k", 2, w).await;
         assert!(!third.allowed && third.remaining == 0 && third.reset_after >= 1);
         assert!(rl.check("other", 2, w).await.allowed);
+    }
+
+    #[test]
+    fn a_sweep_keeps_the_counts_of_longer_windows() {
+        let rl = super::RateLimiter::local();
+        // An hourly count, then enough one-minute keys to trigger a sweep an hour later.
+        let hour_start = 7_200;
+        assert_eq!(rl.count_local("hourly", hour_start, 3600, hour_start + 10), 1);
+        let now = hour_start + 1_800;
+        let minute = now - now.rem_euclid(60);
+        for i in 0..super::SWEEP_ABOVE {
+            rl.count_local(&format!("minute:{i}"), minute - 60, 60, minute - 1);
+        }
+        rl.count_local("trigger", minute, 60, now);
+        assert_eq!(rl.count_local("hourly", hour_start, 3600, now), 2, "the hour is not over");
+        let left = rl.local.lock().map(|l| l.windows.len()).unwrap_or_default();
+        assert_eq!(left, 2, "finished minute windows are swept");
     }
 }

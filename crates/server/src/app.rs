@@ -1,22 +1,26 @@
 //! The HTTP application: every plugin's routes, the docs, and the layers around them.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, Method, StatusCode};
-use axum::middleware::from_fn_with_state;
+use axum::response::Response;
 use axum::{Extension, Router};
 use nexus_identity::Identity;
 use nexus_kernel::Kernel;
-use tower::ServiceBuilder;
-use tower_http::catch_panic::CatchPanicLayer;
+use nexus_web::conditional::{CompressionWhenAcceptedLayer, CorsWhenOriginLayer};
+use nexus_web::edge::EdgeLayer;
+use tower::{Service, ServiceBuilder};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
+
+use crate::conventions::batch::BatchState;
+use crate::conventions::service::Conventions;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -54,14 +58,15 @@ impl utoipa::Modify for SecurityAddon {
     }
 }
 
-/// The complete application for `kernel`.
+/// The complete application for `kernel`: what `axum::serve` runs. Not boxed: the service
+/// of a connection is cloned for every request, and every layer's clone is cheap.
 pub fn router(
     kernel: Arc<Kernel>,
     identity: Arc<Identity>,
     secrets: Arc<nexus_secrets::Secrets>,
     realtime: Arc<nexus_realtime::Realtime>,
     webhooks: Arc<nexus_webhooks::Webhooks>,
-) -> Router {
+) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send> + Clone + Send + Sync + 'static {
     let (api, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(nexus_system::routes(kernel.clone()))
         .merge(nexus_identity::routes(identity.clone()))
@@ -76,39 +81,33 @@ pub fn router(
     let rate_limits = crate::conventions::ratelimit::RateLimits::new(kernel.clone(), identity.clone());
     let server = &kernel.config.server;
     let limit = server.body_limit_bytes;
-    // Layers run top to bottom on the way in. Compression is outermost so that the edge
-    // rewrites error bodies before they are encoded; the edge wraps everything that can fail.
-    let layers = ServiceBuilder::new()
-        .layer(CompressionLayer::new())
-        .layer(from_fn_with_state(kernel.clone(), nexus_web::edge::edge))
-        // Any plugin's handler can take the `Auth` extractor, which finds the service here.
-        .layer(Extension(identity))
-        .layer(CatchPanicLayer::new())
-        .layer(cors(&server.cors_origins))
+
+    // Layers are applied around the finished router, not with `Router::layer`: that would wrap
+    // every route and clone the whole stack on every request.
+    let routes = api
+        .merge(nexus_web::docs::router(openapi))
+        .route_layer(nexus_web::edge::NoteRouteLayer)
+        .fallback(|| async { StatusCode::NOT_FOUND });
+    // Conventions, outermost first: batches, `/api/v2/...` becomes `/api/...`, rate limits,
+    // ETags. Batch sub-requests run through the same conventions, without batching.
+    let core = Conventions::new(routes, kernel.clone(), rate_limits);
+    let batch = BatchState { core: Router::new().fallback_service(core.clone()), max: kernel.config.api.max_batch };
+    let conventions = core.with_batch(batch);
+    // Compression is outermost so that the edge rewrites error bodies before they are
+    // encoded; the edge wraps everything that can fail. CORS and compression only run for the
+    // requests that ask for them (`nexus_web::conditional`).
+    ServiceBuilder::new()
+        .layer(CompressionWhenAcceptedLayer(CompressionLayer::new()))
+        .layer(EdgeLayer::new(kernel.clone()))
+        .layer(CorsWhenOriginLayer::new(cors(&server.cors_origins)))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(server.request_timeout_secs),
         ))
-        .layer(RequestBodyLimitLayer::new(limit))
-        .layer(DefaultBodyLimit::max(limit));
-
-    // Per route (after routing): rate limits outside ETags.
-    let routes = api
-        .merge(nexus_web::docs::router(openapi))
-        .route_layer(axum::middleware::from_fn(nexus_web::edge::note_route))
-        .fallback(|| async { StatusCode::NOT_FOUND })
-        .layer(axum::middleware::from_fn(crate::conventions::etag::etag))
-        .layer(from_fn_with_state(rate_limits, crate::conventions::ratelimit::limit));
-    // Before routing: `/api/v2/...` becomes `/api/...`. Batch sub-requests enter here.
-    let core = Router::new()
-        .fallback_service(routes)
-        .layer(from_fn_with_state(kernel.clone(), crate::conventions::version::negotiate));
-    let batch =
-        Arc::new(crate::conventions::batch::BatchState { core: core.clone(), max: kernel.config.api.max_batch });
-    Router::new()
-        .fallback_service(core)
-        .layer(from_fn_with_state(batch, crate::conventions::batch::batch))
-        .layer(layers)
+        // Any plugin's handler can take the `Auth` extractor, which finds the service here.
+        .layer(Extension(identity))
+        .layer(DefaultBodyLimit::max(limit))
+        .service(conventions)
 }
 
 fn cors(origins: &[String]) -> CorsLayer {

@@ -3,75 +3,221 @@
 //! outside any handler: unknown route, wrong method, oversized body, timeout, panic), records
 //! metrics and carries the request id into every log line.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::body::Body;
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::Next;
+use axum::body::{Body, HttpBody};
+use axum::extract::{MatchedPath, Request};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::Response;
+use futures::FutureExt as _;
 use nexus_kernel::Kernel;
+use tower::{Layer, Service};
 use tracing::Instrument;
 
 use crate::RequestId;
 use crate::dialect::Dialect;
 use crate::error::{ApiError, ErrorCode};
 
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+/// Made at compile time: a `&str` name is parsed again on every use.
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The route template a request matched, passed from the router back out to the edge.
 #[derive(Debug, Clone)]
-struct MatchedRoute(Arc<str>);
+struct MatchedRoute(MatchedPath);
 
-/// Route-level middleware: notes which route template matched, for the metrics label.
-pub async fn note_route(req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map(|m| Arc::<str>::from(m.as_str()));
-    let mut response = next.run(req).await;
-    if let Some(route) = route {
-        response.extensions_mut().insert(MatchedRoute(route));
+/// Route-level layer: notes which route template matched, for the metrics label. A plain
+/// service rather than `from_fn`, because it wraps every route and runs on every request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoteRouteLayer;
+
+impl<S> Layer<S> for NoteRouteLayer {
+    type Service = NoteRoute<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        NoteRoute { inner }
     }
-    response
 }
 
-/// Outermost middleware; see the module documentation.
-pub async fn edge(State(kernel): State<Arc<Kernel>>, mut req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let request_id = req
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| acceptable_request_id(v))
-        .map(str::to_owned)
-        .unwrap_or_else(nexus_kernel::id::request_id);
-    req.extensions_mut().insert(RequestId(request_id.clone()));
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+#[derive(Debug, Clone)]
+pub struct NoteRoute<S> {
+    inner: S,
+}
 
-    let span = tracing::info_span!("request", request_id = %request_id, method = %method, path = %path);
-    let response = next.run(req).instrument(span.clone()).await;
-    let mut response = render_error(response, &path, &method, &request_id);
+impl<S> Service<Request> for NoteRoute<S>
+where
+    S: Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = NoteRouteFuture<S::Future>;
 
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
     }
-    let status = response.status();
-    let route = response.extensions().get::<MatchedRoute>().map(|r| r.0.clone());
-    let elapsed = started.elapsed();
-    kernel.metrics.observe_request(
-        method.as_str(),
-        route.as_deref().unwrap_or("unmatched"),
-        status.as_u16(),
-        elapsed.as_secs_f64(),
-    );
-    span.in_scope(|| {
-        if status.is_server_error() {
-            tracing::error!(status = status.as_u16(), elapsed_ms = elapsed.as_millis() as u64, "request failed");
-        } else {
-            tracing::debug!(status = status.as_u16(), elapsed_ms = elapsed.as_millis() as u64, "request served");
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let route = req.extensions().get::<MatchedPath>().cloned();
+        NoteRouteFuture { inner: self.inner.call(req), route }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct NoteRouteFuture<F> {
+        #[pin]
+        inner: F,
+        route: Option<MatchedPath>,
+    }
+}
+
+impl<F, E> Future for NoteRouteFuture<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = std::task::ready!(this.inner.poll(cx))?;
+        if let Some(route) = this.route.take() {
+            response.extensions_mut().insert(MatchedRoute(route));
         }
-    });
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// The outermost layer of the application (inside compression); see the module documentation.
+/// Hand-written rather than `from_fn` because every request passes it: one allocation for its
+/// future, none for cloning services.
+///
+/// It also enforces `server.body_limit_bytes` (413 on a declared length above it, a body cut
+/// off there otherwise) and turns a panic into a 500, so that neither needs a layer of its own.
+#[derive(Debug, Clone)]
+pub struct EdgeLayer {
+    kernel: Arc<Kernel>,
+}
+
+impl EdgeLayer {
+    pub fn new(kernel: Arc<Kernel>) -> Self {
+        Self { kernel }
+    }
+}
+
+impl<S> Layer<S> for EdgeLayer {
+    type Service = Edge<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        let body_limit = self.kernel.config.server.body_limit_bytes;
+        Edge { inner, kernel: self.kernel.clone(), body_limit }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Edge<S> {
+    inner: S,
+    kernel: Arc<Kernel>,
+    body_limit: usize,
+}
+
+impl<S, B> Service<Request> for Edge<S>
+where
+    S: Service<Request, Response = axum::http::Response<B>, Error = Infallible>,
+    S::Future: Send + 'static,
+    B: HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let started = Instant::now();
+        let request_id = req
+            .headers()
+            .get(&REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| acceptable_request_id(v))
+            .map_or_else(nexus_kernel::id::request_id, str::to_owned);
+        req.extensions_mut().insert(RequestId(request_id.clone()));
+        let method = req.method().clone();
+        let uri = req.uri().clone();
+        // Only the id goes into the span: every field is formatted when the span opens, on
+        // every request, and the id is what ties a request's lines together. Method and path
+        // are logged with the outcome.
+        let span = tracing::info_span!("request", request_id = %request_id);
+        let too_large = declared_length(&req).is_some_and(|len| len > self.body_limit);
+        let future = if too_large {
+            None
+        } else {
+            let req = limit_body(req, self.body_limit);
+            span.in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req)))).ok()
+        };
+        let kernel = self.kernel.clone();
+        Box::pin(async move {
+            let outcome = match future {
+                Some(future) => AssertUnwindSafe(future).catch_unwind().instrument(span.clone()).await.ok(),
+                None => None,
+            };
+            let response = match outcome {
+                Some(Ok(response)) => response.map(Body::new),
+                None if too_large => status_only(StatusCode::PAYLOAD_TOO_LARGE),
+                None => {
+                    // The panic message went to stderr through the panic hook.
+                    span.in_scope(|| tracing::error!(%method, path = uri.path(), "the request's handler panicked"));
+                    status_only(StatusCode::INTERNAL_SERVER_ERROR)
+                }
+            };
+            let mut response = render_error(response, uri.path(), &method, &request_id);
+            if let Ok(value) = HeaderValue::from_str(&request_id) {
+                response.headers_mut().insert(REQUEST_ID_HEADER, value);
+            }
+            let status = response.status();
+            let elapsed = started.elapsed();
+            let route = response.extensions().get::<MatchedRoute>().map(|r| r.0.as_str());
+            kernel.metrics.observe_request(method.as_str(), route, status.as_u16(), elapsed.as_secs_f64());
+            if status.is_server_error() {
+                span.in_scope(|| {
+                    tracing::error!(%method, path = uri.path(), status = status.as_u16(),
+                        elapsed_ms = elapsed.as_millis() as u64, "request failed");
+                });
+            } else if tracing::enabled!(tracing::Level::DEBUG) {
+                span.in_scope(|| {
+                    tracing::debug!(%method, path = uri.path(), status = status.as_u16(),
+                        elapsed_ms = elapsed.as_millis() as u64, "request served");
+                });
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// The request's `Content-Length`, when it sends one that parses.
+fn declared_length(req: &Request) -> Option<usize> {
+    req.headers().get(CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// Cuts the body off at `limit` bytes: reading past it fails with a length-limit error, which
+/// the extractors answer with 413. Requests without a body (most) are left as they are.
+fn limit_body(req: Request, limit: usize) -> Request {
+    if req.body().is_end_stream() {
+        return req;
+    }
+    req.map(|body| Body::new(http_body_util::Limited::new(body, limit)))
+}
+
+fn status_only(status: StatusCode) -> Response {
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = status;
     response
 }
 
@@ -84,7 +230,7 @@ fn acceptable_request_id(id: &str) -> bool {
 /// Writes the body of an error response in the path's dialect. A response that carries an
 /// [`ApiError`] is rendered from it; any other error status without a JSON body (produced by
 /// routing or a tower layer) is rendered from its status.
-pub fn render_error(response: Response, path: &str, method: &axum::http::Method, request_id: &str) -> Response {
+pub fn render_error(response: Response, path: &str, method: &Method, request_id: &str) -> Response {
     let dialect = Dialect::for_path(path);
     if let Some(error) = response.extensions().get::<ApiError>() {
         return keep_headers(dialect.render(error, request_id), &response);
@@ -119,15 +265,14 @@ pub fn render_error(response: Response, path: &str, method: &axum::http::Method,
 /// Carries over headers of the original response that still apply (`Allow`, `Retry-After`, …).
 fn keep_headers(mut rendered: Response, original: &Response) -> Response {
     for (name, value) in original.headers() {
-        if name != CONTENT_TYPE && name != axum::http::header::CONTENT_LENGTH && !rendered.headers().contains_key(name)
-        {
+        if name != CONTENT_TYPE && name != CONTENT_LENGTH && !rendered.headers().contains_key(name) {
             rendered.headers_mut().insert(name.clone(), value.clone());
         }
     }
     rendered
 }
 
-fn is_json(response: &Response<Body>) -> bool {
+fn is_json(response: &Response) -> bool {
     response
         .headers()
         .get(CONTENT_TYPE)

@@ -3,6 +3,7 @@
 //! metrics), and the API documentation.
 
 pub mod client;
+pub mod conditional;
 pub mod dialect;
 pub mod docs;
 pub mod edge;

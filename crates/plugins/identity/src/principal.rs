@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use nexus_web::ApiError;
 
@@ -80,17 +79,36 @@ pub enum Presented {
 /// Reads the credential from `Authorization: Bearer …`, `Authorization: MediaBrowser Token="…"`,
 /// `X-API-Key`, `X-Nexus-API-Key` or `X-Emby-Token`.
 pub fn presented(parts: &Parts) -> Option<Presented> {
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    for name in ["x-api-key", "x-nexus-api-key"] {
-        if let Some(key) = header(name).filter(|k| !k.is_empty()) {
+    // One pass over the headers instead of a lookup per candidate name (this runs on every
+    // request); the first value of each name counts, as `HeaderMap::get` would have it.
+    let mut found: [Option<Option<&str>>; 5] = [None; 5];
+    for (name, value) in &parts.headers {
+        let slot = match name.as_str() {
+            "x-api-key" => 0,
+            "x-nexus-api-key" => 1,
+            "x-emby-token" => 2,
+            "x-mediabrowser-token" => 3,
+            "authorization" => 4,
+            _ => continue,
+        };
+        if let Some(entry) = found.get_mut(slot)
+            && entry.is_none()
+        {
+            *entry = Some(value.to_str().ok().map(str::trim));
+        }
+    }
+    // A value that is not visible ASCII counts as absent.
+    let [api_key, nexus_key, emby, media_browser, authorization] = found.map(Option::flatten);
+    for key in [api_key, nexus_key].into_iter().flatten() {
+        if !key.is_empty() {
             return Some(Presented::ApiKey(key.to_string()));
         }
     }
     // Jellyfin and Emby clients send their token in a header of their own.
-    if let Some(token) = header("x-emby-token").or_else(|| header("x-mediabrowser-token")).filter(|t| !t.is_empty()) {
+    if let Some(token) = emby.or(media_browser).filter(|t| !t.is_empty()) {
         return Some(classify(token.to_string()));
     }
-    let auth = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok())?.trim();
+    let auth = authorization?;
     let token = if let Some(rest) = strip_prefix_ci(auth, "bearer ") {
         rest.trim().to_string()
     } else if let Some(rest) = strip_prefix_ci(auth, "mediabrowser ").or_else(|| strip_prefix_ci(auth, "emby ")) {
@@ -122,6 +140,10 @@ fn media_browser_token(params: &str) -> Option<String> {
 }
 
 /// Extracts the authenticated caller; 401 in the path's dialect when there is none.
+///
+/// A [`Principal`] that a middleware already authenticated (the rate limiter does) is taken
+/// out of the request rather than copied, and one authenticated here is not put back: a
+/// handler takes its caller once, and a second extractor would simply authenticate again.
 #[derive(Debug, Clone)]
 pub struct Auth(pub Principal);
 
@@ -129,18 +151,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Auth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(principal) = parts.extensions.get::<Principal>() {
-            return Ok(Auth(principal.clone()));
+        if let Some(principal) = parts.extensions.remove::<Principal>() {
+            return Ok(Auth(principal));
         }
         let identity = parts
             .extensions
             .get::<Arc<Identity>>()
-            .cloned()
             .ok_or_else(|| ApiError::internal("identity service is not installed"))?;
         let presented = presented(parts).ok_or(IdentityError::Unauthenticated)?;
-        let principal = identity.authenticate(&presented).await?;
-        parts.extensions.insert(principal.clone());
-        Ok(Auth(principal))
+        Ok(Auth(identity.authenticate(&presented).await?))
     }
 }
 
@@ -186,6 +205,23 @@ mod tests {
             Some(Presented::Bearer("jwt.here".into()))
         );
         assert_eq!(presented(&parts(&[("Authorization", "Basic abc")])), None);
+        // Precedence: API-key headers, then the media clients' own, then Authorization.
+        assert_eq!(
+            presented(&parts(&[("Authorization", "Bearer jwt"), ("X-Nexus-API-Key", "nx_2"), ("X-API-Key", "nx_1")])),
+            Some(Presented::ApiKey("nx_1".into()))
+        );
+        assert_eq!(
+            presented(&parts(&[("Authorization", "Bearer jwt"), ("X-API-Key", " "), ("X-Emby-Token", "t1")])),
+            Some(Presented::Bearer("t1".into()))
+        );
+        assert_eq!(
+            presented(&parts(&[("X-MediaBrowser-Token", "t2"), ("Authorization", "Bearer jwt")])),
+            Some(Presented::Bearer("t2".into()))
+        );
+        assert_eq!(
+            presented(&parts(&[("X-Emby-Token", ""), ("Authorization", "Bearer jwt")])),
+            Some(Presented::Bearer("jwt".into()))
+        );
         assert_eq!(presented(&parts(&[])), None);
     }
 }

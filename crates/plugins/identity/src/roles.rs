@@ -2,6 +2,7 @@
 //! through `auth.roles` in the configuration.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// Every permission Nexus checks. `*` (held by `admin`) grants all of them.
 pub const ALL_PERMISSIONS: &[&str] = &[
@@ -94,6 +95,9 @@ fn builtin() -> BTreeMap<String, Vec<String>> {
 #[derive(Debug, Clone)]
 pub struct Roles {
     table: BTreeMap<String, Vec<String>>,
+    /// The permissions of each role alone, built once: most users hold one role, and every
+    /// authenticated request needs its holder's permissions.
+    single: BTreeMap<String, Permissions>,
 }
 
 impl Roles {
@@ -102,7 +106,11 @@ impl Roles {
         for (name, perms) in overrides {
             table.insert(name.clone(), perms.clone());
         }
-        Self { table }
+        let single = table
+            .iter()
+            .map(|(name, perms)| (name.clone(), Permissions(Arc::new(perms.iter().cloned().collect()))))
+            .collect();
+        Self { table, single }
     }
 
     pub fn exists(&self, role: &str) -> bool {
@@ -115,19 +123,22 @@ impl Roles {
 
     /// The permissions granted by `roles` together.
     pub fn permissions(&self, roles: &[String]) -> Permissions {
+        if let [role] = roles {
+            return self.single.get(role).cloned().unwrap_or_default();
+        }
         let mut set = BTreeSet::new();
         for role in roles {
             if let Some(perms) = self.table.get(role) {
                 set.extend(perms.iter().cloned());
             }
         }
-        Permissions(set)
+        Permissions(Arc::new(set))
     }
 }
 
-/// A set of permission strings; `*` stands for all.
+/// A set of permission strings; `*` stands for all. Cheap to clone.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Permissions(BTreeSet<String>);
+pub struct Permissions(Arc<BTreeSet<String>>);
 
 impl Permissions {
     pub fn has(&self, permission: &str) -> bool {
@@ -168,14 +179,14 @@ impl Permissions {
                 }
             }
         }
-        let scoped = Permissions(granted);
+        let scoped = Permissions(Arc::new(granted));
         if scoped.is_all() {
             return self.clone();
         }
         if self.is_all() {
             return scoped;
         }
-        Permissions(self.0.intersection(&scoped.0).cloned().collect())
+        Permissions(Arc::new(self.0.intersection(&scoped.0).cloned().collect()))
     }
 }
 
@@ -208,5 +219,16 @@ mod tests {
         let viewer = roles.permissions(&["viewer".into()]);
         let widened = viewer.narrowed_to(&["write".into(), "content.read".into()]);
         assert!(widened.has("content.read") && !widened.has("secret.write"), "a key never exceeds its owner");
+    }
+
+    #[test]
+    fn one_role_alone_grants_what_it_grants_among_others() {
+        let roles = Roles::new(&BTreeMap::from([("dba".to_string(), vec!["secret.read".to_string()])]));
+        for role in ["admin", "user", "editor", "viewer", "service", "dba"] {
+            let alone = roles.permissions(&[role.to_string()]);
+            assert_eq!(alone, roles.permissions(&[role.to_string(), role.to_string()]), "{role}");
+        }
+        assert_eq!(roles.permissions(&["nobody".into()]), Permissions::default());
+        assert!(roles.permissions(&["dba".into()]).has("secret.read"));
     }
 }

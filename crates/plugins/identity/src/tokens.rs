@@ -1,12 +1,25 @@
 //! Access tokens (JWT, HS256 only), refresh tokens and API keys (opaque, stored hashed).
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use nexus_kernel::clock::Timestamp;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 pub const ISSUER: &str = "nexus";
+
+/// Seconds an access token is still accepted after its `exp` (clock skew between instances).
+const LEEWAY_SECS: i64 = 5;
+
+/// Verified tokens remembered at most (a few hundred bytes each).
+const VERIFIED_CAPACITY: u64 = 10_000;
+
+/// How long a verified token is remembered before it is verified in full again.
+const VERIFIED_TTL: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
@@ -36,6 +49,26 @@ pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    verified: VerifiedTokens,
+}
+
+/// Access tokens whose signature and fixed claims have been checked, so that a token presented
+/// again (every request of a session) costs a lookup instead of an HMAC, three base64 decodes
+/// and two JSON parses. Only the time-dependent check, expiry, is made again on each use;
+/// revocation is checked by the caller on every use either way.
+///
+/// Entries are found by the token's signature (an HMAC under the signing key: a client that
+/// does not hold a token cannot name its entry) and the whole token is then compared in
+/// constant time, so nothing about a remembered token leaks through the lookup's timing. Only
+/// tokens that verified are remembered, so clients cannot fill the cache with tokens of their
+/// own making.
+struct VerifiedTokens {
+    entries: moka::sync::Cache<String, Arc<Verified>>,
+}
+
+struct Verified {
+    token: Box<str>,
+    claims: Arc<Claims>,
 }
 
 impl std::fmt::Debug for JwtKeys {
@@ -50,12 +83,39 @@ impl JwtKeys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "iat", "sub", "iss"]);
-        validation.leeway = 5;
-        Self { encoding: EncodingKey::from_secret(secret), decoding: DecodingKey::from_secret(secret), validation }
+        validation.leeway = LEEWAY_SECS.unsigned_abs();
+        Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            verified: VerifiedTokens {
+                entries: moka::sync::Cache::builder()
+                    .max_capacity(VERIFIED_CAPACITY)
+                    .time_to_live(VERIFIED_TTL)
+                    .build(),
+            },
+        }
     }
 
     pub fn sign(&self, claims: &Claims) -> Result<String, String> {
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding).map_err(|e| e.to_string())
+    }
+
+    /// [`verify`](Self::verify), remembering the tokens that pass (see [`VerifiedTokens`]).
+    pub fn verify_cached(&self, token: &str) -> Result<Arc<Claims>, TokenError> {
+        let signature = token.rsplit('.').next().unwrap_or(token);
+        if let Some(known) = self.verified.entries.get(signature)
+            && same_bytes(known.token.as_bytes(), token.as_bytes())
+        {
+            if is_expired(known.claims.exp, Timestamp::now().as_unix_seconds()) {
+                return Err(TokenError::Expired);
+            }
+            return Ok(known.claims.clone());
+        }
+        let claims = Arc::new(self.verify(token)?);
+        let entry = Arc::new(Verified { token: token.into(), claims: claims.clone() });
+        self.verified.entries.insert(signature.to_string(), entry);
+        Ok(claims)
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
@@ -66,6 +126,25 @@ impl JwtKeys {
             }
         })
     }
+}
+
+/// Whether `a` and `b` are equal, in a time that depends on their lengths only (a word at a
+/// time: a byte-wise constant-time comparison would cost more than the lookup it guards).
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let word = |w: &[u8]| u64::from_ne_bytes(w.try_into().unwrap_or_default());
+    let (wa, wb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail = wa.remainder().iter().zip(wb.remainder()).fold(0u64, |acc, (x, y)| acc | u64::from(x ^ y));
+    let diff = wa.zip(wb).fold(tail, |acc, (x, y)| acc | (word(x) ^ word(y)));
+    diff.ct_eq(&0).into()
+}
+
+/// The full validation's rule: a token is expired once its `exp` is more than the leeway in
+/// the past.
+fn is_expired(exp: i64, now_secs: i64) -> bool {
+    exp < now_secs.saturating_sub(LEEWAY_SECS)
 }
 
 /// Claims for a new token of `user` in session `sid`, valid for `ttl_secs`.
@@ -126,5 +205,51 @@ mod tests {
         let payload = parts.next().unwrap_or_default();
         let none = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
         assert_eq!(keys.verify(&format!("{none}.{payload}.")).map(|c| c.sub), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn remembered_tokens_are_checked_like_fresh_ones() {
+        let keys = JwtKeys::new(b"0123456789abcdef0123456789abcdef");
+        let token = keys.sign(&claims("u1", "alice", &["user".into()], "s1", 60)).unwrap_or_default();
+        for _ in 0..2 {
+            assert_eq!(keys.verify_cached(&token).map(|c| c.sub.clone()), Ok("u1".to_string()));
+        }
+        // Once the genuine token is remembered, neither a changed signature nor `alg: none`
+        // over the same claims gets through.
+        let mut tampered = token.clone();
+        let last = if tampered.ends_with('A') { 'B' } else { 'A' };
+        tampered.pop();
+        tampered.push(last);
+        assert_eq!(keys.verify_cached(&tampered).map(|c| c.sub.clone()), Err(TokenError::Invalid));
+        let payload = token.split('.').nth(1).unwrap_or_default();
+        let none = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        assert_eq!(keys.verify_cached(&format!("{none}.{payload}.")).map(|c| c.sub.clone()), Err(TokenError::Invalid));
+        let other = JwtKeys::new(b"another key, another key, another");
+        assert_eq!(other.verify_cached(&token).map(|c| c.sub.clone()), Err(TokenError::Invalid));
+    }
+
+    #[test]
+    fn byte_comparison() {
+        let long = b"a token that is longer than a few words, with a tail";
+        assert!(same_bytes(long, long) && same_bytes(b"", b"") && same_bytes(b"abc", b"abc"));
+        for i in 0..long.len() {
+            let mut other = *long;
+            if let Some(b) = other.get_mut(i) {
+                *b ^= 1;
+            }
+            assert!(!same_bytes(long, &other), "difference at {i}");
+        }
+        assert!(!same_bytes(b"abc", b"abcd") && !same_bytes(b"abcdefghi", b"abcdefghj"));
+    }
+
+    #[test]
+    fn remembered_expiry_follows_the_full_validation() {
+        let keys = JwtKeys::new(b"0123456789abcdef0123456789abcdef");
+        let now = Timestamp::now().as_unix_seconds();
+        for exp in [now - 7, now - 4, now + 60] {
+            let token = keys.sign(&Claims { exp, ..claims("u1", "alice", &[], "s1", 60) }).unwrap_or_default();
+            let full = keys.verify(&token).map(|_| ());
+            assert_eq!(full == Err(TokenError::Expired), is_expired(exp, now), "exp = now{:+}", exp - now);
+        }
     }
 }

@@ -25,6 +25,11 @@ pub fn lookup(channel: &str) -> Option<Option<&'static str>> {
     CHANNELS.iter().find(|(name, _)| *name == channel).map(|(_, perm)| *perm)
 }
 
+/// `channel`'s index in [`CHANNELS`].
+pub fn position(channel: &str) -> Option<usize> {
+    CHANNELS.iter().position(|(name, _)| *name == channel)
+}
+
 /// Whether `channel` carries `event`.
 pub fn carries(channel: &str, event: &Event) -> bool {
     let domain = events::domain(&event.kind);

@@ -1,8 +1,9 @@
 //! One WebSocket connection: authentication, subscriptions, event forwarding, RPC, keep-alive.
 //!
-//! Everything sent to the client goes through one bounded queue drained by a writer task. A
-//! client that does not read fills its queue; it is then closed instead of being
-//! allowed to slow the bus or anyone else (close code 4008). Close frames skip the queue.
+//! Everything sent to the client goes through one bounded queue drained by a writer task:
+//! this connection's own replies, and the events the hub (`hub.rs`) pushes into it. A client
+//! that does not read fills its queue; it is then closed instead of being allowed to slow the
+//! bus or anyone else (close code 4008). Close frames skip the queue.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,13 +14,13 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures::{SinkExt, StreamExt};
 use nexus_identity::Principal;
 use nexus_identity::principal::Presented;
-use nexus_kernel::events::{self, Event};
 use nexus_kernel::rpc::RpcCall;
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::Realtime;
 use crate::channels::{self, Filters};
+use crate::hub::{Hub, Overflow, Subscriber};
 
 /// Close codes sent by the server.
 pub mod close {
@@ -59,9 +60,47 @@ impl Outbox {
 }
 
 struct State {
-    principal: Option<Principal>,
+    /// This connection's id in the hub.
+    id: u64,
+    principal: Option<Arc<Principal>>,
     subscriptions: BTreeMap<String, Filters>,
-    events: Option<broadcast::Receiver<Arc<Event>>>,
+    /// Raised by the hub when it found the send queue full.
+    overflow: Arc<Overflow>,
+}
+
+impl State {
+    /// Tells the hub what this connection receives now: its subscriptions under its current
+    /// permissions, or nothing.
+    fn sync(&self, hub: &Arc<Hub>, out: &Outbox) {
+        match &self.principal {
+            Some(principal) if !self.subscriptions.is_empty() => hub.set(
+                self.id,
+                Subscriber {
+                    principal: principal.clone(),
+                    subscriptions: self
+                        .subscriptions
+                        .iter()
+                        .filter_map(|(channel, filters)| channels::position(channel).map(|i| (i, filters.clone())))
+                        .collect(),
+                    queue: out.queue.clone(),
+                    overflow: self.overflow.clone(),
+                },
+            ),
+            _ => hub.remove(self.id),
+        }
+    }
+}
+
+/// Takes the connection out of the hub however its task ends.
+struct Leave<'a> {
+    hub: &'a Hub,
+    id: u64,
+}
+
+impl Drop for Leave<'_> {
+    fn drop(&mut self) {
+        self.hub.remove(self.id);
+    }
 }
 
 /// Serves one upgraded connection until either side closes it.
@@ -90,7 +129,12 @@ async fn serve(rt: &Arc<Realtime>, socket: WebSocket, principal: Option<Principa
                 }
                 msg = queue_rx.recv() => {
                     let Some(msg) = msg else { break };
-                    if sink.send(msg).await.is_err() {
+                    // What is already queued behind it goes out in the same write.
+                    let mut ok = sink.feed(msg).await.is_ok();
+                    while ok && let Ok(more) = queue_rx.try_recv() {
+                        ok = sink.feed(more).await.is_ok();
+                    }
+                    if !ok || sink.flush().await.is_err() {
                         break;
                     }
                 }
@@ -100,7 +144,14 @@ async fn serve(rt: &Arc<Realtime>, socket: WebSocket, principal: Option<Principa
     });
 
     let mut out = Outbox { queue, close: Some(close_tx), overflowed: false };
-    let mut state = State { principal, subscriptions: BTreeMap::new(), events: None };
+    let overflow = Arc::new(Overflow::default());
+    let mut state = State {
+        id: rt.hub.next_id(),
+        principal: principal.map(Arc::new),
+        subscriptions: BTreeMap::new(),
+        overflow: overflow.clone(),
+    };
+    let _leave = Leave { hub: &rt.hub, id: state.id };
     if let Some(p) = &state.principal {
         out.send(&auth_success(p));
     }
@@ -133,21 +184,8 @@ async fn serve(rt: &Arc<Realtime>, socket: WebSocket, principal: Option<Principa
                     out.overflowed = true;
                 }
             }
-            event = next_event(&mut state.events) => match event {
-                Ok(event) => forward(&state, &mut out, &event),
-                // This connection's task fell behind the bus (a burst of events): the client is
-                // told what it missed; a client that does not read is caught by its queue.
-                Err(broadcast::error::RecvError::Lagged(missed)) => out.send(&json!({
-                    "type": "error",
-                    "code": "EVENTS_DROPPED",
-                    "message": format!("{missed} events were dropped because the server fell behind"),
-                    "missed": missed,
-                })),
-                Err(broadcast::error::RecvError::Closed) => {
-                    out.close(close::GOING_AWAY, "server shutting down");
-                    break;
-                }
-            },
+            // The hub found the queue full: a client that does not read its events.
+            () = overflow.raised() => out.overflowed = true,
             msg = stream.next() => {
                 last_seen = Instant::now();
                 match msg {
@@ -170,7 +208,7 @@ async fn serve(rt: &Arc<Realtime>, socket: WebSocket, principal: Option<Principa
                 }
             }
         }
-        if out.overflowed {
+        if out.overflowed || overflow.is_raised() {
             tracing::info!("closing a WebSocket client that does not keep up with its messages");
             out.close(close::SLOW_CONSUMER, "slow consumer: send buffer full");
             break;
@@ -178,29 +216,6 @@ async fn serve(rt: &Arc<Realtime>, socket: WebSocket, principal: Option<Principa
     }
     drop(out);
     let _ = tokio::time::timeout(Duration::from_secs(3), writer).await;
-}
-
-async fn next_event(
-    rx: &mut Option<broadcast::Receiver<Arc<Event>>>,
-) -> Result<Arc<Event>, broadcast::error::RecvError> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-fn forward(state: &State, out: &mut Outbox, event: &Event) {
-    let Some(principal) = &state.principal else { return };
-    if !principal.has(events::required_permission(&event.kind)) {
-        return;
-    }
-    let mut data = None;
-    for (channel, filters) in &state.subscriptions {
-        if channels::carries(channel, event) && filters.accepts(event) {
-            let data = data.get_or_insert_with(|| channels::event_data(event));
-            out.send(&json!({ "type": "event", "channel": channel, "data": data, "timestamp": event.timestamp }));
-        }
-    }
 }
 
 fn error(code: &str, message: &str, extra: Option<(&str, Value)>) -> Value {
@@ -239,7 +254,7 @@ async fn handle(rt: &Arc<Realtime>, state: &mut State, out: &mut Outbox, text: &
             ));
         }
         "subscribe" => subscribe(rt, state, out, &msg),
-        "unsubscribe" => unsubscribe(state, out, &msg),
+        "unsubscribe" => unsubscribe(rt, state, out, &msg),
         "rpc" => rpc(rt, state, out, msg),
         other => out.send(&error(
             "VALIDATION_ERROR",
@@ -262,7 +277,9 @@ async fn authenticate(rt: &Arc<Realtime>, state: &mut State, out: &mut Outbox, m
     match rt.identity.authenticate(&presented).await {
         Ok(principal) => {
             out.send(&auth_success(&principal));
-            state.principal = Some(principal);
+            state.principal = Some(Arc::new(principal));
+            // Authenticating again changes what the existing subscriptions may see.
+            state.sync(&rt.hub, out);
         }
         Err(e) => {
             let e = nexus_web::ApiError::from(e);
@@ -302,14 +319,13 @@ fn subscribe(rt: &Arc<Realtime>, state: &mut State, out: &mut Outbox, msg: &Valu
         out.send(&error("VALIDATION_ERROR", &format!("invalid filters: {why}"), with_channel));
         return;
     }
+    // The acknowledgement is queued before the hub may queue the channel's first event.
     out.send(&json!({ "type": "subscribed", "channel": channel, "filters": filters.to_json() }));
     state.subscriptions.insert(channel, filters);
-    if state.events.is_none() {
-        state.events = Some(rt.kernel.events.subscribe());
-    }
+    state.sync(&rt.hub, out);
 }
 
-fn unsubscribe(state: &mut State, out: &mut Outbox, msg: &Value) {
+fn unsubscribe(rt: &Arc<Realtime>, state: &mut State, out: &mut Outbox, msg: &Value) {
     let channel = msg.get("channel").and_then(Value::as_str).unwrap_or_default().to_string();
     if state.subscriptions.remove(&channel).is_none() {
         out.send(&error(
@@ -319,9 +335,7 @@ fn unsubscribe(state: &mut State, out: &mut Outbox, msg: &Value) {
         ));
         return;
     }
-    if state.subscriptions.is_empty() {
-        state.events = None;
-    }
+    state.sync(&rt.hub, out);
     out.send(&json!({ "type": "unsubscribed", "channel": channel }));
 }
 

@@ -6,6 +6,7 @@
 pub mod channels;
 mod connection;
 mod core_rpc;
+mod hub;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,12 +25,15 @@ pub struct Realtime {
     kernel: Arc<Kernel>,
     identity: Arc<Identity>,
     connections: AtomicUsize,
+    /// Fans the bus's events out to the subscribed connections.
+    hub: Arc<hub::Hub>,
 }
 
 impl Realtime {
     /// Sets up the service and registers the core RPC methods.
     pub fn start(kernel: Arc<Kernel>, identity: Arc<Identity>) -> Arc<Self> {
-        let realtime = Arc::new(Self { kernel, identity, connections: AtomicUsize::new(0) });
+        let hub = hub::Hub::new(kernel.events.clone());
+        let realtime = Arc::new(Self { kernel, identity, connections: AtomicUsize::new(0), hub });
         core_rpc::register(&realtime);
         realtime
     }

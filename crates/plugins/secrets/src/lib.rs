@@ -2,6 +2,7 @@
 //! secrets under slash-separated paths, with per-role path policies — the service behind
 //! `/api/v1/secrets` and `/api/v1/audit` (see `docs/secrets.md`).
 
+mod cache;
 pub mod crypto;
 pub mod error;
 pub mod keyring;

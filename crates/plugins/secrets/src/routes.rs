@@ -251,7 +251,9 @@ async fn read_secret(
         updated_at: m.updated_at.to_rfc3339(),
         updated_by: &m.updated_by,
     };
-    Ok(Json(view).into_response())
+    // A decrypted value must not be kept by caches, nor tagged: an ETag derived from the body
+    // would let anyone who sees headers test guesses at the value offline.
+    Ok(([(axum::http::header::CACHE_CONTROL, "no-store")], Json(view)).into_response())
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -5,19 +5,20 @@ use std::sync::Arc;
 
 use nexus_identity::{Identity, Principal};
 use nexus_kernel::Kernel;
-use nexus_kernel::audit::{AuditEntry, AuditQuery, AuditRecord};
+use nexus_kernel::audit::{AuditEntry, AuditQuery, AuditRecord, Precondition};
 use nexus_kernel::clock::Timestamp;
 use nexus_kernel::query::{ListQuery, Page};
 use nexus_web::ClientMeta;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
+use crate::cache::{Cached, ReadCache};
 use crate::crypto::Key;
 use crate::error::SecretsError;
 use crate::keyring::Keyring;
 use crate::paths;
 use crate::policy::Policies;
-use crate::store::{CreateOutcome, NewSecret, NewVersion, SealedRow, SecretRow, Store, VersionRow};
+use crate::store::{self as sql, CreateOutcome, NewSecret, NewVersion, SealedRow, SecretRow, Store, VersionRow};
 
 /// Largest secret value accepted, in bytes.
 pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
@@ -78,6 +79,7 @@ pub struct Secrets {
     store: Store,
     keyring: Keyring,
     policies: Policies,
+    cache: Arc<ReadCache>,
 }
 
 /// Who acted, for audit records: a user id, or `anonymous` for a refused unauthenticated call.
@@ -92,7 +94,9 @@ impl Secrets {
         let policies = Policies::new(kernel.config.secrets.policies.clone(), identity.roles().clone());
         policies.validate().map_err(SecretsError::MasterKey)?;
         let keyring = Keyring::open(&kernel.config, &store).await?;
-        Ok(Arc::new(Self { kernel, store, keyring, policies }))
+        let cache = Arc::new(ReadCache::default());
+        ReadCache::follow(Arc::downgrade(&cache), &kernel.events);
+        Ok(Arc::new(Self { kernel, store, keyring, policies, cache }))
     }
 
     pub fn kernel(&self) -> &Arc<Kernel> {
@@ -224,6 +228,12 @@ impl Secrets {
             let e = SecretsError::field("version", "must be a positive integer");
             return Err(self.refuse(ACTION, Some(p), "", path, client, e).await);
         }
+        if version.is_none()
+            && let Some(cached) = self.cache.get(path)
+            && let Some(value) = self.serve_cached(p, &cached, client).await?
+        {
+            return Ok(value);
+        }
         let row = match self.store.sealed(path, version).await {
             Ok(Some(row)) => row,
             Ok(None) => {
@@ -243,15 +253,22 @@ impl Secrets {
             }
         };
         let read_version = row.v_version.unwrap_or(row.version);
+        // Read from the database within this request, the row is current enough to serve
+        // without a precondition: a write it does not show was not acknowledged when the read
+        // began.
         let rec = self.record(ACTION, Some(p), &row.id, path, client, true, json!({ "version": read_version }));
         if let Err(e) = self.kernel.audit.record(&rec).await {
             tracing::error!(error = %e, secret_id = %row.id, "audit record of a read failed; value withheld");
             return Err(SecretsError::AuditUnavailable);
         }
+        let metadata = parse_metadata(&row.metadata);
+        if version.is_none() {
+            self.cache.insert(row.clone(), metadata.clone());
+        }
         let meta = SecretMeta {
             id: row.id,
             path: row.path,
-            metadata: parse_metadata(&row.metadata),
+            metadata,
             version: read_version,
             created_at: Timestamp::from_micros(row.created_at),
             created_by: row.created_by,
@@ -259,6 +276,49 @@ impl Secrets {
             updated_by: row.v_created_by.unwrap_or(row.updated_by),
         };
         Ok(SecretValue { meta, value })
+    }
+
+    /// Serves a read of the current version from a cached row, if the secret is still at that
+    /// row's id and version when the read's audit record is inserted (the same statement tests
+    /// it); `None` when it is not (or the row does not open), and the database must be read.
+    async fn serve_cached(
+        &self,
+        p: &Principal,
+        cached: &Cached,
+        client: &ClientMeta,
+    ) -> Result<Option<SecretValue>, SecretsError> {
+        let row = &cached.row;
+        let Ok(Some(value)) = self.open_row(row) else {
+            // Whatever is wrong is for the database read to find out and audit.
+            self.cache.invalidate(&row.path);
+            return Ok(None);
+        };
+        let read_version = row.v_version.unwrap_or(row.version);
+        let rec =
+            self.record("secret.read", Some(p), &row.id, &row.path, client, true, json!({ "version": read_version }));
+        let current = Precondition { condition: sql::CURRENT, key: row.id.clone(), version: row.version };
+        match self.kernel.audit.record_if(rec, current).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                self.cache.invalidate(&row.path);
+                return Ok(None);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, secret_id = %row.id, "audit record of a read failed; value withheld");
+                return Err(SecretsError::AuditUnavailable);
+            }
+        }
+        let meta = SecretMeta {
+            id: row.id.clone(),
+            path: row.path.clone(),
+            metadata: cached.metadata.clone(),
+            version: read_version,
+            created_at: Timestamp::from_micros(row.created_at),
+            created_by: row.created_by.clone(),
+            updated_at: Timestamp::from_micros(row.v_created_at.unwrap_or(row.updated_at)),
+            updated_by: row.v_created_by.clone().unwrap_or_else(|| row.updated_by.clone()),
+        };
+        Ok(Some(SecretValue { meta, value }))
     }
 
     /// The data key of a row.
@@ -345,7 +405,7 @@ impl Secrets {
             Err(e) => return Err(self.refuse(ACTION, Some(p), "", path, client, e.into()).await),
         };
         match outcome {
-            CreateOutcome::Created => {}
+            CreateOutcome::Created => self.cache.invalidate(path),
             CreateOutcome::Exists => {
                 return Err(self.refuse(ACTION, Some(p), "", path, client, SecretsError::Exists).await);
             }
@@ -434,6 +494,7 @@ impl Secrets {
                 Ok(false) => continue,
                 Err(e) => return Err(self.refuse(ACTION, Some(p), &row.id, path, client, e.into()).await),
             }
+            self.cache.invalidate(path);
             let version = row.version + 1;
             let changed = json!({ "version": version, "value_changed": update.value.is_some(),
                 "metadata_changed": update.metadata.is_some() });
@@ -477,7 +538,10 @@ impl Secrets {
             return Err(self.refuse(ACTION, Some(p), "", path, client, e).await);
         }
         let id = match self.store.delete(path).await {
-            Ok(Some(id)) => id,
+            Ok(Some(id)) => {
+                self.cache.invalidate(path);
+                id
+            }
             Ok(None) => {
                 return Err(self.refuse(ACTION, Some(p), "", path, client, SecretsError::NotFound("secret")).await);
             }

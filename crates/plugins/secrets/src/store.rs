@@ -128,6 +128,12 @@ impl Keyed for SecretRow {
     }
 }
 
+/// The audit precondition of a read served from the cache: the secret is still the one read
+/// (`guard_key`, its id) at the version read (`guard_version`). See
+/// [`nexus_kernel::audit::Precondition`].
+pub const CURRENT: &str =
+    "EXISTS (SELECT 1 FROM secrets WHERE secrets.id = guard_key AND secrets.version = guard_version)";
+
 const SECRET_COLUMNS: &str = "id, path, metadata, version, created_at, created_by, updated_at, updated_by";
 
 #[derive(Debug, Clone)]

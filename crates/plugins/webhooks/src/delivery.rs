@@ -184,7 +184,7 @@ impl Webhooks {
         target::check(&parsed, self.kernel.config.webhooks.allow_private).await.map_err(|e| e.0)?;
         let body = signed_body(&d.payload, secret);
         let sent = self
-            .client
+            .client()?
             .post(parsed)
             .header("content-type", "application/json")
             .header("x-nexus-signature", signature(secret, body.as_bytes()))

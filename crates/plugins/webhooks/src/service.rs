@@ -112,7 +112,9 @@ pub struct WebhookPatch {
 pub struct Webhooks {
     pub(crate) kernel: Arc<Kernel>,
     pub(crate) store: Store,
-    pub(crate) client: reqwest::Client,
+    /// Made on the first delivery: a TLS client loads its trust roots and crypto provider,
+    /// memory and start-up time a server that sends no webhooks should not pay.
+    client: std::sync::OnceLock<Result<reqwest::Client, String>>,
     /// Wakes the delivery worker when something was queued.
     pub(crate) wake: Notify,
 }
@@ -122,17 +124,29 @@ const WRITE: &str = "webhook.write";
 
 impl Webhooks {
     pub(crate) fn new(kernel: Arc<Kernel>) -> Result<Self, String> {
-        let cfg = &kernel.config.webhooks;
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(cfg.timeout_secs))
-            .connect_timeout(std::time::Duration::from_secs(cfg.timeout_secs))
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .dns_resolver(target::GuardedResolver { allow_private: cfg.allow_private })
-            .user_agent(format!("Nexus-Webhooks/{}", nexus_kernel::VERSION))
-            .build()
-            .map_err(|e| format!("cannot build the webhook HTTP client: {e}"))?;
-        Ok(Self { store: Store::new(kernel.db.clone()), kernel, client, wake: Notify::new() })
+        Ok(Self {
+            store: Store::new(kernel.db.clone()),
+            kernel,
+            client: std::sync::OnceLock::new(),
+            wake: Notify::new(),
+        })
+    }
+
+    /// The HTTP client deliveries are sent with; an error if it cannot be built.
+    pub(crate) fn client(&self) -> Result<&reqwest::Client, String> {
+        let cfg = &self.kernel.config.webhooks;
+        let client = self.client.get_or_init(|| {
+            reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(cfg.timeout_secs))
+                .connect_timeout(std::time::Duration::from_secs(cfg.timeout_secs))
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .dns_resolver(target::GuardedResolver { allow_private: cfg.allow_private })
+                .user_agent(format!("Nexus-Webhooks/{}", nexus_kernel::VERSION))
+                .build()
+                .map_err(|e| format!("cannot build the webhook HTTP client: {e}"))
+        });
+        client.as_ref().map_err(Clone::clone)
     }
 
     /// Validates a URL against the outbound rules.

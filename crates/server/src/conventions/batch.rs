@@ -5,13 +5,10 @@
 //! with `id`, `status` and `body` (`null` when empty); a failing sub-request fails alone, and
 //! a malformed entry, a nested batch or a URL on another host gets a 400 entry of its own.
 
-use std::sync::Arc;
-
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use nexus_web::dialect::Dialect;
 use nexus_web::{ApiError, FieldError, Json, RequestId};
@@ -47,12 +44,14 @@ fn is_batch_path(path: &str) -> bool {
     matches!(path, "/api/batch" | "/api/v2/batch" | "/api/batch/" | "/api/v2/batch/")
 }
 
-/// Service-level middleware: answers `POST /api/batch`, passes everything else on.
-pub async fn batch(State(state): State<Arc<BatchState>>, req: Request, next: Next) -> Response {
-    if req.method() != Method::POST || !is_batch_path(req.uri().path()) {
-        return next.run(req).await;
-    }
-    match run(&state, req).await {
+/// Whether `req` is a batch for [`answer`] rather than a request for the routes.
+pub fn is_batch(req: &Request) -> bool {
+    req.method() == Method::POST && is_batch_path(req.uri().path())
+}
+
+/// Answers `POST /api/batch`.
+pub async fn answer(state: &BatchState, req: Request) -> Response {
+    match run(state, req).await {
         Ok(body) => (StatusCode::OK, Json(body)).into_response(),
         Err(e) => e.into_response(),
     }

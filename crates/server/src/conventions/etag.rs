@@ -4,29 +4,43 @@
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+use axum::http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use axum::http::{HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::Response;
 use sha2::{Digest, Sha256};
 
 /// Bodies larger than this are sent without a tag rather than buffered.
 const MAX_TAGGED: u64 = 1024 * 1024;
 
-pub async fn etag(req: Request, next: Next) -> Response {
+/// What the answer to a `GET` or `HEAD` needs from its request: the client's `If-None-Match`.
+#[derive(Debug)]
+pub struct Taggable {
+    if_none_match: Option<String>,
+}
+
+/// Before routing: `None` when the request's answer is not tagged (not `GET` or `HEAD`).
+pub fn taggable(req: &Request) -> Option<Taggable> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return next.run(req).await;
+        return None;
     }
-    let if_none_match = req.headers().get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let response = next.run(req).await;
+    Some(Taggable { if_none_match: req.headers().get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(str::to_owned) })
+}
+
+/// After the handler: adds the tag, or turns the answer into `304 Not Modified`.
+pub async fn tag(taggable: Taggable, response: Response) -> Response {
+    let if_none_match = taggable.if_none_match;
     let is_json = response
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     let size = axum::body::HttpBody::size_hint(response.body()).upper();
+    // `no-store` answers (health checks) change every time: a tag would cost a hash for nothing.
+    let no_store =
+        response.headers().get(CACHE_CONTROL).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("no-store"));
     if response.status() != StatusCode::OK
         || !is_json
+        || no_store
         || response.headers().contains_key(ETAG)
         || size.is_none_or(|s| s > MAX_TAGGED)
     {

@@ -6,4 +6,5 @@
 pub mod batch;
 pub mod etag;
 pub mod ratelimit;
+pub mod service;
 pub mod version;

@@ -1,13 +1,13 @@
 //! Rate limits per identity (user or API key), else per client IP, by route class, with the
 //! seeds' headers on every limited response and their 429 body.
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use nexus_identity::Identity;
 use nexus_identity::principal::{self, Credential};
@@ -51,6 +51,24 @@ struct Class {
     patterns: Vec<Pattern>,
     limit: u32,
     window: Duration,
+    /// The constant headers of this class, rendered once.
+    limit_header: HeaderValue,
+    premium_limit_header: HeaderValue,
+    window_header: HeaderValue,
+}
+
+impl Class {
+    fn new(name: String, patterns: Vec<Pattern>, limit: u32, window: Duration, premium_multiplier: u32) -> Self {
+        Self {
+            limit_header: HeaderValue::from(limit),
+            premium_limit_header: HeaderValue::from(limit.saturating_mul(premium_multiplier)),
+            window_header: HeaderValue::from(window.as_secs().max(1)),
+            name,
+            patterns,
+            limit,
+            window,
+        }
+    }
 }
 
 /// The configured limits, resolved once at start.
@@ -71,23 +89,23 @@ impl RateLimits {
         let classes = cfg
             .classes
             .iter()
-            .map(|c| Class {
-                name: c.name.clone(),
-                patterns: c.paths.iter().map(|p| Pattern::new(p)).collect(),
-                limit: c.limit.unwrap_or(if c.name == "login" {
+            .map(|c| {
+                let limit = c.limit.unwrap_or(if c.name == "login" {
                     kernel.config.auth.login_attempts_per_minute
                 } else {
                     cfg.limit
-                }),
-                window: Duration::from_secs(c.window_secs),
+                });
+                let patterns = c.paths.iter().map(|p| Pattern::new(p)).collect();
+                Class::new(c.name.clone(), patterns, limit, Duration::from_secs(c.window_secs), cfg.premium_multiplier)
             })
             .collect();
-        let default = Class {
-            name: String::from("default"),
-            patterns: Vec::new(),
-            limit: cfg.limit,
-            window: Duration::from_secs(cfg.window_secs),
-        };
+        let default = Class::new(
+            String::from("default"),
+            Vec::new(),
+            cfg.limit,
+            Duration::from_secs(cfg.window_secs),
+            cfg.premium_multiplier,
+        );
         Arc::new(Self {
             enabled: cfg.enabled,
             exempt: cfg.exempt.iter().map(|p| Pattern::new(p)).collect(),
@@ -99,46 +117,111 @@ impl RateLimits {
         })
     }
 
+    /// Whether requests to `path` are counted at all.
+    pub fn applies_to(&self, path: &str) -> bool {
+        self.enabled && !self.exempt.iter().any(|p| p.matches(path))
+    }
+
     fn class_for(&self, path: &str) -> &Class {
         self.classes.iter().find(|c| c.patterns.iter().any(|p| p.matches(path))).unwrap_or(&self.default)
     }
 }
 
-/// Route-level middleware: counts the request and adds the `X-RateLimit-*` headers, or answers
-/// 429. It authenticates the caller once and leaves the [`Principal`](nexus_identity::Principal)
-/// in the request for the handler's `Auth` extractor.
-pub async fn limit(State(rl): State<Arc<RateLimits>>, req: Request, next: Next) -> Response {
-    if !rl.enabled {
-        return next.run(req).await;
+// Made at compile time: `from_static` checks its text, which need not happen per request.
+const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("x-ratelimit-limit");
+const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("x-ratelimit-remaining");
+const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-reset");
+const X_RATELIMIT_RESET_AFTER: HeaderName = HeaderName::from_static("x-ratelimit-reset-after");
+const X_RATELIMIT_WINDOW: HeaderName = HeaderName::from_static("x-ratelimit-window");
+const X_RATELIMIT_TIER: HeaderName = HeaderName::from_static("x-ratelimit-tier");
+
+/// What the `X-RateLimit-*` headers of an admitted request's answer say. Kept small (the
+/// headers are rendered when applied): it travels with every counted request.
+#[derive(Debug)]
+pub struct Admitted {
+    decision: Decision,
+    limit: HeaderValue,
+    window: HeaderValue,
+    premium: bool,
+}
+
+impl Admitted {
+    fn new(decision: Decision, class: &Class, premium: bool) -> Self {
+        let limit = if premium { &class.premium_limit_header } else { &class.limit_header };
+        Self { decision, limit: limit.clone(), window: class.window_header.clone(), premium }
     }
+
+    pub fn apply(self, response: &mut Response) {
+        let map: &mut HeaderMap = response.headers_mut();
+        map.reserve(6);
+        for (name, value) in self.headers() {
+            map.insert(name, value);
+        }
+    }
+
+    /// The `X-RateLimit-*` headers. The limit and the window are the ones the decision was
+    /// made with, so the class's pre-rendered values are theirs.
+    fn headers(self) -> [(HeaderName, HeaderValue); 6] {
+        let d = self.decision;
+        let tier = if self.premium { "premium" } else { "standard" };
+        [
+            (X_RATELIMIT_LIMIT, self.limit),
+            (X_RATELIMIT_REMAINING, HeaderValue::from(d.remaining)),
+            (X_RATELIMIT_RESET, HeaderValue::from(d.reset_at)),
+            (X_RATELIMIT_RESET_AFTER, HeaderValue::from(d.reset_after)),
+            (X_RATELIMIT_WINDOW, self.window),
+            (X_RATELIMIT_TIER, HeaderValue::from_static(tier)),
+        ]
+    }
+}
+
+/// Before routing, for a request [`RateLimits::applies_to`]: counts it, and gives it back
+/// with the headers for its answer, or answers 429. It authenticates the caller once and
+/// leaves the [`Principal`](nexus_identity::Principal) in the request for the handler's
+/// `Auth` extractor.
+pub async fn admit(rl: &RateLimits, req: Request) -> Result<(Request, Admitted), Response> {
     let path = req.uri().path();
-    if rl.exempt.iter().any(|p| p.matches(path)) {
-        return next.run(req).await;
-    }
-    let class = rl.class_for(path).clone();
+    let class = rl.class_for(path);
     let (mut parts, body) = req.into_parts();
-    let mut who = None;
+    // The counter's key, `<class>:<who>`, built in one allocation: this runs on every request.
+    let mut key = String::with_capacity(class.name.len() + 48);
+    key.push_str(&class.name);
+    key.push(':');
     let mut premium = false;
-    if let Some(presented) = principal::presented(&parts)
-        && let Ok(p) = rl.identity.authenticate(&presented).await
-    {
-        who = Some(match &p.credential {
-            Credential::ApiKey { key_id, .. } => format!("key:{key_id}"),
-            Credential::Token { .. } => format!("user:{}", p.user_id),
-        });
-        // A premium key gets the premium tier unless it asks for the standard one; the
-        // tier header of anyone else is ignored.
-        let tier = parts.headers.get("x-rate-limit-tier").and_then(|v| v.to_str().ok()).unwrap_or("premium");
-        premium = p.is_premium_key() && !tier.trim().eq_ignore_ascii_case("standard");
-        parts.extensions.insert(p);
+    let principal = match principal::presented(&parts) {
+        Some(presented) => rl.identity.authenticate(&presented).await.ok(),
+        None => None,
+    };
+    match principal {
+        Some(p) => {
+            match &p.credential {
+                Credential::ApiKey { key_id, .. } => {
+                    key.push_str("key:");
+                    key.push_str(key_id);
+                }
+                Credential::Token { .. } => {
+                    key.push_str("user:");
+                    key.push_str(&p.user_id);
+                }
+            }
+            // A premium key gets the premium tier unless it asks for the standard one; the
+            // tier header of anyone else is ignored.
+            if p.is_premium_key() {
+                let tier = parts.headers.get("x-rate-limit-tier").and_then(|v| v.to_str().ok()).unwrap_or("premium");
+                premium = !tier.trim().eq_ignore_ascii_case("standard");
+            }
+            parts.extensions.insert(p);
+        }
+        None => {
+            key.push_str("ip:");
+            if let Some(ConnectInfo(addr)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+                let _ = write!(key, "{}", addr.ip());
+            }
+        }
     }
-    let who = who.unwrap_or_else(|| {
-        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(a)| a.ip().to_string());
-        format!("ip:{}", ip.unwrap_or_default())
-    });
     let limit = if premium { class.limit.saturating_mul(rl.premium_multiplier) } else { class.limit };
-    let decision = rl.kernel.rate_limits.check(&format!("{}:{who}", class.name), limit, class.window).await;
-    let tier = if premium { "premium" } else { "standard" };
+    let decision = rl.kernel.rate_limits.check(&key, limit, class.window).await;
+    let admitted = Admitted::new(decision, class, premium);
     if !decision.allowed {
         let mut err = ApiError::new(
             ErrorCode::RateLimitExceeded,
@@ -148,28 +231,12 @@ pub async fn limit(State(rl): State<Arc<RateLimits>>, req: Request, next: Next) 
         .with_extra("limit", decision.limit)
         .with_extra("window", window_text(decision.window));
         err = err.with_header(axum::http::header::RETRY_AFTER, HeaderValue::from(decision.reset_after));
-        for (name, value) in headers(&decision, tier) {
+        for (name, value) in admitted.headers() {
             err = err.with_header(name, value);
         }
-        return err.into_response();
+        return Err(err.into_response());
     }
-    let mut response = next.run(Request::from_parts(parts, body)).await;
-    let map: &mut HeaderMap = response.headers_mut();
-    for (name, value) in headers(&decision, tier) {
-        map.insert(name, value);
-    }
-    response
-}
-
-fn headers(d: &Decision, tier: &'static str) -> [(HeaderName, HeaderValue); 6] {
-    [
-        (HeaderName::from_static("x-ratelimit-limit"), HeaderValue::from(d.limit)),
-        (HeaderName::from_static("x-ratelimit-remaining"), HeaderValue::from(d.remaining)),
-        (HeaderName::from_static("x-ratelimit-reset"), HeaderValue::from(d.reset_at)),
-        (HeaderName::from_static("x-ratelimit-reset-after"), HeaderValue::from(d.reset_after)),
-        (HeaderName::from_static("x-ratelimit-window"), HeaderValue::from(d.window)),
-        (HeaderName::from_static("x-ratelimit-tier"), HeaderValue::from_static(tier)),
-    ]
+    Ok((Request::from_parts(parts, body), admitted))
 }
 
 /// `3600` → `1h`, `60` → `1m`, else seconds (`90s`).

@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderName, HeaderValue, Uri};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use nexus_kernel::Kernel;
 use nexus_kernel::config::ApiVersions;
 use nexus_web::{ApiError, Dialect, FieldError, Json};
@@ -76,12 +75,19 @@ fn status(v: &ApiVersions, version: &str, today: Date) -> Status {
     }
 }
 
-/// Service-level middleware (before routing): resolves the version and strips `/vN` from
-/// framework paths.
-pub async fn negotiate(State(kernel): State<Arc<Kernel>>, mut req: Request, next: Next) -> Response {
+/// The version a framework request was served in, for the answer's headers.
+#[derive(Debug)]
+pub struct Negotiated {
+    version: HeaderValue,
+    deprecated: Option<Option<Date>>,
+}
+
+/// Before routing: resolves the version of a framework request and strips `/vN` from its
+/// path. `Ok(None)` for other surfaces; `Err` is the 400 for an unknown or sunset version.
+pub fn resolve(kernel: &Kernel, req: &mut Request) -> Result<Option<Negotiated>, ApiError> {
     let path = req.uri().path();
     if !(path == "/api" || path.starts_with("/api/")) || Dialect::for_path(path) != Dialect::Framework {
-        return next.run(req).await;
+        return Ok(None);
     }
     let versions = &kernel.config.api.versions;
     let mut requested = None;
@@ -102,13 +108,12 @@ pub async fn negotiate(State(kernel): State<Arc<Kernel>>, mut req: Request, next
         }
     }
     let headers = req.headers();
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let (x_api_version, accept) = (header("x-api-version"), header("accept"));
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if requested.is_none() {
-        requested = x_api_version.map(|v| normalize(&v).unwrap_or(v));
+        requested = header("x-api-version").map(|v| normalize(v).unwrap_or_else(|| v.to_owned()));
     }
     if requested.is_none() {
-        requested = accept.and_then(|accept| {
+        requested = header("accept").and_then(|accept| {
             accept.split(',').find_map(|item| {
                 let media = item.split(';').next().unwrap_or("").trim();
                 let v = media.strip_prefix("application/vnd.nexus.")?.strip_suffix("+json")?;
@@ -116,31 +121,48 @@ pub async fn negotiate(State(kernel): State<Arc<Kernel>>, mut req: Request, next
             })
         });
     }
+    let Some(version) = requested.filter(|v| *v != versions.current) else {
+        // The common case: no version asked for, or the current one.
+        return Ok(Some(Negotiated {
+            version: HeaderValue::from_str(&versions.current).map_err(|_| bad_current())?,
+            deprecated: None,
+        }));
+    };
     let today = time::OffsetDateTime::now_utc().date();
-    let version = requested.unwrap_or_else(|| versions.current.clone());
-    let status = status(versions, &version, today);
-    if let Status::Refused(reason) = &status {
-        let supported = served(versions, today);
-        let message = format!("{reason}; supported versions: {}", supported.join(", "));
-        return ApiError::invalid_fields(vec![FieldError::new("version", message.clone())])
-            .with_extra("supported_versions", supported)
-            .into_response();
-    }
-    let mut response = next.run(req).await;
-    let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&version) {
-        headers.insert(HeaderName::from_static("x-api-version"), value);
-    }
-    if let Status::Deprecated { sunset } = status {
-        headers.insert(HeaderName::from_static("deprecation"), HeaderValue::from_static("true"));
-        let http_date = sunset.and_then(|d| {
-            d.format(format_description!("[weekday repr:short], [day] [month repr:short] [year] 23:59:59 GMT")).ok()
-        });
-        if let Some(value) = http_date.and_then(|d| HeaderValue::from_str(&d).ok()) {
-            headers.insert(HeaderName::from_static("sunset"), value);
+    let deprecated = match status(versions, &version, today) {
+        Status::Refused(reason) => {
+            let supported = served(versions, today);
+            let message = format!("{reason}; supported versions: {}", supported.join(", "));
+            return Err(ApiError::invalid_fields(vec![FieldError::new("version", message)])
+                .with_extra("supported_versions", supported));
+        }
+        Status::Current => None,
+        Status::Deprecated { sunset } => Some(sunset),
+    };
+    let version = HeaderValue::from_str(&version)
+        .map_err(|_| ApiError::invalid_fields(vec![FieldError::new("version", "not a version number")]))?;
+    Ok(Some(Negotiated { version, deprecated }))
+}
+
+fn bad_current() -> ApiError {
+    ApiError::internal("api.versions.current is not a valid header value")
+}
+
+impl Negotiated {
+    /// Adds `X-API-Version`, and `Deprecation`/`Sunset` for a deprecated version.
+    pub fn apply(self, response: &mut Response) {
+        let headers = response.headers_mut();
+        headers.insert(HeaderName::from_static("x-api-version"), self.version);
+        if let Some(sunset) = self.deprecated {
+            headers.insert(HeaderName::from_static("deprecation"), HeaderValue::from_static("true"));
+            let http_date = sunset.and_then(|d| {
+                d.format(format_description!("[weekday repr:short], [day] [month repr:short] [year] 23:59:59 GMT")).ok()
+            });
+            if let Some(value) = http_date.and_then(|d| HeaderValue::from_str(&d).ok()) {
+                headers.insert(HeaderName::from_static("sunset"), value);
+            }
         }
     }
-    response
 }
 
 /// `GET /api/versions`.

@@ -107,3 +107,39 @@ async fn cors_preflight_is_answered_for_configured_origins() {
     let r = s.call(Method::OPTIONS, "/api/health", None, &headers).await;
     assert_eq!(r.header("access-control-allow-origin"), None);
 }
+
+#[tokio::test]
+async fn cors_and_compression_apply_to_those_who_ask_and_caches_are_told() {
+    let s = TestServer::start_with(nexus_testkit::Backend::Sqlite, |c| {
+        c.server.cors_origins = vec!["https://app.example".into()];
+    })
+    .await;
+    let vary = |r: &nexus_testkit::Reply| {
+        r.headers.get_all("vary").iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(", ")
+    };
+    // No Origin, no Accept-Encoding: no CORS headers, no encoding, but `Vary` names both.
+    let r = s.call(Method::GET, "/api/health", None, &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("access-control-allow-origin"), None);
+    assert_eq!(r.header("content-encoding"), None);
+    let v = vary(&r);
+    assert!(v.contains("origin") && v.contains("accept-encoding"), "{v}");
+
+    // A cross-origin request from an allowed origin gets its CORS headers on the real answer.
+    let r = s.call(Method::GET, "/api/health", None, &[("Origin", "https://app.example")]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("access-control-allow-origin"), Some("https://app.example"));
+    assert!(vary(&r).contains("origin"));
+    assert!(r.header("x-request-id").is_some());
+}
+
+#[tokio::test]
+async fn health_answers_are_not_cached() {
+    let s = TestServer::start().await;
+    for path in ["/health", "/api/health", "/api/v1/health"] {
+        let r = s.call(Method::GET, path, None, &[]).await;
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.header("cache-control"), Some("no-store"), "{path}");
+        assert_eq!(r.header("etag"), None, "{path}");
+    }
+}

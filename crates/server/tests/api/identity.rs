@@ -520,3 +520,142 @@ async fn the_openapi_document_declares_the_security_schemes_it_uses() {
         assert!(doc["paths"][path].is_object(), "{path} missing from the OpenAPI document");
     }
 }
+
+/// Creates a user as admin and returns their id.
+async fn create_user(s: &TestServer, admin: &str, username: &str) -> String {
+    let body = json!({"username": username, "email": format!("{username}@example.com"), "password": "user-Pass1",
+                      "full_name": "Before", "roles": ["user"]});
+    let r = s.post_as(admin, "/api/users", body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.json["id"].as_str().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn a_user_read_right_after_a_change_shows_the_change() {
+    for backend in backends() {
+        let s = TestServer::start_on(backend).await;
+        let admin = s.admin_token().await;
+        let id = create_user(&s, &admin, "fresh.reader").await;
+        let path = format!("/api/users/{id}");
+        let read = |field: &'static str| {
+            let (s, admin, path) = (&s, &admin, &path);
+            async move {
+                let r = s.get_as(admin, path).await;
+                assert_eq!(r.status, 200, "{backend:?}: {}", r.text);
+                r.json[field].clone()
+            }
+        };
+        // Each read below follows a change acknowledged by this instance, after the user was
+        // read (and so remembered) before it.
+        assert_eq!(read("full_name").await, "Before");
+        assert_eq!(read("last_login").await, json!(null));
+        let r = s.call_as(&admin, Method::PUT, &path, Some(json!({"full_name": "After"}))).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(read("full_name").await, "After", "{backend:?}: profile change");
+        let r = s.call_as(&admin, Method::PUT, &path, Some(json!({"roles": ["editor"]}))).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(read("roles").await, json!(["editor"]), "{backend:?}: role change");
+        assert!(read("permissions").await.as_array().is_some_and(|p| p.contains(&json!("content.publish"))));
+        let r = s.call_as(&admin, Method::PUT, &path, Some(json!({"status": "suspended"}))).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(read("status").await, "suspended", "{backend:?}: status change");
+        let r =
+            s.call_as(&admin, Method::PUT, &path, Some(json!({"status": "active", "password": "other-Pass2"}))).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(read("status").await, "active");
+        let user = s.login("fresh.reader", "other-Pass2").await;
+        assert!(read("last_login").await.is_string(), "{backend:?}: a login sets last_login");
+        // The other surfaces reading users see the same.
+        let r = s.get_as(&user, &format!("/v2/users/{id}")).await;
+        assert_eq!(r.json["full_name"], "After", "{}", r.text);
+        let r = s.get_as(&user, "/api/user/profile").await;
+        assert_eq!(r.json["roles"], json!(["editor"]), "{}", r.text);
+        assert_eq!(s.call_as(&admin, Method::DELETE, &path, None).await.status, 204);
+        let r = s.get_as(&admin, &path).await;
+        assert_eq!(r.status, 404, "{backend:?}: a deleted user is gone at once: {}", r.text);
+    }
+}
+
+/// Two instances on one database (PostgreSQL when configured, else one SQLite file), with
+/// Redis for both when `redis` is given.
+async fn two_instances(redis: Option<String>) -> (TestServer, TestServer) {
+    let backend = if nexus_testkit::postgres_url().is_some() { Backend::Postgres } else { Backend::Sqlite };
+    let share = move |c: &mut nexus_kernel::config::Config| {
+        c.auth.jwt_secret = Some("k".repeat(40));
+        c.secrets.master_key = Some(String::from("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="));
+        c.redis.url = redis.clone();
+    };
+    let a = TestServer::start_with(backend, share.clone()).await;
+    let db = a.config.database_url();
+    let b = TestServer::start_with(Backend::Sqlite, |c| {
+        share(c);
+        c.database.url = Some(db);
+    })
+    .await;
+    (a, b)
+}
+
+#[tokio::test]
+async fn user_changes_made_elsewhere_are_seen_within_a_second() {
+    use std::time::{Duration, Instant};
+    // The bound documented in crates/plugins/identity/src/service/cache.rs.
+    const BOUND: Duration = Duration::from_secs(1);
+    let (a, b) = two_instances(None).await;
+    let admin = a.admin_token().await;
+    let id = create_user(&a, &admin, "remote.change").await;
+    let path = format!("/api/users/{id}");
+    for (i, change) in [json!({"full_name": "Renamed"}), json!({"roles": ["viewer"]}), json!({"status": "inactive"})]
+        .into_iter()
+        .enumerate()
+    {
+        // `a` remembers the user; `b` changes it.
+        assert_eq!(a.get_as(&admin, &path).await.status, 200);
+        let r = b.call_as(&admin, Method::PUT, &path, Some(change.clone())).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let acknowledged = Instant::now();
+        tokio::time::sleep(BOUND.saturating_sub(acknowledged.elapsed()) + Duration::from_millis(20)).await;
+        let r = a.get_as(&admin, &path).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let Some((field, value)) = change.as_object().and_then(|o| o.iter().next()) else { continue };
+        assert_eq!(&r.json[field], value, "change {i} not seen on the other instance after {BOUND:?}");
+    }
+    assert_eq!(a.get_as(&admin, &path).await.status, 200);
+    assert_eq!(b.call_as(&admin, Method::DELETE, &path, None).await.status, 204);
+    tokio::time::sleep(BOUND + Duration::from_millis(20)).await;
+    assert_eq!(a.get_as(&admin, &path).await.status, 404, "deletion not seen on the other instance");
+}
+
+#[tokio::test]
+async fn with_redis_user_changes_reach_other_instances_before_the_bound() {
+    use std::time::{Duration, Instant};
+    let Some(redis) = nexus_testkit::redis_url() else {
+        eprintln!("NEXUS_TEST_REDIS_URL is not set; skipping");
+        return;
+    };
+    let (a, b) = two_instances(Some(redis)).await;
+    let admin = a.admin_token().await;
+    let id = create_user(&a, &admin, "pushed.change").await;
+    let path = format!("/api/users/{id}");
+    assert_eq!(a.get_as(&admin, &path).await.full_name(), "Before");
+    let remembered = Instant::now();
+    let r = b.call_as(&admin, Method::PUT, &path, Some(json!({"full_name": "Pushed"}))).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // Without the event, `a` would answer from memory until a second after `remembered`.
+    loop {
+        if a.get_as(&admin, &path).await.full_name() == "Pushed" {
+            break;
+        }
+        assert!(remembered.elapsed() < Duration::from_millis(800), "the change did not arrive through Redis");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+trait FullName {
+    fn full_name(&self) -> String;
+}
+
+impl FullName for nexus_testkit::Reply {
+    fn full_name(&self) -> String {
+        self.json["full_name"].as_str().unwrap_or_default().to_string()
+    }
+}

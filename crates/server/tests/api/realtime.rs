@@ -131,6 +131,49 @@ async fn a_subscriber_receives_a_user_created_over_http() {
 }
 
 #[tokio::test]
+async fn each_subscriber_gets_an_event_once_per_channel_and_only_if_permitted() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let viewer = s.user_token("fanviewer", &["viewer"]).await;
+    let mut both = Ws::authed(&s, &admin).await;
+    for channel in ["user_events", "events"] {
+        both.send(json!({ "type": "subscribe", "channel": channel })).await;
+        assert_eq!(both.recv().await["type"], "subscribed");
+    }
+    let mut users = Ws::authed(&s, &admin).await;
+    users.send(json!({ "type": "subscribe", "channel": "user_events" })).await;
+    assert_eq!(users.recv().await["type"], "subscribed");
+    let mut limited = Ws::authed(&s, &viewer).await;
+    limited.send(json!({ "type": "subscribe", "channel": "events" })).await;
+    assert_eq!(limited.recv().await["type"], "subscribed");
+    // Authenticating again as the viewer takes the admin's permissions away from a connection
+    // that is already subscribed.
+    let mut demoted = Ws::authed(&s, &admin).await;
+    demoted.send(json!({ "type": "subscribe", "channel": "events" })).await;
+    assert_eq!(demoted.recv().await["type"], "subscribed");
+    demoted.send(json!({ "type": "auth", "token": viewer })).await;
+    assert_eq!(demoted.recv().await["type"], "auth_success");
+
+    create_user(&s, &admin, "fanout1").await;
+    s.kernel().events.publish("system", "system.notice", json!({}));
+
+    // Once per subscribed channel, the same event on each.
+    let a = both.recv_type("event").await;
+    let b = both.recv_type("event").await;
+    assert_eq!((a["channel"].as_str(), b["channel"].as_str()), (Some("events"), Some("user_events")));
+    assert_eq!(a["data"], b["data"]);
+    assert_eq!(a["data"]["type"], "user.created");
+    let c = users.recv_type("event").await;
+    assert_eq!(c["data"], a["data"]);
+    assert_eq!(c["timestamp"], a["timestamp"]);
+    // Those without user.read see the system event first: the user event never came.
+    for ws in [&mut limited, &mut demoted] {
+        let ev = ws.recv_type("event").await;
+        assert_eq!(ev["data"]["type"], "system.notice", "{ev}");
+    }
+}
+
+#[tokio::test]
 async fn filters_and_the_all_events_channel() {
     let s = TestServer::start().await;
     let admin = s.admin_token().await;

@@ -336,6 +336,9 @@ async fn cas_conflicts_and_older_versions_are_readable() {
         assert_eq!(r.json["current_version"], 2, "{}", r.text);
         let r = s.get_as(&token, "/api/v1/secrets/app/key").await;
         assert_eq!(r.json["value"], "two");
+        // A value is neither cacheable nor tagged with a digest of itself.
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+        assert_eq!(r.header("etag"), None);
 
         let r = s.get_as(&token, "/api/v1/secrets/app/key?version=1").await;
         assert_eq!(r.status, 200, "{}", r.text);

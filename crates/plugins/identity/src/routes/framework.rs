@@ -2,8 +2,11 @@
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use nexus_web::{ApiError, ClientMeta, Json, ListRequest, Path, Query};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -321,13 +324,18 @@ async fn create_user(
 /// A user with their permissions (`user.read`, or the user themself).
 #[utoipa::path(get, path = "/api/users/{user_id}", tag = "users", params(("user_id" = String, Path)),
     responses((status = 200, body = UserView), (status = 404, description = "RESOURCE_NOT_FOUND")))]
-async fn get_user(State(id): Api, Auth(p): Auth, Path(user_id): Path<String>) -> Result<Json<UserView>, ApiError> {
+async fn get_user(State(id): Api, Auth(p): Auth, Path(user_id): Path<String>) -> Result<Response, ApiError> {
     if p.user_id != user_id {
         p.require("user.read")?;
     }
-    let user = id.get_user(&user_id).await?;
-    let permissions = id.roles().permissions(&user.roles).list();
-    Ok(Json(UserView::new(user, Some(permissions))))
+    // The body is rendered once per cached record, not once per request.
+    let entry = id.user_entry(&user_id).await?;
+    let body = entry.rendered(|user| {
+        let view = UserView::new(user.clone(), Some(id.roles().permissions(&user.roles).list()));
+        // A view of strings and a JSON object cannot fail to serialise.
+        Bytes::from(serde_json::to_vec(&view).unwrap_or_default())
+    });
+    Ok(([(CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response())
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

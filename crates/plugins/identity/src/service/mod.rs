@@ -2,6 +2,7 @@
 //! manages users, whichever surface asks.
 
 mod apikeys;
+mod cache;
 mod lists;
 mod revocation;
 mod session;
@@ -42,6 +43,8 @@ pub struct Identity {
     jwt: JwtKeys,
     roles: Roles,
     revoked: revocation::Revoked,
+    /// Users for the read paths; see [`cache`] for how fresh they are.
+    users: cache::UserCache,
     keys: moka::sync::Cache<String, Arc<KeyOwner>>,
     /// Keys whose `last_used` was written recently, so it is written at most once a minute.
     touched: moka::sync::Cache<String, ()>,
@@ -57,6 +60,7 @@ impl Identity {
             jwt: JwtKeys::new(&secret),
             roles: Roles::new(&auth.roles),
             revoked: revocation::Revoked::default(),
+            users: cache::UserCache::default(),
             keys: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(10)).build(),
             touched: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build(),
             kernel,
@@ -64,6 +68,7 @@ impl Identity {
         identity.ensure_admin().await?;
         identity.revoked.load(&identity.store).await?;
         revocation::watch(Arc::downgrade(&identity));
+        cache::follow_remote_changes(Arc::downgrade(&identity), &identity.kernel.events);
         Ok(identity)
     }
 
@@ -84,7 +89,7 @@ impl Identity {
     }
 
     fn authenticate_token(&self, token: &str) -> Result<Principal, IdentityError> {
-        let claims = self.jwt.verify(token).map_err(|e| match e {
+        let claims = self.jwt.verify_cached(token).map_err(|e| match e {
             TokenError::Expired => IdentityError::TokenExpired,
             TokenError::Invalid => IdentityError::InvalidToken,
         })?;
@@ -93,10 +98,10 @@ impl Identity {
         }
         Ok(Principal {
             permissions: self.roles.permissions(&claims.roles),
-            user_id: claims.sub,
-            username: claims.name,
-            roles: claims.roles,
-            credential: Credential::Token { jti: claims.jti, sid: claims.sid, expires_at: claims.exp },
+            user_id: claims.sub.clone(),
+            username: claims.name.clone(),
+            roles: claims.roles.clone(),
+            credential: Credential::Token { jti: claims.jti.clone(), sid: claims.sid.clone(), expires_at: claims.exp },
         })
     }
 

@@ -101,7 +101,10 @@ impl Identity {
             self.audit("auth.login", &user.id, &user.id, &req.client, false, fail("account not active")).await;
             return Err(IdentityError::Inactive(user.status));
         }
-        self.store.record_login_success(&user.id, now).await?;
+        let recorded = self.store.record_login_success(&user.id, now).await;
+        // `last_login` is part of the record the read paths show.
+        self.users.invalidate(&user.id);
+        recorded?;
         let family = nexus_kernel::id::uuid();
         let session = self.issue(&user.id, &family, &req.client_id, &req.device_id, req.lifetime).await?;
         self.audit("auth.login", &user.id, &user.id, &req.client, true, details(serde_json::Map::new())).await;
@@ -127,7 +130,7 @@ impl Identity {
         device_id: &str,
         lifetime: TokenLifetime,
     ) -> Result<Session, IdentityError> {
-        let user = self.get_user(user_id).await?;
+        let user = self.fresh_user(user_id).await?;
         let ttl = self.ttl(lifetime);
         let claims = tokens::claims(&user.id, &user.username, &user.roles, family, ttl);
         let access_token = self.jwt.sign(&claims).map_err(IdentityError::Internal)?;
@@ -204,7 +207,7 @@ impl Identity {
             .await;
             return Err(IdentityError::InvalidToken);
         }
-        let user = self.get_user(&row.user_id).await?;
+        let user = self.fresh_user(&row.user_id).await?;
         if user.status != "active" {
             return Err(IdentityError::Inactive(user.status));
         }
@@ -224,7 +227,7 @@ impl Identity {
         let Credential::Token { sid, .. } = &principal.credential else {
             return Err(IdentityError::field("authorization", "Only a session token can be refreshed"));
         };
-        let user = self.get_user(&principal.user_id).await?;
+        let user = self.fresh_user(&principal.user_id).await?;
         if user.status != "active" {
             return Err(IdentityError::Inactive(user.status));
         }

@@ -1,10 +1,13 @@
 //! Users: validation, creation, changes, deletion, and the first admin.
 
+use std::sync::Arc;
+
 use nexus_kernel::clock::Timestamp;
 use nexus_web::{ClientMeta, FieldError};
 use serde_json::{Value, json};
 
 use super::Identity;
+use super::cache::Entry;
 use crate::error::IdentityError;
 use crate::principal::Principal;
 use crate::store::{UserFilter, UserRow};
@@ -110,7 +113,25 @@ impl Identity {
         }
     }
 
+    /// User `id` as the read paths show it, from memory when it is there (see
+    /// [`cache`](super::cache) for how fresh that is). Decisions that grant access read
+    /// [`fresh_user`](Self::fresh_user) instead.
     pub async fn get_user(&self, id: &str) -> Result<User, IdentityError> {
+        Ok(self.user_entry(id).await?.user.clone())
+    }
+
+    /// The cache entry of user `id`, loading it if needed.
+    pub(crate) async fn user_entry(&self, id: &str) -> Result<Arc<Entry>, IdentityError> {
+        if let Some(entry) = self.users.get(id) {
+            return Ok(entry);
+        }
+        let ticket = self.users.begin();
+        let user = self.fresh_user(id).await?;
+        Ok(self.users.store(user, ticket))
+    }
+
+    /// User `id` as the database has it now.
+    pub(super) async fn fresh_user(&self, id: &str) -> Result<User, IdentityError> {
         self.store.user_by_id(id).await?.map(User::from).ok_or(IdentityError::NotFound("user"))
     }
 
@@ -284,7 +305,10 @@ impl Identity {
             row.metadata = v.to_string();
         }
         row.updated_at = Timestamp::now().as_micros();
-        self.store.update_user(&row).await.map_err(|e| {
+        let written = self.store.update_user(&row).await;
+        // Even a failed write may have committed (a connection lost after COMMIT was sent).
+        self.users.invalidate(id);
+        written.map_err(|e| {
             if e.is_unique_violation() {
                 IdentityError::Conflict("username or email already exists".into())
             } else {
@@ -318,7 +342,9 @@ impl Identity {
             return Err(IdentityError::Conflict("the last active admin cannot be deleted".into()));
         }
         self.revoke_user_tokens(id).await?;
-        if !self.store.delete_user(id).await? {
+        let deleted = self.store.delete_user(id).await;
+        self.users.invalidate(id);
+        if !deleted? {
             return Err(IdentityError::NotFound("user"));
         }
         self.audit("user.delete", &actor.user_id, id, client, true, json!({ "username": row.username })).await;

@@ -1,0 +1,98 @@
+//! The conventions as one tower service around the router: batch, then version negotiation,
+//! rate limits and ETags; on the way out, ETags, rate-limit headers, version headers. One hand-written service instead of a `from_fn` layer each, because
+//! every request passes all of them and each `from_fn` layer costs a boxed service, a boxed
+//! future and a copy of the request's future state.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use nexus_kernel::Kernel;
+use tower::{Service, ServiceExt};
+
+use super::batch::{self, BatchState};
+use super::ratelimit::{self, RateLimits};
+use super::{etag, version};
+
+/// The conventions around `S` (the routes). Without `batch`, batches are not recognised:
+/// that is the service sub-requests of a batch run through.
+#[derive(Clone)]
+pub struct Conventions<S> {
+    inner: S,
+    kernel: Arc<Kernel>,
+    rate_limits: Arc<RateLimits>,
+    batch: Option<Arc<BatchState>>,
+}
+
+impl<S> Conventions<S> {
+    pub fn new(inner: S, kernel: Arc<Kernel>, rate_limits: Arc<RateLimits>) -> Self {
+        Self { inner, kernel, rate_limits, batch: None }
+    }
+
+    /// Also answers `POST /api/batch`, running the sub-requests through `state.core`.
+    pub fn with_batch(self, state: BatchState) -> Self {
+        Self { batch: Some(Arc::new(state)), ..self }
+    }
+}
+
+impl<S> Service<Request> for Conventions<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Readiness is checked on the clone that serves the request (`oneshot`).
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request) -> Self::Future {
+        let inner = self.inner.clone();
+        let kernel = self.kernel.clone();
+        let rate_limits = self.rate_limits.clone();
+        let batch = self.batch.clone();
+        Box::pin(async move {
+            if let Some(state) = batch.as_deref()
+                && batch::is_batch(&req)
+            {
+                // Boxed: a batch's future is large, and this one is moved on every request.
+                return Ok(Box::pin(batch::answer(state, req)).await);
+            }
+            let negotiated = match version::resolve(&kernel, &mut req) {
+                Ok(negotiated) => negotiated,
+                Err(refused) => return Ok(refused.into_response()),
+            };
+            let mut admitted = None;
+            if rate_limits.applies_to(req.uri().path()) {
+                // Boxed: authenticating and counting (Redis) make a large future, and most
+                // exempt requests (health checks) should not carry its size.
+                match Box::pin(ratelimit::admit(&rate_limits, req)).await {
+                    Ok((counted, headers)) => {
+                        req = counted;
+                        admitted = Some(headers);
+                    }
+                    Err(limited) => return Ok(limited),
+                }
+            }
+            let taggable = etag::taggable(&req);
+            let Ok(mut response) = inner.oneshot(req).await;
+            if let Some(admitted) = admitted {
+                admitted.apply(&mut response);
+            }
+            if let Some(taggable) = taggable {
+                response = etag::tag(taggable, response).await;
+            }
+            if let Some(negotiated) = negotiated {
+                negotiated.apply(&mut response);
+            }
+            Ok(response)
+        })
+    }
+}
