@@ -191,37 +191,59 @@ impl Store {
         Ok(())
     }
 
-    /// Writes every profile field of `user` and replaces its roles, in one transaction.
-    pub async fn update_user(&self, u: &UserRow) -> Result<(), StorageError> {
+    /// Writes `u` back. The role rows are rewritten only when `roles_changed`: an update that
+    /// leaves them alone is one statement, not a transaction.
+    pub async fn update_user(&self, u: &UserRow, roles_changed: bool) -> Result<(), StorageError> {
+        const UPDATE: &str = "UPDATE users SET username = $2, username_key = $3, email = $4, email_key = $5, \
+            full_name = $6, password_hash = $7, status = $8, metadata = $9, updated_at = $10 WHERE id = $1";
+        // Inside the macro: each backend needs its own closure type.
         with_db!(&self.db, |pool| {
-            let mut tx = pool.begin().await?;
-            sqlx::query(
-                "UPDATE users SET username = $2, username_key = $3, email = $4, email_key = $5, full_name = $6, \
-                 password_hash = $7, status = $8, metadata = $9, updated_at = $10 WHERE id = $1",
-            )
-            .bind(&u.id)
-            .bind(&u.username)
-            .bind(fold(&u.username))
-            .bind(&u.email)
-            .bind(fold(&u.email))
-            .bind(&u.full_name)
-            .bind(&u.password_hash)
-            .bind(&u.status)
-            .bind(&u.metadata)
-            .bind(u.updated_at)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("DELETE FROM user_roles WHERE user_id = $1").bind(&u.id).execute(&mut *tx).await?;
-            for role in &u.roles {
-                sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, $2)")
+            let update = || {
+                sqlx::query(UPDATE)
                     .bind(&u.id)
-                    .bind(role)
-                    .execute(&mut *tx)
-                    .await?;
+                    .bind(&u.username)
+                    .bind(fold(&u.username))
+                    .bind(&u.email)
+                    .bind(fold(&u.email))
+                    .bind(&u.full_name)
+                    .bind(&u.password_hash)
+                    .bind(&u.status)
+                    .bind(&u.metadata)
+                    .bind(u.updated_at)
+            };
+            if !roles_changed {
+                update().execute(pool).await.map(|_| ())
+            } else {
+                let mut tx = pool.begin().await?;
+                update().execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM user_roles WHERE user_id = $1").bind(&u.id).execute(&mut *tx).await?;
+                for role in &u.roles {
+                    sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, $2)")
+                        .bind(&u.id)
+                        .bind(role)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await
             }
-            tx.commit().await
         })?;
         Ok(())
+    }
+
+    /// Whether a user other than `except` has `login` (case-insensitive) as username or email.
+    pub async fn login_taken(&self, login: &str, except: Option<&str>) -> Result<bool, StorageError> {
+        let key = fold(login);
+        let found: Option<String> = with_db!(&self.db, |pool| {
+            sqlx::query_scalar(
+                "SELECT id FROM users WHERE (username_key = $1 OR email_key = $1) \
+                 AND ($2 IS NULL OR id <> $2) LIMIT 1",
+            )
+            .bind(&key)
+            .bind(except)
+            .fetch_optional(pool)
+            .await
+        })?;
+        Ok(found.is_some())
     }
 
     pub async fn delete_user(&self, id: &str) -> Result<bool, StorageError> {

@@ -8,8 +8,8 @@ mod connection;
 mod core_rpc;
 mod hub;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
@@ -27,15 +27,69 @@ pub struct Realtime {
     connections: AtomicUsize,
     /// Fans the bus's events out to the subscribed connections.
     hub: Arc<hub::Hub>,
+    /// Where connections and the hub run; started with the first connection.
+    runtime: OnceLock<FanOutRuntime>,
+}
+
+/// The runtime that WebSocket connections run on, apart from the one serving HTTP.
+///
+/// One event to 1,000 subscribers wakes 1,000 writer tasks. On the HTTP runtime those wakes
+/// queue ahead of every request continuation woken after them (a database answer, say), so
+/// each await of a request in flight waited for a whole fan-out round: a `PUT` that publishes
+/// took 15 ms instead of 2 under 100 events/s. On their own runtime the fan-out and the
+/// requests are separate threads, which the operating system shares the cores between.
+#[derive(Debug)]
+struct FanOutRuntime(Option<tokio::runtime::Runtime>);
+
+impl FanOutRuntime {
+    fn start() -> std::io::Result<Self> {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads((cores / 2).max(1))
+            .thread_name("nexus-ws")
+            .enable_all()
+            .build()?;
+        Ok(Self(Some(runtime)))
+    }
+}
+
+impl Drop for FanOutRuntime {
+    fn drop(&mut self) {
+        // A runtime dropped the usual way blocks, which panics inside another runtime.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Realtime {
     /// Sets up the service and registers the core RPC methods.
     pub fn start(kernel: Arc<Kernel>, identity: Arc<Identity>) -> Arc<Self> {
         let hub = hub::Hub::new(kernel.events.clone());
-        let realtime = Arc::new(Self { kernel, identity, connections: AtomicUsize::new(0), hub });
+        let realtime =
+            Arc::new(Self { kernel, identity, connections: AtomicUsize::new(0), hub, runtime: OnceLock::new() });
         core_rpc::register(&realtime);
         realtime
+    }
+
+    /// Runs an upgraded connection on the fan-out runtime (or, should its thread not start,
+    /// on the current one).
+    fn spawn_connection(
+        self: Arc<Self>,
+        socket: axum::extract::ws::WebSocket,
+        principal: Option<nexus_identity::Principal>,
+    ) {
+        let runtime = self.runtime.get_or_init(|| {
+            FanOutRuntime::start().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot start the WebSocket runtime; connections share the HTTP one");
+                FanOutRuntime(None)
+            })
+        });
+        let connection = connection::run(self.clone(), socket, principal);
+        match &runtime.0 {
+            Some(runtime) => drop(runtime.spawn(connection)),
+            None => drop(tokio::spawn(connection)),
+        }
     }
 
     /// Open WebSocket connections on this instance.
@@ -62,5 +116,5 @@ async fn ws(State(rt): State<Arc<Realtime>>, MaybeAuth(principal): MaybeAuth, up
         .max_frame_size(cfg.max_message_bytes)
         .read_buffer_size(8 * 1024)
         .write_buffer_size(8 * 1024)
-        .on_upgrade(move |socket| connection::run(rt, socket, principal))
+        .on_upgrade(move |socket| async move { rt.spawn_connection(socket, principal) })
 }

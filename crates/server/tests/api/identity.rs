@@ -659,3 +659,40 @@ impl FullName for nexus_testkit::Reply {
         self.json["full_name"].as_str().unwrap_or_default().to_string()
     }
 }
+
+#[tokio::test]
+async fn updates_keep_usernames_and_emails_unique_and_leave_untouched_fields_alone() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let mut ids = Vec::new();
+    for name in ["ann", "ben"] {
+        let body = json!({"username": name, "email": format!("{name}@example.com"), "password": "Pass123!",
+            "roles": ["user", "editor"]});
+        let r = s.post_as(&admin, "/api/users", body).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        ids.push(r.json["id"].as_str().unwrap_or_default().to_string());
+    }
+    let ann = format!("/api/users/{}", ids[0]);
+    for taken in [json!({"username": "BEN"}), json!({"email": "Ben@Example.com"})] {
+        let r = s.call_as(&admin, Method::PUT, &ann, Some(taken.clone())).await;
+        assert_eq!(r.status, 409, "{taken}: {}", r.text);
+        assert_eq!(r.json["error"]["code"], "CONFLICT");
+    }
+    // A user's own username and email, in another case, are still theirs.
+    let r = s.call_as(&admin, Method::PUT, &ann, Some(json!({"username": "Ann", "email": "ANN@example.com"}))).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["username"], "Ann");
+    // A change of another field keeps the roles.
+    let r = s.call_as(&admin, Method::PUT, &ann, Some(json!({"full_name": "Ann Lee"}))).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = s.get_as(&admin, &ann).await;
+    assert_eq!(r.json["full_name"], "Ann Lee");
+    let mut roles: Vec<String> = serde_json::from_value(r.json["roles"].clone()).unwrap_or_default();
+    roles.sort();
+    assert_eq!(roles, ["editor", "user"]);
+    // A new username frees the old one.
+    let r = s.call_as(&admin, Method::PUT, &ann, Some(json!({"username": "anna"}))).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = s.call_as(&admin, Method::PUT, &format!("/api/users/{}", ids[1]), Some(json!({"username": "ann"}))).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}

@@ -184,7 +184,7 @@ impl Identity {
         metadata: Value,
         client: &ClientMeta,
     ) -> Result<User, IdentityError> {
-        self.ensure_unique(&username, &email, None).await?;
+        self.ensure_unique(&[("username", &username), ("email", &email)], None).await?;
         let password_hash = crate::password::hash(password).await.map_err(IdentityError::Internal)?;
         let now = Timestamp::now().as_micros();
         let row = UserRow {
@@ -225,13 +225,11 @@ impl Identity {
         Ok(row.into())
     }
 
-    async fn ensure_unique(&self, username: &str, email: &str, except: Option<&str>) -> Result<(), IdentityError> {
-        for (field, value) in [("username", username), ("email", email)] {
-            if let Some(other) = self.store.user_by_login(value).await?
-                && Some(other.id.as_str()) != except
-                && (crate::store::fold(&other.username) == crate::store::fold(value)
-                    || crate::store::fold(&other.email) == crate::store::fold(value))
-            {
+    /// Refuses `fields` ((name, value) pairs) whose value another user than `except` already
+    /// has as username or email. The unique indexes stay the final word under races.
+    async fn ensure_unique(&self, fields: &[(&str, &str)], except: Option<&str>) -> Result<(), IdentityError> {
+        for (field, value) in fields {
+            if self.store.login_taken(value, except).await? {
                 return Err(IdentityError::Conflict(format!("a user with this {field} already exists")));
             }
         }
@@ -285,7 +283,15 @@ impl Identity {
         }
         let username = patch.username.as_deref().map(str::trim).unwrap_or(&row.username).to_string();
         let email = patch.email.as_deref().map(str::trim).unwrap_or(&row.email).to_string();
-        self.ensure_unique(&username, &email, Some(id)).await?;
+        // Only values that change can collide; the user's own current ones are theirs.
+        let mut changed_logins = Vec::with_capacity(2);
+        if crate::store::fold(&username) != crate::store::fold(&row.username) {
+            changed_logins.push(("username", username.as_str()));
+        }
+        if crate::store::fold(&email) != crate::store::fold(&row.email) {
+            changed_logins.push(("email", email.as_str()));
+        }
+        self.ensure_unique(&changed_logins, Some(id)).await?;
         let password_changed = patch.password.is_some();
         if let Some(password) = patch.password {
             row.password_hash = crate::password::hash(password).await.map_err(IdentityError::Internal)?;
@@ -305,7 +311,7 @@ impl Identity {
             row.metadata = v.to_string();
         }
         row.updated_at = Timestamp::now().as_micros();
-        let written = self.store.update_user(&row).await;
+        let written = self.store.update_user(&row, roles_changed).await;
         // Even a failed write may have committed (a connection lost after COMMIT was sent).
         self.users.invalidate(id);
         written.map_err(|e| {
