@@ -157,11 +157,20 @@ pub struct RealtimeConfig {
     pub send_buffer: usize,
     /// Interval of the server's pings; a connection silent for two intervals is closed.
     pub ping_interval_secs: u64,
+    /// Threads of the runtime that WebSocket connections run on, apart from the HTTP one;
+    /// 0 = half the cores, at least one.
+    pub threads: usize,
 }
 
 impl Default for RealtimeConfig {
     fn default() -> Self {
-        Self { auth_timeout_ms: 10_000, max_message_bytes: 64 * 1024, send_buffer: 256, ping_interval_secs: 30 }
+        Self {
+            auth_timeout_ms: 10_000,
+            max_message_bytes: 64 * 1024,
+            send_buffer: 256,
+            ping_interval_secs: 30,
+            threads: 0,
+        }
     }
 }
 
@@ -430,6 +439,9 @@ impl Config {
         }
         if self.realtime.send_buffer == 0 {
             return Err(key_err("realtime.send_buffer", "must be greater than 0".into()));
+        }
+        if self.realtime.threads > 256 {
+            return Err(key_err("realtime.threads", "must be at most 256 (0 = half the cores)".into()));
         }
         if self.realtime.max_message_bytes == 0 {
             return Err(key_err("realtime.max_message_bytes", "must be greater than 0".into()));

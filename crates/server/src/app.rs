@@ -4,10 +4,10 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::Response;
-use axum::{Extension, Router};
 use nexus_identity::Identity;
 use nexus_kernel::Kernel;
 use nexus_web::conditional::{CompressionWhenAcceptedLayer, CorsWhenOriginLayer};
@@ -15,7 +15,6 @@ use nexus_web::edge::EdgeLayer;
 use tower::{Service, ServiceBuilder};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
-use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -90,7 +89,7 @@ pub fn router(
         .fallback(|| async { StatusCode::NOT_FOUND });
     // Conventions, outermost first: batches, `/api/v2/...` becomes `/api/...`, rate limits,
     // ETags. Batch sub-requests run through the same conventions, without batching.
-    let core = Conventions::new(routes, kernel.clone(), rate_limits);
+    let core = Conventions::new(routes, kernel.clone(), identity, rate_limits);
     let batch = BatchState { core: Router::new().fallback_service(core.clone()), max: kernel.config.api.max_batch };
     let conventions = core.with_batch(batch);
     // Compression is outermost so that the edge rewrites error bodies before they are
@@ -100,15 +99,14 @@ pub fn router(
         .layer(CompressionWhenAcceptedLayer(CompressionLayer::new()))
         .layer(EdgeLayer::new(kernel.clone()))
         .layer(CorsWhenOriginLayer::new(cors(&server.cors_origins)))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(server.request_timeout_secs),
-        ))
-        // Any plugin's handler can take the `Auth` extractor, which finds the service here.
-        .layer(Extension(identity))
-        .layer(DefaultBodyLimit::max(limit))
+        // The edge cuts every body off at the limit; axum's extractors add their own default
+        // limit, which needs lifting only when the configured one is larger.
+        .option_layer((limit > AXUM_BODY_LIMIT).then(|| DefaultBodyLimit::max(limit)))
         .service(conventions)
 }
+
+/// The body limit of axum's extractors unless told otherwise.
+const AXUM_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 fn cors(origins: &[String]) -> CorsLayer {
     let base = CorsLayer::new()

@@ -31,7 +31,11 @@ impl ClientMeta {
             .and_then(|v| v.to_str().ok())
             .map(|s| s.chars().take(256).collect())
             .unwrap_or_default();
-        let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+        // A batch sub-request carries its own id; any other request has its edge's.
+        let request_id = match parts.extensions.get::<RequestId>() {
+            Some(RequestId(id)) => id.clone(),
+            None => crate::context::request_id().unwrap_or_default(),
+        };
         Self { ip, user_agent, request_id }
     }
 }

@@ -4,7 +4,8 @@
 //! applies) or no `Accept-Encoding` (nothing will be compressed): header maps built and
 //! merged, predicates run, bodies wrapped. Most API clients send neither, so these wrappers
 //! call the inner service directly then, adding only the `Vary` header the full layer would
-//! have added, so that caches still key the answer on those request headers.
+//! have added, so that caches still key the answer on those request headers (unless the
+//! answer is `Cache-Control: no-store`, which no cache keeps).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,7 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::body::{Body, HttpBody};
-use axum::http::header::{ACCEPT_ENCODING, ORIGIN, VARY};
+use axum::http::header::{ACCEPT_ENCODING, CACHE_CONTROL, ORIGIN, VARY};
 use axum::http::{HeaderValue, Request, Response};
 use tower::{Layer, Service};
 use tower_http::compression::{CompressionLayer, DefaultPredicate};
@@ -135,7 +136,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut response = std::task::ready!(this.inner.poll(cx))?;
-        response.headers_mut().append(VARY, this.vary.clone());
+        if response.headers().get(CACHE_CONTROL).is_none_or(|v| v.as_bytes() != b"no-store") {
+            response.headers_mut().append(VARY, this.vary.clone());
+        }
         Poll::Ready(Ok(response))
     }
 }

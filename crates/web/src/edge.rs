@@ -1,7 +1,8 @@
 //! The edge: the outermost middleware of every request. It assigns the request id, renders
 //! every error in the dialect of the surface that owns the path (including the ones produced
 //! outside any handler: unknown route, wrong method, oversized body, timeout, panic), records
-//! metrics and carries the request id into every log line.
+//! metrics and makes the request id known to every log line of the request
+//! ([`crate::context`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,21 +20,17 @@ use axum::response::Response;
 use futures::FutureExt as _;
 use nexus_kernel::Kernel;
 use tower::{Layer, Service};
-use tracing::Instrument;
 
-use crate::RequestId;
+use crate::context::RequestContext;
 use crate::dialect::Dialect;
 use crate::error::{ApiError, ErrorCode};
 
 /// Made at compile time: a `&str` name is parsed again on every use.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The route template a request matched, passed from the router back out to the edge.
-#[derive(Debug, Clone)]
-struct MatchedRoute(MatchedPath);
-
-/// Route-level layer: notes which route template matched, for the metrics label. A plain
-/// service rather than `from_fn`, because it wraps every route and runs on every request.
+/// Route-level layer: notes which route template matched (in the request's context), for the
+/// edge's metrics label. A plain service rather than `from_fn`, because it wraps every route
+/// and runs on every request.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoteRouteLayer;
 
@@ -56,39 +53,17 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = NoteRouteFuture<S::Future>;
+    type Future = S::Future;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let route = req.extensions().get::<MatchedPath>().cloned();
-        NoteRouteFuture { inner: self.inner.call(req), route }
-    }
-}
-
-pin_project_lite::pin_project! {
-    pub struct NoteRouteFuture<F> {
-        #[pin]
-        inner: F,
-        route: Option<MatchedPath>,
-    }
-}
-
-impl<F, E> Future for NoteRouteFuture<F>
-where
-    F: Future<Output = Result<Response, E>>,
-{
-    type Output = Result<Response, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let mut response = std::task::ready!(this.inner.poll(cx))?;
-        if let Some(route) = this.route.take() {
-            response.extensions_mut().insert(MatchedRoute(route));
+        if let Some(route) = req.extensions().get::<MatchedPath>() {
+            crate::context::note_route(route);
         }
-        Poll::Ready(Ok(response))
+        self.inner.call(req)
     }
 }
 
@@ -140,7 +115,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request) -> Self::Future {
+    fn call(&mut self, req: Request) -> Self::Future {
         let started = Instant::now();
         let request_id = req
             .headers()
@@ -148,24 +123,21 @@ where
             .and_then(|v| v.to_str().ok())
             .filter(|v| acceptable_request_id(v))
             .map_or_else(nexus_kernel::id::request_id, str::to_owned);
-        req.extensions_mut().insert(RequestId(request_id.clone()));
+        let ctx = RequestContext::new(request_id);
         let method = req.method().clone();
         let uri = req.uri().clone();
-        // Only the id goes into the span: every field is formatted when the span opens, on
-        // every request, and the id is what ties a request's lines together. Method and path
-        // are logged with the outcome.
-        let span = tracing::info_span!("request", request_id = %request_id);
         let too_large = declared_length(&req).is_some_and(|len| len > self.body_limit);
         let future = if too_large {
             None
         } else {
             let req = limit_body(req, self.body_limit);
-            span.in_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req)))).ok()
+            let inner = &mut self.inner;
+            ctx.clone().sync_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(req)))).ok()
         };
         let kernel = self.kernel.clone();
-        Box::pin(async move {
+        Box::pin(ctx.clone().scope(async move {
             let outcome = match future {
-                Some(future) => AssertUnwindSafe(future).catch_unwind().instrument(span.clone()).await.ok(),
+                Some(future) => AssertUnwindSafe(future).catch_unwind().await.ok(),
                 None => None,
             };
             let response = match outcome {
@@ -173,31 +145,26 @@ where
                 None if too_large => status_only(StatusCode::PAYLOAD_TOO_LARGE),
                 None => {
                     // The panic message went to stderr through the panic hook.
-                    span.in_scope(|| tracing::error!(%method, path = uri.path(), "the request's handler panicked"));
+                    tracing::error!(%method, path = uri.path(), "the request's handler panicked");
                     status_only(StatusCode::INTERNAL_SERVER_ERROR)
                 }
             };
-            let mut response = render_error(response, uri.path(), &method, &request_id);
-            if let Ok(value) = HeaderValue::from_str(&request_id) {
+            let mut response = render_error(response, uri.path(), &method, ctx.id());
+            if let Ok(value) = HeaderValue::from_str(ctx.id()) {
                 response.headers_mut().insert(REQUEST_ID_HEADER, value);
             }
             let status = response.status();
             let elapsed = started.elapsed();
-            let route = response.extensions().get::<MatchedRoute>().map(|r| r.0.as_str());
-            kernel.metrics.observe_request(method.as_str(), route, status.as_u16(), elapsed.as_secs_f64());
+            kernel.metrics.observe_request(method.as_str(), ctx.route(), status.as_u16(), elapsed.as_secs_f64());
             if status.is_server_error() {
-                span.in_scope(|| {
-                    tracing::error!(%method, path = uri.path(), status = status.as_u16(),
-                        elapsed_ms = elapsed.as_millis() as u64, "request failed");
-                });
-            } else if tracing::enabled!(tracing::Level::DEBUG) {
-                span.in_scope(|| {
-                    tracing::debug!(%method, path = uri.path(), status = status.as_u16(),
-                        elapsed_ms = elapsed.as_millis() as u64, "request served");
-                });
+                tracing::error!(%method, path = uri.path(), status = status.as_u16(),
+                    elapsed_ms = elapsed.as_millis() as u64, "request failed");
+            } else {
+                tracing::debug!(%method, path = uri.path(), status = status.as_u16(),
+                    elapsed_ms = elapsed.as_millis() as u64, "request served");
             }
             Ok(response)
-        })
+        }))
     }
 }
 

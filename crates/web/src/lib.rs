@@ -4,6 +4,7 @@
 
 pub mod client;
 pub mod conditional;
+pub mod context;
 pub mod dialect;
 pub mod docs;
 pub mod edge;
@@ -17,7 +18,8 @@ pub use error::{ApiError, ErrorCode, FieldError};
 pub use extract::{Json, Path, Query};
 pub use list::ListRequest;
 
-/// The id of the request being served, as echoed in `X-Request-ID`.
+/// The id of a batch sub-request (`<batch's id>-<index>`), in its extensions. Any other
+/// request's id is in its [`context`].
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
 

@@ -42,10 +42,13 @@ pub struct Realtime {
 struct FanOutRuntime(Option<tokio::runtime::Runtime>);
 
 impl FanOutRuntime {
-    fn start() -> std::io::Result<Self> {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    fn start(threads: usize) -> std::io::Result<Self> {
+        let threads = match threads {
+            0 => (std::thread::available_parallelism().map_or(1, usize::from) / 2).max(1),
+            n => n,
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads((cores / 2).max(1))
+            .worker_threads(threads)
             .thread_name("nexus-ws")
             .enable_all()
             .build()?;
@@ -80,7 +83,7 @@ impl Realtime {
         principal: Option<nexus_identity::Principal>,
     ) {
         let runtime = self.runtime.get_or_init(|| {
-            FanOutRuntime::start().unwrap_or_else(|e| {
+            FanOutRuntime::start(self.kernel.config.realtime.threads).unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "cannot start the WebSocket runtime; connections share the HTTP one");
                 FanOutRuntime(None)
             })

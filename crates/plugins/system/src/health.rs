@@ -1,18 +1,58 @@
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::RwLock;
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::http::header::{CACHE_CONTROL, HeaderName};
-use nexus_kernel::Kernel;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName};
+use axum::response::{IntoResponse, Response};
 use nexus_kernel::clock::Timestamp;
 use nexus_web::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::SystemState;
+
 /// A health answer is about this instant: caches and ETags must not keep it.
 type NoStore = [(HeaderName, &'static str); 1];
 const NO_STORE: NoStore = [(CACHE_CONTROL, "no-store")];
+
+/// The healthy answer of one endpoint for the current second. Its body says nothing finer
+/// than the second, and load balancers and monitors ask many times a second: the body is
+/// rendered once a second instead of on every request. Unhealthy answers, which carry the
+/// details of the failure, are rendered every time.
+#[derive(Debug, Default)]
+pub struct HealthyBody(RwLock<Option<(i64, Bytes)>>);
+
+impl HealthyBody {
+    /// `200` with the body for the current second, rendered by `render` (given the second's
+    /// timestamp) if this second has none yet.
+    fn answer<T: Serialize>(&self, render: impl FnOnce(String) -> T) -> Response {
+        let now = Timestamp::now().as_micros() / 1_000_000;
+        let cached =
+            self.0.read().ok().and_then(|c| c.as_ref().filter(|(second, _)| *second == now).map(|(_, b)| b.clone()));
+        let body = match cached {
+            Some(body) => body,
+            None => {
+                let timestamp = Timestamp::from_micros(now * 1_000_000).to_rfc3339();
+                let body = Bytes::from(serde_json::to_vec(&render(timestamp)).unwrap_or_default());
+                if let Ok(mut cell) = self.0.write() {
+                    *cell = Some((now, body.clone()));
+                }
+                body
+            }
+        };
+        (StatusCode::OK, [(CONTENT_TYPE, "application/json"), (CACHE_CONTROL, "no-store")], body).into_response()
+    }
+}
+
+/// One [`HealthyBody`] per endpoint.
+#[derive(Debug, Default)]
+pub struct HealthyBodies {
+    secrets: HealthyBody,
+    framework: HealthyBody,
+    ops: HealthyBody,
+}
 
 /// Health in the secrets manager's shape.
 #[derive(Debug, Serialize, ToSchema)]
@@ -27,15 +67,15 @@ pub struct SecretsHealth {
 /// Liveness and database reachability.
 #[utoipa::path(get, path = "/health", tag = "health",
     responses((status = 200, body = SecretsHealth), (status = 503, description = "A dependency is down", body = SecretsHealth)))]
-pub async fn secrets_health(State(kernel): State<Arc<Kernel>>) -> (StatusCode, NoStore, Json<SecretsHealth>) {
-    let report = kernel.health().await;
-    let timestamp = Timestamp::now().to_rfc3339();
+pub async fn secrets_health(State(state): State<SystemState>) -> Response {
+    let report = state.kernel.health().await;
     if report.healthy() {
-        (StatusCode::OK, NO_STORE, Json(SecretsHealth { status: "healthy", timestamp, error: None }))
-    } else {
-        let error = report.database.error.clone().or_else(|| report.redis.as_ref().and_then(|r| r.error.clone()));
-        (StatusCode::SERVICE_UNAVAILABLE, NO_STORE, Json(SecretsHealth { status: "unhealthy", timestamp, error }))
+        return state.healthy.secrets.answer(|timestamp| SecretsHealth { status: "healthy", timestamp, error: None });
     }
+    let timestamp = Timestamp::now().to_rfc3339();
+    let error = report.database.error.clone().or_else(|| report.redis.as_ref().and_then(|r| r.error.clone()));
+    (StatusCode::SERVICE_UNAVAILABLE, NO_STORE, Json(SecretsHealth { status: "unhealthy", timestamp, error }))
+        .into_response()
 }
 
 /// Health in the framework's shape.
@@ -52,8 +92,16 @@ pub struct FrameworkHealth {
 /// Health of the platform and its services.
 #[utoipa::path(get, path = "/api/health", tag = "health",
     responses((status = 200, body = FrameworkHealth), (status = 503, description = "A dependency is down", body = FrameworkHealth)))]
-pub async fn framework_health(State(kernel): State<Arc<Kernel>>) -> (StatusCode, NoStore, Json<FrameworkHealth>) {
-    let report = kernel.health().await;
+pub async fn framework_health(State(state): State<SystemState>) -> Response {
+    let report = state.kernel.health().await;
+    if report.healthy() {
+        return state.healthy.framework.answer(|timestamp| FrameworkHealth {
+            status: "healthy",
+            version: nexus_kernel::VERSION,
+            timestamp,
+            services: BTreeMap::from([("database", "connected"), ("cache", "connected"), ("plugins", "loaded")]),
+        });
+    }
     let connected = |ok: bool| if ok { "connected" } else { "disconnected" };
     let services = BTreeMap::from([
         ("database", connected(report.database.healthy)),
@@ -65,7 +113,7 @@ pub async fn framework_health(State(kernel): State<Arc<Kernel>>) -> (StatusCode,
         if report.healthy() { (StatusCode::OK, "healthy") } else { (StatusCode::SERVICE_UNAVAILABLE, "unhealthy") };
     let body =
         FrameworkHealth { status, version: nexus_kernel::VERSION, timestamp: Timestamp::now().to_rfc3339(), services };
-    (code, NO_STORE, Json(body))
+    (code, NO_STORE, Json(body)).into_response()
 }
 
 /// Health in the operations API's shape.
@@ -79,12 +127,10 @@ pub struct OpsHealth {
 /// Load-balancer health check.
 #[utoipa::path(get, path = "/api/v1/health", tag = "health",
     responses((status = 200, body = OpsHealth), (status = 503, description = "A dependency is down", body = OpsHealth)))]
-pub async fn ops_health(State(kernel): State<Arc<Kernel>>) -> (StatusCode, NoStore, Json<OpsHealth>) {
-    let healthy = kernel.health().await.healthy();
-    let timestamp = Timestamp::now().to_rfc3339();
-    if healthy {
-        (StatusCode::OK, NO_STORE, Json(OpsHealth { status: "ok", timestamp }))
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, NO_STORE, Json(OpsHealth { status: "error", timestamp }))
+pub async fn ops_health(State(state): State<SystemState>) -> Response {
+    if state.kernel.health().await.healthy() {
+        return state.healthy.ops.answer(|timestamp| OpsHealth { status: "ok", timestamp });
     }
+    let timestamp = Timestamp::now().to_rfc3339();
+    (StatusCode::SERVICE_UNAVAILABLE, NO_STORE, Json(OpsHealth { status: "error", timestamp })).into_response()
 }

@@ -10,10 +10,24 @@ mod metrics;
 
 use std::sync::Arc;
 
+use axum::extract::FromRef;
 use nexus_kernel::Kernel;
 use nexus_web::Routes;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+
+/// What the system routes share.
+#[derive(Debug, Clone)]
+pub struct SystemState {
+    kernel: Arc<Kernel>,
+    healthy: Arc<health::HealthyBodies>,
+}
+
+impl FromRef<SystemState> for Arc<Kernel> {
+    fn from_ref(state: &SystemState) -> Self {
+        state.kernel.clone()
+    }
+}
 
 pub fn routes(kernel: Arc<Kernel>) -> Routes {
     OpenApiRouter::new()
@@ -23,5 +37,5 @@ pub fn routes(kernel: Arc<Kernel>) -> Routes {
         .routes(routes!(metrics::prometheus))
         .routes(routes!(nexus_web::docs::error_catalogue))
         .routes(routes!(nexus_web::docs::error_code))
-        .with_state(kernel)
+        .with_state(SystemState { kernel, healthy: Arc::default() })
 }

@@ -105,7 +105,7 @@ async fn run(state: &BatchState, req: Request) -> Result<BatchResponse, ApiError
             format!("At most {} sub-requests per batch ({} given)", state.max, batch.requests.len()),
         ));
     }
-    let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let request_id = nexus_web::context::request_id().unwrap_or_default();
     let host = parts.headers.get("host").and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     let prepared: Vec<Result<Prepared, SubResponse>> = batch
         .requests

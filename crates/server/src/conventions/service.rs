@@ -1,16 +1,20 @@
-//! The conventions as one tower service around the router: batch, then version negotiation,
-//! rate limits and ETags; on the way out, ETags, rate-limit headers, version headers. One hand-written service instead of a `from_fn` layer each, because
-//! every request passes all of them and each `from_fn` layer costs a boxed service, a boxed
-//! future and a copy of the request's future state.
+//! The conventions as one tower service around the router: the request timeout, batch, then
+//! version negotiation, rate limits and ETags; on the way out, ETags, rate-limit headers,
+//! version headers. One hand-written service instead of a layer each, because every request
+//! passes all of them and each layer costs a copy of the request, a future of its own, and a
+//! clone of itself per request.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::extract::Request;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use nexus_identity::Identity;
 use nexus_kernel::Kernel;
 use tower::{Service, ServiceExt};
 
@@ -24,13 +28,19 @@ use super::{etag, version};
 pub struct Conventions<S> {
     inner: S,
     kernel: Arc<Kernel>,
+    /// Put into every request's extensions: any plugin's handler can take the `Auth`
+    /// extractor, which finds the service there.
+    identity: Arc<Identity>,
     rate_limits: Arc<RateLimits>,
     batch: Option<Arc<BatchState>>,
+    /// `server.request_timeout_secs`: a request still running then is answered 408.
+    timeout: Duration,
 }
 
 impl<S> Conventions<S> {
-    pub fn new(inner: S, kernel: Arc<Kernel>, rate_limits: Arc<RateLimits>) -> Self {
-        Self { inner, kernel, rate_limits, batch: None }
+    pub fn new(inner: S, kernel: Arc<Kernel>, identity: Arc<Identity>, rate_limits: Arc<RateLimits>) -> Self {
+        let timeout = Duration::from_secs(kernel.config.server.request_timeout_secs);
+        Self { inner, kernel, identity, rate_limits, batch: None, timeout }
     }
 
     /// Also answers `POST /api/batch`, running the sub-requests through `state.core`.
@@ -54,45 +64,56 @@ where
     }
 
     fn call(&mut self, mut req: Request) -> Self::Future {
+        req.extensions_mut().insert(self.identity.clone());
         let inner = self.inner.clone();
         let kernel = self.kernel.clone();
         let rate_limits = self.rate_limits.clone();
         let batch = self.batch.clone();
+        let timeout = self.timeout;
+        // One boxed future holding everything: the request's state is built in place on the
+        // first poll instead of being moved into the box (it is large).
         Box::pin(async move {
-            if let Some(state) = batch.as_deref()
-                && batch::is_batch(&req)
-            {
-                // Boxed: a batch's future is large, and this one is moved on every request.
-                return Ok(Box::pin(batch::answer(state, req)).await);
-            }
-            let negotiated = match version::resolve(&kernel, &mut req) {
-                Ok(negotiated) => negotiated,
-                Err(refused) => return Ok(refused.into_response()),
-            };
-            let mut admitted = None;
-            if rate_limits.applies_to(req.uri().path()) {
-                // Boxed: authenticating and counting (Redis) make a large future, and most
-                // exempt requests (health checks) should not carry its size.
-                match Box::pin(ratelimit::admit(&rate_limits, req)).await {
-                    Ok((counted, headers)) => {
-                        req = counted;
-                        admitted = Some(headers);
-                    }
-                    Err(limited) => return Ok(limited),
+            let conventions = async move {
+                if let Some(state) = batch.as_deref()
+                    && batch::is_batch(&req)
+                {
+                    // Boxed: a batch's future is large, and this one is moved on every request.
+                    return Ok(Box::pin(batch::answer(state, req)).await);
                 }
+                let negotiated = match version::resolve(&kernel, &mut req) {
+                    Ok(negotiated) => negotiated,
+                    Err(refused) => return Ok(refused.into_response()),
+                };
+                let mut admitted = None;
+                if rate_limits.applies_to(req.uri().path()) {
+                    // Boxed: authenticating and counting (Redis) make a large future, and most
+                    // exempt requests (health checks) should not carry its size.
+                    match Box::pin(ratelimit::admit(&rate_limits, req)).await {
+                        Ok((counted, headers)) => {
+                            req = counted;
+                            admitted = Some(headers);
+                        }
+                        Err(limited) => return Ok(limited),
+                    }
+                }
+                let taggable = etag::taggable(&req);
+                let Ok(mut response) = inner.oneshot(req).await;
+                if let Some(admitted) = admitted {
+                    admitted.apply(&mut response);
+                }
+                if let Some(taggable) = taggable {
+                    response = etag::tag(taggable, response).await;
+                }
+                if let Some(negotiated) = negotiated {
+                    negotiated.apply(&mut response);
+                }
+                Ok(response)
+            };
+            match tokio::time::timeout(timeout, conventions).await {
+                Ok(answered) => answered,
+                // The edge renders it in the path's dialect.
+                Err(_) => Ok(StatusCode::REQUEST_TIMEOUT.into_response()),
             }
-            let taggable = etag::taggable(&req);
-            let Ok(mut response) = inner.oneshot(req).await;
-            if let Some(admitted) = admitted {
-                admitted.apply(&mut response);
-            }
-            if let Some(taggable) = taggable {
-                response = etag::tag(taggable, response).await;
-            }
-            if let Some(negotiated) = negotiated {
-                negotiated.apply(&mut response);
-            }
-            Ok(response)
         })
     }
 }

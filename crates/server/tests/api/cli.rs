@@ -102,36 +102,88 @@ fn migrate_creates_the_embedded_database_and_is_idempotent() {
     assert!(data.join("nexus.db").is_file());
 }
 
-#[test]
-fn serve_answers_and_stops_gracefully_on_sigterm() {
+/// Starts `nexus` on a fresh data dir with `env`, sends `request` once it answers `/health`,
+/// stops it with SIGTERM and returns the answer to `request`, the exit status and stderr.
+fn serve_once(env: &[(&str, &str)], request: &str) -> (String, std::process::ExitStatus, String) {
+    use std::io::{Read, Write};
     let dir = tempfile_dir();
     let port = free_port();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nexus"))
-        .args(["--data-dir", &dir.join("data").to_string_lossy(), "--port", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nexus"));
+    cmd.args(["--data-dir", &dir.join("data").to_string_lossy(), "--port", &port.to_string()]);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("NEXUS_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("{e}"));
+    let exchange = |req: &str| -> Option<String> {
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        conn.write_all(req.as_bytes()).ok()?;
+        let mut buf = String::new();
+        let _ = conn.read_to_string(&mut buf);
+        Some(buf)
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut healthy = false;
-    while Instant::now() < deadline {
-        if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            use std::io::{Read, Write};
-            let _ = conn.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-            let mut buf = String::new();
-            let _ = conn.read_to_string(&mut buf);
-            if buf.starts_with("HTTP/1.1 200") {
-                healthy = true;
-                break;
-            }
+    while Instant::now() < deadline && !healthy {
+        healthy = exchange("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .is_some_and(|answer| answer.starts_with("HTTP/1.1 200"));
+        if !healthy {
+            std::thread::sleep(Duration::from_millis(50));
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(healthy, "server never became healthy");
-    let pid = child.id().to_string();
-    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    let answer = if healthy { exchange(request).unwrap_or_default() } else { String::new() };
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let status = child.wait().unwrap_or_else(|e| panic!("{e}"));
-    assert!(status.success(), "exit status {status:?}");
+    let mut err = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut err);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(healthy, "server never became healthy: {err}");
+    (answer, status, err)
+}
+
+#[test]
+fn serve_answers_and_stops_gracefully_on_sigterm() {
+    let (answer, status, err) = serve_once(&[], "GET /api/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(status.success(), "exit status {status:?}: {err}");
+}
+
+const TRACED: &str = "GET /no/such/route HTTP/1.1\r\nHost: x\r\nX-Request-ID: trace-me-42\r\nConnection: close\r\n\r\n";
+
+#[test]
+fn every_log_line_of_a_request_names_its_request_id() {
+    let (answer, _, err) = serve_once(&[("NEXUS_LOG_LEVEL", "info,nexus_web=debug")], TRACED);
+    assert!(answer.contains("trace-me-42"), "{answer}");
+    let line = err
+        .lines()
+        .find(|l| l.contains("request served") && l.contains("/no/such/route"))
+        .unwrap_or_else(|| panic!("no request line: {err}"));
+    assert!(line.contains("request_id=trace-me-42") && line.contains("status=404"), "{line}");
+    // Each probe of /health got an id of its own.
+    let health: Vec<&str> = err.lines().filter(|l| l.contains("path=\"/health\"")).collect();
+    assert!(!health.is_empty() && health.iter().all(|l| l.contains("request_id=req_")), "{err}");
+}
+
+#[test]
+fn json_logs_are_one_object_per_line_with_the_request_id() {
+    let env = [("NEXUS_LOG_LEVEL", "info,nexus_web=debug"), ("NEXUS_LOG_FORMAT", "json")];
+    let (_, status, err) = serve_once(&env, TRACED);
+    assert!(status.success(), "{err}");
+    let lines: Vec<serde_json::Value> =
+        err.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"))).collect();
+    assert!(lines.iter().all(|l| l["timestamp"].is_string() && l["level"].is_string() && l["message"].is_string()));
+    let served = lines
+        .iter()
+        .find(|l| l["message"] == "request served" && l["path"] == "/no/such/route")
+        .unwrap_or_else(|| panic!("no request line: {err}"));
+    assert_eq!(served["request_id"], "trace-me-42");
+    assert_eq!(served["status"], 404);
+    assert_eq!(served["path"], "/no/such/route");
+    assert!(lines.iter().any(|l| l["message"] == "nexus listening" && l.get("request_id").is_none()));
 }
 
 fn free_port() -> u16 {

@@ -86,6 +86,34 @@ async fn oversized_bodies_are_413_before_any_handler() {
 }
 
 #[tokio::test]
+async fn a_request_that_outlives_the_timeout_is_408_in_its_dialect() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start_with(nexus_testkit::Backend::Sqlite, |c| c.server.request_timeout_secs = 1).await;
+    let addr = s.url("").trim_start_matches("http://").to_string();
+    for (path, code_of) in [("/api/auth/login", "/error/code"), ("/api/v1/auth/login", "/code")] {
+        // A body announced but never sent keeps the handler waiting for it.
+        let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap_or_else(|e| panic!("{e}"));
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\nX-Request-ID: slow-1\r\n\r\n{{"
+        );
+        conn.write_all(head.as_bytes()).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut buf = vec![0u8; 4096];
+        let started = std::time::Instant::now();
+        let n = tokio::time::timeout(std::time::Duration::from_secs(10), conn.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{path}: no answer within 10 s"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let answer = String::from_utf8_lossy(buf.get(..n).unwrap_or_default()).to_string();
+        assert!(started.elapsed() >= std::time::Duration::from_millis(900), "{path}: answered early: {answer}");
+        assert!(answer.starts_with("HTTP/1.1 408"), "{path}: {answer}");
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let json: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+        assert_eq!(json.pointer(code_of).and_then(|v| v.as_str()), Some("REQUEST_TIMEOUT"), "{path}: {json}");
+        assert!(answer.to_ascii_lowercase().contains("x-request-id: slow-1"), "{answer}");
+    }
+}
+
+#[tokio::test]
 async fn responses_are_compressed_when_asked() {
     let s = TestServer::start().await;
     let r = s.call(Method::GET, "/openapi.json", None, &[("Accept-Encoding", "gzip")]).await;
@@ -118,12 +146,16 @@ async fn cors_and_compression_apply_to_those_who_ask_and_caches_are_told() {
         r.headers.get_all("vary").iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(", ")
     };
     // No Origin, no Accept-Encoding: no CORS headers, no encoding, but `Vary` names both.
-    let r = s.call(Method::GET, "/api/health", None, &[]).await;
+    let r = s.call(Method::GET, "/api/versions", None, &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.header("access-control-allow-origin"), None);
     assert_eq!(r.header("content-encoding"), None);
     let v = vary(&r);
     assert!(v.contains("origin") && v.contains("accept-encoding"), "{v}");
+    // An answer no cache may keep has nothing to vary on.
+    let r = s.call(Method::GET, "/api/health", None, &[]).await;
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert_eq!(vary(&r), "");
 
     // A cross-origin request from an allowed origin gets its CORS headers on the real answer.
     let r = s.call(Method::GET, "/api/health", None, &[("Origin", "https://app.example")]).await;

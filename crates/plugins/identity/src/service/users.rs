@@ -325,7 +325,7 @@ impl Identity {
             self.revoke_user_tokens(id).await?;
         }
         let changed = json!({ "roles": roles_changed, "status": status_changed, "password": password_changed });
-        self.audit("user.update", &actor.user_id, id, client, true, changed).await;
+        // Subscribers hear of the committed change without waiting for its audit record.
         self.kernel.events.publish(
             "identity",
             "user.updated",
@@ -334,9 +334,10 @@ impl Identity {
                 "username": row.username,
                 "roles": row.roles,
                 "status": row.status,
-                "changed": { "roles": roles_changed, "status": status_changed, "password": password_changed },
+                "changed": changed.clone(),
             }),
         );
+        self.audit("user.update", &actor.user_id, id, client, true, changed).await;
         Ok(row.into())
     }
 
