@@ -55,20 +55,20 @@ pub fn request_id() -> String {
     thread_local! {
         static STATE: Cell<u64> = Cell::new(u64::from_le_bytes(random_bytes::<8>()));
     }
-    let mut out = String::with_capacity(28);
-    out.push_str("req_");
     // 32 of the 36 alphanumerics, so that each takes five bits of a word: 120 random bits.
     const DIGITS: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut out = *b"req_________________________";
     STATE.with(|state| {
-        for _ in 0..2 {
+        for half in out.get_mut(4..).unwrap_or_default().chunks_mut(12) {
             let mut word = splitmix64(state);
-            for _ in 0..12 {
-                out.push(char::from(DIGITS.get((word & 31) as usize).copied().unwrap_or(b'a')));
+            for byte in half {
+                *byte = DIGITS.get((word & 31) as usize).copied().unwrap_or(b'a');
                 word >>= 5;
             }
         }
     });
-    out
+    // Only ASCII was written; the fallback cannot happen.
+    std::str::from_utf8(&out).map_or_else(|_| String::from("req_"), str::to_owned)
 }
 
 /// SplitMix64: a full-period 64-bit generator, ample for ids that only need to be distinct.
