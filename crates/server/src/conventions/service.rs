@@ -109,6 +109,13 @@ where
                 }
                 Ok(response)
             };
+            // Most requests are answered on their first poll: the timer (a clock read, a timer
+            // entry) is only set up for one that is not. The timeout thus counts from the end
+            // of the first poll, which is microseconds after the start.
+            let mut conventions = std::pin::pin!(conventions);
+            if let Poll::Ready(answered) = std::future::poll_fn(|cx| Poll::Ready(conventions.as_mut().poll(cx))).await {
+                return answered;
+            }
             match tokio::time::timeout(timeout, conventions).await {
                 Ok(answered) => answered,
                 // The edge renders it in the path's dialect.
