@@ -68,6 +68,20 @@ pub struct UserFilter {
     pub offset: i64,
 }
 
+/// Inserts the role rows of user `$u` in transaction `$tx`. A macro, because it runs inside
+/// `with_db!`, where each backend's transaction has a type of its own.
+macro_rules! insert_roles {
+    ($tx:ident, $u:expr) => {
+        for role in &$u.roles {
+            sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, $2)")
+                .bind(&$u.id)
+                .bind(role)
+                .execute(&mut *$tx)
+                .await?;
+        }
+    };
+}
+
 const USER_COLUMNS: &str = "id, username, email, full_name, password_hash, status, metadata, failed_logins, \
     locked_until, created_at, updated_at, last_login";
 
@@ -179,13 +193,7 @@ impl Store {
             .bind(u.created_at)
             .execute(&mut *tx)
             .await?;
-            for role in &u.roles {
-                sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, $2)")
-                    .bind(&u.id)
-                    .bind(role)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            insert_roles!(tx, u);
             tx.commit().await
         })?;
         Ok(())
@@ -217,13 +225,7 @@ impl Store {
                 let mut tx = pool.begin().await?;
                 update().execute(&mut *tx).await?;
                 sqlx::query("DELETE FROM user_roles WHERE user_id = $1").bind(&u.id).execute(&mut *tx).await?;
-                for role in &u.roles {
-                    sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, $2)")
-                        .bind(&u.id)
-                        .bind(role)
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                insert_roles!(tx, u);
                 tx.commit().await
             }
         })?;

@@ -45,7 +45,7 @@ impl HealthyBody {
                 body
             }
         };
-        (StatusCode::OK, [(CONTENT_TYPE, "application/json"), (CACHE_CONTROL, "no-store")], body).into_response()
+        (StatusCode::OK, NO_STORE, [(CONTENT_TYPE, "application/json")], body).into_response()
     }
 }
 
