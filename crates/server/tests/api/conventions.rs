@@ -11,15 +11,6 @@ fn num(r: &Reply, header: &str) -> i64 {
     r.header(header).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("no numeric {header}: {:?}", r.headers))
 }
 
-/// Sleeps until just after the start of the next fixed window of `secs`, so that a short
-/// sequence of requests falls into one window.
-async fn align_to_window(secs: u64) {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let into = now.as_millis() % u128::from(secs * 1000);
-    let wait = u128::from(secs * 1000) - into + 50;
-    tokio::time::sleep(Duration::from_millis(u64::try_from(wait).unwrap_or(0))).await;
-}
-
 /// Creates a user as `admin` and returns its id.
 async fn create_user(s: &TestServer, admin: &str, username: &str, full_name: &str, roles: &[&str]) -> String {
     let body = json!({
@@ -51,7 +42,7 @@ async fn rate_limit_headers_count_down_to_429_and_recover_after_the_window() {
         c.rate_limits.window_secs = 2;
     })
     .await;
-    align_to_window(2).await;
+    crate::room_in_window(2, 2).await;
     for expected_remaining in [2, 1, 0] {
         let r = s.get("/api/versions").await;
         assert_eq!(r.status, 200, "{}", r.text);

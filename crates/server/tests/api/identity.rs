@@ -416,6 +416,8 @@ async fn suspended_users_cannot_log_in_and_accounts_lock_after_failures() {
 #[tokio::test]
 async fn logins_are_throttled_per_client_with_retry_after() {
     let s = TestServer::start().await;
+    // The login budget is per clock minute: all attempts must fall into one.
+    crate::room_in_window(60, 10).await;
     let mut last = None;
     for _ in 0..11 {
         last = Some(s.post("/api/auth/login", json!({"username": "ghost", "password": "x"})).await);
