@@ -1,18 +1,20 @@
 //! The HTTP application: every plugin's routes, the docs, and the layers around them.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::{Extensions, HeaderValue, Method, StatusCode};
 use axum::response::Response;
+use axum::serve::{IncomingStream, Listener};
 use nexus_identity::Identity;
 use nexus_kernel::Kernel;
-use nexus_web::conditional::{CompressionWhenAcceptedLayer, CorsWhenOriginLayer};
-use nexus_web::edge::EdgeLayer;
-use tower::{Service, ServiceBuilder};
+use nexus_web::conditional::{CompressionWhenAccepted, CompressionWhenAcceptedLayer, CorsWhenOriginLayer};
+use nexus_web::edge::{Edge, EdgeLayer};
+use tower::{Layer, Service, ServiceBuilder};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use utoipa::OpenApi;
@@ -57,15 +59,18 @@ impl utoipa::Modify for SecurityAddon {
     }
 }
 
-/// The complete application for `kernel`: what `axum::serve` runs. Not boxed: the service
-/// of a connection is cloned for every request, and every layer's clone is cheap.
+/// The complete application for `kernel`: what `axum::serve` runs, making the service of
+/// each connection. Not boxed: the service of a connection is cloned for every request, and
+/// every layer's clone is cheap.
 pub fn router(
     kernel: Arc<Kernel>,
     identity: Arc<Identity>,
     secrets: Arc<nexus_secrets::Secrets>,
     realtime: Arc<nexus_realtime::Realtime>,
     webhooks: Arc<nexus_webhooks::Webhooks>,
-) -> impl Service<Request, Response = Response, Error = Infallible, Future: Send> + Clone + Send + Sync + 'static {
+) -> Connections<
+    impl Service<Request, Response = Response, Error = Infallible, Future: Send> + Clone + Send + Sync + 'static,
+> {
     let (api, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(nexus_system::routes(kernel.clone()))
         .merge(nexus_identity::routes(identity.clone()))
@@ -78,6 +83,9 @@ pub fn router(
     openapi.info.version = nexus_kernel::VERSION.to_string();
 
     let rate_limits = crate::conventions::ratelimit::RateLimits::new(kernel.clone(), identity.clone());
+    // What any plugin's handler may ask for: the `Auth` extractor finds the identity service.
+    let mut services = Extensions::new();
+    services.insert(identity.clone());
     let server = &kernel.config.server;
     let limit = server.body_limit_bytes;
 
@@ -89,20 +97,52 @@ pub fn router(
         .fallback(|| async { StatusCode::NOT_FOUND });
     // Conventions, outermost first: batches, `/api/v2/...` becomes `/api/...`, rate limits,
     // ETags. Batch sub-requests run through the same conventions, without batching.
-    let core = Conventions::new(routes, kernel.clone(), identity, rate_limits);
+    let core = Conventions::new(routes, kernel.clone(), rate_limits);
     let batch = BatchState { core: Router::new().fallback_service(core.clone()), max: kernel.config.api.max_batch };
     let conventions = core.with_batch(batch);
-    // Compression is outermost so that the edge rewrites error bodies before they are
-    // encoded; the edge wraps everything that can fail. CORS and compression only run for the
-    // requests that ask for them (`nexus_web::conditional`).
-    ServiceBuilder::new()
-        .layer(CompressionWhenAcceptedLayer(CompressionLayer::new()))
-        .layer(EdgeLayer::new(kernel.clone()))
+    let inner = ServiceBuilder::new()
         .layer(CorsWhenOriginLayer::new(cors(&server.cors_origins)))
         // The edge cuts every body off at the limit; axum's extractors add their own default
         // limit, which needs lifting only when the configured one is larger.
         .option_layer((limit > AXUM_BODY_LIMIT).then(|| DefaultBodyLimit::max(limit)))
-        .service(conventions)
+        .service(conventions);
+    Connections {
+        inner,
+        edge: EdgeLayer::new(kernel.clone(), services),
+        compression: CompressionWhenAcceptedLayer(CompressionLayer::new()),
+    }
+}
+
+/// Makes the service of each connection: the application inside the edge, which is told the
+/// connection's peer address (for `nexus_web::context::peer`), inside compression.
+///
+/// Compression is outermost so that the edge rewrites error bodies before they are encoded;
+/// the edge wraps everything that can fail. CORS and compression only run for the requests
+/// that ask for them (`nexus_web::conditional`).
+#[derive(Clone)]
+pub struct Connections<S> {
+    inner: S,
+    edge: EdgeLayer,
+    compression: CompressionWhenAcceptedLayer,
+}
+
+impl<L, S> Service<IncomingStream<'_, L>> for Connections<S>
+where
+    L: Listener<Addr = SocketAddr>,
+    S: Clone,
+{
+    type Response = CompressionWhenAccepted<Edge<S>>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, stream: IncomingStream<'_, L>) -> Self::Future {
+        let edge = self.edge.for_peer(*stream.remote_addr()).layer(self.inner.clone());
+        std::future::ready(Ok(self.compression.layer(edge)))
+    }
 }
 
 /// The body limit of axum's extractors unless told otherwise.

@@ -10,7 +10,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::Request;
 use axum::serve::ListenerExt;
 use nexus_kernel::Kernel;
 use nexus_kernel::config::Config;
@@ -76,7 +75,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
         let _ = tcp.set_nodelay(true);
     });
     let task = tokio::spawn(async move {
-        axum::serve(listener, axum::ServiceExt::<Request>::into_make_service_with_connect_info::<SocketAddr>(app))
+        axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = rx.await;
             })

@@ -1,9 +1,8 @@
 //! Who is calling, as far as audit records and rate limits need to know.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::header::USER_AGENT;
 use axum::http::request::Parts;
 
@@ -20,11 +19,7 @@ pub struct ClientMeta {
 
 impl ClientMeta {
     pub fn from_parts(parts: &Parts) -> Self {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip().to_string())
-            .unwrap_or_default();
+        let ip = crate::context::peer().map(|addr| addr.ip().to_string()).unwrap_or_default();
         let user_agent = parts
             .headers
             .get(USER_AGENT)

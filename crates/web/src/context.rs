@@ -5,11 +5,15 @@
 //! poll), while a task-local is set once and read only by the rare log line that needs it
 //! (the log formatter in `nexus::telemetry` prints it on every line of the request). The route
 //! template is noted here by the router for the edge's metrics, instead of travelling back on
-//! the response.
+//! the response. The peer address and the application's shared services are here too,
+//! rather than inserted into each request's extensions (axum's `ConnectInfo`, `Extension`):
+//! they are known before the request arrives, and few requests read them.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::MatchedPath;
+use axum::http::Extensions;
 
 tokio::task_local! {
     static REQUEST: Arc<RequestContext>;
@@ -18,16 +22,24 @@ tokio::task_local! {
 #[derive(Debug)]
 pub struct RequestContext {
     id: String,
+    peer: Option<SocketAddr>,
+    services: Arc<Extensions>,
     route: OnceLock<MatchedPath>,
 }
 
 impl RequestContext {
-    pub fn new(id: String) -> Arc<Self> {
-        Arc::new(Self { id, route: OnceLock::new() })
+    /// The context of request `id` from `peer`, served by an application with `services`.
+    pub fn new(id: String, peer: Option<SocketAddr>, services: Arc<Extensions>) -> Arc<Self> {
+        Arc::new(Self { id, peer, services, route: OnceLock::new() })
     }
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The address of the connection's other end (not a proxy's word for the client's).
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
     }
 
     /// The template of the route that matched, if one did.
@@ -35,9 +47,10 @@ impl RequestContext {
         self.route.get().map(MatchedPath::as_str)
     }
 
-    /// Runs `future` with `self` as the current request.
-    pub async fn scope<F: Future>(self: Arc<Self>, future: F) -> F::Output {
-        REQUEST.scope(self, future).await
+    /// Runs `future` with `self` as the current request. Not an `async fn`: that would be one
+    /// more state machine around `future`, and one more copy of it.
+    pub fn scope<F: Future>(self: Arc<Self>, future: F) -> impl Future<Output = F::Output> {
+        REQUEST.scope(self, future)
     }
 
     /// Runs `f` with `self` as the current request.
@@ -57,6 +70,17 @@ pub fn with_request_id<R>(f: impl FnOnce(Option<&str>) -> R) -> R {
 /// The id of the request this task is serving, if any.
 pub fn request_id() -> Option<String> {
     with_request_id(|id| id.map(str::to_owned))
+}
+
+/// The peer address of the connection of the request this task is serving, if known.
+pub fn peer() -> Option<SocketAddr> {
+    REQUEST.try_with(|ctx| ctx.peer).ok().flatten()
+}
+
+/// The application's shared service of type `T` (such as the identity service), if the
+/// request this task is serving has one.
+pub fn service<T: Clone + Send + Sync + 'static>() -> Option<T> {
+    REQUEST.try_with(|ctx| ctx.services.get::<T>().cloned()).ok().flatten()
 }
 
 /// Notes the route template that matched. The first one noted wins: sub-requests of a batch

@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use std::time::Instant;
 use axum::body::{Body, HttpBody};
 use axum::extract::{MatchedPath, Request};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{Extensions, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use futures::FutureExt as _;
 use nexus_kernel::Kernel;
@@ -76,11 +77,21 @@ where
 #[derive(Debug, Clone)]
 pub struct EdgeLayer {
     kernel: Arc<Kernel>,
+    peer: Option<SocketAddr>,
+    services: Arc<Extensions>,
 }
 
 impl EdgeLayer {
-    pub fn new(kernel: Arc<Kernel>) -> Self {
-        Self { kernel }
+    /// `services` are the application's shared services, for handlers and extractors to find
+    /// ([`crate::context::service`]).
+    pub fn new(kernel: Arc<Kernel>, services: Extensions) -> Self {
+        Self { kernel, peer: None, services: Arc::new(services) }
+    }
+
+    /// For the services of one connection: its requests come from `peer`
+    /// ([`crate::context::peer`]).
+    pub fn for_peer(&self, peer: SocketAddr) -> Self {
+        Self { peer: Some(peer), ..self.clone() }
     }
 }
 
@@ -89,7 +100,7 @@ impl<S> Layer<S> for EdgeLayer {
 
     fn layer(&self, inner: S) -> Self::Service {
         let body_limit = self.kernel.config.server.body_limit_bytes;
-        Edge { inner, kernel: self.kernel.clone(), body_limit }
+        Edge { inner, kernel: self.kernel.clone(), body_limit, peer: self.peer, services: self.services.clone() }
     }
 }
 
@@ -98,6 +109,8 @@ pub struct Edge<S> {
     inner: S,
     kernel: Arc<Kernel>,
     body_limit: usize,
+    peer: Option<SocketAddr>,
+    services: Arc<Extensions>,
 }
 
 impl<S, B> Service<Request> for Edge<S>
@@ -123,7 +136,7 @@ where
             .and_then(|v| v.to_str().ok())
             .filter(|v| acceptable_request_id(v))
             .map_or_else(nexus_kernel::id::request_id, str::to_owned);
-        let ctx = RequestContext::new(request_id);
+        let ctx = RequestContext::new(request_id, self.peer, self.services.clone());
         let method = req.method().clone();
         let uri = req.uri().clone();
         let too_large = declared_length(&req).is_some_and(|len| len > self.body_limit);

@@ -154,9 +154,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Auth {
         if let Some(principal) = parts.extensions.remove::<Principal>() {
             return Ok(Auth(principal));
         }
-        let identity = parts
-            .extensions
-            .get::<Arc<Identity>>()
+        let identity = nexus_web::context::service::<Arc<Identity>>()
             .ok_or_else(|| ApiError::internal("identity service is not installed"))?;
         let presented = presented(parts).ok_or(IdentityError::Unauthenticated)?;
         Ok(Auth(identity.authenticate(&presented).await?))

@@ -1,8 +1,9 @@
 use std::collections::BTreeMap;
 use std::sync::RwLock;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
+use axum::http::HeaderValue;
 use axum::http::StatusCode;
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderName};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +17,8 @@ use crate::SystemState;
 /// A health answer is about this instant: caches and ETags must not keep it.
 type NoStore = [(HeaderName, &'static str); 1];
 const NO_STORE: NoStore = [(CACHE_CONTROL, "no-store")];
+const NO_STORE_VALUE: HeaderValue = HeaderValue::from_static("no-store");
+const JSON_VALUE: HeaderValue = HeaderValue::from_static("application/json");
 
 /// The healthy answer of one endpoint for the current second. Its body says nothing finer
 /// than the second, and load balancers and monitors ask many times a second: the body is
@@ -45,7 +48,12 @@ impl HealthyBody {
                 body
             }
         };
-        (StatusCode::OK, NO_STORE, [(CONTENT_TYPE, "application/json")], body).into_response()
+        // Built by hand: the tuple form parses its `&str` header values anew on every answer.
+        let mut response = Response::new(Body::from(body));
+        let headers = response.headers_mut();
+        headers.insert(CACHE_CONTROL, NO_STORE_VALUE);
+        headers.insert(CONTENT_TYPE, JSON_VALUE);
+        response
     }
 }
 

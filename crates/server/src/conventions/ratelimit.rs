@@ -2,11 +2,10 @@
 //! seeds' headers on every limited response and their 429 body.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Request};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use nexus_identity::Identity;
@@ -214,7 +213,7 @@ pub async fn admit(rl: &RateLimits, req: Request) -> Result<(Request, Admitted),
         }
         None => {
             key.push_str("ip:");
-            if let Some(ConnectInfo(addr)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+            if let Some(addr) = nexus_web::context::peer() {
                 let _ = write!(key, "{}", addr.ip());
             }
         }

@@ -11,36 +11,34 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use nexus_identity::Identity;
 use nexus_kernel::Kernel;
-use tower::{Service, ServiceExt};
+use tower::Service;
 
 use super::batch::{self, BatchState};
 use super::ratelimit::{self, RateLimits};
 use super::{etag, version};
 
-/// The conventions around `S` (the routes). Without `batch`, batches are not recognised:
-/// that is the service sub-requests of a batch run through.
+/// The conventions around the routes. Without `batch`, batches are not recognised: that is
+/// the service sub-requests of a batch run through.
 #[derive(Clone)]
-pub struct Conventions<S> {
-    inner: S,
+pub struct Conventions {
+    /// Always ready (as routers are): it is called without `poll_ready`.
+    routes: Router,
     kernel: Arc<Kernel>,
-    /// Put into every request's extensions: any plugin's handler can take the `Auth`
-    /// extractor, which finds the service there.
-    identity: Arc<Identity>,
     rate_limits: Arc<RateLimits>,
     batch: Option<Arc<BatchState>>,
     /// `server.request_timeout_secs`: a request still running then is answered 408.
     timeout: Duration,
 }
 
-impl<S> Conventions<S> {
-    pub fn new(inner: S, kernel: Arc<Kernel>, identity: Arc<Identity>, rate_limits: Arc<RateLimits>) -> Self {
+impl Conventions {
+    pub fn new(routes: Router, kernel: Arc<Kernel>, rate_limits: Arc<RateLimits>) -> Self {
         let timeout = Duration::from_secs(kernel.config.server.request_timeout_secs);
-        Self { inner, kernel, identity, rate_limits, batch: None, timeout }
+        Self { routes, kernel, rate_limits, batch: None, timeout }
     }
 
     /// Also answers `POST /api/batch`, running the sub-requests through `state.core`.
@@ -49,11 +47,7 @@ impl<S> Conventions<S> {
     }
 }
 
-impl<S> Service<Request> for Conventions<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-{
+impl Service<Request> for Conventions {
     type Response = Response;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
@@ -64,8 +58,7 @@ where
     }
 
     fn call(&mut self, mut req: Request) -> Self::Future {
-        req.extensions_mut().insert(self.identity.clone());
-        let inner = self.inner.clone();
+        let mut routes = self.routes.clone();
         let kernel = self.kernel.clone();
         let rate_limits = self.rate_limits.clone();
         let batch = self.batch.clone();
@@ -97,7 +90,7 @@ where
                     }
                 }
                 let taggable = etag::taggable(&req);
-                let Ok(mut response) = inner.oneshot(req).await;
+                let Ok(mut response) = routes.call(req).await;
                 if let Some(admitted) = admitted {
                     admitted.apply(&mut response);
                 }

@@ -236,6 +236,26 @@ async fn api_keys_are_shown_once_work_everywhere_and_die_when_revoked() {
 }
 
 #[tokio::test]
+async fn a_key_stops_working_when_it_expires() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    // One second, in the secrets seed's nanoseconds.
+    let r = s.post_as(&admin, "/api/v1/apikeys", json!({"name": "short-lived", "expires_in": 1_000_000_000u64})).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let key = r.json["key"].as_str().unwrap_or_default().to_string();
+    assert_eq!(s.get_as(&key, "/api/users").await.status, 200);
+
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // Also after the key was used (and its owner looked up) once.
+    let r = s.get_as(&key, "/api/users").await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert_eq!(r.json["error"]["code"], "TOKEN_EXPIRED");
+    assert!(!r.text.contains(&key), "the key is never echoed");
+    let r = s.call(Method::GET, "/api/v1/apikeys", None, &[("X-Nexus-API-Key", key.as_str())]).await;
+    assert_eq!(r.status, 401);
+}
+
+#[tokio::test]
 async fn framework_keys_carry_scopes_that_never_exceed_the_owner() {
     let s = TestServer::start().await;
     let admin = s.admin_token().await;
