@@ -26,9 +26,9 @@ pub fn taggable(req: &Request) -> Option<Taggable> {
     Some(Taggable { if_none_match: req.headers().get(IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(str::to_owned) })
 }
 
-/// After the handler: adds the tag, or turns the answer into `304 Not Modified`.
-pub async fn tag(taggable: Taggable, response: Response) -> Response {
-    let if_none_match = taggable.if_none_match;
+/// After the handler: whether its answer gets a tag ([`tag`]). Only successful JSON answers
+/// of a bounded, known size that may be stored and have no tag of their own do.
+pub fn wants_tag(response: &Response) -> bool {
     let is_json = response
         .headers()
         .get(CONTENT_TYPE)
@@ -38,14 +38,16 @@ pub async fn tag(taggable: Taggable, response: Response) -> Response {
     // `no-store` answers (health checks) change every time: a tag would cost a hash for nothing.
     let no_store =
         response.headers().get(CACHE_CONTROL).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("no-store"));
-    if response.status() != StatusCode::OK
-        || !is_json
-        || no_store
-        || response.headers().contains_key(ETAG)
-        || size.is_none_or(|s| s > MAX_TAGGED)
-    {
-        return response;
-    }
+    response.status() == StatusCode::OK
+        && is_json
+        && !no_store
+        && !response.headers().contains_key(ETAG)
+        && size.is_some_and(|s| s <= MAX_TAGGED)
+}
+
+/// Adds the tag to an answer that [`wants_tag`], or turns it into `304 Not Modified`.
+pub async fn tag(taggable: Taggable, response: Response) -> Response {
+    let if_none_match = taggable.if_none_match;
     let (mut parts, body) = response.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, usize::try_from(MAX_TAGGED).unwrap_or(usize::MAX)).await else {
         return Response::from_parts(parts, Body::empty());

@@ -53,67 +53,92 @@ impl Service<Request> for Conventions {
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // Readiness is checked on the clone that serves the request (`oneshot`).
+        // The routes are always ready.
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request) -> Self::Future {
-        let mut routes = self.routes.clone();
-        let kernel = self.kernel.clone();
-        let rate_limits = self.rate_limits.clone();
-        let batch = self.batch.clone();
-        let timeout = self.timeout;
-        // One boxed future holding everything: the request's state is built in place on the
-        // first poll instead of being moved into the box (it is large).
-        Box::pin(async move {
-            let conventions = async move {
-                if let Some(state) = batch.as_deref()
-                    && batch::is_batch(&req)
-                {
-                    // Boxed: a batch's future is large, and this one is moved on every request.
-                    return Ok(Box::pin(batch::answer(state, req)).await);
-                }
-                let negotiated = match version::resolve(&kernel, &mut req) {
-                    Ok(negotiated) => negotiated,
-                    Err(refused) => return Ok(refused.into_response()),
-                };
-                let mut admitted = None;
-                if rate_limits.applies_to(req.uri().path()) {
-                    // Boxed: authenticating and counting (Redis) make a large future, and most
-                    // exempt requests (health checks) should not carry its size.
-                    match Box::pin(ratelimit::admit(&rate_limits, req)).await {
-                        Ok((counted, headers)) => {
-                            req = counted;
-                            admitted = Some(headers);
-                        }
-                        Err(limited) => return Ok(limited),
-                    }
-                }
-                let taggable = etag::taggable(&req);
-                let Ok(mut response) = routes.call(req).await;
-                if let Some(admitted) = admitted {
-                    admitted.apply(&mut response);
-                }
-                if let Some(taggable) = taggable {
-                    response = etag::tag(taggable, response).await;
-                }
-                if let Some(negotiated) = negotiated {
-                    negotiated.apply(&mut response);
-                }
-                Ok(response)
-            };
-            // Most requests are answered on their first poll: the timer (a clock read, a timer
-            // entry) is only set up for one that is not. The timeout thus counts from the end
-            // of the first poll, which is microseconds after the start.
-            let mut conventions = std::pin::pin!(conventions);
-            if let Poll::Ready(answered) = std::future::poll_fn(|cx| Poll::Ready(conventions.as_mut().poll(cx))).await {
-                return answered;
+    fn call(&mut self, req: Request) -> Self::Future {
+        let answer =
+            answer(self.routes.clone(), self.kernel.clone(), self.rate_limits.clone(), self.batch.clone(), req);
+        Box::pin(Within { answer, timeout: self.timeout, timer: None })
+    }
+}
+
+/// The conventions around one request. A plain `async fn` made in `call` and moved into the
+/// box once: its state holds the request and the router's future, and nothing twice.
+async fn answer(
+    mut routes: Router,
+    kernel: Arc<Kernel>,
+    rate_limits: Arc<RateLimits>,
+    batch: Option<Arc<BatchState>>,
+    mut req: Request,
+) -> Response {
+    if let Some(state) = batch.as_deref()
+        && batch::is_batch(&req)
+    {
+        // Boxed: a batch's future is large, and this one is moved on every request.
+        return Box::pin(batch::answer(state, req)).await;
+    }
+    let negotiated = match version::resolve(&kernel, &mut req) {
+        Ok(negotiated) => negotiated,
+        Err(refused) => return refused.into_response(),
+    };
+    let mut admitted = None;
+    if rate_limits.applies_to(req.uri().path()) {
+        // Boxed: authenticating and counting (Redis) make a large future, and most exempt
+        // requests (health checks) should not carry its size.
+        match Box::pin(ratelimit::admit(&rate_limits, req)).await {
+            Ok((counted, headers)) => {
+                req = counted;
+                admitted = Some(headers);
             }
-            match tokio::time::timeout(timeout, conventions).await {
-                Ok(answered) => answered,
-                // The edge renders it in the path's dialect.
-                Err(_) => Ok(StatusCode::REQUEST_TIMEOUT.into_response()),
-            }
-        })
+            Err(limited) => return limited,
+        }
+    }
+    let taggable = etag::taggable(&req);
+    let Ok(mut response) = routes.call(req).await;
+    if let Some(admitted) = admitted {
+        admitted.apply(&mut response);
+    }
+    if let Some(taggable) = taggable
+        && etag::wants_tag(&response)
+    {
+        // Boxed: buffering and hashing the body makes a large future, which the untagged
+        // answers should not carry.
+        response = Box::pin(etag::tag(taggable, response)).await;
+    }
+    if let Some(negotiated) = negotiated {
+        negotiated.apply(&mut response);
+    }
+    response
+}
+
+pin_project_lite::pin_project! {
+    /// `answer`, or `408 Request Timeout` (rendered by the edge in the path's dialect) once
+    /// `timeout` has passed. Most requests are answered on their first poll: the timer (a
+    /// clock read, a timer entry) is only set up, and boxed, for one that is not. The timeout
+    /// thus counts from the end of the first poll, which is microseconds after the start.
+    struct Within<F> {
+        #[pin]
+        answer: F,
+        timeout: Duration,
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+impl<F: Future<Output = Response>> Future for Within<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(response) = this.answer.poll(cx) {
+            return Poll::Ready(Ok(response));
+        }
+        let timeout = *this.timeout;
+        let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Ok(StatusCode::REQUEST_TIMEOUT.into_response())),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
