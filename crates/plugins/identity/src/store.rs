@@ -82,6 +82,24 @@ macro_rules! insert_roles {
     };
 }
 
+/// Binds `$1`–`$9` of the user insert and update: id, username and its folded key, email and
+/// its folded key, full name, password hash, status, metadata. One list, so the two statements
+/// cannot disagree on the order. A macro for the same reason as `insert_roles!`.
+macro_rules! bind_user {
+    ($query:expr, $u:expr) => {
+        $query
+            .bind(&$u.id)
+            .bind(&$u.username)
+            .bind(fold(&$u.username))
+            .bind(&$u.email)
+            .bind(fold(&$u.email))
+            .bind(&$u.full_name)
+            .bind(&$u.password_hash)
+            .bind(&$u.status)
+            .bind(&$u.metadata)
+    };
+}
+
 const USER_COLUMNS: &str = "id, username, email, full_name, password_hash, status, metadata, failed_logins, \
     locked_until, created_at, updated_at, last_login";
 
@@ -177,22 +195,11 @@ impl Store {
     pub async fn insert_user(&self, u: &UserRow) -> Result<(), StorageError> {
         with_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
-            sqlx::query(
+            let insert = sqlx::query(
                 "INSERT INTO users (id, username, username_key, email, email_key, full_name, password_hash, status, \
                  metadata, failed_logins, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, $10, $10)",
-            )
-            .bind(&u.id)
-            .bind(&u.username)
-            .bind(fold(&u.username))
-            .bind(&u.email)
-            .bind(fold(&u.email))
-            .bind(&u.full_name)
-            .bind(&u.password_hash)
-            .bind(&u.status)
-            .bind(&u.metadata)
-            .bind(u.created_at)
-            .execute(&mut *tx)
-            .await?;
+            );
+            bind_user!(insert, u).bind(u.created_at).execute(&mut *tx).await?;
             insert_roles!(tx, u);
             tx.commit().await
         })?;
@@ -206,19 +213,7 @@ impl Store {
             full_name = $6, password_hash = $7, status = $8, metadata = $9, updated_at = $10 WHERE id = $1";
         // Inside the macro: each backend needs its own closure type.
         with_db!(&self.db, |pool| {
-            let update = || {
-                sqlx::query(UPDATE)
-                    .bind(&u.id)
-                    .bind(&u.username)
-                    .bind(fold(&u.username))
-                    .bind(&u.email)
-                    .bind(fold(&u.email))
-                    .bind(&u.full_name)
-                    .bind(&u.password_hash)
-                    .bind(&u.status)
-                    .bind(&u.metadata)
-                    .bind(u.updated_at)
-            };
+            let update = || bind_user!(sqlx::query(UPDATE), u).bind(u.updated_at);
             if !roles_changed {
                 update().execute(pool).await.map(|_| ())
             } else {
