@@ -14,6 +14,14 @@ const MAX_MICROS: i64 = 253_402_300_799_000_000;
 #[serde(transparent)]
 pub struct Timestamp(i64);
 
+/// Whole seconds since the Unix epoch, straight from the system clock: cheaper than a full
+/// [`Timestamp`], for what runs on every request.
+pub fn unix_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 impl Timestamp {
     pub fn now() -> Self {
         Self::from_datetime(OffsetDateTime::now_utc())

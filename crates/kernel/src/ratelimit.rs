@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// The outcome of counting one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +46,6 @@ struct Local {
 /// One key's count in its current window.
 #[derive(Debug, Clone, Copy)]
 struct Window {
-    start: i64,
     /// Unix seconds at which the window ends; keys of different classes have windows of
     /// different lengths, so this, not the window start of whoever sweeps, says what is done.
     end: i64,
@@ -78,9 +77,7 @@ impl RateLimiter {
     /// Counts one request for `key` against `limit` per `window`.
     pub async fn check(&self, key: &str, limit: u32, window: Duration) -> Decision {
         let window_secs = i64::try_from(window.as_secs().max(1)).unwrap_or(i64::MAX);
-        // Whole seconds straight from the system clock: this runs on every counted request.
-        let now =
-            SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let now = crate::clock::unix_seconds();
         let start = now - now.rem_euclid(window_secs);
         let count = match &self.redis {
             Some((conn, prefix)) => match count_shared(conn.clone(), prefix, key, start, window_secs).await {
@@ -98,9 +95,10 @@ impl RateLimiter {
     fn count_local(&self, key: &str, start: i64, window_secs: i64, now: i64) -> u32 {
         // A poisoned lock means a panic elsewhere mid-update; counting stays best-effort.
         let Ok(mut local) = self.local.lock() else { return 1 };
+        let end = start.saturating_add(window_secs);
         if let Some(w) = local.windows.get_mut(key) {
-            if w.start != start {
-                *w = Window { start, end: start.saturating_add(window_secs), count: 0 };
+            if w.end != end {
+                *w = Window { end, count: 0 };
             }
             w.count = w.count.saturating_add(1);
             return w.count;
@@ -109,7 +107,7 @@ impl RateLimiter {
             local.swept_at = now;
             local.windows.retain(|_, w| w.end > now);
         }
-        local.windows.insert(key.to_string(), Window { start, end: start.saturating_add(window_secs), count: 1 });
+        local.windows.insert(key.to_string(), Window { end, count: 1 });
         1
     }
 }

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{Extensions, HeaderValue, Method, StatusCode};
 use axum::response::Response;
@@ -98,7 +97,7 @@ pub fn router(
     // Conventions, outermost first: batches, `/api/v2/...` becomes `/api/...`, rate limits,
     // ETags. Batch sub-requests run through the same conventions, without batching.
     let core = Conventions::new(routes, kernel.clone(), rate_limits);
-    let batch = BatchState { core: Router::new().fallback_service(core.clone()), max: kernel.config.api.max_batch };
+    let batch = BatchState { core: core.clone(), max: kernel.config.api.max_batch };
     let conventions = core.with_batch(batch);
     let inner = ServiceBuilder::new()
         .layer(CorsWhenOriginLayer::new(cors(&server.cors_origins)))

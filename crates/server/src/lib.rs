@@ -40,8 +40,6 @@ pub enum StartError {
     Host(String),
     #[error("identity: {0}")]
     Identity(#[from] nexus_identity::IdentityError),
-    #[error("webhooks: {0}")]
-    Webhooks(String),
     #[error("secrets: {0}")]
     Secrets(#[from] nexus_secrets::SecretsError),
 }
@@ -68,7 +66,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let identity = nexus_identity::Identity::start(kernel.clone()).await?;
     let secrets = nexus_secrets::Secrets::start(kernel.clone(), &identity).await?;
     let realtime = nexus_realtime::Realtime::start(kernel.clone(), identity.clone());
-    let webhooks = nexus_webhooks::start(kernel.clone()).map_err(StartError::Webhooks)?;
+    let webhooks = nexus_webhooks::start(kernel.clone());
     let app = router(kernel.clone(), identity, secrets, realtime, webhooks.webhooks);
     let (tx, rx) = oneshot::channel::<()>();
     let listener = listener.tap_io(|tcp| {

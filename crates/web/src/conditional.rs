@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 
 use axum::body::{Body, HttpBody};
 use axum::http::header::{ACCEPT_ENCODING, CACHE_CONTROL, ORIGIN, VARY};
-use axum::http::{HeaderValue, Request, Response};
+use axum::http::{HeaderMap, HeaderValue, Request, Response};
 use tower::{Layer, Service};
 use tower_http::compression::{CompressionLayer, DefaultPredicate};
 use tower_http::cors::CorsLayer;
@@ -23,6 +23,12 @@ use tower_http::cors::CorsLayer;
 const CORS_VARY: HeaderValue =
     HeaderValue::from_static("origin, access-control-request-method, access-control-request-headers");
 const COMPRESSION_VARY: HeaderValue = HeaderValue::from_static("accept-encoding");
+
+/// Whether an answer says `Cache-Control: no-store`: no cache keeps it, so nothing need key
+/// or tag it.
+pub fn is_no_store(headers: &HeaderMap) -> bool {
+    headers.get(CACHE_CONTROL).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("no-store"))
+}
 
 /// [`CorsLayer`] for requests with an `Origin` header.
 ///
@@ -136,7 +142,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let mut response = std::task::ready!(this.inner.poll(cx))?;
-        if response.headers().get(CACHE_CONTROL).is_none_or(|v| v.as_bytes() != b"no-store") {
+        if !is_no_store(response.headers()) {
             response.headers_mut().append(VARY, this.vary.clone());
         }
         Poll::Ready(Ok(response))

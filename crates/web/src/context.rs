@@ -83,12 +83,7 @@ pub fn service<T: Clone + Send + Sync + 'static>() -> Option<T> {
     REQUEST.try_with(|ctx| ctx.services.get::<T>().cloned()).ok().flatten()
 }
 
-/// Notes the route template that matched. The first one noted wins: sub-requests of a batch
-/// run within their parent's request and must not relabel it.
+/// Notes the route template that matched.
 pub(crate) fn note_route(route: &MatchedPath) {
-    let _ = REQUEST.try_with(|ctx| {
-        if ctx.route.get().is_none() {
-            let _ = ctx.route.set(route.clone());
-        }
-    });
+    let _ = REQUEST.try_with(|ctx| ctx.route.set(route.clone()));
 }

@@ -22,6 +22,7 @@ use futures::FutureExt as _;
 use nexus_kernel::Kernel;
 use tower::{Layer, Service};
 
+use crate::RequestId;
 use crate::context::RequestContext;
 use crate::dialect::Dialect;
 use crate::error::{ApiError, ErrorCode};
@@ -61,7 +62,11 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        if let Some(route) = req.extensions().get::<MatchedPath>() {
+        // A batch's sub-requests (which carry their own id) run within the batch's request,
+        // and must not label it with their route.
+        if let Some(route) = req.extensions().get::<MatchedPath>()
+            && req.extensions().get::<RequestId>().is_none()
+        {
             crate::context::note_route(route);
         }
         self.inner.call(req)

@@ -91,13 +91,11 @@ fn builtin() -> BTreeMap<String, Vec<String>> {
     ])
 }
 
-/// The role table in effect.
+/// The role table in effect: each role's permissions, built once, since every authenticated
+/// request needs its holder's and most users hold one role.
 #[derive(Debug, Clone)]
 pub struct Roles {
-    table: BTreeMap<String, Vec<String>>,
-    /// The permissions of each role alone, built once: most users hold one role, and every
-    /// authenticated request needs its holder's permissions.
-    single: BTreeMap<String, Permissions>,
+    table: BTreeMap<String, Permissions>,
 }
 
 impl Roles {
@@ -106,11 +104,9 @@ impl Roles {
         for (name, perms) in overrides {
             table.insert(name.clone(), perms.clone());
         }
-        let single = table
-            .iter()
-            .map(|(name, perms)| (name.clone(), Permissions(Arc::new(perms.iter().cloned().collect()))))
-            .collect();
-        Self { table, single }
+        let table =
+            table.into_iter().map(|(name, perms)| (name, Permissions(Arc::new(perms.into_iter().collect())))).collect();
+        Self { table }
     }
 
     pub fn exists(&self, role: &str) -> bool {
@@ -124,12 +120,12 @@ impl Roles {
     /// The permissions granted by `roles` together.
     pub fn permissions(&self, roles: &[String]) -> Permissions {
         if let [role] = roles {
-            return self.single.get(role).cloned().unwrap_or_default();
+            return self.table.get(role).cloned().unwrap_or_default();
         }
         let mut set = BTreeSet::new();
         for role in roles {
             if let Some(perms) = self.table.get(role) {
-                set.extend(perms.iter().cloned());
+                set.extend(perms.0.iter().cloned());
             }
         }
         Permissions(Arc::new(set))

@@ -36,19 +36,19 @@ pub mod close {
 struct Outbox {
     queue: mpsc::Sender<Message>,
     close: Option<oneshot::Sender<CloseFrame>>,
-    /// Set once the queue overflowed.
-    overflowed: bool,
+    /// Raised once the queue overflowed, here or in the hub.
+    overflow: Arc<Overflow>,
 }
 
 impl Outbox {
     /// Queues `value` as a text message; a full queue marks the client as a slow consumer.
     fn send(&mut self, value: &Value) {
-        if self.overflowed {
+        if self.overflow.is_raised() {
             return;
         }
         let text = Utf8Bytes::from(value.to_string());
         if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send(Message::Text(text)) {
-            self.overflowed = true;
+            self.overflow.raise();
         }
     }
 
@@ -143,8 +143,8 @@ async fn serve(rt: &Arc<Realtime>, socket: WebSocket, principal: Option<Principa
         let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;
     });
 
-    let mut out = Outbox { queue, close: Some(close_tx), overflowed: false };
     let overflow = Arc::new(Overflow::default());
+    let mut out = Outbox { queue, close: Some(close_tx), overflow: overflow.clone() };
     let mut state = State {
         id: rt.hub.next_id(),
         principal: principal.map(Arc::new),
@@ -181,11 +181,11 @@ async fn serve(rt: &Arc<Realtime>, socket: WebSocket, principal: Option<Principa
                     break;
                 }
                 if let Err(mpsc::error::TrySendError::Full(_)) = out.queue.try_send(Message::Ping(Default::default())) {
-                    out.overflowed = true;
+                    overflow.raise();
                 }
             }
             // The hub found the queue full: a client that does not read its events.
-            () = overflow.raised() => out.overflowed = true,
+            () = overflow.raised() => {}
             msg = stream.next() => {
                 last_seen = Instant::now();
                 match msg {
@@ -208,7 +208,7 @@ async fn serve(rt: &Arc<Realtime>, socket: WebSocket, principal: Option<Principa
                 }
             }
         }
-        if out.overflowed || overflow.is_raised() {
+        if overflow.is_raised() {
             tracing::info!("closing a WebSocket client that does not keep up with its messages");
             out.close(close::SLOW_CONSUMER, "slow consumer: send buffer full");
             break;

@@ -4,10 +4,9 @@
 //! channel, and hands those same bytes (reference-counted, never copied or re-serialised) to
 //! every connection whose permissions and subscriptions accept the event, by a non-blocking
 //! push into the connection's bounded send queue. Per (event, connection) that leaves a filter
-//! check, a reference-count increment and the wake-up of the connection's writer. The earlier
-//! design, one bus receiver per connection, woke every connection's task on every event and
-//! built and serialised the message once per connection, which at 1,000 subscribers cost more
-//! CPU than writing to the sockets.
+//! check, a reference-count increment and the wake-up of the connection's writer. A bus
+//! receiver per connection would wake every connection's task on every event and serialise
+//! the message once per connection: at 1,000 subscribers, more CPU than writing the sockets.
 //!
 //! A connection whose queue is full is a slow consumer: it gets nothing more from here and is
 //! told (through [`Overflow`]) to close itself; the dispatcher never waits for anyone. If the

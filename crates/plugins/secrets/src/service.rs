@@ -53,6 +53,22 @@ impl From<SecretRow> for SecretMeta {
     }
 }
 
+impl SecretMeta {
+    /// The metadata of the version `row` holds (the current one unless a version was asked for).
+    fn of_sealed(row: &SealedRow, metadata: Value) -> Self {
+        Self {
+            id: row.id.clone(),
+            path: row.path.clone(),
+            metadata,
+            version: row.v_version.unwrap_or(row.version),
+            created_at: Timestamp::from_micros(row.created_at),
+            created_by: row.created_by.clone(),
+            updated_at: Timestamp::from_micros(row.v_created_at.unwrap_or(row.updated_at)),
+            updated_by: row.v_created_by.clone().unwrap_or_else(|| row.updated_by.clone()),
+        }
+    }
+}
+
 /// A decrypted secret. The value is zeroized when this is dropped.
 #[derive(Debug)]
 pub struct SecretValue {
@@ -262,19 +278,10 @@ impl Secrets {
             return Err(SecretsError::AuditUnavailable);
         }
         let metadata = parse_metadata(&row.metadata);
+        let meta = SecretMeta::of_sealed(&row, metadata.clone());
         if version.is_none() {
-            self.cache.insert(row.clone(), metadata.clone());
+            self.cache.insert(row, metadata);
         }
-        let meta = SecretMeta {
-            id: row.id,
-            path: row.path,
-            metadata,
-            version: read_version,
-            created_at: Timestamp::from_micros(row.created_at),
-            created_by: row.created_by,
-            updated_at: Timestamp::from_micros(row.v_created_at.unwrap_or(row.updated_at)),
-            updated_by: row.v_created_by.unwrap_or(row.updated_by),
-        };
         Ok(SecretValue { meta, value })
     }
 
@@ -308,17 +315,7 @@ impl Secrets {
                 return Err(SecretsError::AuditUnavailable);
             }
         }
-        let meta = SecretMeta {
-            id: row.id.clone(),
-            path: row.path.clone(),
-            metadata: cached.metadata.clone(),
-            version: read_version,
-            created_at: Timestamp::from_micros(row.created_at),
-            created_by: row.created_by.clone(),
-            updated_at: Timestamp::from_micros(row.v_created_at.unwrap_or(row.updated_at)),
-            updated_by: row.v_created_by.clone().unwrap_or_else(|| row.updated_by.clone()),
-        };
-        Ok(Some(SecretValue { meta, value }))
+        Ok(Some(SecretValue { meta: SecretMeta::of_sealed(row, cached.metadata.clone()), value }))
     }
 
     /// The data key of a row.

@@ -15,9 +15,8 @@ use utoipa::ToSchema;
 use crate::SystemState;
 
 /// A health answer is about this instant: caches and ETags must not keep it.
-type NoStore = [(HeaderName, &'static str); 1];
-const NO_STORE: NoStore = [(CACHE_CONTROL, "no-store")];
 const NO_STORE_VALUE: HeaderValue = HeaderValue::from_static("no-store");
+const NO_STORE: [(HeaderName, HeaderValue); 1] = [(CACHE_CONTROL, NO_STORE_VALUE)];
 const JSON_VALUE: HeaderValue = HeaderValue::from_static("application/json");
 
 /// The healthy answer of one endpoint for the current second. Its body says nothing finer
@@ -31,10 +30,7 @@ impl HealthyBody {
     /// `200` with the body for the current second, rendered by `render` (given the second's
     /// timestamp) if this second has none yet.
     fn answer<T: Serialize>(&self, render: impl FnOnce(String) -> T) -> Response {
-        // Whole seconds straight from the clock: cheaper than a full `Timestamp`.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let now = nexus_kernel::clock::unix_seconds();
         let cached =
             self.0.read().ok().and_then(|c| c.as_ref().filter(|(second, _)| *second == now).map(|(_, b)| b.clone()));
         let body = match cached {
@@ -120,11 +116,13 @@ pub async fn framework_health(State(state): State<SystemState>) -> Response {
         ("cache", connected(report.redis.as_ref().is_none_or(|r| r.healthy))),
         ("plugins", "loaded"),
     ]);
-    let (code, status) =
-        if report.healthy() { (StatusCode::OK, "healthy") } else { (StatusCode::SERVICE_UNAVAILABLE, "unhealthy") };
-    let body =
-        FrameworkHealth { status, version: nexus_kernel::VERSION, timestamp: Timestamp::now().to_rfc3339(), services };
-    (code, NO_STORE, Json(body)).into_response()
+    let body = FrameworkHealth {
+        status: "unhealthy",
+        version: nexus_kernel::VERSION,
+        timestamp: Timestamp::now().to_rfc3339(),
+        services,
+    };
+    (StatusCode::SERVICE_UNAVAILABLE, NO_STORE, Json(body)).into_response()
 }
 
 /// Health in the operations API's shape.

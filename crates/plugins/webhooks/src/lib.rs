@@ -35,10 +35,10 @@ pub struct Started {
 }
 
 /// Starts the outbox feeder and the delivery worker.
-pub fn start(kernel: Arc<Kernel>) -> Result<Started, String> {
-    let webhooks = Arc::new(Webhooks::new(kernel)?);
+pub fn start(kernel: Arc<Kernel>) -> Started {
+    let webhooks = Arc::new(Webhooks::new(kernel));
     let tasks = vec![tokio::spawn(delivery::feed(webhooks.clone())), tokio::spawn(delivery::work(webhooks.clone()))];
-    Ok(Started { webhooks, tasks })
+    Started { webhooks, tasks }
 }
 
 /// Every webhook route of every surface.

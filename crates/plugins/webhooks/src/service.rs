@@ -123,13 +123,8 @@ const READ: &str = "webhook.read";
 const WRITE: &str = "webhook.write";
 
 impl Webhooks {
-    pub(crate) fn new(kernel: Arc<Kernel>) -> Result<Self, String> {
-        Ok(Self {
-            store: Store::new(kernel.db.clone()),
-            kernel,
-            client: std::sync::OnceLock::new(),
-            wake: Notify::new(),
-        })
+    pub(crate) fn new(kernel: Arc<Kernel>) -> Self {
+        Self { store: Store::new(kernel.db.clone()), kernel, client: std::sync::OnceLock::new(), wake: Notify::new() }
     }
 
     /// The HTTP client deliveries are sent with; an error if it cannot be built.

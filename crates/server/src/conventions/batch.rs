@@ -5,7 +5,7 @@
 //! with `id`, `status` and `body` (`null` when empty); a failing sub-request fails alone, and
 //! a malformed entry, a nested batch or a URL on another host gets a 400 entry of its own.
 
-use axum::Router;
+use super::service::Conventions;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
@@ -35,8 +35,8 @@ const MAX_SUB_BODY: usize = 16 * 1024 * 1024;
 
 #[derive(Clone)]
 pub struct BatchState {
-    /// Everything below the batch layer: versioning, rate limits, ETags and the routes.
-    pub core: Router,
+    /// The conventions sub-requests run through: versioning, rate limits, ETags and the routes.
+    pub core: Conventions,
     pub max: usize,
 }
 
@@ -258,11 +258,11 @@ async fn execute(state: &BatchState, p: Prepared) -> SubResponse {
     SubResponse { id: p.id, status: status.as_u16(), body }
 }
 
-/// Run several requests in one (handled by the batch layer; this route documents it).
+/// Run several requests in one (answered by the conventions service; this route documents it).
 #[utoipa::path(post, path = "/api/batch", tag = "batch", request_body = BatchBody,
     responses((status = 200, body = BatchResponse), (status = 400, description = "VALIDATION_ERROR")))]
 async fn batch_route() -> Result<StatusCode, ApiError> {
-    Err(ApiError::internal("batch requests are answered by the batch layer"))
+    Err(ApiError::internal("batch requests are answered by the conventions service"))
 }
 
 pub fn routes() -> nexus_web::Routes {

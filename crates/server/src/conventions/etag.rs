@@ -4,7 +4,7 @@
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use sha2::{Digest, Sha256};
@@ -36,11 +36,9 @@ pub fn wants_tag(response: &Response) -> bool {
         .is_some_and(|v| v.starts_with("application/json"));
     let size = axum::body::HttpBody::size_hint(response.body()).upper();
     // `no-store` answers (health checks) change every time: a tag would cost a hash for nothing.
-    let no_store =
-        response.headers().get(CACHE_CONTROL).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("no-store"));
     response.status() == StatusCode::OK
         && is_json
-        && !no_store
+        && !nexus_web::conditional::is_no_store(response.headers())
         && !response.headers().contains_key(ETAG)
         && size.is_some_and(|s| s <= MAX_TAGGED)
 }

@@ -22,8 +22,9 @@ use super::batch::{self, BatchState};
 use super::ratelimit::{self, RateLimits};
 use super::{etag, version};
 
-/// The conventions around the routes. Without `batch`, batches are not recognised: that is
-/// the service sub-requests of a batch run through.
+/// The conventions around the routes. Without `batch`, batches are not recognised and there is
+/// no timeout: that is the service sub-requests of a batch run through, within the batch's
+/// own timeout.
 #[derive(Clone)]
 pub struct Conventions {
     /// Always ready (as routers are): it is called without `poll_ready`.
@@ -32,18 +33,20 @@ pub struct Conventions {
     rate_limits: Arc<RateLimits>,
     batch: Option<Arc<BatchState>>,
     /// `server.request_timeout_secs`: a request still running then is answered 408.
-    timeout: Duration,
+    timeout: Option<Duration>,
 }
 
 impl Conventions {
     pub fn new(routes: Router, kernel: Arc<Kernel>, rate_limits: Arc<RateLimits>) -> Self {
-        let timeout = Duration::from_secs(kernel.config.server.request_timeout_secs);
-        Self { routes, kernel, rate_limits, batch: None, timeout }
+        Self { routes, kernel, rate_limits, batch: None, timeout: None }
     }
 
-    /// Also answers `POST /api/batch`, running the sub-requests through `state.core`.
+    /// The outermost conventions: also answers `POST /api/batch`, running the sub-requests
+    /// through `state.core`, and answers 408 to a request still running after
+    /// `server.request_timeout_secs`.
     pub fn with_batch(self, state: BatchState) -> Self {
-        Self { batch: Some(Arc::new(state)), ..self }
+        let timeout = Some(Duration::from_secs(self.kernel.config.server.request_timeout_secs));
+        Self { batch: Some(Arc::new(state)), timeout, ..self }
     }
 }
 
@@ -115,13 +118,13 @@ async fn answer(
 
 pin_project_lite::pin_project! {
     /// `answer`, or `408 Request Timeout` (rendered by the edge in the path's dialect) once
-    /// `timeout` has passed. Most requests are answered on their first poll: the timer (a
+    /// `timeout` (if any) has passed. Most requests are answered on their first poll: the timer (a
     /// clock read, a timer entry) is only set up, and boxed, for one that is not. The timeout
     /// thus counts from the end of the first poll, which is microseconds after the start.
     struct Within<F> {
         #[pin]
         answer: F,
-        timeout: Duration,
+        timeout: Option<Duration>,
         timer: Option<Pin<Box<tokio::time::Sleep>>>,
     }
 }
@@ -134,7 +137,7 @@ impl<F: Future<Output = Response>> Future for Within<F> {
         if let Poll::Ready(response) = this.answer.poll(cx) {
             return Poll::Ready(Ok(response));
         }
-        let timeout = *this.timeout;
+        let Some(timeout) = *this.timeout else { return Poll::Pending };
         let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         match timer.as_mut().poll(cx) {
             Poll::Ready(()) => Poll::Ready(Ok(StatusCode::REQUEST_TIMEOUT.into_response())),
