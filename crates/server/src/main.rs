@@ -3,13 +3,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+mod alloc;
 
-/// Request handling allocates many small, short-lived objects on every core; mimalloc's
-/// per-thread heaps serve them with far less contention than the system allocator.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use clap::{Parser, Subcommand};
 use nexus_kernel::config::{Config, LogFormat, Overrides};
+
+#[global_allocator]
+static ALLOCATOR: alloc::MiMalloc = alloc::MiMalloc;
 
 #[derive(Debug, Parser)]
 #[command(name = "nexus", version, about = "The Nexus server")]
