@@ -1,19 +1,26 @@
 //! The HTTP application: every plugin's routes, the docs, and the layers around them.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::header::{ACCEPT_ENCODING, ORIGIN};
 use axum::http::{Extensions, HeaderValue, Method, StatusCode};
 use axum::response::Response;
-use axum::serve::{IncomingStream, Listener};
+use futures::FutureExt as _;
+use futures::future::Either;
+use hyper::body::Incoming;
 use nexus_identity::Identity;
 use nexus_kernel::Kernel;
-use nexus_web::conditional::{CompressionWhenAccepted, CompressionWhenAcceptedLayer, CorsWhenOriginLayer};
-use nexus_web::edge::{Edge, EdgeLayer};
-use tower::{Layer, Service, ServiceBuilder};
+use nexus_web::conditional::{COMPRESSION_VARY, CORS_AND_COMPRESSION_VARY, CORS_VARY, add_vary};
+use nexus_web::edge::{Edge, EdgeFuture, Inner};
+use tower::{Layer, Service, ServiceExt as _};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use utoipa::OpenApi;
@@ -58,18 +65,16 @@ impl utoipa::Modify for SecurityAddon {
     }
 }
 
-/// The complete application for `kernel`: what `axum::serve` runs, making the service of
-/// each connection. Not boxed: the service of a connection is cloned for every request, and
-/// every layer's clone is cheap.
-pub fn router(
+/// The complete application for `kernel`: every plugin's routes inside the conventions, CORS,
+/// the edge and compression. Shared by every connection ([`Connection`]) and called by
+/// reference: a request clones none of it.
+pub fn app(
     kernel: Arc<Kernel>,
     identity: Arc<Identity>,
     secrets: Arc<nexus_secrets::Secrets>,
     realtime: Arc<nexus_realtime::Realtime>,
     webhooks: Arc<nexus_webhooks::Webhooks>,
-) -> Connections<
-    impl Service<Request, Response = Response, Error = Infallible, Future: Send> + Clone + Send + Sync + 'static,
-> {
+) -> Arc<App> {
     let (api, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(nexus_system::routes(kernel.clone()))
         .merge(nexus_identity::routes(identity.clone()))
@@ -88,59 +93,116 @@ pub fn router(
     let server = &kernel.config.server;
     let limit = server.body_limit_bytes;
 
-    // Layers are applied around the finished router, not with `Router::layer`: that would wrap
-    // every route and clone the whole stack on every request.
-    let routes = api
+    let mut routes = api
         .merge(nexus_web::docs::router(openapi))
         .route_layer(nexus_web::edge::NoteRouteLayer)
         .fallback(|| async { StatusCode::NOT_FOUND });
+    // The edge cuts every body off at the limit; axum's extractors add their own default
+    // limit, which needs lifting only when the configured one is larger.
+    if limit > AXUM_BODY_LIMIT {
+        routes = routes.layer(DefaultBodyLimit::max(limit));
+    }
     // Conventions, outermost first: batches, `/api/v2/...` becomes `/api/...`, rate limits,
     // ETags. Batch sub-requests run through the same conventions, without batching.
     let core = Conventions::new(routes, kernel.clone(), rate_limits);
     let batch = BatchState { core: core.clone(), max: kernel.config.api.max_batch };
     let conventions = core.with_batch(batch);
-    let inner = ServiceBuilder::new()
-        .layer(CorsWhenOriginLayer::new(cors(&server.cors_origins)))
-        // The edge cuts every body off at the limit; axum's extractors add their own default
-        // limit, which needs lifting only when the configured one is larger.
-        .option_layer((limit > AXUM_BODY_LIMIT).then(|| DefaultBodyLimit::max(limit)))
-        .service(conventions);
-    Connections {
-        inner,
-        edge: EdgeLayer::new(kernel.clone(), services),
-        compression: CompressionWhenAcceptedLayer(CompressionLayer::new()),
+    let inner = Application { conventions, cors: cors(&server.cors_origins) };
+    Arc::new(App { edge: Edge::new(inner, kernel.clone(), services), compression: CompressionLayer::new() })
+}
+
+/// The application: the edge around CORS, the conventions and the routes; compression around
+/// the edge, so that the edge rewrites error bodies before they are encoded.
+pub struct App {
+    edge: Edge<Application>,
+    compression: CompressionLayer,
+}
+
+/// CORS around the conventions, run only for requests that send `Origin`
+/// (`nexus_web::conditional`).
+struct Application {
+    conventions: Conventions,
+    cors: CorsLayer,
+}
+
+impl Inner for Application {
+    fn handle(&self, req: Request) -> impl Future<Output = Response> + Send + 'static {
+        if req.headers().contains_key(ORIGIN) {
+            let cors = self.cors.layer(self.conventions.clone());
+            Either::Left(Box::pin(async move {
+                let Ok(response) = cors.oneshot(req).await;
+                response
+            }))
+        } else {
+            // The `Vary` that CORS would have added is added with compression's
+            // ([`Connection`]), in one pass.
+            Either::Right(self.conventions.answer(req))
+        }
     }
 }
 
-/// Makes the service of each connection: the application inside the edge, which is told the
-/// connection's peer address (for `nexus_web::context::peer`), inside compression.
-///
-/// Compression is outermost so that the edge rewrites error bodies before they are encoded;
-/// the edge wraps everything that can fail. CORS and compression only run for the requests
-/// that ask for them (`nexus_web::conditional`).
+/// The application as one connection's service: its requests come from `peer`.
 #[derive(Clone)]
-pub struct Connections<S> {
-    inner: S,
-    edge: EdgeLayer,
-    compression: CompressionWhenAcceptedLayer,
+pub struct Connection {
+    pub app: Arc<App>,
+    pub peer: SocketAddr,
 }
 
-impl<L, S> Service<IncomingStream<'_, L>> for Connections<S>
-where
-    L: Listener<Addr = SocketAddr>,
-    S: Clone,
-{
-    type Response = CompressionWhenAccepted<Edge<S>>;
+impl hyper::service::Service<Request<Incoming>> for Connection {
+    type Response = Response;
     type Error = Infallible;
-    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+    type Future = Answer;
 
-    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
-        std::task::Poll::Ready(Ok(()))
+    fn call(&self, req: Request<Incoming>) -> Answer {
+        let req = req.map(Body::new);
+        // The `Vary` values of the layers that will not run (`nexus_web::conditional`).
+        let cors_runs = req.headers().contains_key(ORIGIN);
+        if req.headers().contains_key(ACCEPT_ENCODING) {
+            let compressed = self.app.compression.clone().layer(self.clone());
+            let future = Box::pin(async move {
+                let Ok(response) = compressed.oneshot(req).await;
+                response.map(Body::new)
+            });
+            Answer { future, vary: (!cors_runs).then_some(CORS_VARY) }
+        } else {
+            let vary = if cors_runs { COMPRESSION_VARY } else { CORS_AND_COMPRESSION_VARY };
+            Answer { future: self.app.edge.serve(Some(self.peer), req), vary: Some(vary) }
+        }
+    }
+}
+
+/// What compression wraps, for the requests that accept it.
+impl Service<Request> for Connection {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = futures::future::Map<EdgeFuture, fn(Response) -> Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, stream: IncomingStream<'_, L>) -> Self::Future {
-        let edge = self.edge.for_peer(*stream.remote_addr()).layer(self.inner.clone());
-        std::future::ready(Ok(self.compression.layer(edge)))
+    fn call(&mut self, req: Request) -> Self::Future {
+        self.app.edge.serve(Some(self.peer), req).map(Ok)
+    }
+}
+
+/// A connection's answer to one request, and the `Vary` values to add to it.
+pub struct Answer {
+    future: EdgeFuture,
+    vary: Option<HeaderValue>,
+}
+
+impl Future for Answer {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        this.future.as_mut().poll(cx).map(|mut response| {
+            if let Some(vary) = this.vary.take() {
+                add_vary(&mut response, vary);
+            }
+            Ok(response)
+        })
     }
 }
 

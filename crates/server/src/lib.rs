@@ -3,6 +3,7 @@
 
 mod app;
 pub mod conventions;
+mod serve;
 pub mod telemetry;
 pub mod user_cmd;
 
@@ -10,7 +11,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use nexus_kernel::Kernel;
 use nexus_kernel::config::Config;
 use nexus_kernel::db::MigrationSet;
@@ -18,7 +18,7 @@ use nexus_kernel::kernel::KernelError;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use app::router;
+pub use app::{App, app};
 
 /// Every migration set of the built-in plugins, applied at start and by `nexus migrate`.
 pub fn migrations() -> Vec<&'static MigrationSet> {
@@ -52,7 +52,7 @@ pub struct RunningServer {
     shutdown: Option<oneshot::Sender<()>>,
     /// Background services (webhook delivery) that end when the event bus closes.
     background: Vec<JoinHandle<()>>,
-    task: JoinHandle<std::io::Result<()>>,
+    task: JoinHandle<()>,
 }
 
 /// Opens the kernel, binds `server.host:server.port` (port 0 picks a free one) and serves.
@@ -67,18 +67,11 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let secrets = nexus_secrets::Secrets::start(kernel.clone(), &identity).await?;
     let realtime = nexus_realtime::Realtime::start(kernel.clone(), identity.clone());
     let webhooks = nexus_webhooks::start(kernel.clone());
-    let app = router(kernel.clone(), identity, secrets, realtime, webhooks.webhooks);
+    let app = app(kernel.clone(), identity, secrets, realtime, webhooks.webhooks);
     let (tx, rx) = oneshot::channel::<()>();
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await
-    });
+    let task = tokio::spawn(serve::serve(listener, app, async move {
+        let _ = rx.await;
+    }));
     tracing::info!(%addr, backend = kernel.db.backend().name(), "nexus listening");
     Ok(RunningServer { addr, kernel, shutdown: Some(tx), task, background: webhooks.tasks })
 }
@@ -92,8 +85,7 @@ impl RunningServer {
         }
         let grace = Duration::from_secs(self.kernel.config.server.shutdown_grace_secs);
         match tokio::time::timeout(grace, &mut self.task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::error!(error = %e, "server stopped with an error"),
+            Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "server task failed"),
             Err(_) => {
                 tracing::warn!(?grace, "in-flight requests still running after the grace period; stopping anyway");

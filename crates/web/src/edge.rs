@@ -4,7 +4,6 @@
 //! metrics and makes the request id known to every log line of the request
 //! ([`crate::context`]).
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -73,67 +72,40 @@ where
     }
 }
 
+/// What the edge wraps: the application, called by reference. Its future owns what it needs,
+/// so that a request clones nothing of the application but what its answer uses.
+pub trait Inner: Send + Sync + 'static {
+    fn handle(&self, req: Request) -> impl Future<Output = Response> + Send + 'static;
+}
+
+/// The answer to one request at the edge: the application's future and the edge's own work
+/// after it, in one allocation.
+pub type EdgeFuture = Pin<Box<dyn Future<Output = Response> + Send>>;
+
 /// The outermost layer of the application (inside compression); see the module documentation.
-/// Hand-written rather than `from_fn` because every request passes it: one allocation for its
-/// future, none for cloning services.
+/// Called by reference for each request of every connection ([`Edge::serve`]): nothing of it
+/// is cloned per request.
 ///
 /// It also enforces `server.body_limit_bytes` (413 on a declared length above it, a body cut
 /// off there otherwise) and turns a panic into a 500, so that neither needs a layer of its own.
-#[derive(Debug, Clone)]
-pub struct EdgeLayer {
-    kernel: Arc<Kernel>,
-    peer: Option<SocketAddr>,
-    services: Arc<Extensions>,
-}
-
-impl EdgeLayer {
-    /// `services` are the application's shared services, for handlers and extractors to find
-    /// ([`crate::context::service`]).
-    pub fn new(kernel: Arc<Kernel>, services: Extensions) -> Self {
-        Self { kernel, peer: None, services: Arc::new(services) }
-    }
-
-    /// For the services of one connection: its requests come from `peer`
-    /// ([`crate::context::peer`]).
-    pub fn for_peer(&self, peer: SocketAddr) -> Self {
-        Self { peer: Some(peer), ..self.clone() }
-    }
-}
-
-impl<S> Layer<S> for EdgeLayer {
-    type Service = Edge<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        let body_limit = self.kernel.config.server.body_limit_bytes;
-        Edge { inner, kernel: self.kernel.clone(), body_limit, peer: self.peer, services: self.services.clone() }
-    }
-}
-
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Edge<S> {
     inner: S,
     kernel: Arc<Kernel>,
     body_limit: usize,
-    peer: Option<SocketAddr>,
     services: Arc<Extensions>,
 }
 
-impl<S, B> Service<Request> for Edge<S>
-where
-    S: Service<Request, Response = axum::http::Response<B>, Error = Infallible>,
-    S::Future: Send + 'static,
-    B: HttpBody<Data = axum::body::Bytes> + Send + 'static,
-    B::Error: Into<axum::BoxError>,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
+impl<S: Inner> Edge<S> {
+    /// The edge around `inner`. `services` are the application's shared services, for
+    /// handlers and extractors to find ([`crate::context::service`]).
+    pub fn new(inner: S, kernel: Arc<Kernel>, services: Extensions) -> Self {
+        let body_limit = kernel.config.server.body_limit_bytes;
+        Self { inner, kernel, body_limit, services: Arc::new(services) }
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
+    /// Answers `req`, which came from `peer` ([`crate::context::peer`]).
+    pub fn serve(&self, peer: Option<SocketAddr>, req: Request) -> EdgeFuture {
         let started = Instant::now();
         let request_id = req
             .headers()
@@ -141,7 +113,7 @@ where
             .and_then(|v| v.to_str().ok())
             .filter(|v| acceptable_request_id(v))
             .map_or_else(nexus_kernel::id::request_id, str::to_owned);
-        let ctx = RequestContext::new(request_id, self.peer, self.services.clone());
+        let ctx = RequestContext::new(request_id, peer, self.services.clone());
         let method = req.method().clone();
         let uri = req.uri().clone();
         let too_large = declared_length(&req).is_some_and(|len| len > self.body_limit);
@@ -149,8 +121,11 @@ where
             None
         } else {
             let req = limit_body(req, self.body_limit);
-            let inner = &mut self.inner;
-            ctx.clone().sync_scope(|| std::panic::catch_unwind(AssertUnwindSafe(|| inner.call(req)))).ok()
+            let inner = &self.inner;
+            // Boxed where it is made: the application's future is large, and moving it into
+            // the edge's future would copy it several times.
+            let call = || -> EdgeFuture { Box::pin(inner.handle(req)) };
+            ctx.clone().sync_scope(|| std::panic::catch_unwind(AssertUnwindSafe(call))).ok()
         };
         let kernel = self.kernel.clone();
         Box::pin(ctx.clone().scope(async move {
@@ -159,7 +134,7 @@ where
                 None => None,
             };
             let response = match outcome {
-                Some(Ok(response)) => response.map(Body::new),
+                Some(response) => response,
                 None if too_large => status_only(StatusCode::PAYLOAD_TOO_LARGE),
                 None => {
                     // The panic message went to stderr through the panic hook.
@@ -181,7 +156,7 @@ where
                 tracing::debug!(%method, path = uri.path(), status = status.as_u16(),
                     elapsed_ms = elapsed.as_millis() as u64, "request served");
             }
-            Ok(response)
+            response
         }))
     }
 }

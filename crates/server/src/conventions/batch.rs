@@ -14,7 +14,6 @@ use nexus_web::dialect::Dialect;
 use nexus_web::{ApiError, FieldError, Json, RequestId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -243,10 +242,7 @@ fn copy_headers(
 
 async fn execute(state: &BatchState, p: Prepared) -> SubResponse {
     let request_id = p.request.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
-    let response = match state.core.clone().oneshot(p.request).await {
-        Ok(r) => r,
-        Err(never) => match never {},
-    };
+    let response = state.core.answer(p.request).await;
     let response = nexus_web::edge::render_error(response, &p.path, &p.method, &request_id);
     let status = response.status();
     let bytes = axum::body::to_bytes(response.into_body(), MAX_SUB_BODY).await.unwrap_or_default();

@@ -29,18 +29,18 @@ pub fn taggable(req: &Request) -> Option<Taggable> {
 /// After the handler: whether its answer gets a tag ([`tag`]). Only successful JSON answers
 /// of a bounded, known size that may be stored and have no tag of their own do.
 pub fn wants_tag(response: &Response) -> bool {
+    // Cheapest and most often decisive first. `no-store` answers (health checks) change every
+    // time: a tag would cost a hash for nothing.
+    if response.status() != StatusCode::OK || nexus_web::conditional::is_no_store(response.headers()) {
+        return false;
+    }
     let is_json = response
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
     let size = axum::body::HttpBody::size_hint(response.body()).upper();
-    // `no-store` answers (health checks) change every time: a tag would cost a hash for nothing.
-    response.status() == StatusCode::OK
-        && is_json
-        && !nexus_web::conditional::is_no_store(response.headers())
-        && !response.headers().contains_key(ETAG)
-        && size.is_some_and(|s| s <= MAX_TAGGED)
+    is_json && !response.headers().contains_key(ETAG) && size.is_some_and(|s| s <= MAX_TAGGED)
 }
 
 /// Adds the tag to an answer that [`wants_tag`], or turns it into `304 Not Modified`.

@@ -1,8 +1,8 @@
-//! The conventions as one tower service around the router: the request timeout, batch, then
+//! The conventions as one service around the router: the request timeout, batch, then
 //! version negotiation, rate limits and ETags; on the way out, ETags, rate-limit headers,
 //! version headers. One hand-written service instead of a layer each, because every request
 //! passes all of them and each layer costs a copy of the request, a future of its own, and a
-//! clone of itself per request.
+//! clone of itself per request. The edge calls it by reference ([`Conventions::answer`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,6 +16,7 @@ use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use nexus_kernel::Kernel;
+use nexus_web::ApiError;
 use tower::Service;
 
 use super::batch::{self, BatchState};
@@ -48,8 +49,27 @@ impl Conventions {
         let timeout = Some(Duration::from_secs(self.kernel.config.server.request_timeout_secs));
         Self { batch: Some(Arc::new(state)), timeout, ..self }
     }
+
+    /// The conventions' answer to `req`. What needs no waiting (batch recognition, version
+    /// negotiation, whether rate limits apply) is decided here, so that the future holds only
+    /// what this request needs.
+    pub fn answer(&self, mut req: Request) -> impl Future<Output = Response> + Send + 'static {
+        let routes = self.routes.clone();
+        let plan = match self.batch.as_ref().filter(|_| batch::is_batch(&req)) {
+            Some(state) => Plan::Batch(state.clone()),
+            None => match version::resolve(&self.kernel, &mut req) {
+                Err(refused) => Plan::Refused(refused),
+                Ok(negotiated) => Plan::Route {
+                    negotiated,
+                    rate_limits: self.rate_limits.applies_to(req.uri().path()).then(|| self.rate_limits.clone()),
+                },
+            },
+        };
+        Within { answer: answer(routes, plan, req), timeout: self.timeout, timer: None }
+    }
 }
 
+/// CORS wraps the conventions as a tower service (`crate::app`).
 impl Service<Request> for Conventions {
     type Response = Response;
     type Error = Infallible;
@@ -61,33 +81,29 @@ impl Service<Request> for Conventions {
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let answer =
-            answer(self.routes.clone(), self.kernel.clone(), self.rate_limits.clone(), self.batch.clone(), req);
-        Box::pin(Within { answer, timeout: self.timeout, timer: None })
+        let answer = self.answer(req);
+        Box::pin(async move { Ok(answer.await) })
     }
 }
 
-/// The conventions around one request. A plain `async fn` made in `call` and moved into the
-/// box once: its state holds the request and the router's future, and nothing twice.
-async fn answer(
-    mut routes: Router,
-    kernel: Arc<Kernel>,
-    rate_limits: Arc<RateLimits>,
-    batch: Option<Arc<BatchState>>,
-    mut req: Request,
-) -> Response {
-    if let Some(state) = batch.as_deref()
-        && batch::is_batch(&req)
-    {
+/// What the conventions do with one request, decided before it waits for anything.
+enum Plan {
+    Batch(Arc<BatchState>),
+    Refused(ApiError),
+    Route { negotiated: Option<version::Negotiated>, rate_limits: Option<Arc<RateLimits>> },
+}
+
+/// The conventions around one request. A plain `async fn`, moved into the edge's box once: its
+/// state holds the request and the router's future, and nothing twice.
+async fn answer(mut routes: Router, plan: Plan, mut req: Request) -> Response {
+    let (negotiated, rate_limits) = match plan {
         // Boxed: a batch's future is large, and this one is moved on every request.
-        return Box::pin(batch::answer(state, req)).await;
-    }
-    let negotiated = match version::resolve(&kernel, &mut req) {
-        Ok(negotiated) => negotiated,
-        Err(refused) => return refused.into_response(),
+        Plan::Batch(state) => return Box::pin(batch::answer(&state, req)).await,
+        Plan::Refused(refused) => return refused.into_response(),
+        Plan::Route { negotiated, rate_limits } => (negotiated, rate_limits),
     };
     let mut admitted = None;
-    if rate_limits.applies_to(req.uri().path()) {
+    if let Some(rate_limits) = rate_limits {
         // Boxed: authenticating and counting (Redis) make a large future, and most exempt
         // requests (health checks) should not carry its size.
         match Box::pin(ratelimit::admit(&rate_limits, req)).await {
@@ -130,17 +146,17 @@ pin_project_lite::pin_project! {
 }
 
 impl<F: Future<Output = Response>> Future for Within<F> {
-    type Output = Result<Response, Infallible>;
+    type Output = Response;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if let Poll::Ready(response) = this.answer.poll(cx) {
-            return Poll::Ready(Ok(response));
+            return Poll::Ready(response);
         }
         let Some(timeout) = *this.timeout else { return Poll::Pending };
         let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Ok(StatusCode::REQUEST_TIMEOUT.into_response())),
+            Poll::Ready(()) => Poll::Ready(StatusCode::REQUEST_TIMEOUT.into_response()),
             Poll::Pending => Poll::Pending,
         }
     }
