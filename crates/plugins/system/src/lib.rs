@@ -16,11 +16,23 @@ use nexus_web::Routes;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-/// What the system routes share.
+/// What the system routes share, behind one reference count: the router clones a route's
+/// state for every request, and its extractor once more.
 #[derive(Debug, Clone)]
-pub struct SystemState {
+pub struct SystemState(Arc<Shared>);
+
+#[derive(Debug)]
+pub struct Shared {
     kernel: Arc<Kernel>,
-    healthy: Arc<health::HealthyBodies>,
+    healthy: health::HealthyBodies,
+}
+
+impl std::ops::Deref for SystemState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 impl FromRef<SystemState> for Arc<Kernel> {
@@ -37,5 +49,5 @@ pub fn routes(kernel: Arc<Kernel>) -> Routes {
         .routes(routes!(metrics::prometheus))
         .routes(routes!(nexus_web::docs::error_catalogue))
         .routes(routes!(nexus_web::docs::error_code))
-        .with_state(SystemState { kernel, healthy: Arc::default() })
+        .with_state(SystemState(Arc::new(Shared { kernel, healthy: health::HealthyBodies::default() })))
 }
