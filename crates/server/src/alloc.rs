@@ -22,38 +22,41 @@ const GUARANTEED_ALIGN: usize = 16;
 
 pub struct MiMalloc;
 
-/// Whether the plain calls give `layout`'s alignment. Rust sizes are multiples of their
-/// alignment, so a block of `size >= align` bytes is aligned to `min(align, 16)` at least.
+/// Whether the plain calls give alignment `align` to a block of `size` bytes. Rust sizes are
+/// multiples of their alignment, so a block of `size >= align` bytes is aligned to
+/// `min(align, 16)` at least.
 #[inline(always)]
-fn plain(layout: &Layout) -> bool {
-    layout.align() <= GUARANTEED_ALIGN && layout.align() <= layout.size()
+fn plain_aligns(align: usize, size: usize) -> bool {
+    align <= GUARANTEED_ALIGN && align <= size
+}
+
+type Plain = unsafe extern "C" fn(usize) -> *mut c_void;
+type Aligned = unsafe extern "C" fn(usize, usize) -> *mut c_void;
+
+/// A block for `layout` from `plain` where it gives the alignment, from `aligned` otherwise.
+#[inline(always)]
+fn allocate(layout: Layout, plain: Plain, aligned: Aligned) -> *mut u8 {
+    // SAFETY: mimalloc's allocation functions have no preconditions.
+    unsafe {
+        if plain_aligns(layout.align(), layout.size()) {
+            plain(layout.size()).cast()
+        } else {
+            aligned(layout.size(), layout.align()).cast()
+        }
+    }
 }
 
 // SAFETY: every pointer handed out comes from mimalloc with at least the layout's size and
-// alignment (`plain`), and is given back to mimalloc (`mi_free` takes both kinds).
+// alignment (`plain_aligns`), and is given back to mimalloc (`mi_free` takes both kinds).
 unsafe impl GlobalAlloc for MiMalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: mimalloc's allocation functions have no preconditions.
-        unsafe {
-            if plain(&layout) {
-                mi::mi_malloc(layout.size()).cast()
-            } else {
-                mi::mi_malloc_aligned(layout.size(), layout.align()).cast()
-            }
-        }
+        allocate(layout, mi::mi_malloc, mi::mi_malloc_aligned)
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as in `alloc`.
-        unsafe {
-            if plain(&layout) {
-                mi::mi_zalloc(layout.size()).cast()
-            } else {
-                mi::mi_zalloc_aligned(layout.size(), layout.align()).cast()
-            }
-        }
+        allocate(layout, mi::mi_zalloc, mi::mi_zalloc_aligned)
     }
 
     #[inline]
@@ -67,7 +70,7 @@ unsafe impl GlobalAlloc for MiMalloc {
         // SAFETY: `ptr` came from mimalloc; the new block keeps `layout`'s alignment, which
         // the plain call gives when it would for `new_size` too.
         unsafe {
-            if layout.align() <= GUARANTEED_ALIGN && layout.align() <= new_size {
+            if plain_aligns(layout.align(), new_size) {
                 mi::mi_realloc(ptr.cast(), new_size).cast()
             } else {
                 mi::mi_realloc_aligned(ptr.cast(), new_size, layout.align()).cast()

@@ -143,9 +143,9 @@ impl Inner for Application {
 
 /// The application as one connection's service: its requests come from `peer`.
 #[derive(Clone)]
-pub struct Connection {
-    pub app: Arc<App>,
-    pub peer: SocketAddr,
+pub(crate) struct Connection {
+    pub(crate) app: Arc<App>,
+    pub(crate) peer: SocketAddr,
 }
 
 impl hyper::service::Service<Request<Incoming>> for Connection {
@@ -187,7 +187,7 @@ impl Service<Request> for Connection {
 }
 
 /// A connection's answer to one request, and the `Vary` values to add to it.
-pub struct Answer {
+pub(crate) struct Answer {
     future: EdgeFuture,
     vary: Option<HeaderValue>,
 }

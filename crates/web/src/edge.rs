@@ -78,8 +78,8 @@ pub trait Inner: Send + Sync + 'static {
     fn handle(&self, req: Request) -> impl Future<Output = Response> + Send + 'static;
 }
 
-/// The answer to one request at the edge: the application's future and the edge's own work
-/// after it, in one allocation.
+/// The answer to one request at the edge: the edge's own work around the application's
+/// future (boxed on its own, see [`Edge::serve`]).
 pub type EdgeFuture = Pin<Box<dyn Future<Output = Response> + Send>>;
 
 /// The outermost layer of the application (inside compression); see the module documentation.
