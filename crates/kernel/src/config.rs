@@ -8,8 +8,11 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+/// Unknown top-level keys are not refused here: they are the sections of plugins without a
+/// typed section of their own (`[documents]`), and the server refuses those that name no
+/// plugin once it knows its plugins.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(default)]
 pub struct Config {
     /// Where the embedded database, key files and other local state live.
     pub data_dir: PathBuf,
@@ -23,6 +26,9 @@ pub struct Config {
     pub realtime: RealtimeConfig,
     pub rate_limits: RateLimitsConfig,
     pub api: ApiConfig,
+    /// Every other section, by plugin id.
+    #[serde(flatten)]
+    pub plugins: std::collections::BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -309,6 +315,7 @@ impl Default for Config {
             realtime: RealtimeConfig::default(),
             rate_limits: RateLimitsConfig::default(),
             api: ApiConfig::default(),
+            plugins: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -493,6 +500,30 @@ impl Config {
         shown
     }
 
+    /// Section `key` as JSON (`null` when absent).
+    pub fn section(&self, key: &str) -> serde_json::Value {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|mut v| v.get_mut(key).map(serde_json::Value::take))
+            .unwrap_or_default()
+    }
+
+    /// This configuration with `patch` merged into section `key` (JSON merge patch: objects
+    /// merge, `null` removes, anything else replaces). Fails, naming the key, when the result
+    /// is not a valid configuration.
+    pub fn patched(&self, key: &str, patch: &serde_json::Value) -> Result<Config, ConfigError> {
+        let mut whole =
+            serde_json::to_value(self).map_err(|e| ConfigError::Key { key: key.into(), reason: e.to_string() })?;
+        if let Some(root) = whole.as_object_mut() {
+            let section = root.entry(key.to_string()).or_insert(serde_json::Value::Null);
+            merge_patch(section, patch);
+        }
+        let config: Config = serde_path_to_error::deserialize(whole)
+            .map_err(|e| ConfigError::Key { key: e.path().to_string(), reason: e.inner().to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
     /// This configuration as TOML with every credential masked.
     pub fn to_masked_toml(&self) -> String {
         toml::to_string_pretty(&self.masked()).unwrap_or_default()
@@ -584,6 +615,27 @@ pub fn mask_url(url: &str) -> String {
             format!("{scheme}://{masked}@{host}{tail}")
         }
         None => url.to_string(),
+    }
+}
+
+/// RFC 7396 JSON merge patch of `patch` into `target`.
+pub fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
+    match (target.as_object_mut(), patch.as_object()) {
+        (Some(t), Some(p)) => {
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+                }
+            }
+        }
+        (None, Some(p)) => {
+            let mut fresh = serde_json::Value::Object(serde_json::Map::new());
+            merge_patch(&mut fresh, &serde_json::Value::Object(p.clone()));
+            *target = fresh;
+        }
+        _ => *target = patch.clone(),
     }
 }
 

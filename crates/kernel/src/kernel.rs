@@ -9,6 +9,7 @@ use crate::config::{Config, mask_url};
 use crate::db::{Db, MigrationSet, StorageError};
 use crate::events::EventBus;
 use crate::metrics::Metrics;
+use crate::plugin::Manifest;
 use crate::ratelimit::RateLimiter;
 use crate::rpc::RpcRegistry;
 
@@ -24,6 +25,8 @@ pub struct Kernel {
     pub events: EventBus,
     /// Methods callable over the WebSocket.
     pub rpc: RpcRegistry,
+    /// Every plugin of this instance, its state and its traffic.
+    pub plugins: crate::plugin::Registry,
     /// Present when `redis.url` is configured.
     pub redis: Option<redis::aio::ConnectionManager>,
     /// This installation's id, stable across restarts and shared by every instance.
@@ -43,11 +46,42 @@ pub enum KernelError {
 }
 
 impl Kernel {
-    /// Opens storage, applies `migrations` and connects to Redis when configured.
-    pub async fn open(config: Config, migrations: &[&MigrationSet]) -> Result<Arc<Self>, KernelError> {
+    /// Opens storage, applies `migrations`, applies the plugin state operators stored (their
+    /// configuration changes and whether each plugin is enabled) and connects to Redis when
+    /// configured. `plugins` are the manifests of every plugin, in start-up order.
+    pub async fn open(
+        mut config: Config,
+        plugins: &[Manifest],
+        migrations: &[&MigrationSet],
+    ) -> Result<Arc<Self>, KernelError> {
         crate::db::create_private_dir(&config.data_dir)?;
         let db = Db::connect(&config.database_url(), config.database.max_connections).await?;
         db.migrate(migrations).await?;
+        let stored = crate::plugin::store::load(&db).await?;
+        let patch_of = |id: &str| {
+            stored
+                .iter()
+                .find(|s| s.plugin_id == id)
+                .and_then(|s| s.config.as_deref())
+                .and_then(|c| serde_json::from_str(c).ok())
+        };
+        for manifest in plugins {
+            if let Some(patch) = patch_of(&manifest.id) {
+                match config.patched(&manifest.config_key, &patch) {
+                    Ok(patched) => config = patched,
+                    Err(e) => tracing::warn!(plugin = %manifest.id, error = %e, "stored plugin configuration ignored"),
+                }
+            }
+        }
+        let registry = crate::plugin::Registry::default();
+        let shown = config.masked();
+        for manifest in plugins {
+            let slot = crate::plugin::Slot::new(manifest.clone(), shown.section(&manifest.config_key));
+            if let Some(state) = stored.iter().find(|s| s.plugin_id == manifest.id) {
+                slot.apply_stored(state);
+            }
+            registry.add(Arc::new(slot));
+        }
         let server_id = crate::instance::server_id(&db).await?;
         let redis = match &config.redis.url {
             Some(url) => Some(connect_redis(url).await?),
@@ -79,6 +113,7 @@ impl Kernel {
             rate_limits,
             events,
             rpc: RpcRegistry::default(),
+            plugins: registry,
             redis,
             server_id,
             cursor_key,

@@ -18,12 +18,15 @@ use futures::future::Either;
 use hyper::body::Incoming;
 use nexus_identity::Identity;
 use nexus_kernel::Kernel;
+use nexus_kernel::plugin::{Endpoint, Slot};
 use nexus_web::conditional::{COMPRESSION_VARY, CORS_AND_COMPRESSION_VARY, CORS_VARY, add_vary};
-use nexus_web::edge::{Edge, EdgeFuture, Inner};
+use nexus_web::edge::{Edge, EdgeFuture, Inner, NoteRouteLayer};
+use nexus_web::plugin::{DialectMap, Started};
 use tower::{Layer, Service, ServiceExt as _};
 use tower_http::compression::CompressionLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use utoipa::OpenApi;
+use utoipa::openapi::tag::TagBuilder;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::conventions::batch::BatchState;
@@ -33,19 +36,6 @@ use crate::conventions::service::Conventions;
 #[openapi(
     modifiers(&SecurityAddon),
     info(title = "Nexus", description = "One server for the Nexus APIs: core v2, framework, operations, secrets manager and media platform."),
-    tags(
-        (name = "health", description = "Liveness and dependency checks"),
-        (name = "auth", description = "Framework: login, refresh, logout, API keys"),
-        (name = "users", description = "Framework: user management"),
-        (name = "secrets-auth", description = "Secrets manager: login, refresh, API keys"),
-        (name = "secrets", description = "Secrets manager: encrypted, versioned secrets and the audit log"),
-        (name = "core-v2", description = "Core API v2: identity"),
-        (name = "media-auth", description = "Media platform: login, refresh, API keys"),
-        (name = "versions", description = "Framework: API versions"),
-        (name = "batch", description = "Framework: several requests in one"),
-        (name = "realtime", description = "WebSocket: events and RPC"),
-        (name = "webhooks", description = "Outgoing webhooks: registration, test, deliveries"),
-    )
 )]
 struct ApiDoc;
 
@@ -68,23 +58,28 @@ impl utoipa::Modify for SecurityAddon {
 /// The complete application for `kernel`: every plugin's routes inside the conventions, CORS,
 /// the edge and compression. Shared by every connection ([`Connection`]) and called by
 /// reference: a request clones none of it.
-pub fn app(
-    kernel: Arc<Kernel>,
-    identity: Arc<Identity>,
-    secrets: Arc<nexus_secrets::Secrets>,
-    realtime: Arc<nexus_realtime::Realtime>,
-    webhooks: Arc<nexus_webhooks::Webhooks>,
-) -> Arc<App> {
-    let (api, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .merge(nexus_system::routes(kernel.clone()))
-        .merge(nexus_identity::routes(identity.clone()))
-        .merge(nexus_secrets::routes(secrets))
-        .merge(nexus_realtime::routes(realtime))
-        .merge(nexus_webhooks::routes(webhooks))
-        .merge(crate::conventions::version::routes(kernel.clone()))
-        .merge(crate::conventions::batch::routes())
-        .split_for_parts();
+pub fn app(kernel: Arc<Kernel>, identity: Arc<Identity>, plugins: Vec<(Arc<Slot>, Started)>) -> Arc<App> {
+    let mut router = OpenApiRouter::with_openapi(ApiDoc::openapi());
+    let mut mounts = Vec::new();
+    let mut tags = Vec::new();
+    for (slot, started) in plugins {
+        if let Some(routes) = started.routes {
+            slot.set_endpoints(endpoints(routes.get_openapi()));
+            // Each plugin's routes note their plugin (metrics) and answer 503 while it is
+            // disabled.
+            router = router.merge(routes.route_layer(NoteRouteLayer::new(slot.clone())));
+        }
+        mounts.extend(started.mounts);
+        tags.extend(started.tags);
+    }
+    let (api, mut openapi) = router.split_for_parts();
     openapi.info.version = nexus_kernel::VERSION.to_string();
+    openapi.tags = Some(
+        tags.into_iter()
+            .map(|(name, description)| TagBuilder::new().name(name).description(Some(description)).build())
+            .collect(),
+    );
+    let dialects = Arc::new(DialectMap::new(mounts));
 
     let rate_limits = crate::conventions::ratelimit::RateLimits::new(kernel.clone(), identity.clone());
     // What any plugin's handler may ask for: the `Auth` extractor finds the identity service.
@@ -93,10 +88,11 @@ pub fn app(
     let server = &kernel.config.server;
     let limit = server.body_limit_bytes;
 
-    let mut routes = api
-        .merge(nexus_web::docs::router(openapi))
-        .route_layer(nexus_web::edge::NoteRouteLayer)
-        .fallback(|| async { StatusCode::NOT_FOUND });
+    let mut docs = nexus_web::docs::router(openapi);
+    if let Some(system) = kernel.plugins.get("system") {
+        docs = docs.route_layer(NoteRouteLayer::new(system));
+    }
+    let mut routes = api.merge(docs).fallback(|| async { StatusCode::NOT_FOUND });
     // The edge cuts every body off at the limit; axum's extractors add their own default
     // limit, which needs lifting only when the configured one is larger.
     if limit > AXUM_BODY_LIMIT {
@@ -105,10 +101,33 @@ pub fn app(
     // Conventions, outermost first: batches, `/api/v2/...` becomes `/api/...`, rate limits,
     // ETags. Batch sub-requests run through the same conventions, without batching.
     let core = Conventions::new(routes, kernel.clone(), rate_limits);
-    let batch = BatchState { core: core.clone(), max: kernel.config.api.max_batch };
+    let batch = BatchState { core: core.clone(), max: kernel.config.api.max_batch, dialects: dialects.clone() };
     let conventions = core.with_batch(batch);
     let inner = Application { conventions, cors: cors(&server.cors_origins) };
-    Arc::new(App { edge: Edge::new(inner, kernel.clone(), services), compression: CompressionLayer::new() })
+    Arc::new(App { edge: Edge::new(inner, kernel.clone(), services, dialects), compression: CompressionLayer::new() })
+}
+
+/// The endpoints an OpenAPI document describes, for `/api/plugins/{id}`.
+fn endpoints(openapi: &utoipa::openapi::OpenApi) -> Vec<Endpoint> {
+    let mut out = Vec::new();
+    for (path, item) in &openapi.paths.paths {
+        let ops = [
+            ("GET", &item.get),
+            ("POST", &item.post),
+            ("PUT", &item.put),
+            ("PATCH", &item.patch),
+            ("DELETE", &item.delete),
+            ("HEAD", &item.head),
+            ("OPTIONS", &item.options),
+        ];
+        for (method, op) in ops {
+            if let Some(op) = op {
+                let description = op.summary.clone().or_else(|| op.description.clone()).unwrap_or_default();
+                out.push(Endpoint { path: path.clone(), method: method.to_string(), description });
+            }
+        }
+    }
+    out
 }
 
 /// The application: the edge around CORS, the conventions and the routes; compression around

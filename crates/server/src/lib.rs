@@ -3,6 +3,7 @@
 
 mod app;
 pub mod conventions;
+pub mod plugins;
 mod serve;
 pub mod telemetry;
 pub mod user_cmd;
@@ -15,6 +16,8 @@ use nexus_kernel::Kernel;
 use nexus_kernel::config::Config;
 use nexus_kernel::db::MigrationSet;
 use nexus_kernel::kernel::KernelError;
+use nexus_kernel::plugin::Manifest;
+use nexus_web::plugin::{Handles, Plugin, Services, StartContext};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -22,12 +25,7 @@ pub use app::{App, app};
 
 /// Every migration set of the built-in plugins, applied at start and by `nexus migrate`.
 pub fn migrations() -> Vec<&'static MigrationSet> {
-    vec![
-        &nexus_kernel::MIGRATIONS,
-        &nexus_identity::MIGRATIONS,
-        &nexus_secrets::MIGRATIONS,
-        &nexus_webhooks::MIGRATIONS,
-    ]
+    plugins::migrations(&plugins::builtin())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,10 +36,12 @@ pub enum StartError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("configuration key `server.host`: {0}")]
     Host(String),
-    #[error("identity: {0}")]
-    Identity(#[from] nexus_identity::IdentityError),
-    #[error("secrets: {0}")]
-    Secrets(#[from] nexus_secrets::SecretsError),
+    #[error(transparent)]
+    Plugins(#[from] nexus_kernel::plugin::OrderError),
+    #[error(transparent)]
+    Plugin(#[from] nexus_web::plugin::StartError),
+    #[error("configuration key `{0}`: no plugin has this id")]
+    UnknownSection(String),
 }
 
 /// A server accepting connections on [`addr`](Self::addr).
@@ -55,25 +55,49 @@ pub struct RunningServer {
     task: JoinHandle<()>,
 }
 
-/// Opens the kernel, binds `server.host:server.port` (port 0 picks a free one) and serves.
+/// Opens the kernel, binds `server.host:server.port` (port 0 picks a free one) and serves
+/// the built-in plugins.
 pub async fn start(config: Config) -> Result<RunningServer, StartError> {
+    start_with(config, plugins::builtin()).await
+}
+
+/// [`start`] with the plugins `plugins` instead of the built-in ones.
+pub async fn start_with(config: Config, plugins: Vec<Arc<dyn Plugin>>) -> Result<RunningServer, StartError> {
+    let manifests: Vec<Manifest> = plugins.iter().map(|p| p.manifest()).collect();
+    let order = nexus_kernel::plugin::start_order(&manifests.iter().collect::<Vec<_>>())?;
+    if let Some(unknown) = config.plugins.keys().find(|k| !manifests.iter().any(|m| &m.config_key == *k)) {
+        return Err(StartError::UnknownSection(unknown.clone()));
+    }
+    let ordered: Vec<Arc<dyn Plugin>> = order.iter().filter_map(|&i| plugins.get(i).cloned()).collect();
+    let ordered_manifests: Vec<Manifest> = order.iter().filter_map(|&i| manifests.get(i).cloned()).collect();
     let ip = config.bind_ip().map_err(StartError::Host)?;
     let addr = SocketAddr::new(ip, config.server.port);
     // Bind before opening storage, so a taken port fails fast without touching the data.
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
-    let kernel = Kernel::open(config, &migrations()).await?;
-    let identity = nexus_identity::Identity::start(kernel.clone()).await?;
-    let secrets = nexus_secrets::Secrets::start(kernel.clone(), &identity).await?;
-    let realtime = nexus_realtime::Realtime::start(kernel.clone(), identity.clone());
-    let webhooks = nexus_webhooks::start(kernel.clone());
-    let app = app(kernel.clone(), identity, secrets, realtime, webhooks.webhooks);
+    let kernel = Kernel::open(config, &ordered_manifests, &plugins::migrations(&ordered)).await?;
+    let mut services = Services::default();
+    services.provide(Handles::new(&ordered));
+    let mut started = Vec::with_capacity(ordered.len());
+    let mut background = Vec::new();
+    for plugin in &ordered {
+        let id = plugin.manifest().id;
+        let Some(slot) = kernel.plugins.get(&id) else { continue };
+        let mut ctx = StartContext::new(kernel.clone(), slot.clone(), &mut services);
+        let mut result = plugin.start(&mut ctx).await?;
+        background.append(&mut result.tasks);
+        started.push((slot, result));
+    }
+    let identity = services
+        .get::<Arc<nexus_identity::Identity>>()
+        .ok_or_else(|| nexus_web::plugin::StartError { plugin: "identity".into(), reason: "not started".into() })?;
+    let app = app(kernel.clone(), identity, started);
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(serve::serve(listener, app, async move {
         let _ = rx.await;
     }));
     tracing::info!(%addr, backend = kernel.db.backend().name(), "nexus listening");
-    Ok(RunningServer { addr, kernel, shutdown: Some(tx), task, background: webhooks.tasks })
+    Ok(RunningServer { addr, kernel, shutdown: Some(tx), task, background })
 }
 
 impl RunningServer {

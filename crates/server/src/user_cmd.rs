@@ -39,7 +39,10 @@ pub enum UserCommand {
 
 /// Runs `command`; the error is a message for the operator.
 pub async fn run(config: Config, command: UserCommand) -> Result<(), String> {
-    let kernel = Kernel::open(config, &crate::migrations()).await.map_err(|e| e.to_string())?;
+    let plugins = crate::plugins::builtin();
+    let manifests: Vec<_> = plugins.iter().map(|p| p.manifest()).collect();
+    let kernel =
+        Kernel::open(config, &manifests, &crate::plugins::migrations(&plugins)).await.map_err(|e| e.to_string())?;
     let identity = Identity::start(kernel.clone()).await.map_err(|e| e.to_string())?;
     let system = Principal::system();
     let client = ClientMeta { user_agent: format!("nexus-cli/{}", nexus_kernel::VERSION), ..ClientMeta::default() };

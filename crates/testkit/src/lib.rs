@@ -2,10 +2,12 @@
 //! directory, on SQLite or — when `NEXUS_TEST_POSTGRES_URL` is set — on PostgreSQL in a schema
 //! of its own. Tests talk HTTP to them like any client.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use nexus::RunningServer;
 use nexus_kernel::config::Config;
+pub use nexus_web::plugin::Plugin;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -105,6 +107,8 @@ pub struct TestServer {
     pub client: reqwest::Client,
     pub backend: Backend,
     base: String,
+    /// The plugins it runs (and runs again on restart).
+    plugins: Vec<Arc<dyn Plugin>>,
     _data_dir: TempDir,
     _schema: Option<PgSchema>,
 }
@@ -137,6 +141,15 @@ impl TestServer {
 
     /// A server on `backend` after `configure` has adjusted its configuration.
     pub async fn start_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> Self {
+        Self::start_with_plugins(backend, configure, nexus::plugins::builtin()).await
+    }
+
+    /// A server on `backend` running `plugins` instead of the built-in ones.
+    pub async fn start_with_plugins(
+        backend: Backend,
+        configure: impl FnOnce(&mut Config),
+        plugins: Vec<Arc<dyn Plugin>>,
+    ) -> Self {
         init_logging();
         let data_dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
         let mut config = Config { data_dir: data_dir.path().to_path_buf(), ..Config::default() };
@@ -154,7 +167,9 @@ impl TestServer {
             }
         };
         configure(&mut config);
-        let server = nexus::start(config.clone()).await.unwrap_or_else(|e| panic!("server did not start: {e}"));
+        let server = nexus::start_with(config.clone(), plugins.clone())
+            .await
+            .unwrap_or_else(|e| panic!("server did not start: {e}"));
         // The port picked by the OS is kept, so that a restart comes back on the same address.
         config.server.port = server.addr.port();
         let base = format!("http://{}", server.addr);
@@ -162,7 +177,7 @@ impl TestServer {
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap_or_else(|e| panic!("cannot build HTTP client: {e}"));
-        Self { server: Some(server), config, client, backend, base, _data_dir: data_dir, _schema: schema }
+        Self { server: Some(server), config, client, backend, base, plugins, _data_dir: data_dir, _schema: schema }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -181,7 +196,9 @@ impl TestServer {
         if let Some(server) = self.server.take() {
             server.shutdown().await;
         }
-        let server = nexus::start(self.config.clone()).await.unwrap_or_else(|e| panic!("server did not restart: {e}"));
+        let server = nexus::start_with(self.config.clone(), self.plugins.clone())
+            .await
+            .unwrap_or_else(|e| panic!("server did not restart: {e}"));
         self.server = Some(server);
     }
 

@@ -14,6 +14,7 @@ use std::sync::{Arc, OnceLock};
 
 use axum::extract::MatchedPath;
 use axum::http::Extensions;
+use nexus_kernel::plugin::Slot;
 
 tokio::task_local! {
     static REQUEST: Arc<RequestContext>;
@@ -24,7 +25,7 @@ pub struct RequestContext {
     id: String,
     peer: Option<SocketAddr>,
     services: Arc<Extensions>,
-    route: OnceLock<MatchedPath>,
+    route: OnceLock<(MatchedPath, Arc<Slot>)>,
 }
 
 impl RequestContext {
@@ -44,7 +45,12 @@ impl RequestContext {
 
     /// The template of the route that matched, if one did.
     pub fn route(&self) -> Option<&str> {
-        self.route.get().map(MatchedPath::as_str)
+        self.route.get().map(|(route, _)| route.as_str())
+    }
+
+    /// The plugin whose route matched, if one did.
+    pub fn plugin(&self) -> Option<&Arc<Slot>> {
+        self.route.get().map(|(_, slot)| slot)
     }
 
     /// Runs `future` with `self` as the current request. Not an `async fn`: that would be one
@@ -83,7 +89,7 @@ pub fn service<T: Clone + Send + Sync + 'static>() -> Option<T> {
     REQUEST.try_with(|ctx| ctx.services.get::<T>().cloned()).ok().flatten()
 }
 
-/// Notes the route template that matched.
-pub(crate) fn note_route(route: &MatchedPath) {
-    let _ = REQUEST.try_with(|ctx| ctx.route.set(route.clone()));
+/// Notes the route template that matched, and its plugin.
+pub(crate) fn note_route(route: &MatchedPath, slot: &Arc<Slot>) {
+    let _ = REQUEST.try_with(|ctx| ctx.route.set((route.clone(), slot.clone())));
 }

@@ -49,7 +49,7 @@ fn describe(code: ErrorCode) -> serde_json::Value {
     json!({
         "code": code.as_str(),
         "media_code": crate::dialect::media_code(code),
-        "status": code.status().as_u16(),
+        "status": code.http_status(),
         "description": code.description(),
     })
 }

@@ -16,36 +16,51 @@ use axum::body::{Body, HttpBody};
 use axum::extract::{MatchedPath, Request};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{Extensions, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::IntoResponse as _;
 use axum::response::Response;
 use futures::FutureExt as _;
+use futures::future::Either;
 use nexus_kernel::Kernel;
+use nexus_kernel::plugin::Slot;
+use std::future::Ready;
 use tower::{Layer, Service};
 
 use crate::RequestId;
 use crate::context::RequestContext;
 use crate::dialect::Dialect;
 use crate::error::{ApiError, ErrorCode};
+use crate::plugin::DialectMap;
 
 /// Made at compile time: a `&str` name is parsed again on every use.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Route-level layer: notes which route template matched (in the request's context), for the
-/// edge's metrics label. A plain service rather than `from_fn`, because it wraps every route
-/// and runs on every request.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NoteRouteLayer;
+/// Route-level layer, one per plugin around that plugin's routes: notes which route template
+/// and which plugin matched (in the request's context, for the edge's metrics), and answers
+/// 503 while the plugin is disabled. A plain service rather than `from_fn`, because it wraps
+/// every route and runs on every request.
+#[derive(Debug, Clone)]
+pub struct NoteRouteLayer {
+    slot: Arc<Slot>,
+}
+
+impl NoteRouteLayer {
+    pub fn new(slot: Arc<Slot>) -> Self {
+        Self { slot }
+    }
+}
 
 impl<S> Layer<S> for NoteRouteLayer {
     type Service = NoteRoute<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        NoteRoute { inner }
+        NoteRoute { inner, slot: self.slot.clone() }
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct NoteRoute<S> {
     inner: S,
+    slot: Arc<Slot>,
 }
 
 impl<S> Service<Request> for NoteRoute<S>
@@ -54,7 +69,7 @@ where
 {
     type Response = Response;
     type Error = S::Error;
-    type Future = S::Future;
+    type Future = Either<S::Future, Ready<Result<Response, S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -66,10 +81,22 @@ where
         if let Some(route) = req.extensions().get::<MatchedPath>()
             && req.extensions().get::<RequestId>().is_none()
         {
-            crate::context::note_route(route);
+            crate::context::note_route(route, &self.slot);
         }
-        self.inner.call(req)
+        if self.slot.is_enabled() {
+            Either::Left(self.inner.call(req))
+        } else {
+            Either::Right(std::future::ready(Ok(disabled(&self.slot))))
+        }
     }
+}
+
+/// The answer of a disabled plugin's routes.
+fn disabled(slot: &Slot) -> Response {
+    let why = slot.reason().map(|r| format!(": {r}")).unwrap_or_default();
+    ApiError::unavailable(format!("The plugin `{}` is disabled{why}", slot.id()))
+        .with_extra("plugin_id", slot.id())
+        .into_response()
 }
 
 /// What the edge wraps: the application, called by reference. Its future owns what it needs,
@@ -94,14 +121,15 @@ pub struct Edge<S> {
     kernel: Arc<Kernel>,
     body_limit: usize,
     services: Arc<Extensions>,
+    dialects: Arc<DialectMap>,
 }
 
 impl<S: Inner> Edge<S> {
     /// The edge around `inner`. `services` are the application's shared services, for
     /// handlers and extractors to find ([`crate::context::service`]).
-    pub fn new(inner: S, kernel: Arc<Kernel>, services: Extensions) -> Self {
+    pub fn new(inner: S, kernel: Arc<Kernel>, services: Extensions, dialects: Arc<DialectMap>) -> Self {
         let body_limit = kernel.config.server.body_limit_bytes;
-        Self { inner, kernel, body_limit, services: Arc::new(services) }
+        Self { inner, kernel, body_limit, services: Arc::new(services), dialects }
     }
 
     /// Answers `req`, which came from `peer` ([`crate::context::peer`]).
@@ -128,6 +156,7 @@ impl<S: Inner> Edge<S> {
             ctx.clone().sync_scope(|| std::panic::catch_unwind(AssertUnwindSafe(call))).ok()
         };
         let kernel = self.kernel.clone();
+        let dialects = self.dialects.clone();
         Box::pin(ctx.clone().scope(async move {
             let outcome = match future {
                 Some(future) => AssertUnwindSafe(future).catch_unwind().await.ok(),
@@ -142,13 +171,17 @@ impl<S: Inner> Edge<S> {
                     status_only(StatusCode::INTERNAL_SERVER_ERROR)
                 }
             };
-            let mut response = render_error(response, uri.path(), &method, ctx.id());
+            let dialect = dialects.for_path(uri.path());
+            let mut response = render_error(response, dialect, uri.path(), &method, ctx.id());
             if let Ok(value) = HeaderValue::from_str(ctx.id()) {
                 response.headers_mut().insert(REQUEST_ID_HEADER, value);
             }
             let status = response.status();
             let elapsed = started.elapsed();
             kernel.metrics.observe_request(method.as_str(), ctx.route(), status.as_u16(), elapsed.as_secs_f64());
+            if let Some(slot) = ctx.plugin() {
+                slot.traffic.record(status.as_u16(), u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
+            }
             if status.is_server_error() {
                 tracing::error!(%method, path = uri.path(), status = status.as_u16(),
                     elapsed_ms = elapsed.as_millis() as u64, "request failed");
@@ -190,8 +223,7 @@ fn acceptable_request_id(id: &str) -> bool {
 /// Writes the body of an error response in the path's dialect. A response that carries an
 /// [`ApiError`] is rendered from it; any other error status without a JSON body (produced by
 /// routing or a tower layer) is rendered from its status.
-pub fn render_error(response: Response, path: &str, method: &Method, request_id: &str) -> Response {
-    let dialect = Dialect::for_path(path);
+pub fn render_error(response: Response, dialect: Dialect, path: &str, method: &Method, request_id: &str) -> Response {
     if let Some(error) = response.extensions().get::<ApiError>() {
         return keep_headers(dialect.render(error, request_id), &response);
     }
@@ -214,7 +246,7 @@ pub fn render_error(response: Response, path: &str, method: &Method, request_id:
         StatusCode::UNPROCESSABLE_ENTITY => ApiError::invalid_field("body", "The request body is invalid"),
         StatusCode::INTERNAL_SERVER_ERROR => ApiError::new(ErrorCode::InternalError, "An internal error occurred"),
         other => {
-            let mut e = ApiError::new(ErrorCode::for_status(other), crate::dialect::reason(other));
+            let mut e = ApiError::new(ErrorCode::for_status(other.as_u16()), crate::dialect::reason(other));
             e.status = other;
             e
         }

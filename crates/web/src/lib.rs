@@ -11,6 +11,7 @@ pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod list;
+pub mod plugin;
 
 pub use client::ClientMeta;
 pub use dialect::Dialect;

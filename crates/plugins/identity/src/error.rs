@@ -85,3 +85,9 @@ impl From<IdentityError> for ApiError {
         }
     }
 }
+
+impl From<nexus_kernel::principal::Denied> for IdentityError {
+    fn from(d: nexus_kernel::principal::Denied) -> Self {
+        IdentityError::Forbidden(d.0)
+    }
+}

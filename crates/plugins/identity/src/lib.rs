@@ -16,6 +16,9 @@ pub mod tokens;
 
 use std::sync::Arc;
 
+use nexus_kernel::plugin::{ChannelSpec, Manifest};
+use nexus_web::plugin::{BoxFuture, Plugin, StartContext, StartError, Started};
+
 pub use error::IdentityError;
 pub use principal::{Auth, MaybeAuth, Principal};
 pub use service::Identity;
@@ -30,4 +33,42 @@ pub static MIGRATIONS: nexus_kernel::db::MigrationSet = nexus_kernel::db::Migrat
 /// Every identity route of every surface.
 pub fn routes(identity: Arc<Identity>) -> nexus_web::Routes {
     routes::all(identity)
+}
+
+/// The plugin. It publishes `Arc<Identity>` for the plugins that authenticate callers.
+#[derive(Debug, Default)]
+pub struct IdentityPlugin;
+
+impl Plugin for IdentityPlugin {
+    fn manifest(&self) -> Manifest {
+        Manifest::builtin(
+            "identity",
+            "Identity and access",
+            "security",
+            "Users, roles and permissions, passwords, access and refresh tokens, API keys, login throttling",
+        )
+        .essential()
+        .permission("user.read", "Read users")
+        .permission("user.write", "Create, change and delete users")
+        .permission("auth.admin", "Manage other users' API keys and sessions")
+        .channel(ChannelSpec::new("user_events", Some("user.read"), &["user.*"]))
+        .channel(ChannelSpec::new("auth_events", Some("audit.read"), &["auth.*", "apikey.*"]))
+    }
+
+    fn migrations(&self) -> Option<&'static nexus_kernel::db::MigrationSet> {
+        Some(&MIGRATIONS)
+    }
+
+    fn start<'a>(&'a self, ctx: &'a mut StartContext) -> BoxFuture<'a, Result<Started, StartError>> {
+        Box::pin(async move {
+            let identity = Identity::start(ctx.kernel.clone()).await.map_err(|e| ctx.error(e.to_string()))?;
+            ctx.provide(identity.clone());
+            Ok(Started::routes(routes(identity))
+                .tag("auth", "Framework: login, refresh, logout, API keys")
+                .tag("users", "Framework: user management")
+                .tag("secrets-auth", "Secrets manager: login, refresh, API keys")
+                .tag("core-v2", "Core API v2: identity")
+                .tag("media-auth", "Media platform: login, refresh, API keys"))
+        })
+    }
 }

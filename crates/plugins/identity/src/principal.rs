@@ -7,67 +7,9 @@ use axum::http::request::Parts;
 use nexus_web::ApiError;
 
 use crate::error::IdentityError;
-use crate::roles::Permissions;
 use crate::service::Identity;
 
-/// How the caller proved who they are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Credential {
-    /// An access token of session `sid`.
-    Token { jti: String, sid: String, expires_at: i64 },
-    /// An API key.
-    ApiKey { key_id: String, premium: bool },
-}
-
-/// An authenticated user (directly or through one of their API keys).
-#[derive(Debug, Clone)]
-pub struct Principal {
-    pub user_id: String,
-    pub username: String,
-    pub roles: Vec<String>,
-    pub permissions: Permissions,
-    pub credential: Credential,
-}
-
-impl Principal {
-    /// The operator at the command line: acts with every permission, audited as `system`.
-    pub fn system() -> Self {
-        Self {
-            user_id: String::from("system"),
-            username: String::from("system"),
-            roles: vec![String::from("admin")],
-            permissions: crate::roles::Roles::new(&Default::default()).permissions(&[String::from("admin")]),
-            credential: Credential::ApiKey { key_id: String::from("cli"), premium: false },
-        }
-    }
-
-    pub fn has(&self, permission: &str) -> bool {
-        self.permissions.has(permission)
-    }
-
-    /// `Ok` when the caller holds `permission`, else 403 naming it.
-    pub fn require(&self, permission: &str) -> Result<(), IdentityError> {
-        if self.has(permission) { Ok(()) } else { Err(IdentityError::Forbidden(permission.to_string())) }
-    }
-
-    pub fn is_admin(&self) -> bool {
-        self.roles.iter().any(|r| r == "admin") && self.permissions.is_all()
-    }
-
-    /// The role the secrets manager shows: `admin` if held, else the first.
-    pub fn primary_role(&self) -> &str {
-        if self.roles.iter().any(|r| r == "admin") {
-            "admin"
-        } else {
-            self.roles.first().map_or("user", String::as_str)
-        }
-    }
-
-    /// Whether this caller came with an API key marked premium (for rate-limit tiers).
-    pub fn is_premium_key(&self) -> bool {
-        matches!(self.credential, Credential::ApiKey { premium: true, .. })
-    }
-}
+pub use nexus_kernel::principal::{Credential, Principal};
 
 /// The credential a request carries, unverified.
 #[derive(Debug, Clone, PartialEq, Eq)]

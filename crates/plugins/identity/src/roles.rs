@@ -2,39 +2,8 @@
 //! through `auth.roles` in the configuration.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
-/// Every permission Nexus checks. `*` (held by `admin`) grants all of them.
-pub const ALL_PERMISSIONS: &[&str] = &[
-    "read:system",
-    "read:metrics",
-    "admin:config",
-    "admin:services",
-    "write:cache",
-    "admin:backup",
-    "admin:security",
-    "user.read",
-    "user.write",
-    "auth.admin",
-    "content.read",
-    "content.write",
-    "content.publish",
-    "secret.read",
-    "secret.write",
-    "secret.delete",
-    "audit.read",
-    "plugin.read",
-    "plugin.write",
-    "plugin.admin",
-    "database.read",
-    "database.write",
-    "analytics.read",
-    "analytics.write",
-    "webhook.read",
-    "webhook.write",
-    "media.read",
-    "media.write",
-];
+pub use nexus_kernel::principal::{ALL_PERMISSIONS, Permissions};
 
 fn builtin() -> BTreeMap<String, Vec<String>> {
     let role = |perms: &[&str]| perms.iter().map(|p| (*p).to_string()).collect::<Vec<_>>();
@@ -105,7 +74,7 @@ impl Roles {
             table.insert(name.clone(), perms.clone());
         }
         let table =
-            table.into_iter().map(|(name, perms)| (name, Permissions(Arc::new(perms.into_iter().collect())))).collect();
+            table.into_iter().map(|(name, perms)| (name, Permissions::from_set(perms.into_iter().collect()))).collect();
         Self { table }
     }
 
@@ -125,77 +94,11 @@ impl Roles {
         let mut set = BTreeSet::new();
         for role in roles {
             if let Some(perms) = self.table.get(role) {
-                set.extend(perms.0.iter().cloned());
+                set.extend(perms.iter().map(str::to_owned));
             }
         }
-        Permissions(Arc::new(set))
+        Permissions::from_set(set)
     }
-}
-
-/// A set of permission strings; `*` stands for all. Cheap to clone.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Permissions(Arc<BTreeSet<String>>);
-
-impl Permissions {
-    pub fn has(&self, permission: &str) -> bool {
-        self.0.contains("*") || self.0.contains(permission)
-    }
-
-    pub fn is_all(&self) -> bool {
-        self.0.contains("*")
-    }
-
-    /// The explicit list (with `*` expanded), for showing.
-    pub fn list(&self) -> Vec<String> {
-        if self.is_all() {
-            ALL_PERMISSIONS.iter().map(|p| (*p).to_string()).collect()
-        } else {
-            self.0.iter().cloned().collect()
-        }
-    }
-
-    /// What an API key with `scopes` may do on behalf of an owner holding `self`: the
-    /// intersection of both. No scopes means the owner's permissions. A scope is a permission,
-    /// or `read` (every read permission), `write` (every change to content and data, but no
-    /// administration or user management) or `admin` (everything).
-    pub fn narrowed_to(&self, scopes: &[String]) -> Permissions {
-        if scopes.is_empty() {
-            return self.clone();
-        }
-        let mut granted = BTreeSet::new();
-        for scope in scopes {
-            match scope.as_str() {
-                "admin" | "*" => {
-                    granted.insert("*".to_string());
-                }
-                "read" => granted.extend(ALL_PERMISSIONS.iter().filter(|p| is_read(p)).map(|p| (*p).to_string())),
-                "write" => granted.extend(ALL_PERMISSIONS.iter().filter(|p| is_write(p)).map(|p| (*p).to_string())),
-                other => {
-                    granted.insert(other.to_string());
-                }
-            }
-        }
-        let scoped = Permissions(Arc::new(granted));
-        if scoped.is_all() {
-            return self.clone();
-        }
-        if self.is_all() {
-            return scoped;
-        }
-        Permissions(Arc::new(self.0.intersection(&scoped.0).cloned().collect()))
-    }
-}
-
-fn is_read(permission: &str) -> bool {
-    permission.starts_with("read:") || permission.ends_with(".read")
-}
-
-/// Changes to content and data; administrative permissions (`auth.admin`, `admin:*`,
-/// `plugin.admin`) and user management come only with the `admin` scope or by name.
-fn is_write(permission: &str) -> bool {
-    permission.starts_with("write:")
-        || (permission != "user.write"
-            && (permission.ends_with(".write") || permission.ends_with(".delete") || permission.ends_with(".publish")))
 }
 
 #[cfg(test)]

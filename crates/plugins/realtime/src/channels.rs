@@ -1,55 +1,86 @@
 //! Channels a WebSocket client subscribes to, which events each carries, who may subscribe,
 //! and the filters a subscription narrows them with.
 
+use std::collections::HashSet;
+
 use nexus_kernel::events::{self, Event};
+use nexus_kernel::plugin::{ChannelSpec, Registry};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// Every channel, with the permission needed to subscribe (`None`: any authenticated
-/// client; each event is still checked against its own permission).
-pub const CHANNELS: &[(&str, Option<&str>)] = &[
-    ("plugin_events", Some("plugin.read")),
-    ("user_events", Some("user.read")),
-    ("auth_events", Some("audit.read")),
-    ("secret_events", Some("secret.read")),
-    ("system_events", Some("read:system")),
-    ("events", None),
-];
-
-/// Sources that are part of Nexus itself; events from any other source are a plugin's.
-const CORE_SOURCES: &[&str] =
-    &["identity", "secrets", "system", "kernel", "webhooks", "realtime", "audit", "documents", "database", "plugins"];
-
-/// Whether `channel` exists; returns its subscribe permission.
-pub fn lookup(channel: &str) -> Option<Option<&'static str>> {
-    CHANNELS.iter().find(|(name, _)| *name == channel).map(|(_, perm)| *perm)
+/// Every channel the plugins declared, and which event sources are Nexus's own (events from
+/// any other source are a third-party plugin's).
+#[derive(Debug, Clone, Default)]
+pub struct ChannelTable {
+    channels: Vec<ChannelSpec>,
+    core_sources: HashSet<String>,
 }
 
-/// `channel`'s index in [`CHANNELS`].
-pub fn position(channel: &str) -> Option<usize> {
-    CHANNELS.iter().position(|(name, _)| *name == channel)
-}
+/// Sources that belong to the kernel rather than to a plugin.
+const KERNEL_SOURCES: &[&str] = &["kernel", "system", "audit", "database"];
 
-/// Whether `channel` carries `event`.
-pub fn carries(channel: &str, event: &Event) -> bool {
-    let domain = events::domain(&event.kind);
-    match channel {
-        "events" => true,
-        "plugin_events" => domain == "plugin" || !CORE_SOURCES.contains(&event.source.as_str()),
-        "user_events" => domain == "user",
-        "auth_events" => matches!(domain, "auth" | "apikey"),
-        "secret_events" => domain == "secret",
-        "system_events" => domain == "system",
-        _ => false,
+impl ChannelTable {
+    /// The channels of every plugin in `registry`; built-in plugins' ids are core sources.
+    pub fn from_registry(registry: &Registry) -> Self {
+        let slots = registry.all();
+        let mut channels: Vec<ChannelSpec> = slots.iter().flat_map(|s| s.manifest.channels.clone()).collect();
+        channels.sort_by(|a, b| a.name.cmp(&b.name));
+        channels.dedup_by(|a, b| a.name == b.name);
+        let core_sources = slots
+            .iter()
+            .filter(|s| s.manifest.builtin)
+            .map(|s| s.id().to_string())
+            .chain(KERNEL_SOURCES.iter().map(|s| (*s).to_string()))
+            .collect();
+        Self { channels, core_sources }
     }
-}
 
-/// The plugin an event concerns: its `data.plugin_id`, else its source when that is a plugin.
-pub fn plugin_id(event: &Event) -> Option<&str> {
-    if let Some(id) = event.data.get("plugin_id").and_then(Value::as_str) {
-        return Some(id);
+    pub fn new(channels: Vec<ChannelSpec>, core_sources: &[&str]) -> Self {
+        Self { channels, core_sources: core_sources.iter().map(|s| (*s).to_string()).collect() }
     }
-    (!CORE_SOURCES.contains(&event.source.as_str())).then_some(event.source.as_str())
+
+    pub fn len(&self) -> usize {
+        self.channels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.channels.is_empty()
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.channels.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    pub fn name(&self, index: usize) -> Option<&str> {
+        self.channels.get(index).map(|c| c.name.as_str())
+    }
+
+    /// Whether `channel` exists; returns its subscribe permission.
+    pub fn lookup(&self, channel: &str) -> Option<Option<&str>> {
+        self.channels.iter().find(|c| c.name == channel).map(|c| c.permission.as_deref())
+    }
+
+    /// `channel`'s index in this table.
+    pub fn position(&self, channel: &str) -> Option<usize> {
+        self.channels.iter().position(|c| c.name == channel)
+    }
+
+    /// Whether the channel at `index` carries `event`.
+    pub fn carries(&self, index: usize, event: &Event) -> bool {
+        self.channels.get(index).is_some_and(|c| {
+            c.events.iter().any(|p| events::matches(p, &event.kind))
+                || (c.third_party && !self.core_sources.contains(&event.source))
+        })
+    }
+
+    /// The plugin an event concerns: its `data.plugin_id`, else its source when that is a
+    /// third-party plugin.
+    pub fn plugin_id<'e>(&self, event: &'e Event) -> Option<&'e str> {
+        if let Some(id) = event.data.get("plugin_id").and_then(Value::as_str) {
+            return Some(id);
+        }
+        (!self.core_sources.contains(&event.source)).then_some(event.source.as_str())
+    }
 }
 
 /// A subscription's filters, as the seed documents them; both optional.
@@ -75,8 +106,8 @@ impl Filters {
         Ok(())
     }
 
-    pub fn accepts(&self, event: &Event) -> bool {
-        let plugin = plugin_id(event);
+    /// Whether the subscription wants `event`, which concerns `plugin` ([`ChannelTable::plugin_id`]).
+    pub fn accepts(&self, event: &Event, plugin: Option<&str>) -> bool {
         if let Some(wanted) = &self.plugin_id
             && plugin != Some(wanted.as_str())
         {
@@ -108,7 +139,7 @@ fn short_type<'a>(event: &'a Event, plugin: Option<&str>) -> Option<&'a str> {
 
 /// The `data` of an event message: the seed's `plugin_id` / `event_type` / `payload`, plus the
 /// envelope's id, type and source.
-pub fn event_data(event: &Event) -> Value {
+pub fn event_data(event: &Event, plugin: Option<&str>) -> Value {
     let mut data = json!({
         "id": event.id,
         "type": event.kind,
@@ -116,14 +147,14 @@ pub fn event_data(event: &Event) -> Value {
         "source": event.source,
         "payload": event.data,
     });
-    if let (Some(obj), Some(plugin)) = (data.as_object_mut(), plugin_id(event)) {
+    if let (Some(obj), Some(plugin)) = (data.as_object_mut(), plugin) {
         obj.insert("plugin_id".into(), Value::from(plugin));
     }
     data
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn ev(kind: &str, source: &str, data: Value) -> Event {
@@ -137,20 +168,36 @@ mod tests {
         }
     }
 
+    /// The channels the built-in plugins declare.
+    pub fn table() -> ChannelTable {
+        ChannelTable::new(
+            vec![
+                ChannelSpec::new("events", None, &["*"]),
+                ChannelSpec::new("plugin_events", Some("plugin.read"), &["plugin.*"]).third_party(),
+                ChannelSpec::new("secret_events", Some("secret.read"), &["secret.*"]),
+                ChannelSpec::new("system_events", Some("read:system"), &["system.*"]),
+                ChannelSpec::new("user_events", Some("user.read"), &["user.*"]),
+            ],
+            &["identity", "secrets", "system"],
+        )
+    }
+
     #[test]
     fn channels_and_filters() {
+        let t = table();
+        let at = |name: &str| t.position(name).unwrap_or(usize::MAX);
         let created = ev("user.created", "identity", json!({"id": "u"}));
-        assert!(carries("user_events", &created) && carries("events", &created));
-        assert!(!carries("plugin_events", &created) && !carries("secret_events", &created));
+        assert!(t.carries(at("user_events"), &created) && t.carries(at("events"), &created));
+        assert!(!t.carries(at("plugin_events"), &created) && !t.carries(at("secret_events"), &created));
         let f = Filters { plugin_id: None, event_types: Some(vec!["user.*".into()]) };
-        assert!(f.accepts(&created));
+        assert!(f.accepts(&created, t.plugin_id(&created)));
         let plug = ev("plugin.analytics_dashboard.data_update", "analytics_dashboard", json!({}));
-        assert!(carries("plugin_events", &plug));
+        assert!(t.carries(at("plugin_events"), &plug));
         let f =
             Filters { plugin_id: Some("analytics_dashboard".into()), event_types: Some(vec!["data_update".into()]) };
-        assert!(f.accepts(&plug));
+        assert!(f.accepts(&plug, t.plugin_id(&plug)));
         let f = Filters { plugin_id: Some("other".into()), event_types: None };
-        assert!(!f.accepts(&plug));
-        assert_eq!(event_data(&plug)["plugin_id"], "analytics_dashboard");
+        assert!(!f.accepts(&plug, t.plugin_id(&plug)));
+        assert_eq!(event_data(&plug, t.plugin_id(&plug))["plugin_id"], "analytics_dashboard");
     }
 }

@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::Realtime;
-use crate::channels::{self, Filters};
+use crate::channels::Filters;
 use crate::hub::{Hub, Overflow, Subscriber};
 
 /// Close codes sent by the server.
@@ -80,7 +80,7 @@ impl State {
                     subscriptions: self
                         .subscriptions
                         .iter()
-                        .filter_map(|(channel, filters)| channels::position(channel).map(|i| (i, filters.clone())))
+                        .filter_map(|(channel, filters)| hub.channels.position(channel).map(|i| (i, filters.clone())))
                         .collect(),
                     queue: out.queue.clone(),
                     overflow: self.overflow.clone(),
@@ -292,8 +292,8 @@ fn subscribe(rt: &Arc<Realtime>, state: &mut State, out: &mut Outbox, msg: &Valu
     let Some(principal) = &state.principal else { return };
     let channel = msg.get("channel").and_then(Value::as_str).unwrap_or_default().to_string();
     let with_channel = Some(("channel", json!(channel)));
-    let Some(permission) = channels::lookup(&channel) else {
-        let known: Vec<&str> = channels::CHANNELS.iter().map(|(n, _)| *n).collect();
+    let Some(permission) = rt.hub.channels.lookup(&channel) else {
+        let known = rt.hub.channels.names();
         let message = format!("unknown channel `{channel}`; known: {}", known.join(", "));
         out.send(&error("VALIDATION_ERROR", &message, with_channel));
         return;

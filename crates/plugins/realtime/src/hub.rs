@@ -22,7 +22,7 @@ use nexus_kernel::events::{self, Event, EventBus};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, broadcast, mpsc};
 
-use crate::channels::{self, CHANNELS, Filters};
+use crate::channels::{self, ChannelTable, Filters};
 
 /// Raised once a connection's send queue overflowed; the connection then closes itself.
 #[derive(Debug, Default)]
@@ -56,7 +56,7 @@ impl Overflow {
 #[derive(Debug)]
 pub struct Subscriber {
     pub principal: Arc<Principal>,
-    /// Index into [`CHANNELS`] and the subscription's filters, in channel-name order.
+    /// Index into the hub's [`ChannelTable`] and the subscription's filters, in channel-name order.
     pub subscriptions: Vec<(usize, Filters)>,
     pub queue: mpsc::Sender<Message>,
     pub overflow: Arc<Overflow>,
@@ -65,6 +65,7 @@ pub struct Subscriber {
 #[derive(Debug)]
 pub struct Hub {
     bus: EventBus,
+    pub channels: ChannelTable,
     subscribers: Mutex<HashMap<u64, Subscriber>>,
     next_id: AtomicU64,
     /// Set once the dispatcher runs (started with the first subscription).
@@ -72,9 +73,10 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(bus: EventBus) -> Arc<Self> {
+    pub fn new(bus: EventBus, channels: ChannelTable) -> Arc<Self> {
         Arc::new(Self {
             bus,
+            channels,
             subscribers: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             dispatcher: OnceLock::new(),
@@ -113,30 +115,30 @@ impl Hub {
     /// it, once per such channel.
     fn deliver(&self, event: &Event) {
         let permission = events::required_permission(&event.kind);
-        let carried: [bool; CHANNELS.len()] =
-            std::array::from_fn(|i| CHANNELS.get(i).is_some_and(|(channel, _)| channels::carries(channel, event)));
+        let carried: Vec<bool> = (0..self.channels.len()).map(|i| self.channels.carries(i, event)).collect();
         if !carried.contains(&true) {
             return;
         }
+        let plugin = self.channels.plugin_id(event);
         // Rendered on first use, then shared by every recipient.
         let mut data: Option<Value> = None;
-        let mut rendered: [Option<Utf8Bytes>; CHANNELS.len()] = Default::default();
+        let mut rendered: Vec<Option<Utf8Bytes>> = vec![None; carried.len()];
         let subscribers = self.lock();
         for sub in subscribers.values() {
             if sub.overflow.is_raised() || !sub.principal.has(permission) {
                 continue;
             }
             for (index, filters) in &sub.subscriptions {
-                let (Some(true), Some(slot), Some((channel, _))) =
-                    (carried.get(*index).copied(), rendered.get_mut(*index), CHANNELS.get(*index))
+                let (Some(true), Some(slot), Some(channel)) =
+                    (carried.get(*index).copied(), rendered.get_mut(*index), self.channels.name(*index))
                 else {
                     continue;
                 };
-                if !filters.accepts(event) {
+                if !filters.accepts(event, plugin) {
                     continue;
                 }
                 let text = slot.get_or_insert_with(|| {
-                    let data = data.get_or_insert_with(|| channels::event_data(event));
+                    let data = data.get_or_insert_with(|| channels::event_data(event, plugin));
                     let msg =
                         json!({ "type": "event", "channel": channel, "data": data, "timestamp": event.timestamp });
                     Utf8Bytes::from(msg.to_string())
@@ -216,7 +218,7 @@ mod tests {
         let (queue, rx) = mpsc::channel(buffer);
         let overflow = Arc::new(Overflow::default());
         let subscriptions =
-            names.iter().filter_map(|c| channels::position(c).map(|i| (i, Filters::default()))).collect();
+            names.iter().filter_map(|c| hub.channels.position(c).map(|i| (i, Filters::default()))).collect();
         let id = hub.next_id();
         hub.set(id, Subscriber { principal: who, subscriptions, queue, overflow: overflow.clone() });
         (id, rx, overflow)
@@ -233,7 +235,7 @@ mod tests {
     #[tokio::test]
     async fn one_rendering_per_channel_shared_by_every_recipient() {
         let bus = EventBus::new();
-        let hub = Hub::new(bus.clone());
+        let hub = Hub::new(bus.clone(), channels::tests::table());
         let (_, mut a, _) = subscriber(&hub, principal(&["user.read"]), &["events", "user_events"], 8);
         let (_, mut b, _) = subscriber(&hub, principal(&["user.read"]), &["user_events"], 8);
         let (_, mut denied, _) = subscriber(&hub, principal(&["read:system"]), &["events"], 8);
@@ -254,7 +256,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_raises_overflow_and_nobody_waits() {
         let bus = EventBus::new();
-        let hub = Hub::new(bus.clone());
+        let hub = Hub::new(bus.clone(), channels::tests::table());
         let (_, _slow_rx, slow) = subscriber(&hub, principal(&["read:system"]), &["system_events"], 2);
         let (id, mut fast_rx, fast) = subscriber(&hub, principal(&["read:system"]), &["system_events"], 64);
         for i in 0..10 {

@@ -16,6 +16,8 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::response::Response;
 use nexus_identity::{Identity, MaybeAuth};
 use nexus_kernel::Kernel;
+use nexus_kernel::plugin::{ChannelSpec, Manifest};
+use nexus_web::plugin::{BoxFuture, Plugin, StartContext, StartError, Started};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -68,7 +70,8 @@ impl Drop for FanOutRuntime {
 impl Realtime {
     /// Sets up the service and registers the core RPC methods.
     pub fn start(kernel: Arc<Kernel>, identity: Arc<Identity>) -> Arc<Self> {
-        let hub = hub::Hub::new(kernel.events.clone());
+        let channels = channels::ChannelTable::from_registry(&kernel.plugins);
+        let hub = hub::Hub::new(kernel.events.clone(), channels);
         let realtime =
             Arc::new(Self { kernel, identity, connections: AtomicUsize::new(0), hub, runtime: OnceLock::new() });
         core_rpc::register(&realtime);
@@ -104,6 +107,31 @@ impl Realtime {
 /// `/ws`.
 pub fn routes(realtime: Arc<Realtime>) -> nexus_web::Routes {
     OpenApiRouter::new().routes(routes!(ws)).with_state(realtime)
+}
+
+/// The plugin: `/ws`, and the `events` channel that carries everything.
+#[derive(Debug, Default)]
+pub struct RealtimePlugin;
+
+impl Plugin for RealtimePlugin {
+    fn manifest(&self) -> Manifest {
+        Manifest::builtin(
+            "realtime",
+            "Realtime",
+            "core",
+            "WebSocket endpoint: channels, filtered subscriptions and RPC",
+        )
+        .depends_on("identity", "*")
+        .channel(ChannelSpec::new("events", None, &["*"]))
+    }
+
+    fn start<'a>(&'a self, ctx: &'a mut StartContext) -> BoxFuture<'a, Result<Started, StartError>> {
+        Box::pin(async move {
+            let identity = ctx.require::<Arc<Identity>>()?;
+            let realtime = Realtime::start(ctx.kernel.clone(), identity);
+            Ok(Started::routes(routes(realtime)).tag("realtime", "WebSocket: events and RPC"))
+        })
+    }
 }
 
 /// Open a WebSocket. Send `{"type": "auth", "token": "…"}` (a JWT or an API key) within the

@@ -72,3 +72,9 @@ impl From<SecretsError> for ApiError {
         }
     }
 }
+
+impl From<nexus_kernel::principal::Denied> for SecretsError {
+    fn from(d: nexus_kernel::principal::Denied) -> Self {
+        SecretsError::Forbidden(d.0)
+    }
+}

@@ -12,7 +12,9 @@ use std::sync::Arc;
 
 use axum::extract::FromRef;
 use nexus_kernel::Kernel;
+use nexus_kernel::plugin::{ChannelSpec, Manifest};
 use nexus_web::Routes;
+use nexus_web::plugin::{BoxFuture, Plugin, StartContext, StartError, Started};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -38,6 +40,29 @@ impl std::ops::Deref for SystemState {
 impl FromRef<SystemState> for Arc<Kernel> {
     fn from_ref(state: &SystemState) -> Self {
         state.kernel.clone()
+    }
+}
+
+/// The plugin: health on every surface, Prometheus metrics, the error catalogue.
+#[derive(Debug, Default)]
+pub struct SystemPlugin;
+
+impl Plugin for SystemPlugin {
+    fn manifest(&self) -> Manifest {
+        Manifest::builtin(
+            "system",
+            "System",
+            "core",
+            "Health endpoints of every surface, metrics and the error catalogue",
+        )
+        .essential()
+        .channel(ChannelSpec::new("system_events", Some("read:system"), &["system.*"]))
+    }
+
+    fn start<'a>(&'a self, ctx: &'a mut StartContext) -> BoxFuture<'a, Result<Started, StartError>> {
+        Box::pin(async move {
+            Ok(Started::routes(routes(ctx.kernel.clone())).tag("health", "Liveness and dependency checks"))
+        })
     }
 }
 

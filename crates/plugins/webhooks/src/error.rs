@@ -36,3 +36,9 @@ impl From<WebhookError> for ApiError {
         }
     }
 }
+
+impl From<nexus_kernel::principal::Denied> for WebhookError {
+    fn from(d: nexus_kernel::principal::Denied) -> Self {
+        WebhookError::Forbidden(d.0)
+    }
+}

@@ -12,8 +12,8 @@ pub mod target;
 
 use std::sync::Arc;
 
-use nexus_kernel::Kernel;
-use tokio::task::JoinHandle;
+use nexus_kernel::plugin::Manifest;
+use nexus_web::plugin::{BoxFuture, Plugin, StartContext, StartError, Started};
 
 pub use error::WebhookError;
 pub use service::Webhooks;
@@ -25,20 +25,39 @@ pub static MIGRATIONS: nexus_kernel::db::MigrationSet = nexus_kernel::db::Migrat
     postgres: sqlx::migrate!("./migrations"),
 };
 
-/// The running service and its background tasks, which end after
-/// [`EventBus::close`](nexus_kernel::events::EventBus::close) once their attempts in flight
-/// are recorded.
-#[derive(Debug)]
-pub struct Started {
-    pub webhooks: Arc<Webhooks>,
-    pub tasks: Vec<JoinHandle<()>>,
-}
+/// The plugin: registration routes, and the outbox feeder and delivery worker, which end
+/// after [`EventBus::close`](nexus_kernel::events::EventBus::close) once their attempts in
+/// flight are recorded.
+#[derive(Debug, Default)]
+pub struct WebhooksPlugin;
 
-/// Starts the outbox feeder and the delivery worker.
-pub fn start(kernel: Arc<Kernel>) -> Started {
-    let webhooks = Arc::new(Webhooks::new(kernel));
-    let tasks = vec![tokio::spawn(delivery::feed(webhooks.clone())), tokio::spawn(delivery::work(webhooks.clone()))];
-    Started { webhooks, tasks }
+impl Plugin for WebhooksPlugin {
+    fn manifest(&self) -> Manifest {
+        Manifest::builtin(
+            "webhooks",
+            "Webhooks",
+            "integration",
+            "Signed outgoing webhooks with a durable outbox and retries",
+        )
+        .depends_on("identity", "*")
+        .permission("webhook.read", "List webhooks and their deliveries")
+        .permission("webhook.write", "Register, change, test and delete webhooks")
+    }
+
+    fn migrations(&self) -> Option<&'static nexus_kernel::db::MigrationSet> {
+        Some(&MIGRATIONS)
+    }
+
+    fn start<'a>(&'a self, ctx: &'a mut StartContext) -> BoxFuture<'a, Result<Started, StartError>> {
+        Box::pin(async move {
+            let webhooks = Arc::new(Webhooks::new(ctx.kernel.clone()));
+            ctx.provide(webhooks.clone());
+            Ok(Started::routes(routes(webhooks.clone()))
+                .tag("webhooks", "Outgoing webhooks: registration, test, deliveries")
+                .task(tokio::spawn(delivery::feed(webhooks.clone())))
+                .task(tokio::spawn(delivery::work(webhooks))))
+        })
+    }
 }
 
 /// Every webhook route of every surface.

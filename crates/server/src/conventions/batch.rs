@@ -5,6 +5,8 @@
 //! with `id`, `status` and `body` (`null` when empty); a failing sub-request fails alone, and
 //! a malformed entry, a nested batch or a URL on another host gets a 400 entry of its own.
 
+use std::sync::Arc;
+
 use super::service::Conventions;
 use axum::body::Body;
 use axum::extract::Request;
@@ -37,6 +39,8 @@ pub struct BatchState {
     /// The conventions sub-requests run through: versioning, rate limits, ETags and the routes.
     pub core: Conventions,
     pub max: usize,
+    /// The dialect each sub-request's errors are written in.
+    pub dialects: Arc<nexus_web::plugin::DialectMap>,
 }
 
 fn is_batch_path(path: &str) -> bool {
@@ -243,7 +247,8 @@ fn copy_headers(
 async fn execute(state: &BatchState, p: Prepared) -> SubResponse {
     let request_id = p.request.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
     let response = state.core.answer(p.request).await;
-    let response = nexus_web::edge::render_error(response, &p.path, &p.method, &request_id);
+    let dialect = state.dialects.for_path(&p.path);
+    let response = nexus_web::edge::render_error(response, dialect, &p.path, &p.method, &request_id);
     let status = response.status();
     let bytes = axum::body::to_bytes(response.into_body(), MAX_SUB_BODY).await.unwrap_or_default();
     let body = if bytes.is_empty() || status == StatusCode::NO_CONTENT {

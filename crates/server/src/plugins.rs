@@ -1,0 +1,48 @@
+//! The one list of built-in plugins. Everything else is derived from it: migrations, start-up
+//! order, routes and OpenAPI, mounts and their dialects, channels, `/api/plugins`. A new
+//! domain is a folder under `crates/plugins/` and one line here.
+
+use std::sync::Arc;
+
+use nexus_kernel::db::MigrationSet;
+use nexus_kernel::plugin::Manifest;
+use nexus_web::plugin::{BoxFuture, Plugin, StartContext, StartError, Started};
+
+/// Every built-in plugin, in the order they are listed by `/api/plugins` (dependencies
+/// decide the start-up order).
+pub fn builtin() -> Vec<Arc<dyn Plugin>> {
+    vec![
+        Arc::new(nexus_system::SystemPlugin),
+        Arc::new(nexus_identity::IdentityPlugin),
+        Arc::new(ApiPlugin),
+        Arc::new(nexus_plugin_manager::ManagerPlugin),
+        Arc::new(nexus_secrets::SecretsPlugin),
+        Arc::new(nexus_realtime::RealtimePlugin),
+        Arc::new(nexus_webhooks::WebhooksPlugin),
+    ]
+}
+
+/// Every migration set of `plugins`, the kernel's first.
+pub fn migrations(plugins: &[Arc<dyn Plugin>]) -> Vec<&'static MigrationSet> {
+    std::iter::once(&nexus_kernel::MIGRATIONS).chain(plugins.iter().filter_map(|p| p.migrations())).collect()
+}
+
+/// The framework's own conventions that have routes: API versions and batch requests.
+#[derive(Debug, Default)]
+pub struct ApiPlugin;
+
+impl Plugin for ApiPlugin {
+    fn manifest(&self) -> Manifest {
+        Manifest::builtin("api", "API conventions", "core", "API versions and batch requests").essential()
+    }
+
+    fn start<'a>(&'a self, ctx: &'a mut StartContext) -> BoxFuture<'a, Result<Started, StartError>> {
+        Box::pin(async move {
+            let routes =
+                crate::conventions::version::routes(ctx.kernel.clone()).merge(crate::conventions::batch::routes());
+            Ok(Started::routes(routes)
+                .tag("versions", "Framework: API versions")
+                .tag("batch", "Framework: several requests in one"))
+        })
+    }
+}
