@@ -160,6 +160,11 @@ impl Failure {
         Self { code, message: message.into(), details: Vec::new(), extra: serde_json::Map::new() }
     }
 
+    pub fn with_details(mut self, details: Vec<FieldError>) -> Self {
+        self.details = details;
+        self
+    }
+
     pub fn with_extra(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
         self.extra.insert(key.to_string(), value.into());
         self

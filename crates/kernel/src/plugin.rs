@@ -535,6 +535,57 @@ pub fn start_order(manifests: &[&Manifest]) -> Result<Vec<usize>, OrderError> {
     Ok(order)
 }
 
+/// The part of the plugin contract the management API calls on a running plugin.
+pub trait Reconfigure: Send + Sync + std::fmt::Debug {
+    /// Checks a new configuration (its subtree as JSON) and applies what it can while running.
+    /// The default takes any object, to be applied at the next start.
+    fn reconfigure(&self, config: &Value) -> Result<Reconfigured, Vec<FieldError>> {
+        if config.is_object() {
+            Ok(Reconfigured::RestartRequired)
+        } else {
+            Err(vec![FieldError::new("config", "must be an object")])
+        }
+    }
+}
+
+/// Every plugin of this server by id, for the management API to reconfigure them.
+#[derive(Clone, Default)]
+pub struct Handles(Arc<BTreeMap<String, Arc<dyn Reconfigure>>>);
+
+impl Handles {
+    pub fn new(plugins: impl IntoIterator<Item = (String, Arc<dyn Reconfigure>)>) -> Self {
+        Self(Arc::new(plugins.into_iter().collect()))
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<dyn Reconfigure>> {
+        self.0.get(id)
+    }
+}
+
+impl std::fmt::Debug for Handles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
+/// An event publisher whose source is fixed to its plugin; it publishes nothing while the
+/// plugin is disabled.
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    bus: crate::events::EventBus,
+    slot: Arc<Slot>,
+}
+
+impl Publisher {
+    pub fn new(bus: crate::events::EventBus, slot: Arc<Slot>) -> Self {
+        Self { bus, slot }
+    }
+
+    pub fn publish(&self, kind: &str, data: Value) -> Option<Arc<crate::events::Event>> {
+        self.slot.is_enabled().then(|| self.bus.publish(self.slot.id(), kind, data))
+    }
+}
+
 /// A configuration change a plugin was asked to take.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reconfigured {

@@ -17,7 +17,8 @@ use nexus_kernel::config::Config;
 use nexus_kernel::db::MigrationSet;
 use nexus_kernel::kernel::KernelError;
 use nexus_kernel::plugin::Manifest;
-use nexus_web::plugin::{Handles, Plugin, Services, StartContext};
+use nexus_kernel::plugin::{Handles, Reconfigure};
+use nexus_web::plugin::{Plugin, Services, StartContext};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -77,7 +78,7 @@ pub async fn start_with(config: Config, plugins: Vec<Arc<dyn Plugin>>) -> Result
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
     let kernel = Kernel::open(config, &ordered_manifests, &plugins::migrations(&ordered)).await?;
     let mut services = Services::default();
-    services.provide(Handles::new(&ordered));
+    services.provide(Handles::new(ordered.iter().map(|p| (p.manifest().id, p.clone() as Arc<dyn Reconfigure>))));
     let mut started = Vec::with_capacity(ordered.len());
     let mut background = Vec::new();
     for plugin in &ordered {

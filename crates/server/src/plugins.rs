@@ -31,6 +31,9 @@ pub fn migrations(plugins: &[Arc<dyn Plugin>]) -> Vec<&'static MigrationSet> {
 #[derive(Debug, Default)]
 pub struct ApiPlugin;
 
+/// Its configuration is applied at the next start.
+impl nexus_kernel::plugin::Reconfigure for ApiPlugin {}
+
 impl Plugin for ApiPlugin {
     fn manifest(&self) -> Manifest {
         Manifest::builtin("api", "API conventions", "core", "API versions and batch requests").essential()

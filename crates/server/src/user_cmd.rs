@@ -6,8 +6,8 @@ use nexus_identity::service::{NewUser, UserPatch};
 use nexus_identity::store::UserFilter;
 use nexus_identity::{Identity, Principal};
 use nexus_kernel::Kernel;
+use nexus_kernel::client::ClientMeta;
 use nexus_kernel::config::Config;
-use nexus_web::ClientMeta;
 
 #[derive(Debug, Subcommand)]
 pub enum UserCommand {

@@ -8,17 +8,23 @@ use axum::http::request::Parts;
 
 use crate::RequestId;
 
-/// The caller's address, user agent and the request id, for audit records.
+pub use nexus_kernel::client::ClientMeta;
+
+/// Extracts the [`ClientMeta`] of a request; derefs to it, so that handlers hand `&client`
+/// to domain operations.
 #[derive(Debug, Clone, Default)]
-pub struct ClientMeta {
-    /// The peer address of the connection (proxies are not trusted to speak for it).
-    pub ip: String,
-    pub user_agent: String,
-    pub request_id: String,
+pub struct Client(pub ClientMeta);
+
+impl std::ops::Deref for Client {
+    type Target = ClientMeta;
+
+    fn deref(&self) -> &ClientMeta {
+        &self.0
+    }
 }
 
-impl ClientMeta {
-    pub fn from_parts(parts: &Parts) -> Self {
+impl Client {
+    pub fn from_parts(parts: &Parts) -> ClientMeta {
         let ip = crate::context::peer().map(|addr| addr.ip().to_string()).unwrap_or_default();
         let user_agent = parts
             .headers
@@ -31,14 +37,14 @@ impl ClientMeta {
             Some(RequestId(id)) => id.clone(),
             None => crate::context::request_id().unwrap_or_default(),
         };
-        Self { ip, user_agent, request_id }
+        ClientMeta { ip, user_agent, request_id }
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientMeta {
+impl<S: Send + Sync> FromRequestParts<S> for Client {
     type Rejection = Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self::from_parts(parts))
+        Ok(Self(Self::from_parts(parts)))
     }
 }

@@ -107,15 +107,33 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
 
 impl From<Failure> for ApiError {
     fn from(f: Failure) -> Self {
+        // A failure that says when to retry says so in the standard header too.
+        let headers = match f.extra.get("retry_after").and_then(serde_json::Value::as_u64) {
+            Some(secs) => vec![(HeaderName::from_static("retry-after"), HeaderValue::from(secs))],
+            None => Vec::new(),
+        };
         Self {
             status: status_of(f.code),
             code: f.code,
             message: f.message,
             details: f.details,
             extra: f.extra,
-            headers: Vec::new(),
+            headers,
         }
     }
+}
+
+/// Lets handlers `?` a domain error `$t` that converts into a [`Failure`]: the one place the
+/// domain's error meets HTTP.
+#[macro_export]
+macro_rules! http_error {
+    ($t:ty) => {
+        impl From<$t> for $crate::ApiError {
+            fn from(err: $t) -> Self {
+                $crate::ApiError::from(::nexus_kernel::error::Failure::from(err))
+            }
+        }
+    };
 }
 
 impl From<nexus_kernel::principal::Denied> for ApiError {

@@ -13,7 +13,7 @@ pub mod extract;
 pub mod list;
 pub mod plugin;
 
-pub use client::ClientMeta;
+pub use client::{Client, ClientMeta};
 pub use dialect::Dialect;
 pub use error::{ApiError, ErrorCode, FieldError};
 pub use extract::{Json, Path, Query};

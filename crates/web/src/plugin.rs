@@ -4,16 +4,14 @@
 //! holds one list of plugins and derives everything else from it.
 
 use std::any::{Any, TypeId};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use nexus_kernel::Kernel;
 use nexus_kernel::db::MigrationSet;
-use nexus_kernel::error::FieldError;
-use nexus_kernel::events::Event;
-use nexus_kernel::plugin::{Manifest, Reconfigured, Slot};
+use nexus_kernel::plugin::{Manifest, Publisher, Reconfigure, Slot};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -23,7 +21,7 @@ use crate::{Dialect, Routes};
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// A plugin: built in (a crate under `crates/plugins/`) or, later, loaded at run time.
-pub trait Plugin: Send + Sync + std::fmt::Debug + 'static {
+pub trait Plugin: Reconfigure + 'static {
     fn manifest(&self) -> Manifest;
 
     /// Its tables, for each backend.
@@ -33,36 +31,6 @@ pub trait Plugin: Send + Sync + std::fmt::Debug + 'static {
 
     /// Starts it. Called once, after every plugin it depends on has started.
     fn start<'a>(&'a self, ctx: &'a mut StartContext) -> BoxFuture<'a, Result<Started, StartError>>;
-
-    /// Checks a new configuration (its subtree as JSON) and applies what it can while running.
-    /// The default takes any object, to be applied at the next start.
-    fn reconfigure(&self, config: &Value) -> Result<Reconfigured, Vec<FieldError>> {
-        if config.is_object() {
-            Ok(Reconfigured::RestartRequired)
-        } else {
-            Err(vec![FieldError::new("config", "must be an object")])
-        }
-    }
-}
-
-/// Every plugin value of this server by id, for the management API to reconfigure them.
-#[derive(Clone, Default)]
-pub struct Handles(Arc<BTreeMap<String, Arc<dyn Plugin>>>);
-
-impl Handles {
-    pub fn new(plugins: &[Arc<dyn Plugin>]) -> Self {
-        Self(Arc::new(plugins.iter().map(|p| (p.manifest().id, p.clone())).collect()))
-    }
-
-    pub fn get(&self, id: &str) -> Option<&Arc<dyn Plugin>> {
-        self.0.get(id)
-    }
-}
-
-impl std::fmt::Debug for Handles {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.0.keys()).finish()
-    }
 }
 
 /// Why a plugin could not start: one line for the operator.
@@ -174,24 +142,11 @@ impl<'a> StartContext<'a> {
 
     /// Publishes events under this plugin's id; nothing while it is disabled.
     pub fn events(&self) -> Publisher {
-        Publisher { kernel: self.kernel.clone(), slot: self.slot.clone() }
+        Publisher::new(self.kernel.events.clone(), self.slot.clone())
     }
 
     pub fn error(&self, reason: impl Into<String>) -> StartError {
         StartError { plugin: self.id().to_string(), reason: reason.into() }
-    }
-}
-
-/// An event publisher whose source is fixed to its plugin.
-#[derive(Debug, Clone)]
-pub struct Publisher {
-    kernel: Arc<Kernel>,
-    slot: Arc<Slot>,
-}
-
-impl Publisher {
-    pub fn publish(&self, kind: &str, data: Value) -> Option<Arc<Event>> {
-        self.slot.is_enabled().then(|| self.kernel.events.publish(self.slot.id(), kind, data))
     }
 }
 

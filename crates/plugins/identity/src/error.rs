@@ -1,8 +1,7 @@
 //! What can go wrong in identity and access, and how each surface is told.
 
-use axum::http::{HeaderName, HeaderValue};
 use nexus_kernel::db::StorageError;
-use nexus_web::{ApiError, ErrorCode, FieldError};
+use nexus_kernel::error::{ErrorCode, Failure, FieldError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -44,44 +43,44 @@ impl IdentityError {
     }
 }
 
-impl From<IdentityError> for ApiError {
+impl From<IdentityError> for Failure {
     fn from(err: IdentityError) -> Self {
         match err {
-            IdentityError::InvalidCredentials => ApiError::new(ErrorCode::InvalidCredentials, "invalid credentials"),
+            IdentityError::InvalidCredentials => Failure::new(ErrorCode::InvalidCredentials, "invalid credentials"),
             IdentityError::Unauthenticated => {
-                ApiError::new(ErrorCode::AuthenticationRequired, "Authentication required")
+                Failure::new(ErrorCode::AuthenticationRequired, "Authentication required")
             }
             IdentityError::TokenExpired => {
-                ApiError::new(ErrorCode::TokenExpired, "Your session has expired. Please login again.")
+                Failure::new(ErrorCode::TokenExpired, "Your session has expired. Please login again.")
             }
-            IdentityError::InvalidToken => ApiError::new(ErrorCode::AuthenticationRequired, "Invalid or revoked token"),
+            IdentityError::InvalidToken => Failure::new(ErrorCode::AuthenticationRequired, "Invalid or revoked token"),
             IdentityError::InvalidApiKey => {
-                ApiError::new(ErrorCode::AuthenticationRequired, "Invalid or revoked API key")
+                Failure::new(ErrorCode::AuthenticationRequired, "Invalid or revoked API key")
             }
-            IdentityError::ApiKeyExpired => ApiError::new(ErrorCode::TokenExpired, "API key has expired"),
-            IdentityError::Locked => ApiError::new(
+            IdentityError::ApiKeyExpired => Failure::new(ErrorCode::TokenExpired, "API key has expired"),
+            IdentityError::Locked => Failure::new(
                 ErrorCode::InvalidCredentials,
                 "account is temporarily locked after repeated failed logins",
             ),
             IdentityError::Inactive(status) => {
-                ApiError::new(ErrorCode::InvalidCredentials, format!("account is {status}"))
+                Failure::new(ErrorCode::InvalidCredentials, format!("account is {status}"))
             }
-            IdentityError::Throttled { retry_after, limit } => ApiError::new(
+            IdentityError::Throttled { retry_after, limit } => Failure::new(
                 ErrorCode::RateLimitExceeded,
                 format!("Too many login attempts. Please retry after {retry_after} seconds."),
             )
             .with_extra("retry_after", retry_after)
             .with_extra("limit", limit)
-            .with_extra("window", "1m")
-            .with_header(HeaderName::from_static("retry-after"), HeaderValue::from(retry_after)),
-            IdentityError::Forbidden(permission) => {
-                ApiError::forbidden(format!("This operation requires the `{permission}` permission"))
-            }
-            IdentityError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
-            IdentityError::Conflict(message) => ApiError::conflict(message),
-            IdentityError::Invalid(details) => ApiError::invalid_fields(details),
-            IdentityError::Storage(e) => ApiError::internal(e),
-            IdentityError::Internal(e) => ApiError::internal(e),
+            .with_extra("window", "1m"),
+            IdentityError::Forbidden(permission) => Failure::new(
+                ErrorCode::PermissionDenied,
+                format!("This operation requires the `{permission}` permission"),
+            ),
+            IdentityError::NotFound(what) => Failure::not_found(format!("{what} not found")),
+            IdentityError::Conflict(message) => Failure::conflict(message),
+            IdentityError::Invalid(details) => Failure::invalid(details),
+            IdentityError::Storage(e) => Failure::internal(e),
+            IdentityError::Internal(e) => Failure::internal(e),
         }
     }
 }

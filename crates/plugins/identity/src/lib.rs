@@ -39,6 +39,9 @@ pub fn routes(identity: Arc<Identity>) -> nexus_web::Routes {
 #[derive(Debug, Default)]
 pub struct IdentityPlugin;
 
+/// Its configuration is applied at the next start.
+impl nexus_kernel::plugin::Reconfigure for IdentityPlugin {}
+
 impl Plugin for IdentityPlugin {
     fn manifest(&self) -> Manifest {
         Manifest::builtin(

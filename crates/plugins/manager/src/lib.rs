@@ -8,13 +8,16 @@ pub mod service;
 use std::sync::Arc;
 
 use nexus_kernel::events::Event;
-use nexus_kernel::plugin::{ChannelSpec, Manifest};
-use nexus_web::plugin::{BoxFuture, Handles, Plugin, StartContext, StartError, Started};
+use nexus_kernel::plugin::{ChannelSpec, Handles, Manifest};
+use nexus_web::plugin::{BoxFuture, Plugin, StartContext, StartError, Started};
 
 pub use service::PluginManager;
 
 #[derive(Debug, Default)]
 pub struct ManagerPlugin;
+
+/// Its configuration is applied at the next start.
+impl nexus_kernel::plugin::Reconfigure for ManagerPlugin {}
 
 impl Plugin for ManagerPlugin {
     fn manifest(&self) -> Manifest {

@@ -7,9 +7,8 @@ use nexus_kernel::Kernel;
 use nexus_kernel::clock::Timestamp;
 use nexus_kernel::error::FieldError;
 use nexus_kernel::events::Event;
-use nexus_kernel::plugin::{Reconfigured, Slot, Status};
+use nexus_kernel::plugin::{Handles, Publisher, Reconfigured, Slot, Status};
 use nexus_kernel::principal::Principal;
-use nexus_web::plugin::{Handles, Publisher};
 use serde_json::{Value, json};
 
 use crate::error::ManagerError;

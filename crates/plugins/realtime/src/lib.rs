@@ -113,6 +113,9 @@ pub fn routes(realtime: Arc<Realtime>) -> nexus_web::Routes {
 #[derive(Debug, Default)]
 pub struct RealtimePlugin;
 
+/// Its configuration is applied at the next start.
+impl nexus_kernel::plugin::Reconfigure for RealtimePlugin {}
+
 impl Plugin for RealtimePlugin {
     fn manifest(&self) -> Manifest {
         Manifest::builtin(

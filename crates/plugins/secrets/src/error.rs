@@ -1,7 +1,7 @@
 //! What can go wrong in the secrets manager, and how it is told (never with a value or key).
 
 use nexus_kernel::db::StorageError;
-use nexus_web::{ApiError, ErrorCode, FieldError};
+use nexus_kernel::error::{ErrorCode, Failure, FieldError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretsError {
@@ -47,28 +47,28 @@ impl SecretsError {
     }
 }
 
-impl From<SecretsError> for ApiError {
+impl From<SecretsError> for Failure {
     fn from(err: SecretsError) -> Self {
         match err {
             SecretsError::InvalidPath(reason) => {
-                ApiError::new(ErrorCode::ValidationError, format!("invalid secret path: {reason}"))
+                Failure::new(ErrorCode::ValidationError, format!("invalid secret path: {reason}"))
                     .with_details(vec![FieldError::new("path", reason)])
             }
-            SecretsError::Invalid(details) => ApiError::invalid_fields(details),
-            SecretsError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
-            e @ (SecretsError::Exists | SecretsError::Concurrent) => ApiError::conflict(e.to_string()),
+            SecretsError::Invalid(details) => Failure::invalid(details),
+            SecretsError::NotFound(what) => Failure::not_found(format!("{what} not found")),
+            e @ (SecretsError::Exists | SecretsError::Concurrent) => Failure::conflict(e.to_string()),
             e @ SecretsError::VersionMismatch { current, .. } => {
-                ApiError::conflict(e.to_string()).with_extra("current_version", current)
+                Failure::conflict(e.to_string()).with_extra("current_version", current)
             }
             e @ (SecretsError::Denied { .. } | SecretsError::Forbidden(_) | SecretsError::AdminRequired) => {
-                ApiError::forbidden(e.to_string())
+                Failure::new(ErrorCode::PermissionDenied, e.to_string())
             }
             // A stored ciphertext that fails authentication is reported as a conflict with the
             // stored state (see docs/secrets.md), never as a 5xx or a garbage value.
-            e @ SecretsError::Integrity => ApiError::conflict(e.to_string()),
-            e @ (SecretsError::AuditUnavailable | SecretsError::StaleMasterKey) => ApiError::unavailable(e.to_string()),
-            SecretsError::MasterKey(e) => ApiError::internal(e),
-            SecretsError::Storage(e) => ApiError::internal(e),
+            e @ SecretsError::Integrity => Failure::conflict(e.to_string()),
+            e @ (SecretsError::AuditUnavailable | SecretsError::StaleMasterKey) => Failure::unavailable(e.to_string()),
+            SecretsError::MasterKey(e) => Failure::internal(e),
+            SecretsError::Storage(e) => Failure::internal(e),
         }
     }
 }

@@ -36,6 +36,9 @@ pub fn routes(secrets: Arc<Secrets>) -> nexus_web::Routes {
 #[derive(Debug, Default)]
 pub struct SecretsPlugin;
 
+/// Its configuration is applied at the next start.
+impl nexus_kernel::plugin::Reconfigure for SecretsPlugin {}
+
 impl Plugin for SecretsPlugin {
     fn manifest(&self) -> Manifest {
         Manifest::builtin(

@@ -14,7 +14,7 @@ use nexus_identity::{Auth, Principal};
 use nexus_kernel::audit::AUDIT_LISTING;
 use nexus_kernel::audit::{AuditEntry, AuditQuery};
 use nexus_kernel::clock::Timestamp;
-use nexus_web::{ApiError, ClientMeta, Json, ListRequest, Path, Query};
+use nexus_web::{ApiError, Client, Json, ListRequest, Path, Query};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -25,6 +25,8 @@ use zeroize::Zeroizing;
 use crate::error::SecretsError;
 use crate::service::{SecretMeta, Secrets, Update};
 use crate::store::{SECRET_LISTING, VersionRow};
+
+nexus_web::http_error!(crate::error::SecretsError);
 
 type Api = State<Arc<Secrets>>;
 type Caller = Result<Auth, ApiError>;
@@ -44,13 +46,7 @@ pub fn routes(secrets: Arc<Secrets>) -> nexus_web::Routes {
 }
 
 /// The caller, or a 401 that is audited as a refused `action` first.
-async fn caller(
-    s: &Secrets,
-    auth: Caller,
-    action: &str,
-    path: &str,
-    client: &ClientMeta,
-) -> Result<Principal, ApiError> {
+async fn caller(s: &Secrets, auth: Caller, action: &str, path: &str, client: &Client) -> Result<Principal, ApiError> {
     match auth {
         Ok(Auth(p)) => Ok(p),
         Err(e) => {
@@ -156,7 +152,7 @@ pub struct ListQuery {
 async fn list_secrets(
     State(s): Api,
     auth: Caller,
-    client: ClientMeta,
+    client: Client,
     q: Result<Query<ListQuery>, ApiError>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<SecretList>, ApiError> {
@@ -185,7 +181,7 @@ pub struct CreateBody {
 async fn create_secret(
     State(s): Api,
     auth: Caller,
-    client: ClientMeta,
+    client: Client,
     body: Result<Json<CreateBody>, ApiError>,
 ) -> Result<(StatusCode, Json<SecretView>), ApiError> {
     let path = body.as_ref().map(|Json(b)| b.path.as_str()).unwrap_or_default();
@@ -207,7 +203,7 @@ pub struct ReadQuery {
 async fn get_any(
     State(s): Api,
     auth: Caller,
-    client: ClientMeta,
+    client: Client,
     Path(path): Path<String>,
     q: Result<Query<ReadQuery>, ApiError>,
 ) -> Result<Response, ApiError> {
@@ -236,7 +232,7 @@ async fn read_secret(
     p: &Principal,
     path: &str,
     version: Option<i64>,
-    client: &ClientMeta,
+    client: &Client,
 ) -> Result<Response, ApiError> {
     let secret = s.read(p, path, version, client).await?;
     let m = &secret.meta;
@@ -291,7 +287,7 @@ async fn secret_versions(
     s: &Secrets,
     p: &Principal,
     path: &str,
-    client: &ClientMeta,
+    client: &Client,
 ) -> Result<Json<VersionList>, ApiError> {
     let versions: Vec<VersionView> = s.versions(p, path, client).await?.into_iter().map(VersionView::from).collect();
     Ok(Json(VersionList { total: versions.len(), versions }))
@@ -311,7 +307,7 @@ pub struct UpdateBody {
 async fn put_any(
     State(s): Api,
     auth: Caller,
-    client: ClientMeta,
+    client: Client,
     Path(path): Path<String>,
     body: Result<Json<UpdateBody>, ApiError>,
 ) -> Result<Json<SecretView>, ApiError> {
@@ -330,7 +326,7 @@ async fn update_secret(
     p: &Principal,
     path: &str,
     body: UpdateBody,
-    client: &ClientMeta,
+    client: &Client,
 ) -> Result<Json<SecretView>, ApiError> {
     let update = Update { value: body.value.map(Zeroizing::new), metadata: body.metadata, cas: body.cas };
     Ok(Json(s.update(p, path, update, client).await?.into()))
@@ -339,7 +335,7 @@ async fn update_secret(
 async fn delete_any(
     State(s): Api,
     auth: Caller,
-    client: ClientMeta,
+    client: Client,
     Path(path): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let p = caller(&s, auth, "secret.delete", &path, &client).await?;
@@ -350,7 +346,12 @@ async fn delete_any(
 #[utoipa::path(delete, path = "/api/v1/secrets/{path}", tag = TAG, security(("bearer" = [])),
     params(("path" = String, Path, description = "The secret path; may contain `/`")),
     responses((status = 204), (status = 404, description = "secret not found")))]
-async fn delete_secret(s: &Secrets, p: &Principal, path: &str, client: &ClientMeta) -> Result<StatusCode, ApiError> {
+async fn delete_secret(
+    s: &Secrets,
+    p: &Principal,
+    path: &str,
+    client: &nexus_web::ClientMeta,
+) -> Result<StatusCode, ApiError> {
     s.delete(p, path, client).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -438,7 +439,7 @@ fn parse_time(field: &str, value: Option<&str>) -> Result<Option<Timestamp>, Sec
 async fn audit_log(
     State(s): Api,
     auth: Caller,
-    client: ClientMeta,
+    client: Client,
     q: Result<Query<AuditParams>, ApiError>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<AuditList>, ApiError> {

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use nexus_identity::{Identity, Principal};
 use nexus_kernel::Kernel;
 use nexus_kernel::audit::{AuditEntry, AuditQuery, AuditRecord, Precondition};
+use nexus_kernel::client::ClientMeta;
 use nexus_kernel::clock::Timestamp;
 use nexus_kernel::query::{ListQuery, Page};
-use nexus_web::ClientMeta;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 

@@ -47,6 +47,9 @@ impl FromRef<SystemState> for Arc<Kernel> {
 #[derive(Debug, Default)]
 pub struct SystemPlugin;
 
+/// Its configuration is applied at the next start.
+impl nexus_kernel::plugin::Reconfigure for SystemPlugin {}
+
 impl Plugin for SystemPlugin {
     fn manifest(&self) -> Manifest {
         Manifest::builtin(

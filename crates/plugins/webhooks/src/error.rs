@@ -1,7 +1,7 @@
 //! What can go wrong with webhooks, and how the API says so.
 
 use nexus_kernel::db::StorageError;
-use nexus_web::{ApiError, FieldError};
+use nexus_kernel::error::{ErrorCode, Failure, FieldError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
@@ -23,16 +23,17 @@ impl WebhookError {
     }
 }
 
-impl From<WebhookError> for ApiError {
+impl From<WebhookError> for Failure {
     fn from(err: WebhookError) -> Self {
         match err {
-            WebhookError::NotFound => ApiError::not_found("Webhook not found"),
-            WebhookError::Invalid(details) => ApiError::invalid_fields(details),
-            WebhookError::Forbidden(permission) => {
-                ApiError::forbidden(format!("This operation requires the `{permission}` permission"))
-            }
+            WebhookError::NotFound => Failure::not_found("Webhook not found"),
+            WebhookError::Invalid(details) => Failure::invalid(details),
+            WebhookError::Forbidden(permission) => Failure::new(
+                ErrorCode::PermissionDenied,
+                format!("This operation requires the `{permission}` permission"),
+            ),
             WebhookError::Identity(e) => e.into(),
-            WebhookError::Storage(e) => ApiError::internal(e),
+            WebhookError::Storage(e) => Failure::internal(e),
         }
     }
 }

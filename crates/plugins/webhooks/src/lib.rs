@@ -31,6 +31,9 @@ pub static MIGRATIONS: nexus_kernel::db::MigrationSet = nexus_kernel::db::Migrat
 #[derive(Debug, Default)]
 pub struct WebhooksPlugin;
 
+/// Its configuration is applied at the next start.
+impl nexus_kernel::plugin::Reconfigure for WebhooksPlugin {}
+
 impl Plugin for WebhooksPlugin {
     fn manifest(&self) -> Manifest {
         Manifest::builtin(

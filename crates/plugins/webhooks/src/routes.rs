@@ -15,6 +15,8 @@ use utoipa_axum::routes;
 use crate::WebhookError;
 use crate::service::{Delivery, NewWebhook, Webhook, WebhookPatch, Webhooks};
 
+nexus_web::http_error!(crate::error::WebhookError);
+
 type Api = State<Arc<Webhooks>>;
 
 pub fn all(webhooks: Arc<Webhooks>) -> nexus_web::Routes {

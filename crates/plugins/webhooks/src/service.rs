@@ -6,8 +6,8 @@ use std::sync::Arc;
 use nexus_identity::Principal;
 use nexus_kernel::Kernel;
 use nexus_kernel::clock::Timestamp;
+use nexus_kernel::error::FieldError;
 use nexus_kernel::events::{self, Event};
-use nexus_web::FieldError;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 

@@ -12,6 +12,7 @@ mod health;
 mod identity;
 mod identity_core_v2;
 mod identity_media;
+mod layering;
 mod lists;
 mod plugins;
 mod realtime;

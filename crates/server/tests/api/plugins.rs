@@ -22,6 +22,9 @@ async fn hello() -> axum::Json<Value> {
     axum::Json(json!({ "message": "hello from tiny" }))
 }
 
+/// Its configuration is applied at the next start.
+impl nexus_kernel::plugin::Reconfigure for Tiny {}
+
 impl Plugin for Tiny {
     fn manifest(&self) -> Manifest {
         Manifest::builtin("tiny", "Tiny", "example", "A plugin defined by a test")

@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
-use nexus_web::{ApiError, ClientMeta, FieldError, Json, ListRequest, Path, Query};
+use nexus_web::{ApiError, Client, FieldError, Json, ListRequest, Path, Query};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -46,11 +46,7 @@ pub struct V2LoginBody {
 #[utoipa::path(post, path = "/v2/auth/login", tag = "core-v2", request_body = V2LoginBody,
     responses((status = 200, body = LoginTokens), (status = 400, description = "VALIDATION_ERROR"),
                (status = 401, description = "INVALID_CREDENTIALS"), (status = 429, description = "Too many attempts")))]
-async fn login(
-    State(id): Api,
-    client: ClientMeta,
-    Json(body): Json<V2LoginBody>,
-) -> Result<Json<LoginTokens>, ApiError> {
+async fn login(State(id): Api, client: Client, Json(body): Json<V2LoginBody>) -> Result<Json<LoginTokens>, ApiError> {
     let mut errors = Vec::new();
     check_text("email", &body.email, 254, &mut errors);
     if !body.email.trim().is_empty() && !looks_like_email(body.email.trim()) {
@@ -76,7 +72,7 @@ async fn login(
     let req = LoginRequest {
         login: email.clone(),
         password: body.password,
-        client: client.clone(),
+        client: client.0.clone(),
         client_id: client_id.clone(),
         device_id: String::new(),
         lifetime: TokenLifetime::Access,
@@ -107,7 +103,7 @@ pub struct V2RefreshBody {
                (status = 401, description = "Invalid, reused, expired or another client's refresh token")))]
 async fn refresh(
     State(id): Api,
-    client: ClientMeta,
+    client: Client,
     Json(body): Json<V2RefreshBody>,
 ) -> Result<Json<LoginTokens>, ApiError> {
     let mut errors = Vec::new();
@@ -172,7 +168,6 @@ async fn list_users(
     Query(q): Query<V2UserListQuery>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<V2UserList>, ApiError> {
-    p.require("user.read")?;
     let mut errors = Vec::new();
     if q.limit.is_some_and(|limit| !(1..=100).contains(&limit)) {
         errors.push(FieldError::new("limit", "Limit must be between 1 and 100"));
@@ -190,7 +185,7 @@ async fn list_users(
         status: q.status.filter(|s| !s.is_empty()),
         ..UserFilter::default()
     };
-    let page = id.list_users_page(&filter, &req.query).await?.map(|u| UserView::new(u, None));
+    let page = id.list_users_page(&p, &filter, &req.query).await?.map(|u| UserView::new(u, None));
     let pagination = req.pagination(&page);
     let offset = match req.query.paging {
         nexus_kernel::query::Paging::Offset { offset } => Some(offset),
@@ -235,12 +230,9 @@ async fn get_user(
     Path(user_id): Path<String>,
     Query(q): Query<V2UserQuery>,
 ) -> Result<Json<V2UserDetail>, ApiError> {
-    if p.user_id != user_id {
-        p.require("user.read")?;
-    }
+    let user = id.user_entry_for(&p, &user_id).await?.user.clone();
     let with_permissions = parse_flag("include_permissions", q.include_permissions.as_deref())?;
     let with_activity = parse_flag("include_activity", q.include_activity.as_deref())?;
-    let user = id.get_user(&user_id).await?;
     let permissions = with_permissions.then(|| id.roles().permissions(&user.roles).list());
     let activity = if with_activity { Some(id.activity(&user.id, ACTIVITY_ENTRIES).await?) } else { None };
     Ok(Json(V2UserDetail { user: UserView::new(user, permissions), activity }))

@@ -7,7 +7,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use nexus_web::{ApiError, ClientMeta, Json, ListRequest, Path, Query};
+use nexus_web::{ApiError, Client, Json, ListRequest, Path, Query};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
@@ -60,11 +60,7 @@ pub struct TokenResponse {
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginBody,
     responses((status = 200, body = TokenResponse), (status = 401, description = "INVALID_CREDENTIALS"),
                (status = 429, description = "Too many attempts")))]
-async fn login(
-    State(id): Api,
-    client: ClientMeta,
-    Json(body): Json<LoginBody>,
-) -> Result<Json<TokenResponse>, ApiError> {
+async fn login(State(id): Api, client: Client, Json(body): Json<LoginBody>) -> Result<Json<TokenResponse>, ApiError> {
     let login = body
         .username
         .or(body.email)
@@ -73,7 +69,7 @@ async fn login(
     let req = LoginRequest {
         login,
         password: body.password,
-        client,
+        client: client.0,
         client_id: String::from(FRAMEWORK_CLIENT),
         device_id: String::new(),
         lifetime: TokenLifetime::Access,
@@ -100,7 +96,7 @@ pub struct RefreshBody {
     responses((status = 200, body = TokenResponse), (status = 401, description = "Invalid, reused or expired refresh token")))]
 async fn refresh(
     State(id): Api,
-    client: ClientMeta,
+    client: Client,
     Json(body): Json<RefreshBody>,
 ) -> Result<Json<TokenResponse>, ApiError> {
     let s = id.refresh(&body.refresh_token, Some(FRAMEWORK_CLIENT), &client, TokenLifetime::Access).await?;
@@ -122,7 +118,7 @@ pub struct MessageResponse {
 /// Revoke the presented access token's session, including its refresh chain.
 #[utoipa::path(post, path = "/api/auth/logout", tag = "auth", security(("bearer" = [])),
     responses((status = 200, body = MessageResponse), (status = 401, description = "Not authenticated")))]
-async fn logout(State(id): Api, Auth(p): Auth, client: ClientMeta) -> Result<Json<MessageResponse>, ApiError> {
+async fn logout(State(id): Api, Auth(p): Auth, client: Client) -> Result<Json<MessageResponse>, ApiError> {
     id.logout(&p, &client).await?;
     Ok(Json(MessageResponse { message: "Successfully logged out" }))
 }
@@ -156,7 +152,7 @@ pub struct KeyCreated {
 async fn create_key(
     State(id): Api,
     Auth(p): Auth,
-    client: ClientMeta,
+    client: Client,
     Json(body): Json<CreateKeyBody>,
 ) -> Result<(StatusCode, Json<KeyCreated>), ApiError> {
     let new = NewApiKey {
@@ -210,7 +206,7 @@ async fn list_keys(State(id): Api, Auth(p): Auth, RawQuery(raw): RawQuery) -> Re
 async fn revoke_key(
     State(id): Api,
     Auth(p): Auth,
-    client: ClientMeta,
+    client: Client,
     Path(key_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     id.revoke_api_key(&p, &key_id, &client).await?;
@@ -268,7 +264,6 @@ async fn list_users(
     Query(q): Query<UserListQuery>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<UserPage>, ApiError> {
-    p.require("user.read")?;
     let req = ListRequest::parse(raw.as_deref().unwrap_or(""), &USER_LISTING, id.kernel())?;
     let filter = UserFilter {
         role: q.role,
@@ -276,7 +271,7 @@ async fn list_users(
         search: q.search.filter(|s| !s.is_empty()),
         ..UserFilter::default()
     };
-    let page = id.list_users_page(&filter, &req.query).await?.map(|u| UserView::new(u, None));
+    let page = id.list_users_page(&p, &filter, &req.query).await?.map(|u| UserView::new(u, None));
     let pagination = req.pagination(&page);
     Ok(Json(UserPage {
         total: page.total.unwrap_or_default(),
@@ -304,10 +299,9 @@ pub struct CreateUserBody {
 async fn create_user(
     State(id): Api,
     Auth(p): Auth,
-    client: ClientMeta,
+    client: Client,
     Json(b): Json<CreateUserBody>,
 ) -> Result<(StatusCode, Json<UserView>), ApiError> {
-    p.require("user.write")?;
     let new = NewUser {
         username: b.username,
         email: b.email,
@@ -325,11 +319,8 @@ async fn create_user(
 #[utoipa::path(get, path = "/api/users/{user_id}", tag = "users", params(("user_id" = String, Path)),
     responses((status = 200, body = UserView), (status = 404, description = "RESOURCE_NOT_FOUND")))]
 async fn get_user(State(id): Api, Auth(p): Auth, Path(user_id): Path<String>) -> Result<Response, ApiError> {
-    if p.user_id != user_id {
-        p.require("user.read")?;
-    }
     // The body is rendered once per cached record, not once per request.
-    let entry = id.user_entry(&user_id).await?;
+    let entry = id.user_entry_for(&p, &user_id).await?;
     let body = entry.rendered(|user| {
         let view = UserView::new(user.clone(), Some(id.roles().permissions(&user.roles).list()));
         // A view of strings and a JSON object cannot fail to serialise.
@@ -355,14 +346,10 @@ pub struct UpdateUserBody {
 async fn update_user(
     State(id): Api,
     Auth(p): Auth,
-    client: ClientMeta,
+    client: Client,
     Path(user_id): Path<String>,
     Json(b): Json<UpdateUserBody>,
 ) -> Result<Json<UserView>, ApiError> {
-    let self_service = p.user_id == user_id && b.roles.is_none() && b.status.is_none();
-    if !self_service {
-        p.require("user.write")?;
-    }
     let patch = UserPatch {
         username: b.username,
         email: b.email,
@@ -383,10 +370,9 @@ async fn update_user(
 async fn delete_user(
     State(id): Api,
     Auth(p): Auth,
-    client: ClientMeta,
+    client: Client,
     Path(user_id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    p.require("user.write")?;
     id.delete_user(&p, &user_id, &client).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use nexus_kernel::clock::Timestamp;
-use nexus_web::{ApiError, ClientMeta, FieldError, Json};
+use nexus_web::{ApiError, Client, FieldError, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -51,7 +51,7 @@ pub struct MediaLoginBody {
                (status = 401, description = "UNAUTHORIZED"), (status = 429, description = "RATE_LIMITED")))]
 async fn login(
     State(id): Api,
-    client: ClientMeta,
+    client: Client,
     Json(body): Json<MediaLoginBody>,
 ) -> Result<Json<LoginTokens>, ApiError> {
     let mut errors = Vec::new();
@@ -64,7 +64,7 @@ async fn login(
     let req = LoginRequest {
         login: body.username.trim().to_string(),
         password: body.password,
-        client,
+        client: client.0,
         client_id: MEDIA_CLIENT.to_string(),
         device_id: body.device_id.unwrap_or_default(),
         lifetime: TokenLifetime::Access,
@@ -86,7 +86,7 @@ pub struct MediaRefreshBody {
                (status = 401, description = "Invalid, reused or expired refresh token")))]
 async fn refresh(
     State(id): Api,
-    client: ClientMeta,
+    client: Client,
     Json(body): Json<MediaRefreshBody>,
 ) -> Result<Json<LoginTokens>, ApiError> {
     let mut errors = Vec::new();
@@ -141,7 +141,7 @@ impl MediaKeyCreated {
 async fn create_key(
     State(id): Api,
     Auth(p): Auth,
-    client: ClientMeta,
+    client: Client,
     Json(body): Json<MediaKeyBody>,
 ) -> Result<(StatusCode, Json<MediaKeyCreated>), ApiError> {
     let expires_at = match body.expires_in {
@@ -209,7 +209,7 @@ pub struct JellyfinAuthResult {
                (status = 401, description = "UNAUTHORIZED")))]
 async fn authenticate_by_name(
     State(id): Api,
-    client: ClientMeta,
+    client: Client,
     Json(body): Json<AuthenticateByNameBody>,
 ) -> Result<Json<JellyfinAuthResult>, ApiError> {
     let mut errors = Vec::new();
@@ -218,7 +218,7 @@ async fn authenticate_by_name(
     let req = LoginRequest {
         login: body.username.trim().to_string(),
         password: body.pw,
-        client,
+        client: client.0,
         client_id: JELLYFIN_CLIENT.to_string(),
         device_id: String::new(),
         lifetime: TokenLifetime::Access,

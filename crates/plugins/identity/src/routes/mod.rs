@@ -13,6 +13,8 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::Identity;
 
+nexus_web::http_error!(crate::error::IdentityError);
+
 pub fn all(identity: Arc<Identity>) -> nexus_web::Routes {
     OpenApiRouter::new()
         .merge(framework::routes())

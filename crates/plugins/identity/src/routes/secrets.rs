@@ -5,7 +5,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::StatusCode;
 use nexus_kernel::clock::Timestamp;
-use nexus_web::{ApiError, ClientMeta, Json, Query};
+use nexus_web::{ApiError, Client, Json, Query};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -49,15 +49,11 @@ pub struct LoginResponse {
 /// Authenticate with username and password; the token is valid for 24 hours.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "secrets-auth", request_body = LoginBody,
     responses((status = 200, body = LoginResponse), (status = 401, description = "invalid credentials")))]
-async fn login(
-    State(id): Api,
-    client: ClientMeta,
-    Json(body): Json<LoginBody>,
-) -> Result<Json<LoginResponse>, ApiError> {
+async fn login(State(id): Api, client: Client, Json(body): Json<LoginBody>) -> Result<Json<LoginResponse>, ApiError> {
     let req = LoginRequest {
         login: body.username,
         password: body.password,
-        client,
+        client: client.0,
         client_id: String::from("secrets"),
         device_id: String::new(),
         lifetime: TokenLifetime::Session,
@@ -86,7 +82,7 @@ pub struct RefreshResponse {
 /// A new 24-hour token for the presented one's session.
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "secrets-auth", security(("bearer" = [])),
     responses((status = 200, body = RefreshResponse), (status = 401, description = "Not authenticated")))]
-async fn refresh(State(id): Api, Auth(p): Auth, client: ClientMeta) -> Result<Json<RefreshResponse>, ApiError> {
+async fn refresh(State(id): Api, Auth(p): Auth, client: Client) -> Result<Json<RefreshResponse>, ApiError> {
     let (token, expires_at) = id.reissue(&p, &client, TokenLifetime::Session).await?;
     Ok(Json(RefreshResponse { token, expires_at: expires_at.to_rfc3339() }))
 }
@@ -144,7 +140,7 @@ pub struct KeyCreated {
 async fn create_key(
     State(id): Api,
     Auth(p): Auth,
-    client: ClientMeta,
+    client: Client,
     Json(body): Json<CreateKeyBody>,
 ) -> Result<(StatusCode, Json<KeyCreated>), ApiError> {
     let expires_at = match body.expires_in {
@@ -181,7 +177,7 @@ pub struct RevokeQuery {
 async fn revoke_key(
     State(id): Api,
     Auth(p): Auth,
-    client: ClientMeta,
+    client: Client,
     Query(q): Query<RevokeQuery>,
 ) -> Result<StatusCode, ApiError> {
     let key_id =

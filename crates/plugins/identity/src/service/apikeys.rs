@@ -1,8 +1,9 @@
 //! API keys: shown once at creation, stored as hashes, revocable, expiring. A key made on
 //! one surface works on all of them; only its printed form differs.
 
+use nexus_kernel::client::ClientMeta;
 use nexus_kernel::clock::Timestamp;
-use nexus_web::{ClientMeta, FieldError};
+use nexus_kernel::error::FieldError;
 use serde_json::json;
 
 use super::Identity;

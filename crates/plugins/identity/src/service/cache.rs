@@ -16,7 +16,7 @@
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
+use bytes::Bytes;
 use nexus_kernel::events::{Event, EventBus};
 
 use super::{Identity, User};

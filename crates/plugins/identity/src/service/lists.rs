@@ -2,6 +2,7 @@
 
 use nexus_kernel::query::{ListQuery, Page};
 
+use super::users::READ_USERS;
 use super::{ApiKey, Identity, User};
 use crate::error::IdentityError;
 use crate::principal::Principal;
@@ -9,7 +10,13 @@ use crate::store::UserFilter;
 
 impl Identity {
     /// A page of users (see [`crate::store::USER_LISTING`] for what `q` may use).
-    pub async fn list_users_page(&self, filter: &UserFilter, q: &ListQuery) -> Result<Page<User>, IdentityError> {
+    pub async fn list_users_page(
+        &self,
+        caller: &Principal,
+        filter: &UserFilter,
+        q: &ListQuery,
+    ) -> Result<Page<User>, IdentityError> {
+        caller.require(READ_USERS)?;
         Ok(self.store.list_users_page(filter, q).await?.map(User::from))
     }
 

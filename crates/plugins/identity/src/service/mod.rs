@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use nexus_kernel::Kernel;
 use nexus_kernel::audit::AuditRecord;
+use nexus_kernel::client::ClientMeta;
 use nexus_kernel::clock::Timestamp;
-use nexus_web::ClientMeta;
 use serde::Serialize;
 
 pub use apikeys::{ApiKey, KeyStyle, NewApiKey};

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
+use nexus_kernel::client::ClientMeta;
 use nexus_kernel::clock::Timestamp;
-use nexus_web::ClientMeta;
 use serde_json::json;
 
 use super::{Identity, User};

@@ -2,8 +2,9 @@
 
 use std::sync::Arc;
 
+use nexus_kernel::client::ClientMeta;
 use nexus_kernel::clock::Timestamp;
-use nexus_web::{ClientMeta, FieldError};
+use nexus_kernel::error::FieldError;
 use serde_json::{Value, json};
 
 use super::Identity;
@@ -98,6 +99,11 @@ fn check_email(email: &str, errors: &mut Vec<FieldError>) {
     }
 }
 
+/// Reading other users.
+pub const READ_USERS: &str = "user.read";
+/// Creating, changing (beyond one's own profile) and deleting users.
+pub const WRITE_USERS: &str = "user.write";
+
 impl Identity {
     fn check_roles(&self, roles: &[String], errors: &mut Vec<FieldError>) {
         if roles.is_empty() {
@@ -118,6 +124,14 @@ impl Identity {
     /// [`fresh_user`](Self::fresh_user) instead.
     pub async fn get_user(&self, id: &str) -> Result<User, IdentityError> {
         Ok(self.user_entry(id).await?.user.clone())
+    }
+
+    /// User `id` as `caller` may see it: themselves, or anyone with `user.read`.
+    pub(crate) async fn user_entry_for(&self, caller: &Principal, id: &str) -> Result<Arc<Entry>, IdentityError> {
+        if caller.user_id != id {
+            caller.require(READ_USERS)?;
+        }
+        self.user_entry(id).await
     }
 
     /// The cache entry of user `id`, loading it if needed.
@@ -147,6 +161,9 @@ impl Identity {
         new: NewUser,
         client: &ClientMeta,
     ) -> Result<User, IdentityError> {
+        if let Some(actor) = actor {
+            actor.require(WRITE_USERS)?;
+        }
         let mut errors = Vec::new();
         let username = new.username.trim().to_string();
         let email = new.email.trim().to_string();
@@ -245,6 +262,11 @@ impl Identity {
         mut patch: UserPatch,
         client: &ClientMeta,
     ) -> Result<User, IdentityError> {
+        // People may change their own profile; roles, status and anyone else need `user.write`.
+        let self_service = actor.user_id == id && patch.roles.is_none() && patch.status.is_none();
+        if !self_service {
+            actor.require(WRITE_USERS)?;
+        }
         patch.roles = patch.roles.map(normalize_roles);
         let mut row = self.store.user_by_id(id).await?.ok_or(IdentityError::NotFound("user"))?;
         let mut errors = Vec::new();
@@ -343,6 +365,7 @@ impl Identity {
 
     /// Deletes user `id`, except the last active admin.
     pub async fn delete_user(&self, actor: &Principal, id: &str, client: &ClientMeta) -> Result<(), IdentityError> {
+        actor.require(WRITE_USERS)?;
         let row = self.store.user_by_id(id).await?.ok_or(IdentityError::NotFound("user"))?;
         let is_admin = row.status == "active" && row.roles.iter().any(|r| r == "admin");
         if is_admin && self.store.count_active_with_role("admin", id).await? == 0 {
