@@ -34,6 +34,8 @@ pub struct Kernel {
     /// Signs pagination cursors; shared by every instance on the database.
     pub cursor_key: Vec<u8>,
     pub started_at: Timestamp,
+    /// The clock every expiry is judged by (tests move it).
+    pub clock: Arc<crate::clock::Clock>,
     started: Instant,
 }
 
@@ -102,6 +104,8 @@ impl Kernel {
             }
             None => RateLimiter::local(),
         };
+        let clock = Arc::new(crate::clock::Clock::default());
+        let rate_limits = rate_limits.with_clock(clock.clone());
         let cursor_key = crate::instance::secret(&db, "cursor").await?.into_bytes();
         let audit = AuditLog::start(db.clone());
         Ok(Arc::new(Self {
@@ -118,6 +122,7 @@ impl Kernel {
             server_id,
             cursor_key,
             started_at: Timestamp::now(),
+            clock,
             started: Instant::now(),
         }))
     }

@@ -31,6 +31,8 @@ pub struct RateLimiter {
     local: Mutex<Local>,
     /// Shared counting, with the prefix of this installation's keys.
     redis: Option<(redis::aio::ConnectionManager, String)>,
+    /// Windows follow the kernel's clock, so tests move to the next one instead of waiting.
+    clock: std::sync::Arc<crate::clock::Clock>,
 }
 
 /// The in-process counters.
@@ -66,7 +68,13 @@ impl RateLimiter {
 
     /// A limiter counting in Redis under keys starting with `prefix`.
     pub fn shared(conn: redis::aio::ConnectionManager, prefix: impl Into<String>) -> Self {
-        Self { local: Mutex::default(), redis: Some((conn, prefix.into())) }
+        Self { local: Mutex::default(), redis: Some((conn, prefix.into())), clock: std::sync::Arc::default() }
+    }
+
+    /// This limiter, its windows following `clock`.
+    pub fn with_clock(mut self, clock: std::sync::Arc<crate::clock::Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Whether counts are shared with other instances.
@@ -77,7 +85,7 @@ impl RateLimiter {
     /// Counts one request for `key` against `limit` per `window`.
     pub async fn check(&self, key: &str, limit: u32, window: Duration) -> Decision {
         let window_secs = i64::try_from(window.as_secs().max(1)).unwrap_or(i64::MAX);
-        let now = crate::clock::unix_seconds();
+        let now = self.clock.unix_seconds();
         let start = now - now.rem_euclid(window_secs);
         let count = match &self.redis {
             Some((conn, prefix)) => match count_shared(conn.clone(), prefix, key, start, window_secs).await {

@@ -84,6 +84,8 @@ impl JwtKeys {
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "iat", "sub", "iss"]);
         validation.leeway = LEEWAY_SECS.unsigned_abs();
+        // Expiry is judged against the kernel's clock ([`is_expired`]), not the library's.
+        validation.validate_exp = false;
         Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
@@ -102,29 +104,31 @@ impl JwtKeys {
     }
 
     /// [`verify`](Self::verify), remembering the tokens that pass (see [`VerifiedTokens`]).
-    pub fn verify_cached(&self, token: &str) -> Result<Arc<Claims>, TokenError> {
+    pub fn verify_cached(&self, token: &str, now_secs: i64) -> Result<Arc<Claims>, TokenError> {
         let signature = token.rsplit('.').next().unwrap_or(token);
         if let Some(known) = self.verified.entries.get(signature)
             && same_bytes(known.token.as_bytes(), token.as_bytes())
         {
-            if is_expired(known.claims.exp, Timestamp::now().as_unix_seconds()) {
+            if is_expired(known.claims.exp, now_secs) {
                 return Err(TokenError::Expired);
             }
             return Ok(known.claims.clone());
         }
-        let claims = Arc::new(self.verify(token)?);
+        let claims = Arc::new(self.verify(token, now_secs)?);
         let entry = Arc::new(Verified { token: token.into(), claims: claims.clone() });
         self.verified.entries.insert(signature.to_string(), entry);
         Ok(claims)
     }
 
-    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map(|d| d.claims).map_err(|e| {
-            match e.kind() {
+    /// Checks the signature, issuer and required claims, then the expiry at `now_secs`.
+    pub fn verify(&self, token: &str, now_secs: i64) -> Result<Claims, TokenError> {
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|d| d.claims)
+            .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid,
-            }
-        })
+            })?;
+        if is_expired(claims.exp, now_secs) { Err(TokenError::Expired) } else { Ok(claims) }
     }
 }
 
@@ -139,9 +143,8 @@ fn is_expired(exp: i64, now_secs: i64) -> bool {
     exp < now_secs.saturating_sub(LEEWAY_SECS)
 }
 
-/// Claims for a new token of `user` in session `sid`, valid for `ttl_secs`.
-pub fn claims(user_id: &str, name: &str, roles: &[String], sid: &str, ttl_secs: u64) -> Claims {
-    let now = Timestamp::now();
+/// Claims for a new token of `user` in session `sid`, issued at `now` and valid for `ttl_secs`.
+pub fn claims(user_id: &str, name: &str, roles: &[String], sid: &str, ttl_secs: u64, now: Timestamp) -> Claims {
     let ttl = i64::try_from(ttl_secs).unwrap_or(i64::MAX);
     Claims {
         iss: ISSUER.to_string(),
@@ -179,32 +182,37 @@ mod tests {
     use super::*;
     use base64::Engine;
 
+    fn now() -> i64 {
+        Timestamp::now().as_unix_seconds()
+    }
+
     #[test]
     fn tokens_round_trip_and_tampering_is_caught() {
         let keys = JwtKeys::new(b"0123456789abcdef0123456789abcdef");
-        let token = keys.sign(&claims("u1", "alice", &["user".into()], "s1", 60)).unwrap_or_default();
-        assert_eq!(keys.verify(&token).map(|c| c.sub), Ok("u1".to_string()));
+        let token = keys.sign(&claims("u1", "alice", &["user".into()], "s1", 60, Timestamp::now())).unwrap_or_default();
+        assert_eq!(keys.verify(&token, now()).map(|c| c.sub), Ok("u1".to_string()));
 
         let other = JwtKeys::new(b"another key, another key, another");
-        assert_eq!(other.verify(&token).map(|c| c.sub), Err(TokenError::Invalid));
+        assert_eq!(other.verify(&token, now()).map(|c| c.sub), Err(TokenError::Invalid));
 
-        let expired = keys.sign(&Claims { exp: 1, ..claims("u1", "alice", &[], "s1", 60) }).unwrap_or_default();
-        assert_eq!(keys.verify(&expired).map(|c| c.sub), Err(TokenError::Expired));
+        let expired =
+            keys.sign(&Claims { exp: 1, ..claims("u1", "alice", &[], "s1", 60, Timestamp::now()) }).unwrap_or_default();
+        assert_eq!(keys.verify(&expired, now()).map(|c| c.sub), Err(TokenError::Expired));
 
         // `alg: none` with the same claims is refused.
         let mut parts = token.split('.');
         let _header = parts.next();
         let payload = parts.next().unwrap_or_default();
         let none = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
-        assert_eq!(keys.verify(&format!("{none}.{payload}.")).map(|c| c.sub), Err(TokenError::Invalid));
+        assert_eq!(keys.verify(&format!("{none}.{payload}."), now()).map(|c| c.sub), Err(TokenError::Invalid));
     }
 
     #[test]
     fn remembered_tokens_are_checked_like_fresh_ones() {
         let keys = JwtKeys::new(b"0123456789abcdef0123456789abcdef");
-        let token = keys.sign(&claims("u1", "alice", &["user".into()], "s1", 60)).unwrap_or_default();
+        let token = keys.sign(&claims("u1", "alice", &["user".into()], "s1", 60, Timestamp::now())).unwrap_or_default();
         for _ in 0..2 {
-            assert_eq!(keys.verify_cached(&token).map(|c| c.sub.clone()), Ok("u1".to_string()));
+            assert_eq!(keys.verify_cached(&token, now()).map(|c| c.sub.clone()), Ok("u1".to_string()));
         }
         // Once the genuine token is remembered, neither a changed signature nor `alg: none`
         // over the same claims gets through.
@@ -212,12 +220,15 @@ mod tests {
         let last = if tampered.ends_with('A') { 'B' } else { 'A' };
         tampered.pop();
         tampered.push(last);
-        assert_eq!(keys.verify_cached(&tampered).map(|c| c.sub.clone()), Err(TokenError::Invalid));
+        assert_eq!(keys.verify_cached(&tampered, now()).map(|c| c.sub.clone()), Err(TokenError::Invalid));
         let payload = token.split('.').nth(1).unwrap_or_default();
         let none = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
-        assert_eq!(keys.verify_cached(&format!("{none}.{payload}.")).map(|c| c.sub.clone()), Err(TokenError::Invalid));
+        assert_eq!(
+            keys.verify_cached(&format!("{none}.{payload}."), now()).map(|c| c.sub.clone()),
+            Err(TokenError::Invalid)
+        );
         let other = JwtKeys::new(b"another key, another key, another");
-        assert_eq!(other.verify_cached(&token).map(|c| c.sub.clone()), Err(TokenError::Invalid));
+        assert_eq!(other.verify_cached(&token, now()).map(|c| c.sub.clone()), Err(TokenError::Invalid));
     }
 
     #[test]
@@ -239,8 +250,10 @@ mod tests {
         let keys = JwtKeys::new(b"0123456789abcdef0123456789abcdef");
         let now = Timestamp::now().as_unix_seconds();
         for exp in [now - 7, now - 4, now + 60] {
-            let token = keys.sign(&Claims { exp, ..claims("u1", "alice", &[], "s1", 60) }).unwrap_or_default();
-            let full = keys.verify(&token).map(|_| ());
+            let token = keys
+                .sign(&Claims { exp, ..claims("u1", "alice", &[], "s1", 60, Timestamp::now()) })
+                .unwrap_or_default();
+            let full = keys.verify(&token, now).map(|_| ());
             assert_eq!(full == Err(TokenError::Expired), is_expired(exp, now), "exp = now{:+}", exp - now);
         }
     }

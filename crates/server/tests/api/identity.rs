@@ -112,8 +112,8 @@ async fn missing_tampered_none_and_expired_tokens_are_refused() {
     let r = s.get_as("not-a-jwt", "/api/users").await;
     assert_eq!(r.status, 401, "malformed");
 
-    // The test server allows 5 s of clock leeway; wait past it.
-    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    // The test server allows 5 s of clock leeway; move past it.
+    s.kernel().clock.advance(std::time::Duration::from_secs(7));
     let r = s.get_as(&token, "/api/users").await;
     assert_eq!(r.status, 401);
     assert_eq!(r.json["error"]["code"], "TOKEN_EXPIRED");
@@ -188,8 +188,11 @@ async fn logout_on_one_instance_reaches_another_on_the_same_database() {
     let token = a.admin_token().await;
     assert_eq!(b.get_as(&token, "/api/users").await.status, 200, "a token works on every instance");
     assert_eq!(a.call_as(&token, Method::POST, "/api/auth/logout", None).await.status, 200);
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    assert_eq!(b.get_as(&token, "/api/users").await.status, 401, "revocation crossed instances");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while b.get_as(&token, "/api/users").await.status != 401 {
+        assert!(std::time::Instant::now() < deadline, "revocation did not cross instances");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
@@ -245,7 +248,7 @@ async fn a_key_stops_working_when_it_expires() {
     let key = r.json["key"].as_str().unwrap_or_default().to_string();
     assert_eq!(s.get_as(&key, "/api/users").await.status, 200);
 
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    s.kernel().clock.advance(std::time::Duration::from_millis(1500));
     // Also after the key was used (and its owner looked up) once.
     let r = s.get_as(&key, "/api/users").await;
     assert_eq!(r.status, 401, "{}", r.text);
@@ -437,7 +440,7 @@ async fn suspended_users_cannot_log_in_and_accounts_lock_after_failures() {
 async fn logins_are_throttled_per_client_with_retry_after() {
     let s = TestServer::start().await;
     // The login budget is per clock minute: all attempts must fall into one.
-    crate::room_in_window(60, 10).await;
+    crate::fresh_window(&s, 60);
     let mut last = None;
     for _ in 0..11 {
         last = Some(s.post("/api/auth/login", json!({"username": "ghost", "password": "x"})).await);

@@ -20,15 +20,11 @@ mod secrets;
 mod storage;
 mod webhooks;
 
-/// Rate-limit windows are aligned to the clock (`kernel::ratelimit`). Waits, if need be, until
-/// the current `window_secs` window has at least `needed_secs` left (with `needed_secs` equal
-/// to the window: until a new one starts), so that a test's requests all fall into one window.
-pub async fn room_in_window(window_secs: u64, needed_secs: u64) {
-    use std::time::{Duration, SystemTime, UNIX_EPOCH};
-    let window = u128::from(window_secs * 1000);
-    let into = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() % window;
-    if window - into < u128::from(needed_secs * 1000) {
-        let wait = u64::try_from(window - into + 50).unwrap_or(0);
-        tokio::time::sleep(Duration::from_millis(wait)).await;
-    }
+/// Rate-limit windows are aligned to the clock (`kernel::ratelimit`). Moves `s`'s clock to
+/// the start of a fresh `window_secs` window, so that a test's requests all fall into one.
+pub fn fresh_window(s: &nexus_testkit::TestServer, window_secs: u64) {
+    let clock = &s.kernel().clock;
+    let window = i64::try_from(window_secs * 1_000_000).unwrap_or(i64::MAX);
+    let into = clock.now().as_micros().rem_euclid(window);
+    clock.advance(std::time::Duration::from_micros(u64::try_from(window - into).unwrap_or(0)));
 }

@@ -89,7 +89,7 @@ impl Identity {
         if name.is_empty() || name.chars().count() > 100 {
             errors.push(FieldError::new("name", "Name must be 1-100 characters"));
         }
-        let now = Timestamp::now();
+        let now = self.kernel.clock.now();
         if new.expires_at.is_some_and(|t| t <= now) {
             errors.push(FieldError::new("expires_at", "Expiry must be in the future"));
         }
@@ -137,7 +137,7 @@ impl Identity {
     /// Revokes key `id` of the caller (any user's key with `auth.admin`).
     pub async fn revoke_api_key(&self, actor: &Principal, id: &str, client: &ClientMeta) -> Result<(), IdentityError> {
         let owner = if actor.has("auth.admin") { None } else { Some(actor.user_id.as_str()) };
-        let now = Timestamp::now();
+        let now = self.kernel.clock.now();
         if !self.store.revoke_api_key(id, owner, now).await? {
             self.audit("apikey.revoke", &actor.user_id, id, client, false, json!({ "reason": "not found" })).await;
             return Err(IdentityError::NotFound("API key"));

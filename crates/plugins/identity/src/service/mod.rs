@@ -89,7 +89,7 @@ impl Identity {
     }
 
     fn authenticate_token(&self, token: &str) -> Result<Principal, IdentityError> {
-        let claims = self.jwt.verify_cached(token).map_err(|e| match e {
+        let claims = self.jwt.verify_cached(token, self.kernel.clock.unix_seconds()).map_err(|e| match e {
             TokenError::Expired => IdentityError::TokenExpired,
             TokenError::Invalid => IdentityError::InvalidToken,
         })?;
@@ -122,7 +122,7 @@ impl Identity {
                 owner
             }
         };
-        let now = Timestamp::now();
+        let now = self.kernel.clock.now();
         if owner.key.revoked_at.is_some() || !owner.active {
             return Err(IdentityError::InvalidApiKey);
         }

@@ -83,7 +83,7 @@ impl Identity {
             self.audit("auth.login", &req.login, "", &req.client, false, fail("unknown user")).await;
             return Err(IdentityError::InvalidCredentials);
         };
-        let now = Timestamp::now();
+        let now = self.kernel.clock.now();
         let password_ok = crate::password::verify(req.password.clone(), user.password_hash.clone()).await;
         if !password_ok {
             let lock_until = now.add_seconds(i64::try_from(auth.lockout_secs).unwrap_or(i64::MAX)).as_micros();
@@ -132,10 +132,10 @@ impl Identity {
     ) -> Result<Session, IdentityError> {
         let user = self.fresh_user(user_id).await?;
         let ttl = self.ttl(lifetime);
-        let claims = tokens::claims(&user.id, &user.username, &user.roles, family, ttl);
+        let claims = tokens::claims(&user.id, &user.username, &user.roles, family, ttl, self.kernel.clock.now());
         let access_token = self.jwt.sign(&claims).map_err(IdentityError::Internal)?;
         let refresh_token = tokens::opaque_token();
-        let now = Timestamp::now();
+        let now = self.kernel.clock.now();
         let refresh_ttl = i64::try_from(self.kernel.config.auth.refresh_token_ttl_secs).unwrap_or(i64::MAX);
         let row = RefreshRow {
             token_hash: tokens::digest(&refresh_token),
@@ -171,7 +171,7 @@ impl Identity {
             self.audit("auth.refresh", "", "", client, false, json!({ "reason": "unknown refresh token" })).await;
             return Err(IdentityError::InvalidToken);
         };
-        let now = Timestamp::now();
+        let now = self.kernel.clock.now();
         if row.revoked_at.is_some() {
             self.audit("auth.refresh", &row.user_id, &row.user_id, client, false, json!({ "reason": "revoked" })).await;
             return Err(IdentityError::InvalidToken);
@@ -231,7 +231,8 @@ impl Identity {
         if user.status != "active" {
             return Err(IdentityError::Inactive(user.status));
         }
-        let claims = tokens::claims(&user.id, &user.username, &user.roles, sid, self.ttl(lifetime));
+        let claims =
+            tokens::claims(&user.id, &user.username, &user.roles, sid, self.ttl(lifetime), self.kernel.clock.now());
         let token = self.jwt.sign(&claims).map_err(IdentityError::Internal)?;
         self.audit("auth.refresh", &user.id, &user.id, client, true, json!({})).await;
         Ok((token, Timestamp::from_micros(claims.exp.saturating_mul(1_000_000))))
@@ -251,7 +252,7 @@ impl Identity {
     }
 
     async fn revoke_session(&self, sid: &str, user_id: &str) -> Result<(), IdentityError> {
-        let now = Timestamp::now();
+        let now = self.kernel.clock.now();
         self.store.revoke_family(sid, now).await?;
         let horizon = self.revocation_horizon(now);
         self.store.insert_revocation("session", sid, now.as_micros(), horizon).await?;
@@ -262,7 +263,7 @@ impl Identity {
 
     /// Revokes every token and session `user_id` holds (status, role or password change).
     pub(super) async fn revoke_user_tokens(&self, user_id: &str) -> Result<(), IdentityError> {
-        let now = Timestamp::now();
+        let now = self.kernel.clock.now();
         self.store.revoke_user_families(user_id, now).await?;
         self.store.insert_revocation("user", user_id, now.as_micros(), self.revocation_horizon(now)).await?;
         self.revoked.revoke_user(user_id, now.as_micros());
