@@ -175,6 +175,11 @@ impl Failure {
         Self { details, ..Self::new(ErrorCode::ValidationError, "Request validation failed") }
     }
 
+    /// A 400 whose message says what is wrong.
+    pub fn invalid_message(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ValidationError, message)
+    }
+
     pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> Self {
         Self::invalid(vec![FieldError::new(field, message)])
     }

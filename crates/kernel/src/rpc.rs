@@ -9,53 +9,27 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 
-/// Who is calling, as far as a method needs to know. The registry has already checked the
-/// method's permission before the handler runs.
+use crate::error::Failure;
+use crate::principal::Principal;
+
+/// A call: who makes it and with what. The registry has already checked the method's
+/// permission before the handler runs; the domain operation it calls checks its own rules
+/// against the same [`Principal`] every other surface hands it.
 #[derive(Debug, Clone)]
 pub struct RpcCall {
-    pub user_id: String,
-    pub username: String,
-    pub roles: Vec<String>,
-    /// Every permission the caller holds (expanded).
-    pub permissions: Vec<String>,
+    pub caller: Principal,
     pub params: Value,
 }
 
 impl RpcCall {
     pub fn has(&self, permission: &str) -> bool {
-        self.permissions.iter().any(|p| p == permission || p == "*")
+        self.caller.has(permission)
     }
 }
 
-/// A method's failure, sent back as `{type: "rpc_response", id, error: {code, message}}`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct RpcError {
-    /// One of the framework's error codes (`VALIDATION_ERROR`, `RESOURCE_NOT_FOUND`, …).
-    pub code: &'static str,
-    /// Safe to show to the caller.
-    pub message: String,
-}
-
-impl RpcError {
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self { code, message: message.into() }
-    }
-    pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new("VALIDATION_ERROR", message)
-    }
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new("RESOURCE_NOT_FOUND", message)
-    }
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new("PERMISSION_DENIED", message)
-    }
-    /// An internal failure: the cause is logged, the caller sees a generic message.
-    pub fn internal(cause: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %cause, "rpc method failed");
-        Self::new("INTERNAL_ERROR", "An internal error occurred")
-    }
-}
+/// A method's failure, sent back as `{type: "rpc_response", id, error: {code, message}}`: the
+/// same vocabulary HTTP answers in.
+pub type RpcError = Failure;
 
 pub type RpcFuture = Pin<Box<dyn Future<Output = Result<Value, RpcError>> + Send>>;
 pub type RpcHandler = Arc<dyn Fn(RpcCall) -> RpcFuture + Send + Sync>;
@@ -104,7 +78,7 @@ impl RpcRegistry {
         handler: RpcHandler,
     ) -> Result<(), RpcError> {
         if !name.split('.').all(valid_segment) {
-            return Err(RpcError::invalid(format!("`{name}` is not a valid method name")));
+            return Err(Failure::invalid_message(format!("`{name}` is not a valid method name")));
         }
         let method = RpcMethod {
             name: name.to_string(),
@@ -127,7 +101,7 @@ impl RpcRegistry {
         handler: RpcHandler,
     ) -> Result<(), RpcError> {
         if !valid_segment(plugin_id) || !valid_segment(method) {
-            return Err(RpcError::invalid("plugin id and method must be letters, digits, `_` or `-`"));
+            return Err(Failure::invalid_message("plugin id and method must be letters, digits, `_` or `-`"));
         }
         self.register(&format!("plugin.{plugin_id}.{method}"), permission, description, handler)
     }
@@ -160,13 +134,7 @@ mod tests {
         assert!(reg.register_plugin("analytics", "getStats", None, "stats", h).is_ok());
         let m = reg.get("plugin.analytics.getStats");
         assert!(m.is_some());
-        let call = RpcCall {
-            user_id: "u".into(),
-            username: "u".into(),
-            roles: vec![],
-            permissions: vec![],
-            params: serde_json::json!({"a": 1}),
-        };
+        let call = RpcCall { caller: Principal::system(), params: serde_json::json!({"a": 1}) };
         if let Some(m) = m {
             assert_eq!((m.handler)(call).await, Ok(serde_json::json!({"a": 1})));
         }

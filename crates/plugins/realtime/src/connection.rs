@@ -360,10 +360,7 @@ fn rpc(rt: &Arc<Realtime>, state: &State, out: &mut Outbox, msg: Value) {
         return;
     }
     let call = RpcCall {
-        user_id: principal.user_id.clone(),
-        username: principal.username.clone(),
-        roles: principal.roles.clone(),
-        permissions: principal.permissions.list(),
+        caller: Principal::clone(principal),
         params: msg.get("params").cloned().unwrap_or_else(|| json!({})),
     };
     // Methods run beside the connection, so a slow one never holds up its events.
@@ -371,7 +368,9 @@ fn rpc(rt: &Arc<Realtime>, state: &State, out: &mut Outbox, msg: Value) {
     tokio::spawn(async move {
         let reply = match (method.handler)(call).await {
             Ok(result) => json!({ "type": "rpc_response", "id": id, "result": result }),
-            Err(e) => json!({ "type": "rpc_response", "id": id, "error": { "code": e.code, "message": e.message } }),
+            Err(e) => {
+                json!({ "type": "rpc_response", "id": id, "error": { "code": e.code.as_str(), "message": e.message } })
+            }
         };
         let _ = queue.try_send(Message::Text(Utf8Bytes::from(reply.to_string())));
     });

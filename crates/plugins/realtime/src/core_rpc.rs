@@ -120,15 +120,9 @@ async fn users_get(identity: &Identity, call: RpcCall) -> Result<Value, RpcError
         .get("id")
         .or_else(|| call.params.get("user_id"))
         .and_then(Value::as_str)
-        .ok_or_else(|| RpcError::invalid("`params.id` is required"))?;
-    if id != call.user_id && !call.has("user.read") {
-        return Err(RpcError::forbidden("reading another user requires the `user.read` permission"));
-    }
-    match identity.get_user(id).await {
-        Ok(user) => Ok(user_json(&user)),
-        Err(nexus_identity::IdentityError::NotFound(_)) => Err(RpcError::not_found(format!("user `{id}` not found"))),
-        Err(e) => Err(RpcError::internal(e)),
-    }
+        .ok_or_else(|| RpcError::invalid_message("`params.id` is required"))?;
+    let user = identity.get_user_for(&call.caller, id).await?;
+    Ok(user_json(&user))
 }
 
 async fn users_list(identity: &Identity, call: RpcCall) -> Result<Value, RpcError> {
@@ -137,13 +131,13 @@ async fn users_list(identity: &Identity, call: RpcCall) -> Result<Value, RpcErro
     let int = |k: &str, default: i64| -> Result<i64, RpcError> {
         match p.get(k) {
             None | Some(Value::Null) => Ok(default),
-            Some(v) => v.as_i64().ok_or_else(|| RpcError::invalid(format!("`params.{k}` must be an integer"))),
+            Some(v) => v.as_i64().ok_or_else(|| RpcError::invalid_message(format!("`params.{k}` must be an integer"))),
         }
     };
     let limit = int("limit", 20)?;
     let offset = int("offset", 0)?;
     if !(1..=100).contains(&limit) || offset < 0 {
-        return Err(RpcError::invalid("`limit` must be 1-100 and `offset` at least 0"));
+        return Err(RpcError::invalid_message("`limit` must be 1-100 and `offset` at least 0"));
     }
     let filter = UserFilter { role: text("role"), status: text("status"), search: text("search"), limit, offset };
     let (users, total) = identity.list_users(&filter).await.map_err(RpcError::internal)?;

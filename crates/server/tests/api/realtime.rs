@@ -219,7 +219,7 @@ async fn rpc_round_trip_and_errors() {
         Some("plugin.read"),
         "echo",
         nexus_kernel::rpc::handler(|call: nexus_kernel::rpc::RpcCall| async move {
-            Ok(json!({ "echo": call.params, "caller": call.username }))
+            Ok(json!({ "echo": call.params, "caller": call.caller.username }))
         }),
     );
     assert!(registered.is_ok());

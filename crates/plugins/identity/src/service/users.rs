@@ -126,6 +126,11 @@ impl Identity {
         Ok(self.user_entry(id).await?.user.clone())
     }
 
+    /// User `id`, if `caller` may see them: themselves, or anyone with `user.read`.
+    pub async fn get_user_for(&self, caller: &Principal, id: &str) -> Result<User, IdentityError> {
+        Ok(self.user_entry_for(caller, id).await?.user.clone())
+    }
+
     /// User `id` as `caller` may see it: themselves, or anyone with `user.read`.
     pub(crate) async fn user_entry_for(&self, caller: &Principal, id: &str) -> Result<Arc<Entry>, IdentityError> {
         if caller.user_id != id {
