@@ -1,6 +1,7 @@
 //! The `nexus` server: assembles the kernel, the plugins and the HTTP edge, and runs them.
 //! `main.rs` is the command line; tests start servers through [`start`].
 
+pub mod alloc;
 mod app;
 pub mod conventions;
 mod serve;
@@ -19,6 +20,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use app::{App, app};
+pub use serve::raise_open_file_limit;
 
 /// Every migration set of the built-in plugins, applied at start and by `nexus migrate`.
 pub fn migrations() -> Vec<&'static MigrationSet> {
@@ -69,9 +71,13 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let webhooks = nexus_webhooks::start(kernel.clone());
     let app = app(kernel.clone(), identity, secrets, realtime, webhooks.webhooks);
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve::serve(listener, app, async move {
-        let _ = rx.await;
-    }));
+    let serving = kernel.clone();
+    let task = tokio::spawn(async move {
+        serve::serve(listener, app, &serving.config.server, async move {
+            let _ = rx.await;
+        })
+        .await;
+    });
     tracing::info!(%addr, backend = kernel.db.backend().name(), "nexus listening");
     Ok(RunningServer { addr, kernel, shutdown: Some(tx), task, background: webhooks.tasks })
 }
