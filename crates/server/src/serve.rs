@@ -157,15 +157,20 @@ pub fn raise_open_file_limit() -> Option<u64> {
 struct Backoff {
     /// The failures in a row.
     failures: u32,
+    /// When a failure was last logged as an error: at the open-file limit, every closing
+    /// connection lets one more in and the next accept fails again, which must not log an
+    /// error each time.
+    reported: Option<std::time::Instant>,
 }
 
 impl Backoff {
     const FIRST: Duration = Duration::from_millis(10);
     const LONGEST: Duration = Duration::from_secs(1);
+    const REPORT_EVERY: Duration = Duration::from_secs(10);
 
     fn succeeded(&mut self) {
         if self.failures > 0 {
-            tracing::info!(failures = self.failures, "accepting connections again");
+            tracing::debug!(failures = self.failures, "accepting connections again");
             self.failures = 0;
         }
     }
@@ -180,8 +185,9 @@ impl Backoff {
             return;
         }
         let pause = Self::FIRST.saturating_mul(1 << self.failures.min(7)).min(Self::LONGEST);
-        if self.failures == 0 {
+        if self.reported.is_none_or(|at| at.elapsed() >= Self::REPORT_EVERY) {
             tracing::error!(error = %e, "cannot accept connections; retrying when one closes");
+            self.reported = Some(std::time::Instant::now());
         }
         self.failures = self.failures.saturating_add(1);
         tracing::debug!(error = %e, failures = self.failures, pause_ms = pause.as_millis() as u64, "accept failed");

@@ -267,10 +267,12 @@ impl Socket {
     }
 
     /// Whether `first` (the start of what hyper writes) is hyper's own answer to a request it
-    /// refused, and if so, starts writing the dialect's answer instead. hyper answers no
-    /// request of the application without calling it first ([`Phase::BUSY`]).
+    /// refused, and if so, starts writing the dialect's answer instead. Such an answer is
+    /// written while a request head is being received ([`Phase::HEAD`]: hyper calls the
+    /// application for every head it accepts) and has an empty body, which no answer of the
+    /// application has at these statuses: the edge gives every error a JSON body.
     fn intercepts(&mut self, first: &[u8]) -> bool {
-        if self.phase.get() == Phase::BUSY || self.rejection.is_some() {
+        if self.phase.get() != Phase::HEAD || self.rejection.is_some() {
             return false;
         }
         let head = self.head.get(..self.head_len).unwrap_or_default();

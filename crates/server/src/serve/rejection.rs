@@ -121,12 +121,16 @@ impl Rejection {
     }
 }
 
-/// The status of `answer` if it is one hyper writes for a request it refused.
+/// The status of `answer` if it is one hyper writes for a request it refused: 400, 414 or 431
+/// with an empty body.
 fn refused_status(answer: &[u8]) -> Option<StatusCode> {
     let rest = answer.strip_prefix(b"HTTP/1.1 ").or_else(|| answer.strip_prefix(b"HTTP/1.0 "))?;
     let status = StatusCode::from_bytes(rest.get(..3)?).ok()?;
-    matches!(status, StatusCode::BAD_REQUEST | StatusCode::URI_TOO_LONG | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
-        .then_some(status)
+    let refusal = matches!(
+        status,
+        StatusCode::BAD_REQUEST | StatusCode::URI_TOO_LONG | StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    (refusal && header_line(answer, b"content-length:") == Some(b"content-length: 0\r\n")).then_some(status)
 }
 
 /// The path of the request target at the start of `request` (`GET /api/v1/x HTTP/1.1`),
@@ -174,7 +178,12 @@ mod tests {
         assert!(text.starts_with("HTTP/1.1 431 "), "{text}");
         assert!(text.contains("date: Wed, 02 Dec 2026 19:00:00 GMT\r\n"), "{text}");
         assert!(text.contains("\"success\":false"), "{text}");
-        assert!(Rejection::replace(b"HTTP/1.1 404 Not Found\r\n\r\n", b"GET / HTTP/1.1").is_none());
+        assert!(
+            Rejection::replace(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n", b"GET / HTTP/1.1").is_none()
+        );
+        // The application's own 400s carry a body.
+        let app = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 90\r\n\r\n{";
+        assert!(Rejection::replace(app, b"POST /v2/auth/refresh HTTP/1.1").is_none());
         assert!(Rejection::replace(b"HTTP/1.1 200 OK\r\n\r\n", b"GET / HTTP/1.1").is_none());
     }
 }

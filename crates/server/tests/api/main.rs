@@ -15,6 +15,7 @@ mod identity_media;
 mod lists;
 mod realtime;
 mod secrets;
+mod serving;
 mod storage;
 mod webhooks;
 
