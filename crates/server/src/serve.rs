@@ -77,8 +77,8 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, config: &ServerConfig, 
             },
             () = &mut shutdown => break,
         };
-        let done = Done { _permit: permit, closed: closed.clone(), _open: open.clone() };
-        tokio::spawn(connection::serve(tcp, peer, app.clone(), limits, stopping.clone(), done));
+        let done = Done { _permit: permit, closed: closed.clone() };
+        tokio::spawn(connection::serve(tcp, peer, app.clone(), limits, stopping.clone(), open.clone(), done));
     }
     drop(listener);
     drop(stop);
@@ -86,11 +86,11 @@ pub async fn serve(listener: TcpListener, app: Arc<App>, config: &ServerConfig, 
     all_closed.closed().await;
 }
 
-/// Held by a connection's task; dropping it frees the connection's place.
+/// Held by a connection's socket, also once upgraded to a WebSocket (which holds a descriptor
+/// as much as any connection); dropping it frees the connection's place.
 pub(crate) struct Done {
     _permit: Option<tokio::sync::OwnedSemaphorePermit>,
     closed: Arc<Notify>,
-    _open: watch::Receiver<()>,
 }
 
 impl Drop for Done {

@@ -117,12 +117,13 @@ pub(super) async fn serve(
     app: Arc<crate::App>,
     limits: Limits,
     mut stopping: watch::Receiver<()>,
+    open: watch::Receiver<()>,
     done: Done,
 ) {
     // Answers are written whole: Nagle's algorithm would only hold the last segment back.
     let _ = tcp.set_nodelay(true);
     let phase = Arc::new(Phase::new());
-    let io = TokioIo::new(Socket::new(tcp, phase.clone()));
+    let io = TokioIo::new(Socket::new(tcp, phase.clone(), done));
     let service = Tracked { connection: Connection { app, peer }, phase: phase.clone() };
     let connection = hyper::server::conn::http1::Builder::new().serve_connection(io, service).with_upgrades();
     let mut connection = pin!(connection);
@@ -158,7 +159,7 @@ pub(super) async fn serve(
     if let Err(e) = result {
         tracing::trace!(%peer, error = %e, "connection ended with an error");
     }
-    drop(done);
+    drop(open);
 }
 
 fn far_future() -> tokio::time::Instant {
@@ -242,11 +243,13 @@ struct Socket {
     head: [u8; Rejection::HEAD_PREFIX],
     head_len: usize,
     rejection: Option<Rejection>,
+    /// The connection's place under the cap, freed when the socket closes.
+    _done: Done,
 }
 
 impl Socket {
-    fn new(tcp: TcpStream, phase: Arc<Phase>) -> Self {
-        Self { tcp, phase, head: [0; Rejection::HEAD_PREFIX], head_len: 0, rejection: None }
+    fn new(tcp: TcpStream, phase: Arc<Phase>, done: Done) -> Self {
+        Self { tcp, phase, head: [0; Rejection::HEAD_PREFIX], head_len: 0, rejection: None, _done: done }
     }
 
     fn received(&mut self, bytes: &[u8]) {
