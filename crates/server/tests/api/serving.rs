@@ -211,8 +211,9 @@ async fn requests_hyper_refuses_are_answered_in_the_dialect_of_their_path() {
     assert_eq!(s.get("/health").await.status, 200);
 }
 
-/// `nexus` run as a child process with its open-file limit lowered to `limit` (soft and hard,
-/// so that raising the soft limit at start cannot undo it), its stderr collected line by line.
+/// `nexus` run as a child process after `ulimit {ulimit}` (`-n 64` lowers the soft and the
+/// hard open-file limit, so that raising the soft one at start cannot undo it), its stderr
+/// collected line by line.
 struct Child {
     process: std::process::Child,
     port: u16,
@@ -221,7 +222,7 @@ struct Child {
 }
 
 impl Child {
-    fn start(limit: u32, env: &[(&str, &str)]) -> Self {
+    fn start(ulimit: &str, env: &[(&str, &str)]) -> Self {
         use std::io::BufRead;
         use std::process::{Command, Stdio};
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -232,7 +233,7 @@ impl Child {
             .map(|a| a.port())
             .unwrap_or_else(|e| panic!("{e}"));
         let mut cmd = Command::new("bash");
-        cmd.args(["-c", &format!("ulimit -n {limit} && exec \"$0\" \"$@\""), env!("CARGO_BIN_EXE_nexus")]);
+        cmd.args(["-c", &format!("ulimit {ulimit} && exec \"$0\" \"$@\""), env!("CARGO_BIN_EXE_nexus")]);
         cmd.args(["--data-dir", &dir.join("data").to_string_lossy(), "--port", &port.to_string()]);
         for (k, _) in std::env::vars() {
             if k.starts_with("NEXUS_") {
@@ -360,7 +361,7 @@ async fn flood_then_recover(
 async fn out_of_file_descriptors_the_accept_loop_backs_off_and_recovers() {
     // No cap of its own: only the open-file limit stops accepting.
     let mut child = Child::start(
-        64,
+        "-n 64",
         &[
             ("NEXUS_SERVER__MAX_CONNECTIONS", "0"),
             ("NEXUS_SERVER__HEADER_READ_TIMEOUT_SECS", "300"),
@@ -389,7 +390,7 @@ async fn out_of_file_descriptors_the_accept_loop_backs_off_and_recovers() {
 #[tokio::test]
 async fn the_default_cap_fits_under_the_open_file_limit() {
     let mut child = Child::start(
-        64,
+        "-n 64",
         &[
             ("NEXUS_SERVER__HEADER_READ_TIMEOUT_SECS", "300"),
             ("NEXUS_SERVER__KEEP_ALIVE_TIMEOUT_SECS", "300"),
@@ -400,5 +401,18 @@ async fn the_default_cap_fits_under_the_open_file_limit() {
     let log = child.log();
     assert!(log.iter().any(|l| l.contains("more than the open-file limit allows")), "{}", log.join("\n"));
     assert!(!log.iter().any(|l| l.contains("cannot accept connections")), "{}", log.join("\n"));
+    child.stop();
+}
+
+#[tokio::test]
+async fn the_open_file_soft_limit_is_raised_to_the_hard_limit_at_start() {
+    let mut child = Child::start("-S -n 64", &[("NEXUS_LOG_LEVEL", "warn")]);
+    child.wait_healthy(Duration::from_secs(30)).await;
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.process.id())).unwrap_or_default();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap_or_else(|| panic!("{limits}"));
+    let numbers: Vec<&str> = line.trim_start_matches("Max open files").split_whitespace().collect();
+    let (soft, hard) = (numbers.first().copied().unwrap_or_default(), numbers.get(1).copied().unwrap_or_default());
+    assert_eq!(soft, hard, "{line}");
+    assert_ne!(soft, "64", "{line}");
     child.stop();
 }
