@@ -44,6 +44,17 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Origins allowed by CORS; `["*"]` allows any, empty allows none.
     pub cors_origins: Vec<String>,
+    /// A connection whose request head (request line and headers) has not fully arrived this
+    /// long after its first byte is closed; so is a new connection that sends nothing for this
+    /// long. 0: no limit.
+    pub header_read_timeout_secs: u64,
+    /// An idle keep-alive connection (no request in progress, none arriving) is closed after
+    /// this long. 0: no limit.
+    pub keep_alive_timeout_secs: u64,
+    /// Connections served at once; past it, new connections wait in the listen backlog until
+    /// one closes. Lowered at start to what the open-file limit leaves room for. 0: no cap but
+    /// the open-file limit.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -329,6 +340,9 @@ impl Default for ServerConfig {
             request_timeout_secs: 30,
             shutdown_grace_secs: 30,
             cors_origins: Vec::new(),
+            header_read_timeout_secs: 10,
+            keep_alive_timeout_secs: 75,
+            max_connections: 10_000,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The `nexus` server: assembles the kernel, the plugins and the HTTP edge, and runs them.
 //! `main.rs` is the command line; tests start servers through [`start`].
 
+pub mod alloc;
 mod app;
 pub mod conventions;
 pub mod plugins;
@@ -23,6 +24,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use app::{App, app};
+pub use serve::raise_open_file_limit;
 
 /// Every migration set of the built-in plugins, applied at start and by `nexus migrate`.
 pub fn migrations() -> Vec<&'static MigrationSet> {
@@ -94,9 +96,13 @@ pub async fn start_with(config: Config, plugins: Vec<Arc<dyn Plugin>>) -> Result
         .ok_or_else(|| nexus_web::plugin::StartError { plugin: "identity".into(), reason: "not started".into() })?;
     let app = app(kernel.clone(), identity, started);
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve::serve(listener, app, async move {
-        let _ = rx.await;
-    }));
+    let serving = kernel.clone();
+    let task = tokio::spawn(async move {
+        serve::serve(listener, app, &serving.config.server, async move {
+            let _ = rx.await;
+        })
+        .await;
+    });
     tracing::info!(%addr, backend = kernel.db.backend().name(), "nexus listening");
     Ok(RunningServer { addr, kernel, shutdown: Some(tx), task, background })
 }

@@ -3,13 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-mod alloc;
-
 use clap::{Parser, Subcommand};
 use nexus_kernel::config::{Config, LogFormat, Overrides};
 
 #[global_allocator]
-static ALLOCATOR: alloc::MiMalloc = alloc::MiMalloc;
+static ALLOCATOR: nexus::alloc::MiMalloc = nexus::alloc::MiMalloc;
 
 #[derive(Debug, Parser)]
 #[command(name = "nexus", version, about = "The Nexus server")]
@@ -126,6 +124,10 @@ async fn serve(config: Config) -> ExitCode {
         Ok(signals) => signals,
         Err(e) => return fail(&format!("cannot listen for shutdown signals: {e}"), 1),
     };
+    // Every client connection is a descriptor: the connection cap, not a low default soft
+    // limit, should decide how many are served.
+    let files = nexus::raise_open_file_limit();
+    tracing::debug!(?files, "open-file limit");
     match nexus::start(config).await {
         Ok(server) => {
             return_startup_memory();

@@ -17,6 +17,7 @@ mod lists;
 mod plugins;
 mod realtime;
 mod secrets;
+mod serving;
 mod storage;
 mod webhooks;
 
