@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod db;
 pub mod events;
+pub mod group_commit;
 pub mod health;
 pub mod id;
 pub mod instance;

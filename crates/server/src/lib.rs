@@ -1,6 +1,7 @@
 //! The `nexus` server: assembles the kernel, the plugins and the HTTP edge, and runs them.
 //! `main.rs` is the command line; tests start servers through [`start`].
 
+pub mod analytics_cmd;
 mod app;
 pub mod conventions;
 mod serve;
@@ -27,6 +28,7 @@ pub fn migrations() -> Vec<&'static MigrationSet> {
         &nexus_identity::MIGRATIONS,
         &nexus_secrets::MIGRATIONS,
         &nexus_webhooks::MIGRATIONS,
+        &nexus_analytics::MIGRATIONS,
     ]
 }
 
@@ -67,13 +69,20 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let secrets = nexus_secrets::Secrets::start(kernel.clone(), &identity).await?;
     let realtime = nexus_realtime::Realtime::start(kernel.clone(), identity.clone());
     let webhooks = nexus_webhooks::start(kernel.clone());
-    let app = app(kernel.clone(), identity, secrets, realtime, webhooks.webhooks);
+    let analytics = nexus_analytics::start(kernel.clone(), identity.clone());
+    let app = app(kernel.clone(), identity, secrets, realtime, webhooks.webhooks, analytics.analytics);
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(serve::serve(listener, app, async move {
         let _ = rx.await;
     }));
     tracing::info!(%addr, backend = kernel.db.backend().name(), "nexus listening");
-    Ok(RunningServer { addr, kernel, shutdown: Some(tx), task, background: webhooks.tasks })
+    Ok(RunningServer {
+        addr,
+        kernel,
+        shutdown: Some(tx),
+        task,
+        background: webhooks.tasks.into_iter().chain(analytics.tasks).collect(),
+    })
 }
 
 impl RunningServer {

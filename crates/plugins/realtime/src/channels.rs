@@ -13,12 +13,24 @@ pub const CHANNELS: &[(&str, Option<&str>)] = &[
     ("auth_events", Some("audit.read")),
     ("secret_events", Some("secret.read")),
     ("system_events", Some("read:system")),
+    ("analytics", Some("analytics.read")),
     ("events", None),
 ];
 
 /// Sources that are part of Nexus itself; events from any other source are a plugin's.
-const CORE_SOURCES: &[&str] =
-    &["identity", "secrets", "system", "kernel", "webhooks", "realtime", "audit", "documents", "database", "plugins"];
+const CORE_SOURCES: &[&str] = &[
+    "identity",
+    "secrets",
+    "system",
+    "kernel",
+    "webhooks",
+    "realtime",
+    "audit",
+    "documents",
+    "database",
+    "plugins",
+    "analytics",
+];
 
 /// Whether `channel` exists; returns its subscribe permission.
 pub fn lookup(channel: &str) -> Option<Option<&'static str>> {
@@ -40,6 +52,7 @@ pub fn carries(channel: &str, event: &Event) -> bool {
         "auth_events" => matches!(domain, "auth" | "apikey"),
         "secret_events" => domain == "secret",
         "system_events" => domain == "system",
+        "analytics" => domain == "analytics",
         _ => false,
     }
 }
@@ -60,6 +73,9 @@ pub struct Filters {
     /// Event types or wildcard patterns (`user.*`, `*`). For plugin events a pattern may also
     /// name the type without its `plugin.<id>.` prefix (`data_update`).
     pub event_types: Option<Vec<String>>,
+    /// Channel `analytics`: only events with one of these `event_name`s / `event_category`s.
+    pub event_names: Option<Vec<String>>,
+    pub event_categories: Option<Vec<String>>,
 }
 
 impl Filters {
@@ -76,6 +92,13 @@ impl Filters {
     }
 
     pub fn accepts(&self, event: &Event) -> bool {
+        for (wanted, field) in [(&self.event_names, "event_name"), (&self.event_categories, "event_category")] {
+            if let Some(wanted) = wanted
+                && !event.data.get(field).and_then(Value::as_str).is_some_and(|v| wanted.iter().any(|w| w == v))
+            {
+                return false;
+            }
+        }
         let plugin = plugin_id(event);
         if let Some(wanted) = &self.plugin_id
             && plugin != Some(wanted.as_str())
@@ -92,7 +115,13 @@ impl Filters {
     }
 
     pub fn to_json(&self) -> Value {
-        json!({ "plugin_id": self.plugin_id, "event_types": self.event_types })
+        let mut shown = json!({ "plugin_id": self.plugin_id, "event_types": self.event_types });
+        for (name, list) in [("event_names", &self.event_names), ("event_categories", &self.event_categories)] {
+            if let (Some(list), Some(obj)) = (list, shown.as_object_mut()) {
+                obj.insert(name.into(), json!(list));
+            }
+        }
+        shown
     }
 }
 
@@ -142,14 +171,17 @@ mod tests {
         let created = ev("user.created", "identity", json!({"id": "u"}));
         assert!(carries("user_events", &created) && carries("events", &created));
         assert!(!carries("plugin_events", &created) && !carries("secret_events", &created));
-        let f = Filters { plugin_id: None, event_types: Some(vec!["user.*".into()]) };
+        let f = Filters { plugin_id: None, event_types: Some(vec!["user.*".into()]), ..Filters::default() };
         assert!(f.accepts(&created));
         let plug = ev("plugin.analytics_dashboard.data_update", "analytics_dashboard", json!({}));
         assert!(carries("plugin_events", &plug));
-        let f =
-            Filters { plugin_id: Some("analytics_dashboard".into()), event_types: Some(vec!["data_update".into()]) };
+        let f = Filters {
+            plugin_id: Some("analytics_dashboard".into()),
+            event_types: Some(vec!["data_update".into()]),
+            ..Filters::default()
+        };
         assert!(f.accepts(&plug));
-        let f = Filters { plugin_id: Some("other".into()), event_types: None };
+        let f = Filters { plugin_id: Some("other".into()), event_types: None, ..Filters::default() };
         assert!(!f.accepts(&plug));
         assert_eq!(event_data(&plug)["plugin_id"], "analytics_dashboard");
     }
