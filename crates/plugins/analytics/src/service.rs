@@ -1,7 +1,7 @@
 //! The analytics service: ingestion (validated per event, acknowledged once committed by the
 //! group-commit writer), queries, and the realtime notification of stored events.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use nexus_identity::{Identity, Principal};
@@ -303,15 +303,4 @@ pub(crate) async fn retain(analytics: Arc<Analytics>) {
             () = tokio::time::sleep(every) => {}
         }
     }
-}
-
-/// The outcomes of `ingested` by index, for rendering.
-pub fn by_index(ingested: &Ingested) -> HashMap<usize, &Outcome> {
-    ingested
-        .outcomes
-        .iter()
-        .map(|o| match o {
-            Outcome::Accepted { index, .. } | Outcome::Duplicate { index, .. } => (*index, o),
-        })
-        .collect()
 }

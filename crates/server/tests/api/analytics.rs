@@ -463,56 +463,65 @@ async fn queries_agree_with_counts_computed_from_the_events_sent() {
 
 #[tokio::test]
 async fn time_buckets_follow_a_named_zone_across_dst() {
-    let s = TestServer::start().await;
-    let admin = s.admin_token().await;
-    // Europe/Berlin leaves summer time at 2026-10-25T01:00Z (03:00 CEST -> 02:00 CET): one
-    // event every 30 minutes from 22:00Z to 03:30Z.
-    let start = 1_792_879_200; // 2026-10-24T22:00:00Z
-    let batch: Vec<Value> = (0..12)
-        .map(|i| json!({"event_name": "tick", "event_category": "t", "timestamp": iso(start + i * 1800)}))
+    for backend in backends() {
+        let s = TestServer::start_on(backend).await;
+        let admin = s.admin_token().await;
+        // Europe/Berlin leaves summer time at 2026-10-25T01:00Z (03:00 CEST -> 02:00 CET): one
+        // event every 30 minutes from 22:00Z to 03:30Z.
+        let start = 1_792_879_200; // 2026-10-24T22:00:00Z
+        let batch: Vec<Value> = (0..12)
+            .map(|i| json!({"event_name": "tick", "event_category": "t", "timestamp": iso(start + i * 1800)}))
+            .collect();
+        assert_eq!(post_events(&s, &admin, Value::Array(batch)).await.status, 202);
+        let range = format!("from={}&to={}", iso(start), iso(start + 6 * 3600));
+        let r = s.get_as(&admin, &format!("/v2/analytics/summary?{range}&group_by=hour&timezone=Europe/Berlin")).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let hours: Vec<(String, i64)> = r.json["data"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|g| (g["bucket"].as_str().unwrap_or("").into(), g["count"].as_i64().unwrap_or(0)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let want: Vec<(String, i64)> = [
+            "2026-10-25T00:00:00+02:00",
+            "2026-10-25T01:00:00+02:00",
+            "2026-10-25T02:00:00+02:00",
+            "2026-10-25T02:00:00+01:00",
+            "2026-10-25T03:00:00+01:00",
+            "2026-10-25T04:00:00+01:00",
+        ]
+        .iter()
+        .map(|b| ((*b).to_string(), 2))
         .collect();
-    assert_eq!(post_events(&s, &admin, Value::Array(batch)).await.status, 202);
-    let range = format!("from={}&to={}", iso(start), iso(start + 6 * 3600));
-    let r = s.get_as(&admin, &format!("/v2/analytics/summary?{range}&group_by=hour&timezone=Europe/Berlin")).await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    let hours: Vec<(String, i64)> = r.json["data"]
-        .as_array()
-        .map(|a| {
-            a.iter().map(|g| (g["bucket"].as_str().unwrap_or("").into(), g["count"].as_i64().unwrap_or(0))).collect()
-        })
-        .unwrap_or_default();
-    let want: Vec<(String, i64)> = [
-        "2026-10-25T00:00:00+02:00",
-        "2026-10-25T01:00:00+02:00",
-        "2026-10-25T02:00:00+02:00",
-        "2026-10-25T02:00:00+01:00",
-        "2026-10-25T03:00:00+01:00",
-        "2026-10-25T04:00:00+01:00",
-    ]
-    .iter()
-    .map(|b| ((*b).to_string(), 2))
-    .collect();
-    assert_eq!(hours, want);
-    // Days: the local day of the change has 25 hours; events before local midnight fall on the 24th.
-    let r = s.get_as(&admin, &format!("/v2/analytics/summary?{range}&group_by=day&timezone=Europe/Berlin")).await;
-    let days: Vec<(String, i64)> = r.json["data"]
-        .as_array()
-        .map(|a| {
-            a.iter().map(|g| (g["bucket"].as_str().unwrap_or("").into(), g["count"].as_i64().unwrap_or(0))).collect()
-        })
-        .unwrap_or_default();
-    assert_eq!(days, [("2026-10-25T00:00:00+02:00".to_string(), 12)], "{}", r.text);
-    let r = s.get_as(&admin, &format!("/v2/analytics/summary?{range}&group_by=day")).await;
-    let days: Vec<(String, i64)> = r.json["data"]
-        .as_array()
-        .map(|a| {
-            a.iter().map(|g| (g["bucket"].as_str().unwrap_or("").into(), g["count"].as_i64().unwrap_or(0))).collect()
-        })
-        .unwrap_or_default();
-    assert_eq!(days, [("2026-10-24T00:00:00+00:00".to_string(), 4), ("2026-10-25T00:00:00+00:00".to_string(), 8)]);
-    // A week bucket starts on the local Monday.
-    let r = s.get_as(&admin, &format!("/v2/analytics/summary?{range}&group_by=week&timezone=America/New_York")).await;
-    assert_eq!(r.json["data"][0]["bucket"], "2026-10-19T00:00:00-04:00", "{}", r.text);
+        assert_eq!(hours, want);
+        // Days: the local day of the change has 25 hours; events before local midnight fall on the 24th.
+        let r = s.get_as(&admin, &format!("/v2/analytics/summary?{range}&group_by=day&timezone=Europe/Berlin")).await;
+        let days: Vec<(String, i64)> = r.json["data"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|g| (g["bucket"].as_str().unwrap_or("").into(), g["count"].as_i64().unwrap_or(0)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(days, [("2026-10-25T00:00:00+02:00".to_string(), 12)], "{}", r.text);
+        let r = s.get_as(&admin, &format!("/v2/analytics/summary?{range}&group_by=day")).await;
+        let days: Vec<(String, i64)> = r.json["data"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|g| (g["bucket"].as_str().unwrap_or("").into(), g["count"].as_i64().unwrap_or(0)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(days, [("2026-10-24T00:00:00+00:00".to_string(), 4), ("2026-10-25T00:00:00+00:00".to_string(), 8)]);
+        // A week bucket starts on the local Monday.
+        let r =
+            s.get_as(&admin, &format!("/v2/analytics/summary?{range}&group_by=week&timezone=America/New_York")).await;
+        assert_eq!(r.json["data"][0]["bucket"], "2026-10-19T00:00:00-04:00", "{}", r.text);
+    }
 }
 
 #[tokio::test]
