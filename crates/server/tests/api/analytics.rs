@@ -747,3 +747,43 @@ fn import_and_export_events_as_json_lines() {
     let keys: Vec<&str> = exported.iter().filter_map(|e| e["event_id"].as_str()).collect();
     assert_eq!(keys, ["e5", "e6", "e7", "e8", "e9"]);
 }
+
+/// The event types of `hook`'s deliveries so far.
+async fn delivered_types(s: &TestServer, token: &str, hook: &str) -> Vec<String> {
+    let r = s.get_as(token, &format!("/api/webhooks/{hook}/deliveries?limit=100")).await;
+    r.json["deliveries"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|d| d["event_type"].as_str().map(String::from)).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn webhooks_get_analytics_events_only_when_switched_on() {
+    for on in [false, true] {
+        let s = TestServer::start_with(Backend::Sqlite, |c| {
+            c.webhooks.allow_private = true;
+            c.analytics.webhook_events = on;
+        })
+        .await;
+        let admin = s.admin_token().await;
+        let body = json!({"url": "http://127.0.0.1:9/hook", "events": ["analytics.event", "user.created"]});
+        let r = s.post_as(&admin, "/api/webhooks", body).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let hook = r.json["id"].as_str().unwrap_or_default().to_string();
+        assert_eq!(post_events(&s, &admin, json!({"event_name": "a", "event_category": "b"})).await.status, 202);
+        // A marker published after the analytics event: once it is queued, so would the
+        // analytics event be (the outbox takes the bus in order).
+        let user = json!({"username": "marker", "email": "marker@example.com", "password": "user-Pass1"});
+        assert_eq!(s.post_as(&admin, "/api/users", user).await.status, 201);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let types = loop {
+            let types = delivered_types(&s, &admin, &hook).await;
+            if types.iter().any(|t| t == "user.created") {
+                break types;
+            }
+            assert!(Instant::now() < deadline, "the marker was never queued: {types:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(types.iter().any(|t| t == "analytics.event"), on, "webhook_events={on}: {types:?}");
+    }
+}
