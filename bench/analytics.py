@@ -13,7 +13,6 @@ import sqlite3
 import sys
 import time
 import urllib.request
-import uuid
 
 NAMES = ["page_view", "signup", "activate", "purchase", "search", "share", "logout", "login"]
 
@@ -46,7 +45,8 @@ def rows(count, start_us, span_us):
     for i in range(count):
         e = event(i)
         ts = start_us + (span_us * i) // max(count, 1) + rnd.randrange(1000)
-        yield (str(uuid.uuid4()), None, ts, now, e["event_name"], e["event_category"], e["user_id"], None,
+        # Time-ordered ids, as nexus's UUIDv7: inserts append to the primary key's index.
+        yield (f"{now:016x}-{i:016x}", None, ts, now, e["event_name"], e["event_category"], e["user_id"], None,
                e["source"], json.dumps(e["properties"], separators=(",", ":")), "127.0.0.1", "wrk")
 
 
