@@ -29,6 +29,7 @@ pub struct Config {
     /// Every other section, by plugin id.
     #[serde(flatten)]
     pub plugins: std::collections::BTreeMap<String, serde_json::Value>,
+    pub analytics: AnalyticsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -279,6 +280,46 @@ impl Default for ApiConfig {
     }
 }
 
+/// The analytics plugin: event ingestion limits, client metadata, retention, notifications.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsConfig {
+    /// Largest event, in bytes of its JSON.
+    pub max_event_bytes: usize,
+    /// Events one request may carry.
+    pub max_batch_events: usize,
+    /// Largest request body of `POST /v2/analytics/events`, in bytes.
+    pub max_request_bytes: usize,
+    /// Deepest nesting of objects and arrays inside `properties`.
+    pub max_depth: usize,
+    /// How far in the future an event's `timestamp` may be (clock skew of clients).
+    pub future_tolerance_secs: u64,
+    /// Record the request's IP address and user agent with each event.
+    pub record_client: bool,
+    /// Events older than this many days are deleted in the background; 0 keeps everything.
+    pub retention_days: u64,
+    /// Pause between retention passes.
+    pub retention_interval_secs: u64,
+    /// Send `analytics.event` to webhooks subscribed to it (off: it can be a firehose).
+    pub webhook_events: bool,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        Self {
+            max_event_bytes: 32 * 1024,
+            max_batch_events: 1000,
+            max_request_bytes: 5 * 1024 * 1024,
+            max_depth: 8,
+            future_tolerance_secs: 300,
+            record_client: true,
+            retention_days: 0,
+            retention_interval_secs: 3600,
+            webhook_events: false,
+        }
+    }
+}
+
 /// Versions of the framework API. A version past its sunset date, or not listed, is refused.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -327,6 +368,7 @@ impl Default for Config {
             rate_limits: RateLimitsConfig::default(),
             api: ApiConfig::default(),
             plugins: std::collections::BTreeMap::new(),
+            analytics: AnalyticsConfig::default(),
         }
     }
 }
@@ -478,6 +520,12 @@ impl Config {
         }
         if self.api.max_batch == 0 {
             return Err(key_err("api.max_batch", "must be greater than 0".into()));
+        }
+        if self.analytics.max_event_bytes == 0 || self.analytics.max_batch_events == 0 {
+            return Err(key_err("analytics.max_event_bytes", "limits must be greater than 0".into()));
+        }
+        if self.analytics.retention_interval_secs == 0 {
+            return Err(key_err("analytics.retention_interval_secs", "must be greater than 0".into()));
         }
         if self.log.level.trim().is_empty() {
             return Err(key_err("log.level", "must not be empty".into()));

@@ -302,6 +302,7 @@ pub fn permission_for_domain(domain: &str) -> &'static str {
         "plugin" => "plugin.read",
         "document" | "database" => "database.read",
         "webhook" => "webhook.read",
+        "analytics" => "analytics.read",
         "media" | "ai" | "voice" | "xr" | "web3" => "media.read",
         _ => "read:system",
     }
@@ -320,8 +321,20 @@ pub fn permissions_for_pattern(pattern: &str) -> Vec<&'static str> {
     vec![required_permission(pattern)]
 }
 
-const KNOWN_DOMAINS: &[&str] =
-    &["user", "auth", "apikey", "audit", "secret", "plugin", "document", "database", "webhook", "media", "system"];
+const KNOWN_DOMAINS: &[&str] = &[
+    "user",
+    "auth",
+    "apikey",
+    "audit",
+    "secret",
+    "plugin",
+    "document",
+    "database",
+    "webhook",
+    "media",
+    "system",
+    "analytics",
+];
 
 #[cfg(test)]
 mod tests {

@@ -11,6 +11,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod events;
+pub mod group_commit;
 pub mod health;
 pub mod id;
 pub mod instance;

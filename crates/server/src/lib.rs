@@ -2,6 +2,7 @@
 //! `main.rs` is the command line; tests start servers through [`start`].
 
 pub mod alloc;
+pub mod analytics_cmd;
 mod app;
 pub mod conventions;
 pub mod plugins;

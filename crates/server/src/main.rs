@@ -53,6 +53,9 @@ enum Command {
     /// Administer users.
     #[command(subcommand)]
     User(nexus::user_cmd::UserCommand),
+    /// Import or export analytics events.
+    #[command(subcommand)]
+    Analytics(nexus::analytics_cmd::AnalyticsCommand),
     /// Secrets manager maintenance.
     Secrets {
         #[command(subcommand)]
@@ -110,6 +113,10 @@ fn main() -> ExitCode {
         match cli.command {
             Some(Command::Migrate) => migrate(config).await,
             Some(Command::Secrets { command: SecretsCommand::RotateMasterKey }) => rotate_master_key(config).await,
+            Some(Command::Analytics(command)) => match nexus::analytics_cmd::run(config, command).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e, 1),
+            },
             Some(Command::User(command)) => match nexus::user_cmd::run(config, command).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e, 1),

@@ -19,12 +19,23 @@ pub fn builtin() -> Vec<Arc<dyn Plugin>> {
         Arc::new(nexus_secrets::SecretsPlugin),
         Arc::new(nexus_realtime::RealtimePlugin),
         Arc::new(nexus_webhooks::WebhooksPlugin),
+        Arc::new(nexus_analytics::AnalyticsPlugin),
     ]
 }
 
 /// Every migration set of `plugins`, the kernel's first.
 pub fn migrations(plugins: &[Arc<dyn Plugin>]) -> Vec<&'static MigrationSet> {
     std::iter::once(&nexus_kernel::MIGRATIONS).chain(plugins.iter().filter_map(|p| p.migrations())).collect()
+}
+
+/// The kernel of the built-in plugins, for commands that act on the data without serving
+/// (`nexus user …`, `nexus analytics …`).
+pub async fn open_kernel(
+    config: nexus_kernel::config::Config,
+) -> Result<Arc<nexus_kernel::Kernel>, nexus_kernel::kernel::KernelError> {
+    let plugins = builtin();
+    let manifests: Vec<Manifest> = plugins.iter().map(|p| p.manifest()).collect();
+    nexus_kernel::Kernel::open(config, &manifests, &migrations(&plugins)).await
 }
 
 /// The framework's own conventions that have routes: API versions and batch requests.

@@ -5,7 +5,6 @@ use clap::Subcommand;
 use nexus_identity::service::{NewUser, UserPatch};
 use nexus_identity::store::UserFilter;
 use nexus_identity::{Identity, Principal};
-use nexus_kernel::Kernel;
 use nexus_kernel::client::ClientMeta;
 use nexus_kernel::config::Config;
 
@@ -39,10 +38,7 @@ pub enum UserCommand {
 
 /// Runs `command`; the error is a message for the operator.
 pub async fn run(config: Config, command: UserCommand) -> Result<(), String> {
-    let plugins = crate::plugins::builtin();
-    let manifests: Vec<_> = plugins.iter().map(|p| p.manifest()).collect();
-    let kernel =
-        Kernel::open(config, &manifests, &crate::plugins::migrations(&plugins)).await.map_err(|e| e.to_string())?;
+    let kernel = crate::plugins::open_kernel(config).await.map_err(|e| e.to_string())?;
     let identity = Identity::start(kernel.clone()).await.map_err(|e| e.to_string())?;
     let system = Principal::system();
     let client = ClientMeta { user_agent: format!("nexus-cli/{}", nexus_kernel::VERSION), ..ClientMeta::default() };

@@ -91,6 +91,9 @@ pub struct Filters {
     /// Event types or wildcard patterns (`user.*`, `*`). For plugin events a pattern may also
     /// name the type without its `plugin.<id>.` prefix (`data_update`).
     pub event_types: Option<Vec<String>>,
+    /// Channel `analytics`: only events with one of these `event_name`s / `event_category`s.
+    pub event_names: Option<Vec<String>>,
+    pub event_categories: Option<Vec<String>>,
 }
 
 impl Filters {
@@ -108,6 +111,13 @@ impl Filters {
 
     /// Whether the subscription wants `event`, which concerns `plugin` ([`ChannelTable::plugin_id`]).
     pub fn accepts(&self, event: &Event, plugin: Option<&str>) -> bool {
+        for (wanted, field) in [(&self.event_names, "event_name"), (&self.event_categories, "event_category")] {
+            if let Some(wanted) = wanted
+                && !event.data.get(field).and_then(Value::as_str).is_some_and(|v| wanted.iter().any(|w| w == v))
+            {
+                return false;
+            }
+        }
         if let Some(wanted) = &self.plugin_id
             && plugin != Some(wanted.as_str())
         {
@@ -123,7 +133,13 @@ impl Filters {
     }
 
     pub fn to_json(&self) -> Value {
-        json!({ "plugin_id": self.plugin_id, "event_types": self.event_types })
+        let mut shown = json!({ "plugin_id": self.plugin_id, "event_types": self.event_types });
+        for (name, list) in [("event_names", &self.event_names), ("event_categories", &self.event_categories)] {
+            if let (Some(list), Some(obj)) = (list, shown.as_object_mut()) {
+                obj.insert(name.into(), json!(list));
+            }
+        }
+        shown
     }
 }
 
@@ -189,14 +205,17 @@ pub(crate) mod tests {
         let created = ev("user.created", "identity", json!({"id": "u"}));
         assert!(t.carries(at("user_events"), &created) && t.carries(at("events"), &created));
         assert!(!t.carries(at("plugin_events"), &created) && !t.carries(at("secret_events"), &created));
-        let f = Filters { plugin_id: None, event_types: Some(vec!["user.*".into()]) };
+        let f = Filters { plugin_id: None, event_types: Some(vec!["user.*".into()]), ..Filters::default() };
         assert!(f.accepts(&created, t.plugin_id(&created)));
         let plug = ev("plugin.analytics_dashboard.data_update", "analytics_dashboard", json!({}));
         assert!(t.carries(at("plugin_events"), &plug));
-        let f =
-            Filters { plugin_id: Some("analytics_dashboard".into()), event_types: Some(vec!["data_update".into()]) };
+        let f = Filters {
+            plugin_id: Some("analytics_dashboard".into()),
+            event_types: Some(vec!["data_update".into()]),
+            ..Filters::default()
+        };
         assert!(f.accepts(&plug, t.plugin_id(&plug)));
-        let f = Filters { plugin_id: Some("other".into()), event_types: None };
+        let f = Filters { plugin_id: Some("other".into()), event_types: None, ..Filters::default() };
         assert!(!f.accepts(&plug, t.plugin_id(&plug)));
         assert_eq!(event_data(&plug, t.plugin_id(&plug))["plugin_id"], "analytics_dashboard");
     }

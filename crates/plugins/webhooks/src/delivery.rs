@@ -66,6 +66,8 @@ pub(crate) async fn feed(webhooks: Arc<Webhooks>) {
             event = rx.recv() => event,
         };
         match event {
+            // `analytics.event` can be a firehose: queued only when `analytics.webhook_events` is on.
+            Ok(event) if event.kind == "analytics.event" && !webhooks.kernel.config.analytics.webhook_events => {}
             // Events relayed from other instances are queued by the instance that published them.
             Ok(event) if bus.is_local(&event) => {
                 if let Err(e) = webhooks.enqueue(&event).await {

@@ -4,6 +4,7 @@
 // JSON values index to `Null` instead of panicking; tests read responses that way.
 #![allow(clippy::indexing_slicing)]
 
+mod analytics;
 mod cli;
 mod conventions;
 mod docs;
