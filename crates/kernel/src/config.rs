@@ -23,6 +23,7 @@ pub struct Config {
     pub realtime: RealtimeConfig,
     pub rate_limits: RateLimitsConfig,
     pub api: ApiConfig,
+    pub media: MediaConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -288,6 +289,35 @@ impl Default for ApiVersions {
     }
 }
 
+/// The media library (`nexus-media`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Libraries scanned at start; more can be added through `Library/VirtualFolders`.
+    pub libraries: Vec<MediaLibraryConfig>,
+    /// The `ffprobe` program that reads durations and streams; empty: do not probe.
+    pub ffprobe: String,
+    /// How often libraries are checked for added, changed and removed files; 0: never.
+    pub watch_interval_ms: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self { libraries: Vec::new(), ffprobe: String::from("ffprobe"), watch_interval_ms: 10_000 }
+    }
+}
+
+/// One configured library.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaLibraryConfig {
+    pub name: String,
+    pub path: PathBuf,
+    /// `movies`, `tvshows`, `music` or `photos`.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -309,6 +339,7 @@ impl Default for Config {
             realtime: RealtimeConfig::default(),
             rate_limits: RateLimitsConfig::default(),
             api: ApiConfig::default(),
+            media: MediaConfig::default(),
         }
     }
 }

@@ -22,6 +22,7 @@ use nexus_web::conditional::{COMPRESSION_VARY, CORS_AND_COMPRESSION_VARY, CORS_V
 use nexus_web::edge::{Edge, EdgeFuture, Inner};
 use tower::{Layer, Service, ServiceExt as _};
 use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{And, DefaultPredicate, NotForContentType, Predicate as _};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -45,6 +46,7 @@ use crate::conventions::service::Conventions;
         (name = "batch", description = "Framework: several requests in one"),
         (name = "realtime", description = "WebSocket: events and RPC"),
         (name = "webhooks", description = "Outgoing webhooks: registration, test, deliveries"),
+        (name = "media", description = "Media platform: Jellyfin-compatible library, streaming and sessions at /api/media (docs/media.md)"),
     )
 )]
 struct ApiDoc;
@@ -74,6 +76,7 @@ pub fn app(
     secrets: Arc<nexus_secrets::Secrets>,
     realtime: Arc<nexus_realtime::Realtime>,
     webhooks: Arc<nexus_webhooks::Webhooks>,
+    media: Arc<nexus_media::Media>,
 ) -> Arc<App> {
     let (api, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(nexus_system::routes(kernel.clone()))
@@ -81,6 +84,7 @@ pub fn app(
         .merge(nexus_secrets::routes(secrets))
         .merge(nexus_realtime::routes(realtime))
         .merge(nexus_webhooks::routes(webhooks))
+        .merge(nexus_media::routes(media))
         .merge(crate::conventions::version::routes(kernel.clone()))
         .merge(crate::conventions::batch::routes())
         .split_for_parts();
@@ -108,14 +112,24 @@ pub fn app(
     let batch = BatchState { core: core.clone(), max: kernel.config.api.max_batch };
     let conventions = core.with_batch(batch);
     let inner = Application { conventions, cors: cors(&server.cors_origins) };
-    Arc::new(App { edge: Edge::new(inner, kernel.clone(), services), compression: CompressionLayer::new() })
+    Arc::new(App { edge: Edge::new(inner, kernel.clone(), services), compression: compression() })
 }
 
 /// The application: the edge around CORS, the conventions and the routes; compression around
 /// the edge, so that the edge rewrites error bodies before they are encoded.
 pub struct App {
     edge: Edge<Application>,
-    compression: CompressionLayer,
+    compression: Compression,
+}
+
+/// Compression, except of audio and video: media streams are already compressed and are
+/// served by byte ranges, which an encoded body would break.
+type Compression = CompressionLayer<And<And<DefaultPredicate, NotForContentType>, NotForContentType>>;
+
+fn compression() -> Compression {
+    let predicate =
+        DefaultPredicate::new().and(NotForContentType::const_new("video/")).and(NotForContentType::const_new("audio/"));
+    CompressionLayer::new().compress_when(predicate)
 }
 
 /// CORS around the conventions, run only for requests that send `Origin`

@@ -27,6 +27,7 @@ pub fn migrations() -> Vec<&'static MigrationSet> {
         &nexus_identity::MIGRATIONS,
         &nexus_secrets::MIGRATIONS,
         &nexus_webhooks::MIGRATIONS,
+        &nexus_media::MIGRATIONS,
     ]
 }
 
@@ -42,6 +43,8 @@ pub enum StartError {
     Identity(#[from] nexus_identity::IdentityError),
     #[error("secrets: {0}")]
     Secrets(#[from] nexus_secrets::SecretsError),
+    #[error("media: {0}")]
+    Media(#[from] nexus_media::MediaError),
 }
 
 /// A server accepting connections on [`addr`](Self::addr).
@@ -67,13 +70,15 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let secrets = nexus_secrets::Secrets::start(kernel.clone(), &identity).await?;
     let realtime = nexus_realtime::Realtime::start(kernel.clone(), identity.clone());
     let webhooks = nexus_webhooks::start(kernel.clone());
-    let app = app(kernel.clone(), identity, secrets, realtime, webhooks.webhooks);
+    let media = nexus_media::start(kernel.clone()).await?;
+    let app = app(kernel.clone(), identity, secrets, realtime, webhooks.webhooks, media.media);
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(serve::serve(listener, app, async move {
         let _ = rx.await;
     }));
     tracing::info!(%addr, backend = kernel.db.backend().name(), "nexus listening");
-    Ok(RunningServer { addr, kernel, shutdown: Some(tx), task, background: webhooks.tasks })
+    let background = webhooks.tasks.into_iter().chain(media.tasks).collect();
+    Ok(RunningServer { addr, kernel, shutdown: Some(tx), task, background })
 }
 
 impl RunningServer {

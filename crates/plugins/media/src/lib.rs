@@ -1,1 +1,57 @@
+//! The media platform's library: a Jellyfin-compatible surface at `/api/media` over libraries
+//! named by Jellyfin's conventions (`naming`), scanned in the background (`jobs`, `scan`,
+//! `probe`) and watched for changes, with per-user data, static streaming with byte ranges,
+//! and playback sessions with remote control over Jellyfin's socket. See `docs/media.md`.
+
+pub mod catalog;
+pub mod error;
+pub mod jobs;
 pub mod naming;
+pub mod probe;
+mod routes;
+pub mod scan;
+pub mod service;
+pub mod sessions;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use nexus_kernel::Kernel;
+use tokio::task::JoinHandle;
+
+pub use error::MediaError;
+pub use service::Media;
+
+/// Migrations of the media tables, for each backend.
+pub static MIGRATIONS: nexus_kernel::db::MigrationSet = nexus_kernel::db::MigrationSet {
+    owner: "media",
+    sqlite: sqlx::migrate!("./migrations"),
+    postgres: sqlx::migrate!("./migrations"),
+};
+
+/// The running service and its background tasks (the watcher), which end after
+/// [`EventBus::close`](nexus_kernel::events::EventBus::close).
+#[derive(Debug)]
+pub struct Started {
+    pub media: Arc<Media>,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+/// Opens the library, starts the first scan and, when `media.watch_interval_ms` is set, the
+/// watcher.
+pub async fn start(kernel: Arc<Kernel>) -> Result<Started, MediaError> {
+    let media = Media::open(kernel.clone()).await?;
+    media.start_scan();
+    let mut tasks = Vec::new();
+    let interval = kernel.config.media.watch_interval_ms;
+    if interval > 0 {
+        tasks.push(tokio::spawn(media.clone().watch(Duration::from_millis(interval))));
+    }
+    Ok(Started { media, tasks })
+}
+
+/// Every route of the Jellyfin surface.
+pub fn routes(media: Arc<Media>) -> nexus_web::Routes {
+    routes::all(media)
+}

@@ -272,15 +272,16 @@ static DISC_FOLDER: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)^(?:disc|disk|cd
 static DISC_TRACK: LazyLock<Regex> = LazyLock::new(|| re(r"^(\d)-(\d{1,3})[ ._-]+(.+)$"));
 static TRACK: LazyLock<Regex> = LazyLock::new(|| re(r"^(\d{1,3})(?:[ ._]*-[ ._]*|[ ._]+)(.+)$"));
 
+/// The disc a folder stands for: `Disc 2`, `CD1`.
+pub fn disc_folder(name: &str) -> Option<u32> {
+    DISC_FOLDER.captures(name.trim()).and_then(|c| c.get(1)).and_then(|m| m.as_str().parse().ok())
+}
+
 /// Names a track: `folders` are the folders between the library root and the file
 /// (`["Artist", "Album (2001)", "Disc 1"]`).
 pub fn parse_track(folders: &[&str], stem: &str) -> TrackName {
     let mut folders = folders.to_vec();
-    let disc_from_folder = folders
-        .last()
-        .and_then(|f| DISC_FOLDER.captures(f))
-        .and_then(|c| c.get(1))
-        .and_then(|m| m.as_str().parse::<u32>().ok());
+    let disc_from_folder = folders.last().and_then(|f| disc_folder(f));
     if disc_from_folder.is_some() {
         folders.pop();
     }
