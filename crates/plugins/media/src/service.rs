@@ -300,42 +300,46 @@ impl Media {
         let has = |list: &[String], kind: &str| list.iter().any(|t| t.eq_ignore_ascii_case(kind));
         let search = q.search_term.as_ref().map(|s| s.to_lowercase()).filter(|s| !s.is_empty());
         let filters: Vec<String> = q.filters.iter().map(|f| f.to_ascii_lowercase()).collect();
-        let mut matched: Vec<Found> = candidates
+        let mut matched: Vec<Arc<Item>> = candidates
             .into_iter()
             .filter(|i| q.include_types.is_empty() || has(&q.include_types, i.kind()))
             .filter(|i| !has(&q.exclude_types, i.kind()))
             .filter(|i| q.media_types.is_empty() || media_type(i.kind()).is_some_and(|m| has(&q.media_types, m)))
             .filter(|i| q.years.is_empty() || i.row.year.is_some_and(|y| q.years.contains(&y)))
             .filter(|i| search.as_ref().is_none_or(|s| i.row.name.to_lowercase().contains(s.as_str())))
-            .filter_map(|i| {
+            .filter(|i| {
                 let d = data_of(i.id());
                 let played = d.played != 0;
                 let favorite = d.favorite != 0;
                 let resumable = d.position_ticks > 0 && !played;
-                let keep = q.is_played.is_none_or(|want| want == played)
+                q.is_played.is_none_or(|want| want == played)
                     && q.is_favorite.is_none_or(|want| want == favorite)
                     && filters.iter().all(|f| match f.as_str() {
                         "isplayed" => played,
                         "isunplayed" => !played,
-                        "isfavorite" => favorite,
+                        "isfavorite" | "isfavoriteorlikes" => favorite,
                         "isresumable" => resumable,
                         "isfolder" => i.is_folder(),
                         "isnotfolder" => !i.is_folder(),
-                        "isfavoriteorlikes" => favorite,
                         _ => true,
-                    });
-                keep.then(|| Found { user_data: d.clone(), entry: Entry::Item(i) })
+                    })
             })
             .collect();
         if !q.sort_by.is_empty() || q.descending {
             let keys: Vec<String> = q.sort_by.iter().map(|s| s.to_ascii_lowercase()).collect();
             matched.sort_by(|a, b| {
-                let ord = compare(&keys, a, b);
+                let ord = compare(&keys, (a, data_of(a.id())), (b, data_of(b.id())));
                 if q.descending { ord.reverse() } else { ord }
             });
         }
+        // Only the page is turned into results; the rest is only counted.
         let total = matched.len();
-        let items = matched.into_iter().skip(q.start_index).take(q.limit.unwrap_or(usize::MAX)).collect();
+        let items = matched
+            .into_iter()
+            .skip(q.start_index)
+            .take(q.limit.unwrap_or(usize::MAX))
+            .map(|i| Found { user_data: data_of(i.id()).clone(), entry: Entry::Item(i) })
+            .collect();
         Ok(Page { items, total, start_index: q.start_index })
     }
 
@@ -478,15 +482,14 @@ pub fn media_type(kind: &str) -> Option<&'static str> {
     }
 }
 
-fn compare(keys: &[String], a: &Found, b: &Found) -> Ordering {
-    let (Entry::Item(x), Entry::Item(y)) = (&a.entry, &b.entry) else { return Ordering::Equal };
+fn compare(keys: &[String], (x, dx): (&Item, &UserDataRow), (y, dy): (&Item, &UserDataRow)) -> Ordering {
     for key in keys {
         let ord = match key.as_str() {
             "name" => x.row.name.to_lowercase().cmp(&y.row.name.to_lowercase()),
             "productionyear" | "premieredate" => x.row.year.cmp(&y.row.year),
             "datecreated" => x.row.created_at.cmp(&y.row.created_at),
-            "dateplayed" | "datelastcontentadded" => a.user_data.last_played_at.cmp(&b.user_data.last_played_at),
-            "playcount" => a.user_data.play_count.cmp(&b.user_data.play_count),
+            "dateplayed" => dx.last_played_at.cmp(&dy.last_played_at),
+            "playcount" => dx.play_count.cmp(&dy.play_count),
             "runtime" => x.runtime_ticks().cmp(&y.runtime_ticks()),
             "indexnumber" => x.row.index_number.cmp(&y.row.index_number),
             "parentindexnumber" => x.row.parent_index_number.cmp(&y.row.parent_index_number),
