@@ -89,6 +89,7 @@ impl Media {
             tracing::error!(error = %e, "media catalog reload failed");
         }
         report.seconds = started.elapsed().as_secs_f64();
+        self.metrics.scan_seconds.observe(report.seconds);
         for line in &report.log {
             tracing::warn!(scan = %line, "media scan");
         }

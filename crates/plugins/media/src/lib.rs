@@ -6,6 +6,7 @@
 pub mod catalog;
 pub mod error;
 pub mod jobs;
+pub mod metrics;
 pub mod naming;
 pub mod probe;
 mod routes;

@@ -4,7 +4,6 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, RwLock};
 
 use nexus_identity::Principal;
@@ -14,6 +13,7 @@ use nexus_kernel::clock::Timestamp;
 use crate::MediaError;
 use crate::catalog::{Catalog, Item, Library};
 use crate::jobs::ScanJobs;
+use crate::metrics::MediaMetrics;
 use crate::naming::LibraryKind;
 use crate::scan::item_id;
 use crate::sessions::Sessions;
@@ -87,8 +87,7 @@ pub struct Media {
     catalog: RwLock<Arc<Catalog>>,
     pub(crate) jobs: ScanJobs,
     pub sessions: Sessions,
-    /// Bytes sent by streams (for metrics).
-    streamed: AtomicU64,
+    pub(crate) metrics: MediaMetrics,
 }
 
 impl std::fmt::Debug for Media {
@@ -110,6 +109,7 @@ impl Media {
     /// Opens the service: writes the configured libraries, loads the catalog.
     pub async fn open(kernel: Arc<Kernel>) -> Result<Arc<Self>, MediaError> {
         let store = Store::new(kernel.db.clone());
+        let metrics = MediaMetrics::register(&kernel.metrics);
         let configured = kernel.config.media.libraries.clone();
         let existing = store.libraries().await?;
         let now = Timestamp::now().as_micros();
@@ -141,7 +141,7 @@ impl Media {
             catalog: RwLock::new(Arc::new(Catalog::default())),
             jobs: ScanJobs::default(),
             sessions: Sessions::default(),
-            streamed: AtomicU64::new(0),
+            metrics,
         });
         media.reload().await?;
         Ok(media)
@@ -160,6 +160,7 @@ impl Media {
         let items = self.store.items().await?;
         let files = self.store.files().await?;
         let catalog = Arc::new(Catalog::build(&libraries, items, files));
+        self.metrics.set_items(&catalog);
         match self.catalog.write() {
             Ok(mut c) => *c = catalog,
             Err(poisoned) => *poisoned.into_inner() = catalog,
@@ -168,11 +169,7 @@ impl Media {
     }
 
     pub(crate) fn count_streamed(&self, bytes: u64) {
-        self.streamed.fetch_add(bytes, AtomicOrdering::Relaxed);
-    }
-
-    pub fn bytes_streamed(&self) -> u64 {
-        self.streamed.load(AtomicOrdering::Relaxed)
+        self.metrics.streamed_bytes.inc_by(bytes);
     }
 
     pub fn server_id(&self) -> &str {

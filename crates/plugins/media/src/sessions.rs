@@ -3,7 +3,7 @@
 //! every playback is also written to the history table.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use nexus_identity::Principal;
 use nexus_kernel::clock::Timestamp;
@@ -249,11 +249,13 @@ impl Media {
     }
 
     fn set_playing(&self, session: &str, playing: Option<NowPlaying>) {
-        self.sessions.with(|m| {
+        let active = self.sessions.with(|m| {
             if let Some(s) = m.get_mut(session).and_then(|e| e.session.as_mut()) {
                 s.now_playing = playing;
             }
+            m.values().filter(|e| e.session.as_ref().is_some_and(|s| s.now_playing.is_some())).count()
         });
+        self.metrics.active_sessions.set(i64::try_from(active).unwrap_or(i64::MAX));
     }
 
     /// `GET Sessions`: an admin sees every recent session, anyone else their own.
@@ -310,9 +312,4 @@ impl Media {
             socket.send(text).map_err(|_| MediaError::Conflict(String::from("The session's socket is closed")))
         })
     }
-}
-
-/// The sessions of `media` for Arc callers (keeps the type public without a getter per field).
-pub fn count_active(media: &Arc<Media>) -> usize {
-    media.sessions.active().len()
 }

@@ -213,6 +213,9 @@ async fn a_generated_library_is_scanned_and_browsed_like_jellyfin() {
             assert_eq!(streams[0]["Width"], 64);
         }
         let heat_id = heat["Id"].as_str().unwrap().to_string();
+        let metrics = s.get("/metrics").await.text;
+        assert!(metrics.contains("nexus_media_items{library=\"Movies\"} 2"), "{metrics}");
+        assert!(metrics.contains("nexus_media_scan_duration_seconds_count"), "{metrics}");
 
         // camelCase, repeated lists, descending, paging.
         let r = get(&s, &token, &format!("/api/media/Items?parentId={movies}&recursive=true&includeItemTypes=Movie&fields=Path&fields=MediaSources&sortBy=SortName&sortOrder=Descending&startIndex=1&limit=1")).await;
@@ -377,6 +380,10 @@ async fn static_streams_answer_byte_ranges() {
     let (_, h, _) = stream(&s, &token, &format!("/api/media/Videos/{arrival}/stream?static=true"), &[]).await;
     assert_eq!(h["content-type"], "video/mp4");
 
+    let metrics = s.get("/metrics").await.text;
+    let streamed = metrics.lines().find_map(|l| l.strip_prefix("nexus_media_streamed_bytes_total ")).unwrap_or("0");
+    assert!(streamed.parse::<u64>().unwrap_or(0) >= 1024, "{metrics}");
+
     // Transcoding is not offered; unknown items and sources are 404.
     let r = get(&s, &token, &format!("/api/media/Videos/{id}/stream.mp4?VideoCodec=h264")).await;
     assert_eq!(r.status, 501, "{}", r.text);
@@ -491,6 +498,7 @@ async fn playback_sessions_record_positions_and_take_remote_control() {
     assert_eq!(me["PlayState"]["IsPaused"], true);
     assert_eq!(me["Client"], "Nexus Tests");
     assert_eq!(me["SupportsRemoteControl"], true);
+    assert!(s.get("/metrics").await.text.contains("nexus_media_active_sessions 1"));
     let session = me["Id"].as_str().unwrap().to_string();
 
     // Remote control reaches the socket.
@@ -531,6 +539,7 @@ async fn playback_sessions_record_positions_and_take_remote_control() {
     let sessions = get(&s, &token, "/api/media/Sessions").await;
     let me = sessions.json.as_array().unwrap().iter().find(|x| x["DeviceId"] == "dev-1").unwrap().clone();
     assert!(me["NowPlayingItem"].is_null());
+    assert!(s.get("/metrics").await.text.contains("nexus_media_active_sessions 0"));
 
     // Bad reports are 4xx.
     assert_eq!(post(&s, &token, "/api/media/Sessions/Playing", json!({})).await.status, 400);
