@@ -370,3 +370,59 @@ pub fn diff(library: &Library, catalog: &Catalog, mut plan: Plan) -> (ScanChange
     }
     (changes, to_probe)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::store::LibraryRow;
+
+    fn touch(path: &Path) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, b"x").unwrap();
+    }
+
+    fn catalog_after(library: &LibraryRow, changes: &ScanChanges, probed: Vec<FileRow>) -> Catalog {
+        let mut files = changes.upsert_files.clone();
+        files.extend(probed);
+        Catalog::build(std::slice::from_ref(library), changes.upsert_items.clone(), files)
+    }
+
+    #[test]
+    fn a_rescan_of_an_unchanged_library_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        touch(&root.join("Show (2010)/Season 01/Show S01E01.mkv"));
+        touch(&root.join("Show (2010)/Season 01/Show S01E02-E03.mkv"));
+        touch(&root.join("Show (2010)/Specials/Show S00E01.mkv"));
+        touch(&root.join("Show (2010)/folder.jpg"));
+        let row = LibraryRow {
+            id: String::from("lib"),
+            name: String::from("Shows"),
+            kind: String::from("tvshows"),
+            paths: serde_json::to_string(&[root.to_string_lossy()]).unwrap(),
+            source: String::from("config"),
+            created_at: 1,
+        };
+        let library = Library::from_row(&row).unwrap();
+
+        let walked = walk(library.kind, &library.paths);
+        let (changes, to_probe) = diff(&library, &Catalog::default(), plan(&library, &walked, 1));
+        // A series, two seasons, three episode files.
+        assert_eq!(changes.upsert_items.len(), 6);
+        assert_eq!(to_probe.len(), 3);
+        let series = changes.upsert_items.iter().find(|i| i.kind == "Series").unwrap();
+        assert!(series.image_path.as_deref().unwrap().ends_with("folder.jpg"));
+
+        let catalog = catalog_after(&row, &changes, to_probe.into_iter().map(|t| t.row).collect());
+        let walked = walk(library.kind, &library.paths);
+        let (again, to_probe) = diff(&library, &catalog, plan(&library, &walked, 2));
+        assert!(again.is_empty(), "{again:?}");
+        assert!(to_probe.is_empty());
+
+        std::fs::remove_file(root.join("Show (2010)/Specials/Show S00E01.mkv")).unwrap();
+        let walked = walk(library.kind, &library.paths);
+        let (removed, to_probe) = diff(&library, &catalog, plan(&library, &walked, 3));
+        assert_eq!((removed.delete_files.len(), removed.delete_items.len(), to_probe.len()), (1, 2, 0));
+    }
+}
