@@ -13,6 +13,7 @@ mod routes;
 pub mod scan;
 pub mod service;
 pub mod sessions;
+pub mod stats;
 pub mod store;
 
 use std::sync::Arc;

@@ -549,3 +549,75 @@ async fn playback_sessions_record_positions_and_take_remote_control() {
         400
     );
 }
+
+#[tokio::test]
+async fn tautulli_commands_report_nexus_own_playback() {
+    let lib = library();
+    for backend in backends() {
+        let s = server(backend, &lib).await;
+        let (token, user_id, _) = jellyfin_login(&s).await;
+        scanned(&s, &token).await;
+        let r = get(&s, &token, "/api/media/Items?Recursive=true&IncludeItemTypes=Episode&SortBy=IndexNumber").await;
+        let episode = r.json["Items"][0]["Id"].as_str().unwrap().to_string();
+        let episode_name = r.json["Items"][0]["Name"].as_str().unwrap().to_string();
+        let tautulli = |cmd: &str| format!("/api/tautulli/api/v2?apikey={token}&cmd={cmd}");
+
+        let r = post(&s, &token, "/api/media/Sessions/Playing", json!({"ItemId": episode, "PositionTicks": 0})).await;
+        assert_eq!(r.status, 204);
+        let activity = s.get(&tautulli("get_activity")).await;
+        assert_eq!(activity.status, 200, "{}", activity.text);
+        assert_eq!(activity.json["response"]["result"], "success");
+        let data = &activity.json["response"]["data"];
+        assert_eq!(data["stream_count"], "1", "{}", activity.text);
+        assert_eq!(data["sessions"][0]["media_type"], "episode");
+        assert_eq!(data["sessions"][0]["grandparent_title"], "Breaking Bad");
+        assert_eq!(data["sessions"][0]["user"], "admin");
+        let r =
+            post(&s, &token, "/api/media/Sessions/Playing/Stopped", json!({"ItemId": episode, "PositionTicks": 1000}))
+                .await;
+        assert_eq!(r.status, 204);
+
+        let history = s.get(&format!("{}&start=0&length=10", tautulli("get_history"))).await;
+        let data = &history.json["response"]["data"];
+        assert_eq!(
+            (data["recordsTotal"].as_i64(), data["recordsFiltered"].as_i64()),
+            (Some(1), Some(1)),
+            "{}",
+            history.text
+        );
+        assert_eq!(data["data"][0]["full_title"], format!("Breaking Bad - {episode_name}").as_str());
+        assert_eq!(data["data"][0]["user_id"], user_id.as_str());
+        assert!(data["data"][0]["stopped"].is_i64());
+        let none = s.get(&format!("{}&media_type=movie", tautulli("get_history"))).await;
+        assert_eq!(none.json["response"]["data"]["recordsFiltered"], 0);
+
+        let libraries = s.get(&tautulli("get_libraries_table")).await;
+        let rows = libraries.json["response"]["data"]["data"].as_array().unwrap().clone();
+        let shows = rows.iter().find(|r| r["section_name"] == "Shows").unwrap();
+        assert_eq!(
+            (shows["section_type"].as_str(), shows["count"].as_i64(), shows["plays"].as_i64()),
+            (Some("show"), Some(1), Some(1))
+        );
+        let users = s.get(&tautulli("get_users_table")).await;
+        assert_eq!(users.json["response"]["data"]["data"][0]["username"], "admin", "{}", users.text);
+        assert_eq!(users.json["response"]["data"]["data"][0]["plays"], 1);
+        let home = s.get(&tautulli("get_home_stats")).await;
+        let stats = home.json["response"]["data"].as_array().unwrap().clone();
+        let top_tv = stats.iter().find(|x| x["stat_id"] == "top_tv").unwrap();
+        assert_eq!(top_tv["rows"][0]["title"], "Breaking Bad", "{}", home.text);
+
+        // Errors in Tautulli's envelope.
+        let bad = s.get("/api/tautulli/api/v2?apikey=nope&cmd=get_activity").await;
+        assert_eq!(
+            (bad.status.as_u16(), bad.json["response"]["result"].as_str()),
+            (401, Some("error")),
+            "{}",
+            bad.text
+        );
+        let unknown = s.get(&tautulli("get_everything")).await;
+        assert_eq!((unknown.status.as_u16(), unknown.json["response"]["result"].as_str()), (400, Some("error")));
+        let viewer = s.user_token("statsviewer", &["viewer"]).await;
+        let denied = s.get(&format!("/api/tautulli/api/v2?apikey={viewer}&cmd=get_history")).await;
+        assert_eq!(denied.status, 403, "{}", denied.text);
+    }
+}

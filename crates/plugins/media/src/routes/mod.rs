@@ -9,6 +9,7 @@ mod params;
 mod sessions;
 mod stream;
 mod system;
+mod tautulli;
 
 use std::sync::Arc;
 
@@ -61,8 +62,9 @@ pub fn all(media: Arc<Media>) -> nexus_web::Routes {
         .route("/api/media/sessions/{id}/playing", post(sessions::play))
         .route("/api/media/sessions/{id}/playing/{command}", post(sessions::playstate))
         .route("/api/media/socket", get(sessions::socket))
-        .with_state(media);
-    OpenApiRouter::new().route("/api/media/{*rest}", any(dispatch)).with_state(Dispatch { router })
+        .with_state(media.clone());
+    let tautulli = OpenApiRouter::new().route("/api/tautulli/api/v2", get(tautulli::api)).with_state(media);
+    OpenApiRouter::new().route("/api/media/{*rest}", any(dispatch)).with_state(Dispatch { router }).merge(tautulli)
 }
 
 /// Hands the request to the lower-case router, with its path (not its query) lower-cased.
