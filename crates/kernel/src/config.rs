@@ -299,12 +299,30 @@ pub struct MediaConfig {
     pub ffprobe: String,
     /// How often libraries are checked for added, changed and removed files; 0: never.
     pub watch_interval_ms: u64,
+    /// The *arr servers `/api/arr/{name}/…` forwards to (`sonarr`, `radarr`, `prowlarr`).
+    pub arr: std::collections::BTreeMap<String, ArrUpstream>,
+    /// How long one forwarded *arr request may take.
+    pub arr_timeout_secs: u64,
 }
 
 impl Default for MediaConfig {
     fn default() -> Self {
-        Self { libraries: Vec::new(), ffprobe: String::from("ffprobe"), watch_interval_ms: 10_000 }
+        Self {
+            libraries: Vec::new(),
+            ffprobe: String::from("ffprobe"),
+            watch_interval_ms: 10_000,
+            arr: Default::default(),
+            arr_timeout_secs: 30,
+        }
     }
+}
+
+/// One *arr server: its base URL and API key (sent upstream as `X-Api-Key`, never shown).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArrUpstream {
+    pub url: String,
+    pub api_key: Option<String>,
 }
 
 /// One configured library.
@@ -521,6 +539,9 @@ impl Config {
         shown.auth.jwt_secret = mask(&self.auth.jwt_secret);
         shown.auth.admin_password = mask(&self.auth.admin_password);
         shown.secrets.master_key = mask(&self.secrets.master_key);
+        for upstream in shown.media.arr.values_mut() {
+            upstream.api_key = mask(&upstream.api_key);
+        }
         shown
     }
 

@@ -76,7 +76,7 @@ pub fn app(
     secrets: Arc<nexus_secrets::Secrets>,
     realtime: Arc<nexus_realtime::Realtime>,
     webhooks: Arc<nexus_webhooks::Webhooks>,
-    media: Arc<nexus_media::Media>,
+    media: &nexus_media::Started,
 ) -> Arc<App> {
     let (api, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(nexus_system::routes(kernel.clone()))

@@ -71,7 +71,7 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let realtime = nexus_realtime::Realtime::start(kernel.clone(), identity.clone());
     let webhooks = nexus_webhooks::start(kernel.clone());
     let media = nexus_media::start(kernel.clone()).await?;
-    let app = app(kernel.clone(), identity, secrets, realtime, webhooks.webhooks, media.media);
+    let app = app(kernel.clone(), identity, secrets, realtime, webhooks.webhooks, &media);
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(serve::serve(listener, app, async move {
         let _ = rx.await;

@@ -34,6 +34,7 @@ pub const ALL_PERMISSIONS: &[&str] = &[
     "webhook.write",
     "media.read",
     "media.write",
+    "media.arr",
 ];
 
 fn builtin() -> BTreeMap<String, Vec<String>> {

@@ -3,6 +3,7 @@
 //! `probe`) and watched for changes, with per-user data, static streaming with byte ranges,
 //! and playback sessions with remote control over Jellyfin's socket. See `docs/media.md`.
 
+pub mod arr;
 pub mod catalog;
 pub mod error;
 pub mod jobs;
@@ -37,6 +38,7 @@ pub static MIGRATIONS: nexus_kernel::db::MigrationSet = nexus_kernel::db::Migrat
 #[derive(Debug)]
 pub struct Started {
     pub media: Arc<Media>,
+    pub gateway: Arc<arr::Gateway>,
     pub tasks: Vec<JoinHandle<()>>,
 }
 
@@ -50,10 +52,11 @@ pub async fn start(kernel: Arc<Kernel>) -> Result<Started, MediaError> {
     if interval > 0 {
         tasks.push(tokio::spawn(media.clone().watch(Duration::from_millis(interval))));
     }
-    Ok(Started { media, tasks })
+    let gateway = Arc::new(arr::Gateway::new(&kernel));
+    Ok(Started { media, gateway, tasks })
 }
 
-/// Every route of the Jellyfin surface.
-pub fn routes(media: Arc<Media>) -> nexus_web::Routes {
-    routes::all(media)
+/// Every route of the Jellyfin surface, Tautulli's statistics and the *arr gateway.
+pub fn routes(started: &Started) -> nexus_web::Routes {
+    routes::all(started.media.clone(), started.gateway.clone())
 }

@@ -621,3 +621,86 @@ async fn tautulli_commands_report_nexus_own_playback() {
         assert_eq!(denied.status, 403, "{}", denied.text);
     }
 }
+
+/// A stand-in *arr server: answers every request with what it received.
+async fn fake_arr() -> std::net::SocketAddr {
+    use axum::extract::Request;
+    let app = axum::Router::new().fallback(|req: Request| async move {
+        let (parts, body) = req.into_parts();
+        let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+        let header = |n: &str| parts.headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let seen = json!({
+            "method": parts.method.as_str(),
+            "path": parts.uri.path(),
+            "query": parts.uri.query(),
+            "api_key": header("x-api-key"),
+            "authorization": header("authorization"),
+            "body": String::from_utf8_lossy(&body),
+        });
+        let status = if parts.method == axum::http::Method::POST { 201 } else { 200 };
+        (axum::http::StatusCode::from_u16(status).unwrap(), [("x-upstream", "yes")], axum::Json(seen))
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[tokio::test]
+async fn the_arr_gateway_forwards_with_the_key_injected_and_maps_errors() {
+    let upstream = fake_arr().await;
+    // A port nothing listens on.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let s = TestServer::start_with(Backend::Sqlite, move |c| {
+        c.media.watch_interval_ms = 0;
+        c.media.arr.insert(
+            "sonarr".into(),
+            nexus_kernel::config::ArrUpstream {
+                url: format!("http://{upstream}/"),
+                api_key: Some("upstream-key".into()),
+            },
+        );
+        c.media.arr.insert(
+            "radarr".into(),
+            nexus_kernel::config::ArrUpstream { url: format!("http://{closed}"), api_key: Some("radarr-key".into()) },
+        );
+    })
+    .await;
+    let admin = s.admin_token().await;
+
+    let r = s.get_as(&admin, "/api/arr/sonarr/api/v3/series?term=abc&page=2").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.header("x-upstream"), Some("yes"));
+    assert_eq!(r.json["path"], "/api/v3/series");
+    assert_eq!(r.json["query"], "term=abc&page=2");
+    assert_eq!(r.json["api_key"], "upstream-key", "the key is injected");
+    assert!(r.json["authorization"].is_null(), "the caller's credential is not forwarded: {}", r.text);
+
+    let r = s.post_as(&admin, "/api/arr/sonarr/api/v3/command", json!({"name": "RefreshSeries"})).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json["method"], "POST");
+    assert_eq!(r.json["body"], r#"{"name":"RefreshSeries"}"#);
+
+    let r = s.get_as(&admin, "/api/arr/radarr/api/v3/movie").await;
+    assert_eq!(r.status, 502, "{}", r.text);
+    assert!(r.json["error"]["message"].as_str().unwrap().contains("radarr"), "{}", r.text);
+    assert!(!r.text.contains("radarr-key"));
+    let r = s.get_as(&admin, "/api/arr/prowlarr/api/v1/indexer").await;
+    assert_eq!(r.status, 503, "{}", r.text);
+    assert!(r.json["error"]["message"].as_str().unwrap().contains("media.arr.prowlarr.url"), "{}", r.text);
+    assert_eq!(s.get_as(&admin, "/api/arr/lidarr/api/v1/artist").await.status, 404);
+
+    let viewer = s.user_token("arrviewer", &["viewer"]).await;
+    assert_eq!(s.get_as(&viewer, "/api/arr/sonarr/api/v3/series").await.status, 403);
+    assert_eq!(s.get("/api/arr/sonarr/api/v3/series").await.status, 401);
+
+    let metrics = s.get("/metrics").await.text;
+    assert!(metrics.contains(r#"nexus_media_arr_requests_total{service="sonarr",outcome="2xx"} 2"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"nexus_media_arr_requests_total{service="radarr",outcome="unreachable"} 1"#),
+        "{metrics}"
+    );
+}

@@ -3,6 +3,7 @@
 //! `/api/media/…` path, lower-cases it and hands it to the router below, whose paths are all
 //! lower case. Ids are lower-case hex, so they survive.
 
+mod arr;
 mod dto;
 mod items;
 mod params;
@@ -27,7 +28,7 @@ struct Dispatch {
     router: axum::Router,
 }
 
-pub fn all(media: Arc<Media>) -> nexus_web::Routes {
+pub fn all(media: Arc<Media>, gateway: Arc<crate::arr::Gateway>) -> nexus_web::Routes {
     let router = axum::Router::new()
         .route("/api/media/system/info/public", get(system::info_public))
         .route("/api/media/system/info", get(system::info))
@@ -64,7 +65,16 @@ pub fn all(media: Arc<Media>) -> nexus_web::Routes {
         .route("/api/media/socket", get(sessions::socket))
         .with_state(media.clone());
     let tautulli = OpenApiRouter::new().route("/api/tautulli/api/v2", get(tautulli::api)).with_state(media);
-    OpenApiRouter::new().route("/api/media/{*rest}", any(dispatch)).with_state(Dispatch { router }).merge(tautulli)
+    OpenApiRouter::new()
+        .route("/api/media/{*rest}", any(dispatch))
+        .with_state(Dispatch { router })
+        .merge(tautulli)
+        .merge(
+            OpenApiRouter::new()
+                .route("/api/arr/{service}", any(arr::forward))
+                .route("/api/arr/{service}/{*rest}", any(arr::forward))
+                .with_state(gateway),
+        )
 }
 
 /// Hands the request to the lower-case router, with its path (not its query) lower-cased.
