@@ -62,6 +62,34 @@ impl Gateway {
             .inc();
     }
 
+    /// Whether `service` has a server configured.
+    pub fn configured(&self, service: &str) -> bool {
+        self.upstreams.get(service).is_some_and(|u| !u.url.trim().is_empty())
+    }
+
+    /// Sends a JSON body to `service` on Nexus's own behalf (an approved request); the
+    /// upstream's status.
+    pub(crate) async fn send(&self, service: &str, path: &str, body: &serde_json::Value) -> Result<u16, MediaError> {
+        let Some(upstream) = self.upstreams.get(service).filter(|u| !u.url.trim().is_empty()) else {
+            return Err(MediaError::ArrNotConfigured(service.to_string()));
+        };
+        let url = format!("{}{}", upstream.url.trim_end_matches('/'), path);
+        let mut req = self.client.post(&url).json(body);
+        if let Some(key) = upstream.api_key.as_deref().filter(|k| !k.is_empty()) {
+            req = req.header("X-Api-Key", key);
+        }
+        match req.send().await {
+            Ok(r) => {
+                self.count(service, &format!("{}xx", r.status().as_u16() / 100));
+                Ok(r.status().as_u16())
+            }
+            Err(_) => {
+                self.count(service, "unreachable");
+                Err(MediaError::ArrUnreachable(format!("{service} at {} is unreachable", upstream.url)))
+            }
+        }
+    }
+
     /// Forwards one request; `path_and_query` is what follows `/api/arr/{service}`.
     pub async fn forward(
         &self,

@@ -10,6 +10,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod naming;
 pub mod probe;
+pub mod requests;
 mod routes;
 pub mod scan;
 pub mod service;
@@ -39,6 +40,7 @@ pub static MIGRATIONS: nexus_kernel::db::MigrationSet = nexus_kernel::db::Migrat
 pub struct Started {
     pub media: Arc<Media>,
     pub gateway: Arc<arr::Gateway>,
+    pub requests: Arc<requests::Requests>,
     pub tasks: Vec<JoinHandle<()>>,
 }
 
@@ -53,10 +55,11 @@ pub async fn start(kernel: Arc<Kernel>) -> Result<Started, MediaError> {
         tasks.push(tokio::spawn(media.clone().watch(Duration::from_millis(interval))));
     }
     let gateway = Arc::new(arr::Gateway::new(&kernel));
-    Ok(Started { media, gateway, tasks })
+    let requests = Arc::new(requests::Requests::new(kernel.clone(), gateway.clone()));
+    Ok(Started { media, gateway, requests, tasks })
 }
 
 /// Every route of the Jellyfin surface, Tautulli's statistics and the *arr gateway.
 pub fn routes(started: &Started) -> nexus_web::Routes {
-    routes::all(started.media.clone(), started.gateway.clone())
+    routes::all(started.media.clone(), started.gateway.clone(), started.requests.clone())
 }

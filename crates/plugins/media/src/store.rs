@@ -299,3 +299,108 @@ impl Store {
             .await?))
     }
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RequestRow {
+    pub id: i64,
+    pub media_type: String,
+    pub tmdb_id: i64,
+    pub tvdb_id: Option<i64>,
+    pub is4k: i64,
+    pub seasons: String,
+    pub status: i64,
+    pub requested_by: String,
+    pub modified_by: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const REQUEST_COLUMNS: &str =
+    "id, media_type, tmdb_id, tvdb_id, is4k, seasons, status, requested_by, modified_by, created_at, updated_at";
+
+impl Store {
+    /// Inserts a request under the next id and returns it.
+    pub async fn insert_request(&self, r: &RequestRow) -> Result<i64, StorageError> {
+        let mut attempts = 0;
+        loop {
+            let result: Result<i64, StorageError> = with_db!(&self.db, |pool| {
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO media_requests (id, media_type, tmdb_id, tvdb_id, is4k, seasons, status, requested_by, \
+                     modified_by, created_at, updated_at) SELECT COALESCE(MAX(id), 0) + 1, $1, $2, $3, $4, $5, $6, $7, \
+                     $8, $9, $10 FROM media_requests RETURNING id",
+                )
+                .bind(&r.media_type)
+                .bind(r.tmdb_id)
+                .bind(r.tvdb_id)
+                .bind(r.is4k)
+                .bind(&r.seasons)
+                .bind(r.status)
+                .bind(&r.requested_by)
+                .bind(&r.modified_by)
+                .bind(r.created_at)
+                .bind(r.updated_at)
+                .fetch_one(pool)
+                .await?;
+                Ok(id)
+            });
+            match result {
+                // Two requests took the same next id at once: take the one after.
+                Err(e) if e.is_unique_violation() && attempts < 5 => attempts += 1,
+                other => return other,
+            }
+        }
+    }
+
+    pub async fn request(&self, id: i64) -> Result<Option<RequestRow>, StorageError> {
+        let sql = format!("SELECT {REQUEST_COLUMNS} FROM media_requests WHERE id = $1");
+        with_db!(&self.db, |pool| Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?))
+    }
+
+    /// Every request (of `user`, when given), newest first.
+    pub async fn requests(&self, user: Option<&str>) -> Result<Vec<RequestRow>, StorageError> {
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM media_requests WHERE (CAST($1 AS TEXT) IS NULL OR requested_by = $1) \
+             ORDER BY id DESC"
+        );
+        with_db!(&self.db, |pool| Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user).fetch_all(pool).await?))
+    }
+
+    /// Requests for the same media (any status).
+    pub async fn requests_for(
+        &self,
+        media_type: &str,
+        tmdb_id: i64,
+        is4k: i64,
+    ) -> Result<Vec<RequestRow>, StorageError> {
+        let sql = format!(
+            "SELECT {REQUEST_COLUMNS} FROM media_requests WHERE media_type = $1 AND tmdb_id = $2 AND is4k = $3"
+        );
+        with_db!(&self.db, |pool| Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(media_type)
+            .bind(tmdb_id)
+            .bind(is4k)
+            .fetch_all(pool)
+            .await?))
+    }
+
+    pub async fn set_request_status(&self, id: i64, status: i64, by: &str, now: i64) -> Result<bool, StorageError> {
+        with_db!(&self.db, |pool| {
+            let r =
+                sqlx::query("UPDATE media_requests SET status = $2, modified_by = $3, updated_at = $4 WHERE id = $1")
+                    .bind(id)
+                    .bind(status)
+                    .bind(by)
+                    .bind(now)
+                    .execute(pool)
+                    .await?;
+            Ok(r.rows_affected() > 0)
+        })
+    }
+
+    pub async fn delete_request(&self, id: i64) -> Result<bool, StorageError> {
+        with_db!(&self.db, |pool| {
+            let r = sqlx::query("DELETE FROM media_requests WHERE id = $1").bind(id).execute(pool).await?;
+            Ok(r.rows_affected() > 0)
+        })
+    }
+}

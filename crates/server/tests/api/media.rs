@@ -704,3 +704,69 @@ async fn the_arr_gateway_forwards_with_the_key_injected_and_maps_errors() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn requests_follow_overseerr_lifecycle_and_reach_radarr() {
+    let upstream = fake_arr().await;
+    for backend in backends() {
+        let s = TestServer::start_with(backend, move |c| {
+            c.media.watch_interval_ms = 0;
+            c.media.arr.insert(
+                "radarr".into(),
+                nexus_kernel::config::ArrUpstream { url: format!("http://{upstream}"), api_key: Some("k".into()) },
+            );
+        })
+        .await;
+        let admin = s.admin_token().await;
+        let user = s.user_token("requester", &["user"]).await;
+        let base = "/api/requests/api/v1/request";
+
+        let r = s.post_as(&user, base, json!({"mediaType": "movie", "mediaId": 603})).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        assert_eq!((r.json["status"].as_i64(), r.json["type"].as_str()), (Some(1), Some("movie")));
+        assert_eq!(r.json["media"]["tmdbId"], 603);
+        let id = r.json["id"].as_i64().unwrap();
+        let dup = s.post_as(&user, base, json!({"mediaType": "movie", "mediaId": 603})).await;
+        assert_eq!(dup.status, 409, "{}", dup.text);
+        assert_eq!(s.post_as(&user, base, json!({"mediaType": "book", "mediaId": 1})).await.status, 400);
+        assert_eq!(s.post_as(&user, base, json!({"mediaType": "movie"})).await.status, 400);
+
+        // Only managers approve; approval sends the movie to Radarr.
+        assert_eq!(s.post_as(&user, &format!("{base}/{id}/approve"), json!({})).await.status, 403);
+        let r = s.post_as(&admin, &format!("{base}/{id}/approve"), json!({})).await;
+        assert_eq!(r.json["status"], 2, "{}", r.text);
+        let metrics = s.get("/metrics").await.text;
+        assert!(metrics.contains(r#"nexus_media_arr_requests_total{service="radarr",outcome="2xx"} 1"#), "{metrics}");
+
+        // Declined: may be requested again. An admin's request is approved at once.
+        let tv = s
+            .post_as(&user, base, json!({"mediaType": "tv", "mediaId": 1399, "tvdbId": 121361, "seasons": [1, 2]}))
+            .await;
+        let tv_id = tv.json["id"].as_i64().unwrap();
+        assert_eq!(tv.json["seasons"].as_array().map(Vec::len), Some(2), "{}", tv.text);
+        let r = s.post_as(&admin, &format!("{base}/{tv_id}/decline"), json!({})).await;
+        assert_eq!(r.json["status"], 3);
+        let again = s.post_as(&admin, base, json!({"mediaType": "tv", "mediaId": 1399})).await;
+        assert_eq!((again.status.as_u16(), again.json["status"].as_i64()), (201, Some(2)), "{}", again.text);
+
+        // Lists: the requester sees their own, a manager everyone's; filters and paging.
+        let mine = s.get_as(&user, &format!("{base}?take=10&skip=0")).await;
+        assert_eq!(mine.json["pageInfo"]["results"], 2, "{}", mine.text);
+        let all = s.get_as(&admin, &format!("{base}?filter=all&take=2&skip=0")).await;
+        assert_eq!(
+            (all.json["pageInfo"]["results"].as_i64(), all.json["pageInfo"]["pages"].as_i64()),
+            (Some(3), Some(2))
+        );
+        assert_eq!(all.json["results"].as_array().map(Vec::len), Some(2));
+        let declined = s.get_as(&admin, &format!("{base}?filter=declined")).await;
+        assert_eq!(declined.json["results"][0]["id"], tv_id);
+        assert_eq!(s.get_as(&admin, &format!("{base}?filter=nonsense")).await.status, 400);
+
+        // Deleting: not an approved one by its requester; a manager may.
+        let r = s.call_as(&user, Method::DELETE, &format!("{base}/{id}"), None).await;
+        assert_eq!(r.status, 403, "{}", r.text);
+        assert_eq!(s.call_as(&admin, Method::DELETE, &format!("{base}/{id}"), None).await.status, 204);
+        assert_eq!(s.get_as(&admin, &format!("{base}/{id}")).await.status, 404);
+        assert_eq!(s.get_as(&admin, &format!("{base}/abc")).await.status, 400);
+    }
+}

@@ -7,6 +7,7 @@ mod arr;
 mod dto;
 mod items;
 mod params;
+mod requests;
 mod sessions;
 mod stream;
 mod system;
@@ -28,7 +29,11 @@ struct Dispatch {
     router: axum::Router,
 }
 
-pub fn all(media: Arc<Media>, gateway: Arc<crate::arr::Gateway>) -> nexus_web::Routes {
+pub fn all(
+    media: Arc<Media>,
+    gateway: Arc<crate::arr::Gateway>,
+    requests: Arc<crate::requests::Requests>,
+) -> nexus_web::Routes {
     let router = axum::Router::new()
         .route("/api/media/system/info/public", get(system::info_public))
         .route("/api/media/system/info", get(system::info))
@@ -74,6 +79,13 @@ pub fn all(media: Arc<Media>, gateway: Arc<crate::arr::Gateway>) -> nexus_web::R
                 .route("/api/arr/{service}", any(arr::forward))
                 .route("/api/arr/{service}/{*rest}", any(arr::forward))
                 .with_state(gateway),
+        )
+        .merge(
+            OpenApiRouter::new()
+                .route("/api/requests/api/v1/request", get(requests::list).post(requests::create))
+                .route("/api/requests/api/v1/request/{id}", get(requests::one).delete(requests::delete))
+                .route("/api/requests/api/v1/request/{id}/{action}", post(requests::status))
+                .with_state(requests),
         )
 }
 
