@@ -156,7 +156,24 @@ impl Media {
         report.items_removed += changes.delete_items.len();
         report.files_removed += changes.delete_files.len();
         let changed = !changes.is_empty();
+        // What this scan added that can be watched or listened to, for `media.added`.
+        let added: Vec<serde_json::Value> = changes
+            .upsert_items
+            .iter()
+            .filter(|i| {
+                catalog.item(&i.id).is_none()
+                    && matches!(i.kind.as_str(), "Movie" | "Series" | "Episode" | "MusicAlbum")
+            })
+            .map(|i| serde_json::json!({"id": i.id, "type": i.kind, "name": i.name, "year": i.year}))
+            .collect();
         self.store.apply(&changes).await?;
+        if !added.is_empty() {
+            let count = added.len();
+            let items: Vec<_> = added.into_iter().take(100).collect();
+            let data =
+                serde_json::json!({"library_id": library.id, "library": library.name, "count": count, "items": items});
+            self.kernel.events.publish("media", "media.added", data);
+        }
         Ok(changed)
     }
 

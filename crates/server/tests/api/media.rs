@@ -401,11 +401,25 @@ async fn the_watcher_picks_up_added_and_removed_files() {
     let s = server(Backend::Sqlite, &lib).await;
     let (token, _, _) = jellyfin_login(&s).await;
     scanned(&s, &token).await;
+    let mut events = s.kernel().events.subscribe();
     write(&lib.root.join("movies/Alien (1979)/Alien (1979).mkv"), &placeholder());
     let movies =
         until(&s, &token, "/api/media/Items?Recursive=true&IncludeItemTypes=Movie", |v| v["TotalRecordCount"] == 3)
             .await;
     assert!(names(&movies).contains(&String::from("Alien")));
+    // The addition is announced on the event bus (WebSocket subscribers, webhooks).
+    let added = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let event = events.recv().await.unwrap();
+            if event.kind == "media.added" {
+                return event;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(added.data["items"][0]["name"], "Alien", "{:?}", added.data);
+    assert_eq!(added.data["library"], "Movies");
     std::fs::remove_dir_all(lib.root.join("movies/Arrival (2016)")).unwrap();
     let movies =
         until(&s, &token, "/api/media/Items?Recursive=true&IncludeItemTypes=Movie", |v| v["TotalRecordCount"] == 2)
