@@ -30,6 +30,7 @@ pub struct Config {
     #[serde(flatten)]
     pub plugins: std::collections::BTreeMap<String, serde_json::Value>,
     pub analytics: AnalyticsConfig,
+    pub media: MediaConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -346,6 +347,53 @@ impl Default for ApiVersions {
     }
 }
 
+/// The media library (`nexus-media`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// Libraries scanned at start; more can be added through `Library/VirtualFolders`.
+    pub libraries: Vec<MediaLibraryConfig>,
+    /// The `ffprobe` program that reads durations and streams; empty: do not probe.
+    pub ffprobe: String,
+    /// How often libraries are checked for added, changed and removed files; 0: never.
+    pub watch_interval_ms: u64,
+    /// The *arr servers `/api/arr/{name}/…` forwards to (`sonarr`, `radarr`, `prowlarr`).
+    pub arr: std::collections::BTreeMap<String, ArrUpstream>,
+    /// How long one forwarded *arr request may take.
+    pub arr_timeout_secs: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            libraries: Vec::new(),
+            ffprobe: String::from("ffprobe"),
+            watch_interval_ms: 10_000,
+            arr: Default::default(),
+            arr_timeout_secs: 30,
+        }
+    }
+}
+
+/// One *arr server: its base URL and API key (sent upstream as `X-Api-Key`, never shown).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArrUpstream {
+    pub url: String,
+    pub api_key: Option<String>,
+}
+
+/// One configured library.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaLibraryConfig {
+    pub name: String,
+    pub path: PathBuf,
+    /// `movies`, `tvshows`, `music` or `photos`.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -369,6 +417,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             plugins: std::collections::BTreeMap::new(),
             analytics: AnalyticsConfig::default(),
+            media: MediaConfig::default(),
         }
     }
 }
@@ -559,6 +608,9 @@ impl Config {
         shown.auth.jwt_secret = mask(&self.auth.jwt_secret);
         shown.auth.admin_password = mask(&self.auth.admin_password);
         shown.secrets.master_key = mask(&self.secrets.master_key);
+        for upstream in shown.media.arr.values_mut() {
+            upstream.api_key = mask(&upstream.api_key);
+        }
         shown
     }
 

@@ -107,6 +107,7 @@ pub const ALL_PERMISSIONS: &[&str] = &[
     "webhook.write",
     "media.read",
     "media.write",
+    "media.arr",
 ];
 
 /// A set of permission strings; `*` stands for all. Cheap to clone.

@@ -24,6 +24,7 @@ use nexus_web::edge::{Edge, EdgeFuture, Inner, NoteRouteLayer};
 use nexus_web::plugin::{DialectMap, Started};
 use tower::{Layer, Service, ServiceExt as _};
 use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{And, DefaultPredicate, NotForContentType, Predicate as _};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use utoipa::OpenApi;
 use utoipa::openapi::tag::TagBuilder;
@@ -104,7 +105,7 @@ pub fn app(kernel: Arc<Kernel>, identity: Arc<Identity>, plugins: Vec<(Arc<Slot>
     let batch = BatchState { core: core.clone(), max: kernel.config.api.max_batch, dialects: dialects.clone() };
     let conventions = core.with_batch(batch);
     let inner = Application { conventions, cors: cors(&server.cors_origins) };
-    Arc::new(App { edge: Edge::new(inner, kernel.clone(), services, dialects), compression: CompressionLayer::new() })
+    Arc::new(App { edge: Edge::new(inner, kernel.clone(), services, dialects), compression: compression() })
 }
 
 /// The endpoints an OpenAPI document describes, for `/api/plugins/{id}`.
@@ -134,7 +135,17 @@ fn endpoints(openapi: &utoipa::openapi::OpenApi) -> Vec<Endpoint> {
 /// the edge, so that the edge rewrites error bodies before they are encoded.
 pub struct App {
     edge: Edge<Application>,
-    compression: CompressionLayer,
+    compression: Compression,
+}
+
+/// Compression, except of audio and video: media streams are already compressed and are
+/// served by byte ranges, which an encoded body would break.
+type Compression = CompressionLayer<And<And<DefaultPredicate, NotForContentType>, NotForContentType>>;
+
+fn compression() -> Compression {
+    let predicate =
+        DefaultPredicate::new().and(NotForContentType::const_new("video/")).and(NotForContentType::const_new("audio/"));
+    CompressionLayer::new().compress_when(predicate)
 }
 
 /// CORS around the conventions, run only for requests that send `Origin`

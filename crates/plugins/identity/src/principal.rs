@@ -50,7 +50,7 @@ pub fn presented(parts: &Parts) -> Option<Presented> {
     if let Some(token) = emby.or(media_browser).filter(|t| !t.is_empty()) {
         return Some(classify(token.to_string()));
     }
-    let auth = authorization?;
+    let Some(auth) = authorization else { return media_query_key(parts) };
     let token = if let Some(rest) = strip_prefix_ci(auth, "bearer ") {
         rest.trim().to_string()
     } else if let Some(rest) = strip_prefix_ci(auth, "mediabrowser ").or_else(|| strip_prefix_ci(auth, "emby ")) {
@@ -62,6 +62,21 @@ pub fn presented(parts: &Parts) -> Option<Presented> {
         return None;
     }
     Some(classify(token))
+}
+
+/// Jellyfin's `ApiKey` (and deprecated `api_key`) query parameter, read on `/api/media/…`
+/// only: media players put the token in stream and socket URLs, which cannot carry headers.
+fn media_query_key(parts: &Parts) -> Option<Presented> {
+    let path = parts.uri.path();
+    if !path.get(..11).is_some_and(|p| p.eq_ignore_ascii_case("/api/media/")) {
+        return None;
+    }
+    parts.uri.query()?.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        let named = name.eq_ignore_ascii_case("apikey") || name.eq_ignore_ascii_case("api_key");
+        // Tokens and keys are URL-safe; an encoded one is not ours.
+        (named && !value.is_empty() && !value.contains('%')).then(|| classify(value.to_string()))
+    })
 }
 
 fn classify(token: String) -> Presented {

@@ -15,6 +15,7 @@ mod identity_core_v2;
 mod identity_media;
 mod layering;
 mod lists;
+mod media;
 mod plugins;
 mod realtime;
 mod secrets;

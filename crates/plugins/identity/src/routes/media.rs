@@ -170,10 +170,11 @@ async fn create_key(
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AuthenticateByNameBody {
-    #[serde(rename = "Username")]
+    // Jellyfin reads JSON keys case-insensitively; its Python client sends `username`.
+    #[serde(rename = "Username", alias = "username", alias = "userName", alias = "USERNAME")]
     pub username: String,
     /// The password (may be empty; a wrong one is a 401).
-    #[serde(rename = "Pw")]
+    #[serde(rename = "Pw", alias = "pw", alias = "PW")]
     pub pw: String,
 }
 
