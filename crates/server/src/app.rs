@@ -45,6 +45,7 @@ use crate::conventions::service::Conventions;
         (name = "batch", description = "Framework: several requests in one"),
         (name = "realtime", description = "WebSocket: events and RPC"),
         (name = "webhooks", description = "Outgoing webhooks: registration, test, deliveries"),
+        (name = "documents", description = "Document database: Mongo-style collections, queries, bulk writes, indexes"),
     )
 )]
 struct ApiDoc;
@@ -74,6 +75,7 @@ pub fn app(
     secrets: Arc<nexus_secrets::Secrets>,
     realtime: Arc<nexus_realtime::Realtime>,
     webhooks: Arc<nexus_webhooks::Webhooks>,
+    documents: Arc<nexus_documents::Documents>,
 ) -> Arc<App> {
     let (api, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(nexus_system::routes(kernel.clone()))
@@ -81,6 +83,7 @@ pub fn app(
         .merge(nexus_secrets::routes(secrets))
         .merge(nexus_realtime::routes(realtime))
         .merge(nexus_webhooks::routes(webhooks))
+        .merge(nexus_documents::routes(documents))
         .merge(crate::conventions::version::routes(kernel.clone()))
         .merge(crate::conventions::batch::routes())
         .split_for_parts();

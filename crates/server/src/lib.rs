@@ -27,6 +27,7 @@ pub fn migrations() -> Vec<&'static MigrationSet> {
         &nexus_identity::MIGRATIONS,
         &nexus_secrets::MIGRATIONS,
         &nexus_webhooks::MIGRATIONS,
+        &nexus_documents::MIGRATIONS,
     ]
 }
 
@@ -67,7 +68,8 @@ pub async fn start(config: Config) -> Result<RunningServer, StartError> {
     let secrets = nexus_secrets::Secrets::start(kernel.clone(), &identity).await?;
     let realtime = nexus_realtime::Realtime::start(kernel.clone(), identity.clone());
     let webhooks = nexus_webhooks::start(kernel.clone());
-    let app = app(kernel.clone(), identity, secrets, realtime, webhooks.webhooks);
+    let documents = nexus_documents::start(kernel.clone());
+    let app = app(kernel.clone(), identity, secrets, realtime, webhooks.webhooks, documents);
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(serve::serve(listener, app, async move {
         let _ = rx.await;

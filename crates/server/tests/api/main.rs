@@ -7,6 +7,7 @@
 mod cli;
 mod conventions;
 mod docs;
+mod documents;
 mod edge;
 mod health;
 mod identity;

@@ -704,3 +704,12 @@ fn remove_path(doc: &mut Value, segs: &[String]) {
         m.remove(last);
     }
 }
+
+/// [`set_path`] on a document's map.
+pub fn set_path_map(m: &mut Map<String, Value>, segs: &[String], v: Value) {
+    let mut doc = Value::Object(std::mem::take(m));
+    set_path(&mut doc, segs, v);
+    if let Value::Object(out) = doc {
+        *m = out;
+    }
+}
