@@ -81,7 +81,15 @@ fn builtin() -> BTreeMap<String, Vec<String>> {
         ),
         (
             "viewer".to_string(),
-            role(&["content.read", "read:system", "read:metrics", "plugin.read", "database.read", "documents.read", "media.read"]),
+            role(&[
+                "content.read",
+                "read:system",
+                "read:metrics",
+                "plugin.read",
+                "database.read",
+                "documents.read",
+                "media.read",
+            ]),
         ),
         (
             "service".to_string(),
