@@ -7,6 +7,8 @@ mod routes;
 pub mod schema;
 pub mod service;
 pub mod sql;
+#[cfg(test)]
+mod sql_tests;
 pub mod store;
 
 use std::sync::Arc;

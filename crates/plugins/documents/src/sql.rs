@@ -345,9 +345,12 @@ impl Builder {
             return Some(direct);
         }
         let missing = self.holds_on_missing(cond);
-        let segs = segs.to_vec();
+        let rest = rest.to_vec();
+        let seg = seg.clone();
         let through = self.any_element(loc, |b, e| {
-            let inner = b.walk(&e.loc, &segs, cond)?;
+            // An element document's field, with no second array level for this segment.
+            let field = b.child(&e.loc, &seg);
+            let inner = b.walk(&field, &rest, cond)?;
             let obj = match b.dialect {
                 Dialect::Sqlite => "'object'",
                 Dialect::Postgres => "'object'",

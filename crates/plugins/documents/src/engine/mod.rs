@@ -12,7 +12,7 @@ pub mod update;
 pub mod value;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 /// Bad input, naming where it is (`filter.price.$gte`, `pipeline[2].$group.total`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
