@@ -247,7 +247,17 @@ impl Builder {
         }
     }
 
+    /// Compiles `f`; parameters of conditions left to the engine are dropped with them.
     pub fn filter(&mut self, f: &Filter) -> Compiled {
+        let mark = self.params.len();
+        let c = self.filter_inner(f);
+        if c.sql.is_none() {
+            self.params.truncate(mark);
+        }
+        c
+    }
+
+    fn filter_inner(&mut self, f: &Filter) -> Compiled {
         match f {
             Filter::And(fs) => {
                 let parts: Vec<Compiled> = fs.iter().map(|f| self.filter(f)).collect();
@@ -296,6 +306,15 @@ impl Builder {
 
     /// One condition on one path.
     fn field(&mut self, path: &Path, cond: &Cond) -> Compiled {
+        let mark = self.params.len();
+        let c = self.field_inner(path, cond);
+        if c.sql.is_none() {
+            self.params.truncate(mark);
+        }
+        c
+    }
+
+    fn field_inner(&mut self, path: &Path, cond: &Cond) -> Compiled {
         if !path.segments.iter().all(|s| safe_segment(s)) {
             return Compiled::superset();
         }
