@@ -396,6 +396,8 @@ async fn permissions_per_collection_and_events() {
     let viewer = s.user_token("viewer1", &["viewer"]).await;
     let r = s.post_as(&viewer, "/api/products", json!({"name": "x"})).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = s.get_as(&viewer, "/api/products/p1").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
 
     let mut kinds = Vec::new();
     while let Ok(e) = events.try_recv() {
