@@ -617,14 +617,28 @@ async fn delete_document(
     delete_in(&docs, &p, &name, &id).await
 }
 
+/// `/api/{name}` is also every unknown `/api/...` path: a collection that does not exist is
+/// a 404 before any credential is asked for, as an unknown path was before.
+async fn existing(
+    docs: &Documents,
+    name: &str,
+    auth: Result<Auth, ApiError>,
+) -> Result<nexus_identity::Principal, ApiError> {
+    if !docs.collection_exists(name).await.map_err(api_error)? {
+        return Err(ApiError::not_found(format!("No route or collection `{name}`")));
+    }
+    auth.map(|Auth(p)| p)
+}
+
 /// A collection as a REST resource, for names no other route owns (`/api/products`).
 #[utoipa::path(get, path = "/api/{name}", tag = "documents", responses((status = 200)))]
 async fn list_short(
     State(docs): Api,
-    Auth(p): Auth,
+    auth: Result<Auth, ApiError>,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
+    let p = existing(&docs, &name, auth).await?;
     list_in(&docs, &p, &name, q.as_deref()).await
 }
 
@@ -642,29 +656,32 @@ async fn create_short(
 #[utoipa::path(get, path = "/api/{name}/{id}", tag = "documents", responses((status = 200), (status = 404)))]
 async fn get_short(
     State(docs): Api,
-    Auth(p): Auth,
+    auth: Result<Auth, ApiError>,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
+    let p = existing(&docs, &name, auth).await?;
     Ok(Json(docs.get(&p, &name, &id).await.map_err(api_error)?))
 }
 
 #[utoipa::path(put, path = "/api/{name}/{id}", tag = "documents", responses((status = 200), (status = 404)))]
 async fn replace_short(
     State(docs): Api,
-    Auth(p): Auth,
+    auth: Result<Auth, ApiError>,
     Path((name, id)): Path<(String, String)>,
     Json(body): Json<Value>,
 ) -> Result<Json<Value>, ApiError> {
+    let p = existing(&docs, &name, auth).await?;
     replace_in(&docs, &p, &name, &id, body).await
 }
 
 #[utoipa::path(patch, path = "/api/{name}/{id}", tag = "documents", responses((status = 200), (status = 404)))]
 async fn patch_short(
     State(docs): Api,
-    Auth(p): Auth,
+    auth: Result<Auth, ApiError>,
     Path((name, id)): Path<(String, String)>,
     Json(body): Json<Value>,
 ) -> Result<Json<Value>, ApiError> {
+    let p = existing(&docs, &name, auth).await?;
     patch_in(&docs, &p, &name, &id, body).await
 }
 
@@ -672,9 +689,10 @@ async fn patch_short(
 #[utoipa::path(delete, path = "/api/{name}/{id}", tag = "documents", responses((status = 204), (status = 404)))]
 async fn delete_short(
     State(docs): Api,
-    Auth(p): Auth,
+    auth: Result<Auth, ApiError>,
     Path((name, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
+    let p = existing(&docs, &name, auth).await?;
     delete_in(&docs, &p, &name, &id).await
 }
 

@@ -776,6 +776,14 @@ impl Documents {
         docs.into_iter().next().ok_or_else(|| DocError::NotFound(format!("No document `{id}` in `{collection}`")))
     }
 
+    /// Whether `name` is a collection (no permission needed: routing asks it).
+    pub async fn collection_exists(&self, name: &str) -> Result<bool, DocError> {
+        if valid_collection(name, "name").is_err() {
+            return Ok(false);
+        }
+        Ok(self.store.get_collection(name).await?.is_some())
+    }
+
     pub fn id_filter(id: &str) -> Filter {
         Filter::Field(
             Path { text: "_id".into(), segments: vec!["_id".into()] },

@@ -251,6 +251,11 @@ async fn rest_routes_and_seed_list_examples() {
         let r = s.get_as(&token, &format!("/api/products/{id}")).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND);
         assert_eq!(r.json["error"]["code"], "RESOURCE_NOT_FOUND");
+        // Unknown collections are 404 before credentials, as unknown paths were.
+        let r = s.get("/api/nothing-here").await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        let r = s.get("/api/products").await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
         // Routes other plugins own keep answering as before.
         let r = s.get_as(&token, "/api/users").await;
         assert_eq!(r.status, StatusCode::OK);
@@ -367,7 +372,7 @@ async fn bad_input_is_a_validation_error_naming_the_place() {
         )
         .await;
     assert!(r.status == StatusCode::BAD_REQUEST || r.status == StatusCode::PAYLOAD_TOO_LARGE, "{}", r.status);
-    let r = s.get_as(&token, "/api/products?filter[price][$bogus]=1").await;
+    let r = s.get_as(&token, "/api/collections/products/documents?filter[price][$bogus]=1").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
 }
 
