@@ -20,6 +20,7 @@ pub fn builtin() -> Vec<Arc<dyn Plugin>> {
         Arc::new(nexus_realtime::RealtimePlugin),
         Arc::new(nexus_webhooks::WebhooksPlugin),
         Arc::new(nexus_analytics::AnalyticsPlugin),
+        Arc::new(nexus_documents::DocumentsPlugin),
         Arc::new(nexus_media::MediaPlugin),
     ]
 }

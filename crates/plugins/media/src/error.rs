@@ -1,8 +1,7 @@
 //! What can go wrong in the media library, and how the API says so.
 
-use axum::http::StatusCode;
 use nexus_kernel::db::StorageError;
-use nexus_web::{ApiError, ErrorCode, FieldError};
+use nexus_kernel::error::FieldError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
@@ -37,30 +36,8 @@ impl MediaError {
     }
 }
 
-impl From<MediaError> for ApiError {
-    fn from(err: MediaError) -> Self {
-        match err {
-            MediaError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
-            MediaError::Invalid(details) => ApiError::invalid_fields(details),
-            MediaError::Forbidden(permission) => {
-                ApiError::forbidden(format!("This operation requires the `{permission}` permission"))
-            }
-            MediaError::Conflict(message) => ApiError::conflict(message),
-            MediaError::TranscodingUnsupported => {
-                ApiError::not_implemented("Transcoding is not supported: request the original file with static=true")
-            }
-            MediaError::ArrNotConfigured(service) => ApiError::unavailable(format!(
-                "{service} is not configured: set media.arr.{service}.url (NEXUS_MEDIA__ARR__{}__URL)",
-                service.to_ascii_uppercase()
-            )),
-            MediaError::ArrUnreachable(why) => {
-                let mut e = ApiError::new(ErrorCode::ServiceUnavailable, why);
-                e.status = StatusCode::BAD_GATEWAY;
-                e
-            }
-            MediaError::Identity(e) => e.into(),
-            MediaError::Storage(e) => ApiError::internal(e),
-            MediaError::Io(e) => ApiError::internal(e),
-        }
+impl From<nexus_kernel::principal::Denied> for MediaError {
+    fn from(d: nexus_kernel::principal::Denied) -> Self {
+        MediaError::Forbidden(d.0)
     }
 }

@@ -8,6 +8,7 @@ mod analytics;
 mod cli;
 mod conventions;
 mod docs;
+mod documents;
 mod edge;
 mod health;
 mod identity;

@@ -108,3 +108,32 @@ async fn dispatch(State(d): State<Dispatch>, mut req: Request) -> Response {
     }
     .into_response()
 }
+
+/// The one place a media error meets HTTP: an unreachable upstream is a 502.
+impl From<crate::MediaError> for nexus_web::ApiError {
+    fn from(err: crate::MediaError) -> Self {
+        match err {
+            crate::MediaError::NotFound(what) => nexus_web::ApiError::not_found(format!("{what} not found")),
+            crate::MediaError::Invalid(details) => nexus_web::ApiError::invalid_fields(details),
+            crate::MediaError::Forbidden(permission) => {
+                nexus_web::ApiError::forbidden(format!("This operation requires the `{permission}` permission"))
+            }
+            crate::MediaError::Conflict(message) => nexus_web::ApiError::conflict(message),
+            crate::MediaError::TranscodingUnsupported => nexus_web::ApiError::not_implemented(
+                "Transcoding is not supported: request the original file with static=true",
+            ),
+            crate::MediaError::ArrNotConfigured(service) => nexus_web::ApiError::unavailable(format!(
+                "{service} is not configured: set media.arr.{service}.url (NEXUS_MEDIA__ARR__{}__URL)",
+                service.to_ascii_uppercase()
+            )),
+            crate::MediaError::ArrUnreachable(why) => {
+                let mut e = nexus_web::ApiError::new(nexus_kernel::error::ErrorCode::ServiceUnavailable, why);
+                e.status = axum::http::StatusCode::BAD_GATEWAY;
+                e
+            }
+            crate::MediaError::Identity(e) => e.into(),
+            crate::MediaError::Storage(e) => nexus_web::ApiError::internal(e),
+            crate::MediaError::Io(e) => nexus_web::ApiError::internal(e),
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The document database: MongoDB-style collections over SQLite and PostgreSQL. Filters,
+//! sorting, paging, counting and the common `$group` stages are compiled to SQL; the engine
+//! evaluates in Rust only what SQL cannot express exactly. See `docs/documents.md`.
+
+pub mod engine;
+mod routes;
+pub mod schema;
+pub mod service;
+pub mod sql;
+#[cfg(test)]
+mod sql_tests;
+pub mod store;
+
+use std::sync::Arc;
+
+use nexus_kernel::Kernel;
+use nexus_kernel::plugin::{ChannelSpec, Manifest};
+use nexus_web::plugin::{BoxFuture, Plugin, StartContext, StartError, Started};
+
+pub use service::{DocError, Documents};
+
+/// Migrations of the document tables, for each backend.
+pub static MIGRATIONS: nexus_kernel::db::MigrationSet = nexus_kernel::db::MigrationSet {
+    owner: "documents",
+    sqlite: sqlx::migrate!("./migrations/sqlite"),
+    postgres: sqlx::migrate!("./migrations/postgres"),
+};
+
+/// Starts the service.
+pub fn start(kernel: Arc<Kernel>) -> Arc<Documents> {
+    Arc::new(Documents::new(kernel))
+}
+
+/// The document routes: `/api/database/*`, `/api/collections/{name}/documents*`, and
+/// `/api/{name}[/{id}]` for collections whose name no other route owns.
+pub fn routes(documents: Arc<Documents>) -> nexus_web::Routes {
+    routes::all(documents)
+}
+
+/// The plugin: `/api/database/...`, `/api/collections/...` and the `/api/{name}` collections.
+#[derive(Debug, Default)]
+pub struct DocumentsPlugin;
+
+/// Its configuration is applied at the next start.
+impl nexus_kernel::plugin::Reconfigure for DocumentsPlugin {}
+
+impl Plugin for DocumentsPlugin {
+    fn manifest(&self) -> Manifest {
+        Manifest::builtin(
+            "documents",
+            "Document database",
+            "data",
+            "Mongo-style collections over SQLite and PostgreSQL",
+        )
+        .depends_on("identity", "*")
+        .permission("documents.read", "Read documents (optionally `documents.read:<collection>`)")
+        .permission("documents.write", "Write documents (optionally `documents.write:<collection>`)")
+        .permission("documents.admin", "Create and drop collections and indexes")
+        .channel(ChannelSpec::new("documents", Some("documents.read"), &["document.*"]))
+    }
+
+    fn migrations(&self) -> Option<&'static nexus_kernel::db::MigrationSet> {
+        Some(&MIGRATIONS)
+    }
+
+    fn start<'a>(&'a self, ctx: &'a mut StartContext) -> BoxFuture<'a, Result<Started, StartError>> {
+        Box::pin(async move {
+            let documents = start(ctx.kernel.clone());
+            ctx.provide(documents.clone());
+            Ok(Started::routes(routes(documents))
+                .tag("documents", "Document database: Mongo-style collections, queries, bulk writes, indexes"))
+        })
+    }
+}

@@ -1,0 +1,1012 @@
+//! The documents service: every operation takes the caller, checks `documents.read`,
+//! `documents.write` or `documents.admin` (or the per-collection form
+//! `documents.read:products`), plans what runs in SQL and what in the engine, and publishes
+//! `document.*` events from one place ([`Documents::publish`]).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use nexus_identity::Principal;
+use nexus_kernel::Kernel;
+use nexus_kernel::clock::Timestamp;
+use nexus_kernel::db::StorageError;
+use serde_json::{Map, Value, json};
+
+use crate::engine::Invalid;
+use crate::engine::aggregate::{Acc, Expr, Stage, lookup_join, lookup_keys, run_stage};
+use crate::engine::filter::{Cond, Filter};
+use crate::engine::path::Path;
+use crate::engine::project::Projection;
+use crate::engine::sort::Sort;
+use crate::engine::update::Update;
+use crate::schema;
+use crate::sql::{Builder, Dialect, Param};
+use crate::store::{Store, Tx, WriteError};
+
+/// Largest document accepted, in bytes of JSON (`documents.max_document_bytes`).
+pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
+/// Documents one `insert_many` or bulk request may carry.
+pub const MAX_BATCH: usize = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DocError {
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("missing permission {0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<WriteError> for DocError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Duplicate => DocError::Conflict("A document with this key already exists".into()),
+            WriteError::Storage(s) => DocError::Storage(s),
+        }
+    }
+}
+
+impl From<sqlx::Error> for DocError {
+    fn from(e: sqlx::Error) -> Self {
+        DocError::Storage(e.into())
+    }
+}
+
+/// Collection names: a letter, then letters, digits, `_` or `-`, at most 64.
+pub fn valid_collection(name: &str, place: &str) -> Result<(), Invalid> {
+    let ok = name.len() <= 64
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Invalid::new(
+            place,
+            "A collection name starts with a letter and has at most 64 letters, digits, `_` or `-`",
+        ))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+    Admin,
+}
+
+/// A `find`: filter, sort, paging and projection.
+#[derive(Debug, Clone, Default)]
+pub struct Find {
+    pub filter: Option<Filter>,
+    pub sort: Sort,
+    pub skip: u64,
+    pub limit: Option<u64>,
+    pub projection: Option<Projection>,
+}
+
+/// Where each part of a query ran, for `explain`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Plan {
+    pub sql: String,
+    /// `true` when the SQL condition selects exactly the matching documents.
+    pub filter_exact: bool,
+    pub filter: &'static str,
+    pub sort: &'static str,
+    pub paging: &'static str,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct UpdateResult {
+    pub matched: u64,
+    pub modified: u64,
+    pub upserted_id: Option<String>,
+}
+
+/// One operation of a bulk request.
+#[derive(Debug, Clone)]
+pub enum BulkOp {
+    Insert(Value),
+    Update { filter: Filter, update: Update, many: bool, upsert: bool },
+    Replace { filter: Filter, document: Value, upsert: bool },
+    Delete { filter: Filter, many: bool },
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct BulkCounts {
+    pub inserted: u64,
+    pub updated: u64,
+    pub deleted: u64,
+}
+
+/// A change, published after its transaction commits.
+#[derive(Debug, Clone)]
+struct Change {
+    kind: &'static str,
+    collection: String,
+    id: String,
+    data: Value,
+}
+
+#[derive(Debug)]
+pub struct Documents {
+    kernel: Arc<Kernel>,
+    store: Store,
+}
+
+fn now_micros() -> i64 {
+    Timestamp::now().as_micros()
+}
+
+fn id_of(doc: &Value) -> String {
+    match doc.get("_id") {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    }
+}
+
+/// A 24-hex id: seconds since the epoch, then 8 random bytes, as an ObjectId is laid out.
+pub fn new_id() -> String {
+    let secs = u32::try_from(Timestamp::now().as_unix_seconds()).unwrap_or(0);
+    let rand = nexus_kernel::id::random_bytes::<8>();
+    format!("{secs:08x}{}", nexus_kernel::id::hex(&rand))
+}
+
+impl Documents {
+    pub fn new(kernel: Arc<Kernel>) -> Self {
+        let store = Store::new(kernel.db.clone());
+        Self { kernel, store }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// `documents.<access>` or `documents.<access>:<collection>`; `documents.admin` holds all.
+    pub fn require(&self, p: &Principal, access: Access, collection: Option<&str>) -> Result<(), DocError> {
+        let name = match access {
+            Access::Read => "documents.read",
+            Access::Write => "documents.write",
+            Access::Admin => "documents.admin",
+        };
+        let mut ok = p.has(name) || p.has("documents.admin");
+        if let Some(c) = collection {
+            ok = ok || p.has(&format!("{name}:{c}")) || p.has(&format!("documents.admin:{c}"));
+        }
+        if ok { Ok(()) } else { Err(DocError::Forbidden(name.to_string())) }
+    }
+
+    /// The one place document events leave the service (moved onto the outbox later).
+    fn publish(&self, changes: Vec<Change>) {
+        for c in changes {
+            let mut data = Map::new();
+            data.insert("collection".into(), Value::String(c.collection));
+            data.insert("id".into(), Value::String(c.id));
+            if let Value::Object(extra) = c.data {
+                data.extend(extra);
+            }
+            self.kernel.events.publish("documents", c.kind, Value::Object(data));
+        }
+    }
+
+    fn exists_filter(collection: &str) -> String {
+        Builder::collection(collection)
+    }
+
+    /// Key paths of the collection's indexes that no document holds an array on.
+    async fn flat_paths(&self, collection: &str) -> Result<Vec<Vec<String>>, DocError> {
+        let mut out = Vec::new();
+        for i in self.store.list_indexes(collection).await?.into_iter().filter(|i| !i.multikey) {
+            if let Ok(Value::Object(keys)) = serde_json::from_str::<Value>(&i.keys) {
+                out.extend(keys.keys().map(|k| k.split('.').map(str::to_string).collect::<Vec<_>>()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Flags the indexes whose path `doc` holds an array on as multikey, in `tx`.
+    async fn note_arrays(&self, tx: &mut Tx, collection: &str, doc: &Value) -> Result<(), DocError> {
+        for i in self.store.list_indexes(collection).await?.into_iter().filter(|i| !i.multikey) {
+            let Ok(Value::Object(keys)) = serde_json::from_str::<Value>(&i.keys) else { continue };
+            let arrays = keys.keys().any(|k| {
+                let segs: Vec<String> = k.split('.').map(str::to_string).collect();
+                (1..=segs.len())
+                    .any(|n| segs.get(..n).and_then(|p| crate::engine::path::get(doc, p)).is_some_and(Value::is_array))
+            });
+            if arrays {
+                self.store.set_multikey(tx, collection, &i.name).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// SQL for `filter` in `collection`: (WHERE text, parameters, exact).
+    async fn compile(&self, collection: &str, filter: &Filter) -> Result<(String, Vec<Param>, bool), DocError> {
+        let flat = self.flat_paths(collection).await?;
+        let mut b = Builder::new(self.store.dialect()).with_flat_paths(flat);
+        let c = b.filter(filter);
+        let base = Self::exists_filter(collection);
+        let sql = match c.sql {
+            Some(cond) => format!("{base} AND {cond}"),
+            None => base,
+        };
+        Ok((sql, b.params, c.exact))
+    }
+
+    pub async fn find(&self, p: &Principal, collection: &str, q: &Find) -> Result<(Vec<Value>, Plan), DocError> {
+        self.require(p, Access::Read, Some(collection))?;
+        valid_collection(collection, "collection")?;
+        let all = Filter::all();
+        let filter = q.filter.as_ref().unwrap_or(&all);
+        let (where_sql, params, exact) = self.compile(collection, filter).await?;
+        let mut plan = Plan { sql: where_sql.clone(), filter_exact: exact, ..Plan::default() };
+        plan.filter = if exact { "sql" } else { "sql (superset) + engine" };
+        let b = Builder::new(self.store.dialect());
+        let sql_order = if q.sort.is_empty() {
+            Some("id ASC".to_string())
+        } else if exact {
+            match (b.order_by(&q.sort), b.sort_guard(&q.sort)) {
+                (Some(order), Some(guard)) => {
+                    let probe = format!(
+                        "SELECT count(*) FROM (SELECT 1 FROM documents WHERE {where_sql} AND {guard} LIMIT 1) t"
+                    );
+                    (self.store.scalar(probe, &params).await? == 0).then_some(order)
+                }
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let mut docs = match (exact, sql_order) {
+            (true, Some(order)) => {
+                plan.sort = if q.sort.is_empty() { "none" } else { "sql" };
+                plan.paging = "sql";
+                self.store.select(&where_sql, &params, &order, q.limit, q.skip).await?
+            }
+            (exact, _) => {
+                plan.sort = if q.sort.is_empty() { "none" } else { "engine" };
+                plan.paging = "engine";
+                let mut rows = self.store.select(&where_sql, &params, "id ASC", None, 0).await?;
+                if !exact {
+                    rows.retain(|d| filter.matches(d));
+                }
+                q.sort.apply(&mut rows);
+                let skip = usize::try_from(q.skip).unwrap_or(usize::MAX);
+                let take = q.limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+                rows.into_iter().skip(skip).take(take).collect()
+            }
+        };
+        if let Some(proj) = &q.projection {
+            docs = docs.into_iter().map(|d| proj.apply(d)).collect();
+        }
+        Ok((docs, plan))
+    }
+
+    pub async fn count(&self, p: &Principal, collection: &str, filter: &Filter) -> Result<u64, DocError> {
+        self.require(p, Access::Read, Some(collection))?;
+        valid_collection(collection, "collection")?;
+        let (where_sql, params, exact) = self.compile(collection, filter).await?;
+        if exact {
+            let n = self.store.scalar(format!("SELECT count(*) FROM documents WHERE {where_sql}"), &params).await?;
+            return Ok(u64::try_from(n).unwrap_or(0));
+        }
+        let rows = self.store.select(&where_sql, &params, "id ASC", None, 0).await?;
+        Ok(rows.iter().filter(|d| filter.matches(d)).count() as u64)
+    }
+
+    pub async fn distinct(
+        &self,
+        p: &Principal,
+        collection: &str,
+        field: &Path,
+        filter: &Filter,
+    ) -> Result<Vec<Value>, DocError> {
+        let (docs, _) = self.find(p, collection, &Find { filter: Some(filter.clone()), ..Find::default() }).await?;
+        let mut out: Vec<Value> = Vec::new();
+        for d in &docs {
+            let mut found = Vec::new();
+            crate::engine::path::reach(d, &field.segments, &mut found);
+            for v in found.into_iter().flatten() {
+                let items: Vec<&Value> = match v {
+                    Value::Array(a) => a.iter().collect(),
+                    x => vec![x],
+                };
+                for x in items {
+                    if !out.iter().any(|o| crate::engine::value::equal(o, x)) {
+                        out.push(x.clone());
+                    }
+                }
+            }
+        }
+        out.sort_by(crate::engine::value::compare);
+        Ok(out)
+    }
+
+    /// Runs a pipeline: a leading `$match` (and `$sort`/`$skip`/`$limit`, or a simple
+    /// `$group`/`$count`) in SQL when exact, the rest in the engine.
+    pub async fn aggregate(
+        &self,
+        p: &Principal,
+        collection: &str,
+        stages: &[Stage],
+    ) -> Result<(Vec<Value>, Vec<&'static str>), DocError> {
+        self.require(p, Access::Read, Some(collection))?;
+        valid_collection(collection, "collection")?;
+        let mut rest = stages;
+        let mut filter = Filter::all();
+        if let Some((Stage::Match(f), tail)) = rest.split_first() {
+            filter = f.clone();
+            rest = tail;
+        }
+        let mut ran = Vec::new();
+        // `$group` (and `$count`) directly after the match, in SQL when it can be.
+        if let Some((first, tail)) = rest.split_first()
+            && let Some(rows) = self.group_in_sql(collection, &filter, first).await?
+        {
+            ran.push("sql: $match + $group");
+            let mut docs = rows;
+            for s in tail {
+                docs = self.stage(p, s, docs).await?;
+            }
+            ran.push("engine: remaining stages");
+            return Ok((docs, ran));
+        }
+        let mut find = Find { filter: Some(filter), ..Find::default() };
+        while let Some((s, tail)) = rest.split_first() {
+            match s {
+                Stage::Sort(sort) if find.sort.is_empty() && find.limit.is_none() && find.skip == 0 => {
+                    find.sort = sort.clone()
+                }
+                Stage::Skip(n) if find.limit.is_none() => find.skip = find.skip.saturating_add(*n),
+                Stage::Limit(n) => find.limit = Some(find.limit.map_or(*n, |l| l.min(*n))),
+                _ => break,
+            }
+            rest = tail;
+        }
+        let (mut docs, plan) = self.find(p, collection, &find).await?;
+        ran.push(if plan.filter_exact { "sql: $match" } else { "sql (superset) + engine: $match" });
+        for s in rest {
+            docs = self.stage(p, s, docs).await?;
+        }
+        if !rest.is_empty() {
+            ran.push("engine: remaining stages");
+        }
+        Ok((docs, ran))
+    }
+
+    async fn stage(&self, p: &Principal, s: &Stage, docs: Vec<Value>) -> Result<Vec<Value>, DocError> {
+        match s {
+            Stage::Lookup(l) => {
+                valid_collection(&l.from, "pipeline.$lookup.from")?;
+                let mut keys: Vec<Value> = Vec::new();
+                for d in &docs {
+                    keys.extend(lookup_keys(d, &l.local));
+                }
+                let filter = Filter::Field(l.foreign.clone(), vec![Cond::In(keys, Vec::new())]);
+                let (foreign, _) = self.find(p, &l.from, &Find { filter: Some(filter), ..Find::default() }).await?;
+                Ok(lookup_join(l, docs, &foreign))
+            }
+            other => Ok(run_stage(other, docs)),
+        }
+    }
+
+    /// `$group` by a field (or null) with `$sum`/`$avg`/`$count`, or `$count`, in SQL.
+    async fn group_in_sql(
+        &self,
+        collection: &str,
+        filter: &Filter,
+        stage: &Stage,
+    ) -> Result<Option<Vec<Value>>, DocError> {
+        let (where_sql, params, exact) = self.compile(collection, filter).await?;
+        if !exact {
+            return Ok(None);
+        }
+        let b = Builder::new(self.store.dialect());
+        match stage {
+            Stage::Count(name) => {
+                let n = self.store.scalar(format!("SELECT count(*) FROM documents WHERE {where_sql}"), &params).await?;
+                Ok(Some(if n == 0 { Vec::new() } else { vec![json!({ name.clone(): n })] }))
+            }
+            Stage::Group(g) => {
+                let (group_by, key_json) = match &g.key {
+                    Expr::Literal(Value::Null) => (None, "'null'".to_string()),
+                    Expr::Field(segs) => {
+                        let path = Path { text: segs.join("."), segments: segs.clone() };
+                        match b.group_key(&path) {
+                            Some((g, k)) => (Some(g), k),
+                            None => return Ok(None),
+                        }
+                    }
+                    _ => return Ok(None),
+                };
+                let mut cols = vec![key_json];
+                for (_, acc, e) in &g.fields {
+                    let col = match (acc, e) {
+                        (Acc::Count, _) | (Acc::Sum, Expr::Literal(Value::Number(_))) if !matches!(e, Expr::Literal(Value::Number(n)) if n.as_i64() != Some(1)) => {
+                            "CAST(count(*) AS TEXT)".to_string()
+                        }
+                        (Acc::Sum | Acc::Avg, Expr::Field(segs)) => {
+                            let path = Path { text: segs.join("."), segments: segs.clone() };
+                            let Some(num) = b.numeric(&path) else { return Ok(None) };
+                            if *acc == Acc::Sum {
+                                format!("CAST(COALESCE(SUM({num}), 0) AS TEXT)")
+                            } else {
+                                format!("CAST(AVG({num}) AS TEXT)")
+                            }
+                        }
+                        _ => return Ok(None),
+                    };
+                    cols.push(col);
+                }
+                let mut sql = format!("SELECT {} FROM documents WHERE {where_sql}", cols.join(", "));
+                if let Some(g) = &group_by {
+                    sql.push_str(&format!(" GROUP BY {g}"));
+                }
+                let rows = self.store.text_rows(sql, &params, cols.len()).await?;
+                let mut out = Vec::new();
+                for r in rows {
+                    let mut m = Map::new();
+                    let key =
+                        r.first().cloned().flatten().and_then(|k| serde_json::from_str(&k).ok()).unwrap_or(Value::Null);
+                    m.insert("_id".into(), key);
+                    for ((name, acc, _), v) in g.fields.iter().zip(r.iter().skip(1)) {
+                        let v = v.as_deref().and_then(parse_number).unwrap_or(Value::Null);
+                        let v = if *acc == Acc::Avg { v.as_f64().map_or(Value::Null, Value::from) } else { v };
+                        m.insert(name.clone(), v);
+                    }
+                    out.push(Value::Object(m));
+                }
+                // Without a group key, an empty collection yields no group at all.
+                if group_by.is_none()
+                    && self.store.scalar(format!("SELECT count(*) FROM documents WHERE {where_sql}"), &params).await?
+                        == 0
+                {
+                    out.clear();
+                }
+                Ok(Some(out))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    pub async fn explain(&self, p: &Principal, collection: &str, q: &Find) -> Result<Value, DocError> {
+        self.require(p, Access::Read, Some(collection))?;
+        let started = Instant::now();
+        let (docs, plan) = self.find(p, collection, q).await?;
+        let (where_sql, params, _) = self.compile(collection, q.filter.as_ref().unwrap_or(&Filter::all())).await?;
+        let query_plan = self.query_plan(&format!("SELECT id FROM documents WHERE {where_sql}"), &params).await?;
+        Ok(json!({
+            "collection": collection,
+            "filter": plan.filter,
+            "filter_exact": plan.filter_exact,
+            "sort": plan.sort,
+            "paging": plan.paging,
+            "projection": if q.projection.is_some() { "engine" } else { "none" },
+            "sql": plan.sql,
+            "query_plan": query_plan,
+            "returned": docs.len(),
+            "execution_time_ms": started.elapsed().as_secs_f64() * 1000.0,
+        }))
+    }
+
+    /// The database's own plan for `sql` (SQLite `EXPLAIN QUERY PLAN`, PostgreSQL `EXPLAIN`).
+    pub async fn query_plan(&self, sql: &str, params: &[Param]) -> Result<Vec<String>, DocError> {
+        let (text, col) = match self.store.dialect() {
+            Dialect::Sqlite => (format!("EXPLAIN QUERY PLAN {sql}"), 3),
+            Dialect::Postgres => (format!("EXPLAIN {sql}"), 0),
+        };
+        let rows = self.store.text_rows(text, params, col + 1).await?;
+        Ok(rows.into_iter().filter_map(|r| r.get(col).cloned().flatten()).collect())
+    }
+
+    /// Checks and completes a document for storage: an object, `_id` a string (generated when
+    /// absent), no `$`-prefixed or dotted field names, within the size limit, valid against
+    /// the collection's schema.
+    fn prepare(&self, doc: Value, place: &str, schema: Option<&Value>) -> Result<(String, Value), DocError> {
+        let Value::Object(mut m) = doc else {
+            return Err(Invalid::new(place, "A document must be a JSON object").into());
+        };
+        let id = match m.get("_id") {
+            None | Some(Value::Null) => new_id(),
+            Some(Value::String(s)) if !s.is_empty() && s.len() <= 256 && !s.contains('\0') => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(_) => return Err(Invalid::new(format!("{place}._id"), "`_id` must be a non-empty string").into()),
+        };
+        m.insert("_id".into(), Value::String(id.clone()));
+        let doc = Value::Object(m);
+        check_names(&doc, place, 0)?;
+        let size = doc.to_string().len();
+        if size > MAX_DOCUMENT_BYTES {
+            return Err(Invalid::new(
+                place,
+                format!("The document is {size} bytes; at most {MAX_DOCUMENT_BYTES} are allowed"),
+            )
+            .into());
+        }
+        if let Some(s) = schema {
+            schema::validate(s, &doc, place)?;
+        }
+        Ok((id, doc))
+    }
+
+    async fn schema_of(&self, collection: &str) -> Result<Option<Value>, DocError> {
+        Ok(self
+            .store
+            .get_collection(collection)
+            .await?
+            .and_then(|c| c.schema)
+            .and_then(|s| serde_json::from_str(&s).ok()))
+    }
+
+    async fn insert_in(
+        &self,
+        tx: &mut Tx,
+        collection: &str,
+        docs: Vec<Value>,
+        place: &str,
+        changes: &mut Vec<Change>,
+    ) -> Result<Vec<String>, DocError> {
+        let now = now_micros();
+        self.store.create_collection(tx, collection, None, now).await?;
+        let schema = self.schema_of(collection).await?;
+        let mut ids = Vec::with_capacity(docs.len());
+        for (i, d) in docs.into_iter().enumerate() {
+            let at =
+                if place.ends_with(']') || place == "document" { place.to_string() } else { format!("{place}[{i}]") };
+            let (id, doc) = self.prepare(d, &at, schema.as_ref())?;
+            self.note_arrays(tx, collection, &doc).await?;
+            self.store.insert(tx, collection, &id, &doc.to_string(), now).await.map_err(|e| match e {
+                WriteError::Duplicate => {
+                    DocError::Conflict(format!("{at}: a document with `_id` {id} or another unique key already exists"))
+                }
+                WriteError::Storage(s) => DocError::Storage(s),
+            })?;
+            changes.push(Change {
+                kind: "document.inserted",
+                collection: collection.into(),
+                id: id.clone(),
+                data: json!({ "document": doc }),
+            });
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    pub async fn insert(&self, p: &Principal, collection: &str, docs: Vec<Value>) -> Result<Vec<String>, DocError> {
+        self.require(p, Access::Write, Some(collection))?;
+        valid_collection(collection, "collection")?;
+        if docs.len() > MAX_BATCH {
+            return Err(Invalid::new("documents", format!("At most {MAX_BATCH} documents per request")).into());
+        }
+        let place = if docs.len() == 1 { "document" } else { "documents" };
+        let mut tx = self.store.begin().await?;
+        let mut changes = Vec::new();
+        let ids = self.insert_in(&mut tx, collection, docs, place, &mut changes).await?;
+        tx.commit().await?;
+        self.publish(changes);
+        Ok(ids)
+    }
+
+    /// The documents of `collection` matching `filter` inside `tx`, in `_id` order.
+    async fn matching(
+        &self,
+        tx: &mut Tx,
+        collection: &str,
+        filter: &Filter,
+        one: bool,
+    ) -> Result<Vec<Value>, DocError> {
+        let (where_sql, params, exact) = self.compile(collection, filter).await?;
+        let limit = (one && exact).then_some(1);
+        let mut rows = self.store.select_tx(tx, &where_sql, &params, limit).await?;
+        if !exact {
+            rows.retain(|d| filter.matches(d));
+        }
+        if one {
+            rows.truncate(1);
+        }
+        Ok(rows)
+    }
+
+    async fn update_in(
+        &self,
+        tx: &mut Tx,
+        collection: &str,
+        op: &BulkOp,
+        changes: &mut Vec<Change>,
+    ) -> Result<UpdateResult, DocError> {
+        let now = now_micros();
+        let stamp = Timestamp::now().to_rfc3339();
+        let schema = self.schema_of(collection).await?;
+        let (filter, many, upsert) = match op {
+            BulkOp::Update { filter, many, upsert, .. } => (filter, *many, *upsert),
+            BulkOp::Replace { filter, upsert, .. } => (filter, false, *upsert),
+            _ => return Ok(UpdateResult::default()),
+        };
+        let found = self.matching(tx, collection, filter, !many).await?;
+        let mut result = UpdateResult { matched: found.len() as u64, ..UpdateResult::default() };
+        for old in &found {
+            let id = id_of(old);
+            let new = match op {
+                BulkOp::Update { update, .. } => update.apply(old, false, &stamp)?,
+                BulkOp::Replace { document, .. } => {
+                    let mut d = document.clone();
+                    if let Value::Object(m) = &mut d {
+                        if m.get("_id").is_some_and(|x| x.as_str() != Some(id.as_str())) {
+                            return Err(Invalid::new("replacement._id", "`_id` cannot be changed").into());
+                        }
+                        m.insert("_id".into(), Value::String(id.clone()));
+                    }
+                    d
+                }
+                _ => continue,
+            };
+            if &new == old {
+                continue;
+            }
+            let (_, new) = self.prepare(new, "update", schema.as_ref())?;
+            self.note_arrays(tx, collection, &new).await?;
+            self.store.replace(tx, collection, &id, &new.to_string(), now).await?;
+            result.modified += 1;
+            let data = match op {
+                BulkOp::Update { update, .. } => json!({ "changed_fields": update.changed_fields(), "document": new }),
+                _ => json!({ "document": new }),
+            };
+            changes.push(Change { kind: "document.updated", collection: collection.into(), id, data });
+        }
+        if found.is_empty() && upsert {
+            let mut base = Map::new();
+            seed_from_filter(filter, &mut base);
+            let doc = match op {
+                BulkOp::Update { update, .. } => update.apply(&Value::Object(base), true, &stamp)?,
+                BulkOp::Replace { document, .. } => {
+                    let mut d = document.clone();
+                    if let (Value::Object(m), Some(id)) = (&mut d, base.get("_id")) {
+                        m.entry("_id").or_insert(id.clone());
+                    }
+                    d
+                }
+                _ => Value::Object(base),
+            };
+            let ids = self.insert_in(tx, collection, vec![doc], "document", changes).await?;
+            result.upserted_id = ids.into_iter().next();
+        }
+        Ok(result)
+    }
+
+    pub async fn update(&self, p: &Principal, collection: &str, op: BulkOp) -> Result<UpdateResult, DocError> {
+        self.require(p, Access::Write, Some(collection))?;
+        valid_collection(collection, "collection")?;
+        let mut tx = self.store.begin().await?;
+        let mut changes = Vec::new();
+        let r = self.update_in(&mut tx, collection, &op, &mut changes).await?;
+        tx.commit().await?;
+        self.publish(changes);
+        Ok(r)
+    }
+
+    async fn delete_in(
+        &self,
+        tx: &mut Tx,
+        collection: &str,
+        filter: &Filter,
+        many: bool,
+        changes: &mut Vec<Change>,
+    ) -> Result<u64, DocError> {
+        let found = self.matching(tx, collection, filter, !many).await?;
+        let mut n = 0;
+        for d in found {
+            let id = id_of(&d);
+            if self.store.delete(tx, collection, &id).await? {
+                n += 1;
+                changes.push(Change { kind: "document.deleted", collection: collection.into(), id, data: json!({}) });
+            }
+        }
+        Ok(n)
+    }
+
+    pub async fn delete(&self, p: &Principal, collection: &str, filter: &Filter, many: bool) -> Result<u64, DocError> {
+        self.require(p, Access::Write, Some(collection))?;
+        valid_collection(collection, "collection")?;
+        let mut tx = self.store.begin().await?;
+        let mut changes = Vec::new();
+        let n = self.delete_in(&mut tx, collection, filter, many, &mut changes).await?;
+        tx.commit().await?;
+        self.publish(changes);
+        Ok(n)
+    }
+
+    /// Every operation in one transaction: all or nothing. On failure, the index of the
+    /// failing operation and why.
+    pub async fn bulk(
+        &self,
+        p: &Principal,
+        collection: &str,
+        ops: Vec<BulkOp>,
+    ) -> Result<Result<BulkCounts, (usize, DocError)>, DocError> {
+        self.require(p, Access::Write, Some(collection))?;
+        valid_collection(collection, "collection")?;
+        if ops.len() > MAX_BATCH {
+            return Err(Invalid::new("operations", format!("At most {MAX_BATCH} operations per request")).into());
+        }
+        let mut tx = self.store.begin().await?;
+        let mut changes = Vec::new();
+        let mut counts = BulkCounts::default();
+        for (i, op) in ops.iter().enumerate() {
+            let r: Result<(), DocError> = async {
+                match op {
+                    BulkOp::Insert(doc) => {
+                        let place = format!("operations[{i}].document");
+                        counts.inserted +=
+                            self.insert_in(&mut tx, collection, vec![doc.clone()], &place, &mut changes).await?.len()
+                                as u64;
+                    }
+                    BulkOp::Update { .. } | BulkOp::Replace { .. } => {
+                        let r = self.update_in(&mut tx, collection, op, &mut changes).await?;
+                        counts.updated += r.modified;
+                        counts.inserted += u64::from(r.upserted_id.is_some());
+                    }
+                    BulkOp::Delete { filter, many } => {
+                        counts.deleted += self.delete_in(&mut tx, collection, filter, *many, &mut changes).await?;
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = r {
+                return Ok(Err((i, e)));
+            }
+        }
+        tx.commit().await?;
+        self.publish(changes);
+        Ok(Ok(counts))
+    }
+
+    pub async fn get(&self, p: &Principal, collection: &str, id: &str) -> Result<Value, DocError> {
+        let filter = Filter::Field(
+            Path { text: "_id".into(), segments: vec!["_id".into()] },
+            vec![Cond::Eq(Value::String(id.into()))],
+        );
+        let (docs, _) =
+            self.find(p, collection, &Find { filter: Some(filter), limit: Some(1), ..Find::default() }).await?;
+        docs.into_iter().next().ok_or_else(|| DocError::NotFound(format!("No document `{id}` in `{collection}`")))
+    }
+
+    /// Whether `name` is a collection (no permission needed: routing asks it).
+    pub async fn collection_exists(&self, name: &str) -> Result<bool, DocError> {
+        if valid_collection(name, "name").is_err() {
+            return Ok(false);
+        }
+        Ok(self.store.get_collection(name).await?.is_some())
+    }
+
+    pub fn id_filter(id: &str) -> Filter {
+        Filter::Field(
+            Path { text: "_id".into(), segments: vec!["_id".into()] },
+            vec![Cond::Eq(Value::String(id.into()))],
+        )
+    }
+
+    // Collections.
+
+    pub async fn create_collection(
+        &self,
+        p: &Principal,
+        name: &str,
+        schema: Option<Value>,
+        indexes: Vec<(Value, bool)>,
+    ) -> Result<(), DocError> {
+        self.require(p, Access::Admin, Some(name))?;
+        valid_collection(name, "name")?;
+        if let Some(s) = &schema {
+            schema::check(s, "schema")?;
+        }
+        let mut tx = self.store.begin().await?;
+        let text = schema.as_ref().map(Value::to_string);
+        if !self.store.create_collection(&mut tx, name, text.as_deref(), now_micros()).await? {
+            return Err(DocError::Conflict(format!("Collection `{name}` already exists")));
+        }
+        tx.commit().await?;
+        for (i, (keys, unique)) in indexes.into_iter().enumerate() {
+            self.create_index_in(name, &keys, unique, &format!("indexes[{i}]")).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn list_collections(&self, p: &Principal) -> Result<Vec<Value>, DocError> {
+        self.require(p, Access::Read, None).or_else(|e| {
+            if p.permissions.list().iter().any(|x| x.starts_with("documents.")) { Ok(()) } else { Err(e) }
+        })?;
+        let rows = self.store.list_collections().await?;
+        Ok(rows
+            .into_iter()
+            .filter(|(c, _)| self.require(p, Access::Read, Some(&c.name)).is_ok())
+            .map(|(c, n)| {
+                json!({
+                    "name": c.name,
+                    "count": n,
+                    "schema": c.schema.and_then(|s| serde_json::from_str::<Value>(&s).ok()),
+                    "created_at": Timestamp::from_micros(c.created_at).to_rfc3339(),
+                })
+            })
+            .collect())
+    }
+
+    pub async fn get_collection(&self, p: &Principal, name: &str) -> Result<Value, DocError> {
+        self.require(p, Access::Read, Some(name))?;
+        valid_collection(name, "name")?;
+        let c = self
+            .store
+            .get_collection(name)
+            .await?
+            .ok_or_else(|| DocError::NotFound(format!("Collection `{name}` not found")))?;
+        let count = self
+            .store
+            .scalar(format!("SELECT count(*) FROM documents WHERE {}", Builder::collection(name)), &[])
+            .await?;
+        let size = self
+            .store
+            .scalar(
+                format!(
+                    "SELECT CAST(COALESCE(SUM(length({})), 0) AS BIGINT) FROM documents WHERE {}",
+                    match self.store.dialect() {
+                        Dialect::Sqlite => "doc",
+                        Dialect::Postgres => "doc::text",
+                    },
+                    Builder::collection(name)
+                ),
+                &[],
+            )
+            .await?;
+        let indexes = self.indexes(p, name).await?;
+        Ok(json!({
+            "name": c.name,
+            "count": count,
+            "size_bytes": size,
+            "indexes": indexes,
+            "schema": c.schema.and_then(|s| serde_json::from_str::<Value>(&s).ok()),
+            "created_at": Timestamp::from_micros(c.created_at).to_rfc3339(),
+        }))
+    }
+
+    pub async fn drop_collection(&self, p: &Principal, name: &str) -> Result<(), DocError> {
+        self.require(p, Access::Admin, Some(name))?;
+        valid_collection(name, "name")?;
+        if self.store.drop_collection(name).await? {
+            Ok(())
+        } else {
+            Err(DocError::NotFound(format!("Collection `{name}` not found")))
+        }
+    }
+
+    pub async fn create_index(
+        &self,
+        p: &Principal,
+        collection: &str,
+        keys: &Value,
+        unique: bool,
+    ) -> Result<Value, DocError> {
+        self.require(p, Access::Admin, Some(collection))?;
+        valid_collection(collection, "collection")?;
+        let mut tx = self.store.begin().await?;
+        self.store.create_collection(&mut tx, collection, None, now_micros()).await?;
+        tx.commit().await?;
+        self.create_index_in(collection, keys, unique, "").await
+    }
+
+    async fn create_index_in(
+        &self,
+        collection: &str,
+        keys: &Value,
+        unique: bool,
+        place: &str,
+    ) -> Result<Value, DocError> {
+        let at = |k: &str| if place.is_empty() { k.to_string() } else { format!("{place}.{k}") };
+        let Value::Object(m) = keys else {
+            return Err(Invalid::new(at("keys"), "`keys` is an object such as {\"price\": 1}").into());
+        };
+        if m.is_empty() || m.len() > 8 {
+            return Err(Invalid::new(at("keys"), "An index has 1 to 8 keys").into());
+        }
+        let mut exprs = Vec::new();
+        let mut probes = Vec::new();
+        let mut names = Vec::new();
+        for (k, dir) in m {
+            let here = at(&format!("keys.{k}"));
+            let path = Path::parse(k, &here)?;
+            if !matches!(dir.as_i64(), Some(1 | -1)) {
+                return Err(Invalid::new(&here, "Index direction must be 1 or -1").into());
+            }
+            let expr = Builder::index_expr(self.store.dialect(), &path)
+                .ok_or_else(|| Invalid::new(&here, "Index keys are field names of letters, digits, `_` and `-`"))?;
+            exprs.push(expr);
+            probes.push(Builder::array_probe(self.store.dialect(), &path).unwrap_or_else(|| "1 = 1".into()));
+            names.push(format!("{k}_{dir}"));
+        }
+        let name = format!("dx_{}_{}", collection.replace('-', "_"), names.join("_").replace(['-', '.'], "_"));
+        let name: String = if name.len() > 60 { format!("dx_{:016x}", fnv(&name)) } else { name };
+        let created = self
+            .store
+            .create_index(collection, &name, &exprs, &keys.to_string(), unique, now_micros(), &probes.join(" OR "))
+            .await
+            .map_err(|e| match e {
+                WriteError::Duplicate => {
+                    DocError::Conflict("Existing documents have duplicate values for this unique index".into())
+                }
+                WriteError::Storage(s) => DocError::Storage(s),
+            })?;
+        if !created {
+            return Err(DocError::Conflict(format!("Index `{name}` already exists")));
+        }
+        Ok(json!({ "name": name, "keys": keys, "unique": unique }))
+    }
+
+    pub async fn indexes(&self, p: &Principal, collection: &str) -> Result<Vec<Value>, DocError> {
+        self.require(p, Access::Read, Some(collection))?;
+        let mut out = vec![json!({ "name": "_id_", "keys": {"_id": 1}, "unique": true })];
+        for i in self.store.list_indexes(collection).await? {
+            out.push(json!({
+                "name": i.name,
+                "keys": serde_json::from_str::<Value>(&i.keys).unwrap_or(Value::Null),
+                "unique": i.unique,
+            }));
+        }
+        Ok(out)
+    }
+}
+
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+fn parse_number(s: &str) -> Option<Value> {
+    if let Ok(i) = s.parse::<i64>() {
+        return Some(Value::from(i));
+    }
+    s.parse::<f64>().ok().and_then(serde_json::Number::from_f64).map(|n| {
+        // An integral sum of integers comes back as `300.0` from some engines.
+        Value::Number(n)
+    })
+}
+
+/// Equality fields of a filter, the base of an upserted document.
+fn seed_from_filter(f: &Filter, out: &mut Map<String, Value>) {
+    match f {
+        Filter::And(fs) => fs.iter().for_each(|f| seed_from_filter(f, out)),
+        Filter::Field(path, conds) => {
+            for c in conds {
+                if let Cond::Eq(v) = c {
+                    crate::engine::aggregate::set_path_map(out, &path.segments, v.clone());
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn check_names(v: &Value, place: &str, depth: usize) -> Result<(), Invalid> {
+    if depth > 100 {
+        return Err(Invalid::new(place, "The document is nested more than 100 levels deep"));
+    }
+    match v {
+        Value::Object(m) if m.len() == 1 && m.contains_key("$date") => Ok(()),
+        Value::Object(m) => {
+            for (k, x) in m {
+                if k.starts_with('$') || k.contains('.') || k.contains('\0') || k.is_empty() {
+                    return Err(Invalid::new(
+                        format!("{place}.{k}"),
+                        "Field names must not be empty, start with `$`, or contain `.` or NUL",
+                    ));
+                }
+                check_names(x, place, depth + 1)?;
+            }
+            Ok(())
+        }
+        Value::Array(items) => items.iter().try_for_each(|x| check_names(x, place, depth + 1)),
+        _ => Ok(()),
+    }
+}

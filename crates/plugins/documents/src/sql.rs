@@ -1,0 +1,691 @@
+//! The SQL compiler: filters, sort keys and simple `$group` stages as parameterised SQL over
+//! SQLite's JSON functions and PostgreSQL's `jsonb`.
+//!
+//! Each filter compiles to a condition and a flag: *exact* (the SQL selects precisely the
+//! documents the engine would) or a *superset* (the engine re-checks the rows SQL selected).
+//! Only exact filters let sort, skip, limit and count run in SQL. Values are always bound
+//! parameters; the only text from a request that reaches SQL is a field name made of
+//! `[A-Za-z0-9_-]` (inlined so that expression indexes match); any other field name makes its
+//! condition run in Rust.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+use crate::engine::filter::{Cmp, Cond, ElemMatch, Filter};
+use crate::engine::path::{Path, index};
+use crate::engine::sort::Sort;
+use crate::engine::value::{Bracket, bracket};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A value bound to a `$n` parameter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Text(String),
+    Int(i64),
+    Float(f64),
+    /// JSON text, cast to `jsonb` on PostgreSQL.
+    Json(String),
+}
+
+/// A condition; `None` is TRUE.
+#[derive(Debug, Clone)]
+pub struct Compiled {
+    pub sql: Option<String>,
+    pub exact: bool,
+}
+
+impl Compiled {
+    fn exact(sql: String) -> Self {
+        Self { sql: Some(sql), exact: true }
+    }
+    fn superset() -> Self {
+        Self { sql: None, exact: false }
+    }
+}
+
+/// Builds SQL text and its parameters.
+#[derive(Debug)]
+pub struct Builder {
+    pub dialect: Dialect,
+    pub params: Vec<Param>,
+    aliases: usize,
+    /// Paths no document of the collection holds an array on (indexed, not multikey).
+    flat: Vec<Vec<String>>,
+    /// Set while compiling a condition on a flat path.
+    no_arrays: bool,
+}
+
+/// Whether a field name may be written into SQL (as part of a JSON path literal).
+pub fn safe_segment(seg: &str) -> bool {
+    !seg.is_empty()
+        && seg.len() <= 64
+        && seg.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && index(seg).is_none()
+}
+
+/// The SQLite JSON path of a top-level path: `$.a.b` (names with `-` quoted).
+pub fn sqlite_path(segments: &[String]) -> Option<String> {
+    let mut out = String::from("$");
+    for s in segments {
+        if !safe_segment(s) {
+            return None;
+        }
+        if s.contains('-') {
+            let _ = write!(out, ".\"{s}\"");
+        } else {
+            let _ = write!(out, ".{s}");
+        }
+    }
+    Some(out)
+}
+
+/// PostgreSQL's `doc -> 'a' -> 'b'`.
+pub fn pg_path(base: &str, segments: &[String]) -> Option<String> {
+    let mut out = base.to_string();
+    for s in segments {
+        if !safe_segment(s) {
+            return None;
+        }
+        let _ = write!(out, " -> '{s}'");
+    }
+    Some(out)
+}
+
+/// Where a value is: SQLite: an SQL expression giving a JSON path into `doc`; PostgreSQL: a
+/// `jsonb` expression.
+#[derive(Debug, Clone)]
+struct Loc(String);
+
+impl Builder {
+    pub fn new(dialect: Dialect) -> Self {
+        Self { dialect, params: Vec::new(), aliases: 0, flat: Vec::new(), no_arrays: false }
+    }
+
+    /// Declares paths that hold no array in any document (an index's multikey flag is off).
+    pub fn with_flat_paths(mut self, paths: Vec<Vec<String>>) -> Self {
+        self.flat = paths;
+        self
+    }
+
+    /// `collection = 'name'`, written out so that partial expression indexes
+    /// (`WHERE collection = 'name'`) match; names are `[A-Za-z0-9_-]` (see
+    /// [`crate::service::valid_collection`]).
+    pub fn collection(name: &str) -> String {
+        format!("collection = '{}'", name.replace('\'', ""))
+    }
+
+    pub fn bind(&mut self, p: Param) -> String {
+        self.params.push(p);
+        match self.dialect {
+            Dialect::Sqlite => format!("${}", self.params.len()),
+            Dialect::Postgres => match self.params.last() {
+                Some(Param::Json(_)) => format!("${}::jsonb", self.params.len()),
+                Some(Param::Float(_)) => format!("${}::float8", self.params.len()),
+                _ => format!("${}", self.params.len()),
+            },
+        }
+    }
+
+    fn alias(&mut self) -> String {
+        self.aliases += 1;
+        format!("e{}", self.aliases)
+    }
+
+    fn root(&self) -> Loc {
+        match self.dialect {
+            Dialect::Sqlite => Loc("'$'".into()),
+            Dialect::Postgres => Loc("doc".into()),
+        }
+    }
+
+    fn child(&self, loc: &Loc, seg: &str) -> Loc {
+        match self.dialect {
+            Dialect::Sqlite => {
+                let piece = if seg.contains('-') { format!(".\"{seg}\"") } else { format!(".{seg}") };
+                match loc.0.strip_suffix('\'') {
+                    // A literal path stays a literal, so that expression indexes match.
+                    Some(lit) if loc.0.starts_with('\'') => Loc(format!("{lit}{piece}'")),
+                    _ => Loc(format!("{} || '{piece}'", loc.0)),
+                }
+            }
+            Dialect::Postgres => Loc(format!("({} -> '{seg}')", loc.0)),
+        }
+    }
+
+    /// `json_type` / `jsonb_typeof` of the value at `loc` (NULL when missing).
+    fn typ(&self, loc: &Loc) -> String {
+        match self.dialect {
+            Dialect::Sqlite => format!("json_type(doc, {})", loc.0),
+            Dialect::Postgres => format!("jsonb_typeof({})", loc.0),
+        }
+    }
+
+    fn val(&self, loc: &Loc) -> String {
+        match self.dialect {
+            Dialect::Sqlite => format!("json_extract(doc, {})", loc.0),
+            Dialect::Postgres => loc.0.clone(),
+        }
+    }
+
+    /// `EXISTS` over the elements of the array at `loc`; `body` gets the element's location.
+    fn any_element(&mut self, loc: &Loc, body: impl FnOnce(&mut Self, &Elem) -> Option<String>) -> Option<String> {
+        if self.no_arrays {
+            return Some(self.bool_lit(false).to_string());
+        }
+        let a = self.alias();
+        let elem = match self.dialect {
+            Dialect::Sqlite => {
+                Elem { loc: Loc(format!("{a}.fullkey")), typ: format!("{a}.type"), val: format!("{a}.value") }
+            }
+            Dialect::Postgres => Elem {
+                loc: Loc(format!("{a}.value")),
+                typ: format!("jsonb_typeof({a}.value)"),
+                val: format!("{a}.value"),
+            },
+        };
+        let inner = body(self, &elem)?;
+        Some(match self.dialect {
+            Dialect::Sqlite => format!(
+                "({t} = 'array' AND EXISTS (SELECT 1 FROM json_each(doc, {p}) {a} WHERE {inner}))",
+                t = self.typ(loc),
+                p = loc.0
+            ),
+            Dialect::Postgres => format!(
+                "(CASE WHEN {t} = 'array' THEN EXISTS (SELECT 1 FROM jsonb_array_elements({p}) {a}(value) WHERE {inner}) ELSE false END)",
+                t = self.typ(loc),
+                p = loc.0
+            ),
+        })
+    }
+
+    /// The SQL type names of a bracket.
+    fn types(&self, b: Bracket) -> &'static str {
+        match (self.dialect, b) {
+            (Dialect::Sqlite, Bracket::Number) => "('integer', 'real')",
+            (Dialect::Sqlite, Bracket::String) => "('text')",
+            (Dialect::Sqlite, Bracket::Bool) => "('true', 'false')",
+            (Dialect::Sqlite, _) => "('null')",
+            (Dialect::Postgres, Bracket::Number) => "('number')",
+            (Dialect::Postgres, Bracket::String) => "('string')",
+            (Dialect::Postgres, Bracket::Bool) => "('boolean')",
+            (Dialect::Postgres, _) => "('null')",
+        }
+    }
+
+    /// `typ IN types AND val op param` for a scalar (number, string, boolean) `v`.
+    fn scalar_cmp(&mut self, typ: &str, val: &str, op: &str, v: &Value) -> String {
+        let types = self.types(bracket(v));
+        match self.dialect {
+            Dialect::Sqlite => {
+                let p = match v {
+                    Value::Bool(b) => self.bind(Param::Int(i64::from(*b))),
+                    Value::Number(n) => match n.as_i64() {
+                        Some(i) => self.bind(Param::Int(i)),
+                        None => self.bind(Param::Float(n.as_f64().unwrap_or(0.0))),
+                    },
+                    Value::String(s) => self.bind(Param::Text(s.clone())),
+                    _ => self.bind(Param::Text(String::new())),
+                };
+                format!("({typ} IN {types} AND {val} {op} {p})")
+            }
+            Dialect::Postgres => match v {
+                Value::String(s) if op != "=" => {
+                    let p = self.bind(Param::Text(s.clone()));
+                    format!("({typ} IN {types} AND ({val} #>> '{{}}') COLLATE \"C\" {op} {p})")
+                }
+                _ => {
+                    let p = self.bind(Param::Json(v.to_string()));
+                    format!("({typ} IN {types} AND {val} {op} {p})")
+                }
+            },
+        }
+    }
+
+    /// Compiles `f`; parameters of conditions left to the engine are dropped with them.
+    pub fn filter(&mut self, f: &Filter) -> Compiled {
+        let mark = self.params.len();
+        let c = self.filter_inner(f);
+        if c.sql.is_none() {
+            self.params.truncate(mark);
+        }
+        c
+    }
+
+    fn filter_inner(&mut self, f: &Filter) -> Compiled {
+        match f {
+            Filter::And(fs) => {
+                let parts: Vec<Compiled> = fs.iter().map(|f| self.filter(f)).collect();
+                let exact = parts.iter().all(|c| c.exact);
+                let sqls: Vec<String> = parts.into_iter().filter_map(|c| c.sql).collect();
+                Compiled { sql: (!sqls.is_empty()).then(|| format!("({})", sqls.join(" AND "))), exact }
+            }
+            Filter::Or(fs) => {
+                let parts: Vec<Compiled> = fs.iter().map(|f| self.filter(f)).collect();
+                let exact = parts.iter().all(|c| c.exact);
+                if parts.iter().any(|c| c.sql.is_none()) {
+                    return Compiled::superset();
+                }
+                let sqls: Vec<String> = parts.into_iter().filter_map(|c| c.sql).collect();
+                Compiled { sql: Some(format!("({})", sqls.join(" OR "))), exact }
+            }
+            Filter::Nor(fs) => {
+                let parts: Vec<Compiled> = fs.iter().map(|f| self.filter(f)).collect();
+                if parts.iter().all(|c| c.exact && c.sql.is_some()) {
+                    let sqls: Vec<String> = parts.into_iter().filter_map(|c| c.sql).collect();
+                    Compiled::exact(self.not(&format!("({})", sqls.join(" OR "))))
+                } else {
+                    Compiled::superset()
+                }
+            }
+            Filter::Field(path, conds) => {
+                let parts: Vec<Compiled> = conds.iter().map(|c| self.field(path, c)).collect();
+                self.filter_and(parts)
+            }
+        }
+    }
+
+    fn filter_and(&self, parts: Vec<Compiled>) -> Compiled {
+        let exact = parts.iter().all(|c| c.exact);
+        let sqls: Vec<String> = parts.into_iter().filter_map(|c| c.sql).collect();
+        Compiled { sql: (!sqls.is_empty()).then(|| format!("({})", sqls.join(" AND "))), exact }
+    }
+
+    /// NOT that treats NULL as false, so that negation stays exact.
+    fn not(&self, sql: &str) -> String {
+        match self.dialect {
+            Dialect::Sqlite => format!("(NOT COALESCE({sql}, 0))"),
+            Dialect::Postgres => format!("(NOT COALESCE({sql}, false))"),
+        }
+    }
+
+    /// One condition on one path.
+    fn field(&mut self, path: &Path, cond: &Cond) -> Compiled {
+        let mark = self.params.len();
+        let c = self.field_inner(path, cond);
+        if c.sql.is_none() {
+            self.params.truncate(mark);
+        }
+        c
+    }
+
+    fn field_inner(&mut self, path: &Path, cond: &Cond) -> Compiled {
+        if !path.segments.iter().all(|s| safe_segment(s)) {
+            return Compiled::superset();
+        }
+        match cond {
+            Cond::Ne(v) => self.negate(path, &Cond::Eq(v.clone())),
+            Cond::Nin(vs, ps) => self.negate(path, &Cond::In(vs.clone(), ps.clone())),
+            Cond::Exists(false) => self.negate(path, &Cond::Exists(true)),
+            Cond::Not(conds) => {
+                let parts: Vec<Compiled> = conds.iter().map(|c| self.field(path, c)).collect();
+                let all = self.filter_and(parts);
+                match (all.exact, all.sql) {
+                    (true, Some(sql)) => Compiled::exact(self.not(&sql)),
+                    _ => Compiled::superset(),
+                }
+            }
+            positive => {
+                let root = self.root();
+                self.no_arrays = self.flat.contains(&path.segments);
+                let walked = self.walk(&root, &path.segments, positive);
+                self.no_arrays = false;
+                match walked {
+                    Some(sql) => Compiled::exact(sql),
+                    None => Compiled::superset(),
+                }
+            }
+        }
+    }
+
+    fn negate(&mut self, path: &Path, positive: &Cond) -> Compiled {
+        match self.field(path, positive) {
+            Compiled { sql: Some(sql), exact: true } => Compiled::exact(self.not(&sql)),
+            _ => Compiled::superset(),
+        }
+    }
+
+    /// Whether the positive `cond` holds for some value `segs` reaches from `loc` (the
+    /// engine's `reach`: through arrays of documents, missing where a field is absent).
+    fn walk(&mut self, loc: &Loc, segs: &[String], cond: &Cond) -> Option<String> {
+        let Some((seg, rest)) = segs.split_first() else {
+            return self.leaf(loc, cond);
+        };
+        let next = self.child(loc, seg);
+        let direct = self.walk(&next, rest, cond)?;
+        // The document root is an object; below it, an array applies the rest of the path to
+        // each element.
+        if loc.0 == self.root().0 || self.no_arrays {
+            return Some(direct);
+        }
+        let missing = self.holds_on_missing(cond);
+        let rest = rest.to_vec();
+        let seg = seg.clone();
+        let through = self.any_element(loc, |b, e| {
+            // An element document's field, with no second array level for this segment.
+            let field = b.child(&e.loc, &seg);
+            let inner = b.walk(&field, &rest, cond)?;
+            let obj = match b.dialect {
+                Dialect::Sqlite => "'object'",
+                Dialect::Postgres => "'object'",
+            };
+            Some(format!("(CASE WHEN {} = {obj} THEN {inner} ELSE {} END)", e.typ, b.bool_lit(missing)))
+        })?;
+        let t = self.typ(loc);
+        Some(format!("(CASE WHEN {t} = 'array' THEN {through} ELSE {direct} END)"))
+    }
+
+    fn bool_lit(&self, b: bool) -> &'static str {
+        match (self.dialect, b) {
+            (Dialect::Sqlite, true) => "1",
+            (Dialect::Sqlite, false) => "0",
+            (Dialect::Postgres, true) => "true",
+            (Dialect::Postgres, false) => "false",
+        }
+    }
+
+    fn holds_on_missing(&self, cond: &Cond) -> bool {
+        cond.holds(&[None])
+    }
+
+    /// The positive `cond` on the value at `loc`, or on one of its elements if it is an array.
+    fn leaf(&mut self, loc: &Loc, cond: &Cond) -> Option<String> {
+        let t = self.typ(loc);
+        let x = self.val(loc);
+        let missing = if self.holds_on_missing(cond) { Some(format!("{t} IS NULL")) } else { None };
+        let mut branches: Vec<String> = missing.into_iter().collect();
+        match cond {
+            Cond::Exists(true) => return Some(format!("({t} IS NOT NULL)")),
+            Cond::Size(n) => {
+                let n = i64::try_from(*n).ok()?;
+                let p = self.bind(Param::Int(n));
+                return Some(match self.dialect {
+                    Dialect::Sqlite => format!("({t} = 'array' AND json_array_length(doc, {}) = {p})", loc.0),
+                    Dialect::Postgres => {
+                        format!("(CASE WHEN {t} = 'array' THEN jsonb_array_length({x}) = {p} ELSE false END)")
+                    }
+                });
+            }
+            Cond::Type(names) => {
+                let mut sql_types: Vec<&str> = Vec::new();
+                let mut arrays = false;
+                for n in names {
+                    match (self.dialect, *n) {
+                        (_, "array") => arrays = true,
+                        (Dialect::Sqlite, "number") => sql_types.extend(["integer", "real"]),
+                        (Dialect::Sqlite, "string") => sql_types.push("text"),
+                        (Dialect::Sqlite, "bool") => sql_types.extend(["true", "false"]),
+                        (Dialect::Sqlite, "null") => sql_types.push("null"),
+                        (Dialect::Postgres, "number") => sql_types.push("number"),
+                        (Dialect::Postgres, "string") => sql_types.push("string"),
+                        (Dialect::Postgres, "bool") => sql_types.push("boolean"),
+                        (Dialect::Postgres, "null") => sql_types.push("null"),
+                        // int/long/double/object/date need the engine.
+                        _ => return None,
+                    }
+                }
+                let list = sql_types.iter().map(|s| format!("'{s}'")).collect::<Vec<_>>().join(", ");
+                if !list.is_empty() {
+                    branches.push(format!("{t} IN ({list})"));
+                    let el = self.any_element(loc, |_, e| Some(format!("{} IN ({list})", e.typ)))?;
+                    branches.push(el);
+                }
+                if arrays {
+                    branches.push(format!("{t} = 'array'"));
+                }
+            }
+            Cond::Eq(v) => {
+                let (a, b) = self.eq_branches(loc, v)?;
+                branches.push(a);
+                branches.push(b);
+            }
+            Cond::In(vs, ps) => {
+                if !ps.is_empty() {
+                    return None;
+                }
+                if vs.is_empty() && branches.is_empty() {
+                    return Some(self.bool_lit(false).to_string());
+                }
+                for v in vs.iter().filter(|v| !v.is_null()) {
+                    let (a, b) = self.eq_branches(loc, v)?;
+                    branches.push(a);
+                    branches.push(b);
+                }
+                if vs.iter().any(Value::is_null) {
+                    let (a, b) = self.eq_branches(loc, &Value::Null)?;
+                    branches.push(a);
+                    branches.push(b);
+                }
+            }
+            Cond::All(vs) => {
+                if vs.is_empty() {
+                    return Some(self.bool_lit(false).to_string());
+                }
+                let mut all = Vec::new();
+                for v in vs {
+                    all.push(self.leaf(loc, &Cond::Eq(v.clone()))?);
+                }
+                return Some(format!("({})", all.join(" AND ")));
+            }
+            Cond::Cmp(op, v) if matches!(bracket(v), Bracket::Number | Bracket::String | Bracket::Bool) => {
+                let sym = match op {
+                    Cmp::Gt => ">",
+                    Cmp::Gte => ">=",
+                    Cmp::Lt => "<",
+                    Cmp::Lte => "<=",
+                };
+                branches.push(self.scalar_cmp(&t, &x, sym, v));
+                let el = self.any_element(loc, |b, e| Some(b.scalar_cmp(&e.typ, &e.val, sym, v)))?;
+                branches.push(self.array_range(&x, el));
+            }
+            Cond::Cmp(op, Value::Null) => {
+                if matches!(op, Cmp::Gte | Cmp::Lte) {
+                    let (a, b) = self.eq_branches(loc, &Value::Null)?;
+                    branches.push(a);
+                    branches.push(b);
+                } else {
+                    return Some(self.bool_lit(false).to_string());
+                }
+            }
+            Cond::ElemMatch(ElemMatch::Value(conds)) => {
+                // Each condition on the element itself (no array expansion): only scalar
+                // comparisons, which cannot match a nested array.
+                let el = self.any_element(loc, |b, e| {
+                    let mut parts = Vec::new();
+                    for c in conds {
+                        match c {
+                            Cond::Cmp(op, v)
+                                if matches!(bracket(v), Bracket::Number | Bracket::String | Bracket::Bool) =>
+                            {
+                                let sym = match op {
+                                    Cmp::Gt => ">",
+                                    Cmp::Gte => ">=",
+                                    Cmp::Lt => "<",
+                                    Cmp::Lte => "<=",
+                                };
+                                parts.push(b.scalar_cmp(&e.typ, &e.val, sym, v));
+                            }
+                            Cond::Eq(v) if matches!(bracket(v), Bracket::Number | Bracket::String | Bracket::Bool) => {
+                                parts.push(b.scalar_cmp(&e.typ, &e.val, "=", v));
+                            }
+                            _ => return None,
+                        }
+                    }
+                    Some(format!("({})", parts.join(" AND ")))
+                })?;
+                return Some(el);
+            }
+            // `$regex`, `$mod`, dates, objects, arrays and document `$elemMatch`: the engine.
+            _ => return None,
+        }
+        let never = self.bool_lit(false);
+        branches.retain(|b| b != never);
+        if branches.is_empty() {
+            return Some(never.to_string());
+        }
+        Some(format!("({})", branches.join(" OR ")))
+    }
+
+    /// Equality with a scalar `v`: the value itself, or an element of it.
+    fn eq_branches(&mut self, loc: &Loc, v: &Value) -> Option<(String, String)> {
+        let t = self.typ(loc);
+        let x = self.val(loc);
+        match bracket(v) {
+            Bracket::Null => {
+                let el = self.any_element(loc, |_, e| Some(format!("{} = 'null'", e.typ)))?;
+                Some((format!("{t} = 'null'"), el))
+            }
+            Bracket::Number | Bracket::String | Bracket::Bool => {
+                let direct = self.scalar_cmp(&t, &x, "=", v);
+                let el = self.any_element(loc, |b, e| Some(b.scalar_cmp(&e.typ, &e.val, "=", v)))?;
+                Some((direct, self.array_range(&x, el)))
+            }
+            _ => None,
+        }
+    }
+
+    /// On SQLite, `el` (a condition on array elements) behind an index range that holds every
+    /// array (their JSON text starts with `[`), so that SQLite can serve both branches of a
+    /// condition from one expression index (a multi-index OR).
+    fn array_range(&self, x: &str, el: String) -> String {
+        if el == self.bool_lit(false) {
+            return el;
+        }
+        match self.dialect {
+            Dialect::Sqlite => format!("({x} >= '[' AND {x} < '\\' AND {el})"),
+            Dialect::Postgres => el,
+        }
+    }
+
+    /// `ORDER BY` terms for `sort` when every key is a top-level-safe path; else `None`.
+    /// Valid only when no selected row holds an array or object at a sort path (see
+    /// [`Builder::sort_guard`]).
+    pub fn order_by(&self, sort: &Sort) -> Option<String> {
+        let mut terms = Vec::new();
+        for key in &sort.0 {
+            let dir = if key.desc { "DESC" } else { "ASC" };
+            for e in self.sort_exprs(&key.path)? {
+                terms.push(format!("{e} {dir}"));
+            }
+        }
+        terms.push("id ASC".into());
+        Some(terms.join(", "))
+    }
+
+    fn sort_exprs(&self, path: &Path) -> Option<Vec<String>> {
+        match self.dialect {
+            Dialect::Sqlite => {
+                let p = sqlite_path(&path.segments)?;
+                let t = format!("json_type(doc, '{p}')");
+                Some(vec![
+                    format!(
+                        "(CASE {t} WHEN 'integer' THEN 2 WHEN 'real' THEN 2 WHEN 'text' THEN 3 WHEN 'true' THEN 6 WHEN 'false' THEN 6 ELSE 1 END)"
+                    ),
+                    format!("json_extract(doc, '{p}')"),
+                ])
+            }
+            Dialect::Postgres => {
+                let j = pg_path("doc", &path.segments)?;
+                Some(vec![
+                    format!(
+                        "(CASE jsonb_typeof({j}) WHEN 'number' THEN 2 WHEN 'string' THEN 3 WHEN 'boolean' THEN 6 ELSE 1 END)"
+                    ),
+                    format!("(CASE WHEN jsonb_typeof({j}) = 'string' THEN ({j} #>> '{{}}') COLLATE \"C\" END)"),
+                    format!("(CASE WHEN jsonb_typeof({j}) IN ('number', 'boolean') THEN {j} END)"),
+                ])
+            }
+        }
+    }
+
+    /// A condition true for rows holding an array or object (or, on SQLite, a string starting
+    /// with `[` or `{`) at some sort path: when any selected row has one, the engine sorts.
+    pub fn sort_guard(&self, sort: &Sort) -> Option<String> {
+        let mut parts = Vec::new();
+        for key in &sort.0 {
+            match self.dialect {
+                Dialect::Sqlite => {
+                    let x = format!("json_extract(doc, '{}')", sqlite_path(&key.path.segments)?);
+                    parts.push(format!("({x} >= '[' AND {x} < '\\') OR ({x} >= '{{' AND {x} < '|')"));
+                }
+                Dialect::Postgres => {
+                    let j = pg_path("doc", &key.path.segments)?;
+                    parts.push(format!("jsonb_typeof({j}) IN ('array', 'object')"));
+                }
+            }
+        }
+        Some(format!("({})", parts.join(" OR ")))
+    }
+
+    /// The expression an index on `path` is built on, identical to what filters compile to.
+    pub fn index_expr(dialect: Dialect, path: &Path) -> Option<String> {
+        match dialect {
+            Dialect::Sqlite => Some(format!("json_extract(doc, '{}')", sqlite_path(&path.segments)?)),
+            Dialect::Postgres => Some(format!("({})", pg_path("doc", &path.segments)?)),
+        }
+    }
+
+    /// True for documents holding an array on `path` or one of its prefixes.
+    pub fn array_probe(dialect: Dialect, path: &Path) -> Option<String> {
+        let mut parts = Vec::new();
+        for n in 1..=path.segments.len() {
+            let prefix = path.segments.get(..n)?;
+            parts.push(match dialect {
+                Dialect::Sqlite => format!("json_type(doc, '{}') = 'array'", sqlite_path(prefix)?),
+                Dialect::Postgres => format!("jsonb_typeof({}) = 'array'", pg_path("doc", prefix)?),
+            });
+        }
+        Some(parts.join(" OR "))
+    }
+
+    /// A group key and numeric-field expressions for a `$group` pushed to SQL.
+    pub fn group_key(&self, path: &Path) -> Option<(String, String)> {
+        match self.dialect {
+            Dialect::Sqlite => {
+                let p = sqlite_path(&path.segments)?;
+                let t = format!("json_type(doc, '{p}')");
+                let x = format!("json_extract(doc, '{p}')");
+                Some((
+                    format!(
+                        "(CASE WHEN {t} IS NULL OR {t} = 'null' THEN 'z' WHEN {t} IN ('integer', 'real') THEN 'n' WHEN {t} IN ('true', 'false') THEN 'b' ELSE {t} END), {x}"
+                    ),
+                    format!(
+                        "(CASE WHEN {t} IS NULL OR {t} = 'null' THEN 'null' WHEN {t} IN ('array', 'object') THEN {x} WHEN {t} = 'true' THEN 'true' WHEN {t} = 'false' THEN 'false' ELSE json_quote({x}) END)"
+                    ),
+                ))
+            }
+            Dialect::Postgres => {
+                let j = pg_path("doc", &path.segments)?;
+                Some((format!("COALESCE({j}, 'null'::jsonb)"), format!("COALESCE({j}, 'null'::jsonb)::text")))
+            }
+        }
+    }
+
+    /// `SUM`/`AVG` argument: the numeric value at `path`, NULL otherwise.
+    pub fn numeric(&self, path: &Path) -> Option<String> {
+        match self.dialect {
+            Dialect::Sqlite => {
+                let p = sqlite_path(&path.segments)?;
+                Some(format!(
+                    "(CASE WHEN json_type(doc, '{p}') IN ('integer', 'real') THEN json_extract(doc, '{p}') END)"
+                ))
+            }
+            Dialect::Postgres => {
+                let j = pg_path("doc", &path.segments)?;
+                Some(format!("(CASE WHEN jsonb_typeof({j}) = 'number' THEN ({j} #>> '{{}}')::numeric END)"))
+            }
+        }
+    }
+}
+
+/// An array element inside `any_element`.
+#[derive(Debug)]
+struct Elem {
+    loc: Loc,
+    typ: String,
+    val: String,
+}
