@@ -14,6 +14,7 @@ pub mod id;
 pub mod instance;
 pub mod kernel;
 pub mod metrics;
+pub mod outbox;
 pub mod query;
 pub mod ratelimit;
 pub mod rpc;

@@ -134,6 +134,7 @@ mod tests {
             timestamp: "t".into(),
             source: source.into(),
             origin: String::new(),
+            durable: false,
         }
     }
 

@@ -1,6 +1,8 @@
 //! SQL of the secrets plugin: secrets, their versions and the master-key ring.
 
 use nexus_kernel::db::{Db, StorageError};
+use nexus_kernel::events::Event;
+use nexus_kernel::outbox::{Outbox, OutboxTx};
 use nexus_kernel::query::{Field, Keyed, Kind, ListQuery, Listing, Op, Page, Value};
 use nexus_kernel::with_db;
 
@@ -139,11 +141,12 @@ const SECRET_COLUMNS: &str = "id, path, metadata, version, created_at, created_b
 #[derive(Debug, Clone)]
 pub struct Store {
     db: Db,
+    outbox: Outbox,
 }
 
 impl Store {
-    pub fn new(db: Db) -> Self {
-        Self { db }
+    pub fn new(db: Db, outbox: Outbox) -> Self {
+        Self { db, outbox }
     }
 
     // ---- master keys ----
@@ -319,8 +322,9 @@ impl Store {
         })?)
     }
 
-    /// Inserts a secret and its first version, wrapped by `key_id` only while that key is active.
-    pub async fn create(&self, new: &NewSecret<'_>) -> Result<CreateOutcome, StorageError> {
+    /// Inserts a secret and its first version, wrapped by `key_id` only while that key is
+    /// active, and writes `event` to the outbox, in one transaction.
+    pub async fn create(&self, new: &NewSecret<'_>, event: &Event) -> Result<CreateOutcome, StorageError> {
         let r = new.row;
         let result = with_db!(&self.db, |pool| async {
             let mut tx = pool.begin().await?;
@@ -356,20 +360,25 @@ impl Store {
             .bind(&r.created_by)
             .execute(&mut *tx)
             .await?;
+            tx.write_event(event).await?;
             tx.commit().await?;
             Ok(true)
         }
         .await);
         match result.map_err(StorageError::from) {
-            Ok(true) => Ok(CreateOutcome::Created),
+            Ok(true) => {
+                self.outbox.committed();
+                Ok(CreateOutcome::Created)
+            }
             Ok(false) => Ok(CreateOutcome::StaleKey),
             Err(e) if e.is_unique_violation() => Ok(CreateOutcome::Exists),
             Err(e) => Err(e),
         }
     }
 
-    /// Adds version `expected_version + 1`, if the secret is still at `expected_version`.
-    pub async fn add_version(&self, v: &NewVersion<'_>) -> Result<bool, StorageError> {
+    /// Adds version `expected_version + 1`, if the secret is still at `expected_version`, and
+    /// then writes `event` to the outbox, in one transaction.
+    pub async fn add_version(&self, v: &NewVersion<'_>, event: &Event) -> Result<bool, StorageError> {
         let next = v.expected_version + 1;
         let result = with_db!(&self.db, |pool| async {
             let mut tx = pool.begin().await?;
@@ -400,23 +409,47 @@ impl Store {
             .bind(v.by)
             .execute(&mut *tx)
             .await?;
+            tx.write_event(event).await?;
             tx.commit().await?;
             Ok(true)
         }
         .await);
         match result.map_err(StorageError::from) {
-            Ok(done) => Ok(done),
+            Ok(done) => {
+                if done {
+                    self.outbox.committed();
+                }
+                Ok(done)
+            }
             // A concurrent writer inserted the same version first.
             Err(e) if e.is_unique_violation() => Ok(false),
             Err(e) => Err(e),
         }
     }
 
-    /// Deletes the secret at `path` with all its versions; its id, if there was one.
-    pub async fn delete(&self, path: &str) -> Result<Option<String>, StorageError> {
-        Ok(with_db!(&self.db, |pool| {
-            sqlx::query_scalar("DELETE FROM secrets WHERE path = $1 RETURNING id").bind(path).fetch_optional(pool).await
-        })?)
+    /// Deletes the secret at `path` with all its versions and writes the event `event` makes
+    /// of its id to the outbox, in one transaction; its id, if there was one.
+    pub async fn delete(
+        &self,
+        path: &str,
+        event: impl FnOnce(&str) -> Event + Send,
+    ) -> Result<Option<String>, StorageError> {
+        let id = with_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let id: Option<String> = sqlx::query_scalar("DELETE FROM secrets WHERE path = $1 RETURNING id")
+                .bind(path)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(id) = &id {
+                tx.write_event(&event(id)).await?;
+                tx.commit().await?;
+            }
+            Ok::<_, sqlx::Error>(id)
+        })?;
+        if id.is_some() {
+            self.outbox.committed();
+        }
+        Ok(id)
     }
 
     /// The id of the secret at `path`.

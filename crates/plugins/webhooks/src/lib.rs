@@ -34,10 +34,14 @@ pub struct Started {
     pub tasks: Vec<JoinHandle<()>>,
 }
 
-/// Starts the outbox feeder and the delivery worker.
+/// Starts the outbox consumer, the bus feeder and the delivery worker.
 pub fn start(kernel: Arc<Kernel>) -> Started {
     let webhooks = Arc::new(Webhooks::new(kernel));
-    let tasks = vec![tokio::spawn(delivery::feed(webhooks.clone())), tokio::spawn(delivery::work(webhooks.clone()))];
+    let tasks = vec![
+        tokio::spawn(delivery::consume(webhooks.clone())),
+        tokio::spawn(delivery::feed(webhooks.clone())),
+        tokio::spawn(delivery::work(webhooks.clone())),
+    ];
     Started { webhooks, tasks }
 }
 

@@ -13,6 +13,7 @@ mod identity;
 mod identity_core_v2;
 mod identity_media;
 mod lists;
+mod outbox;
 mod realtime;
 mod secrets;
 mod storage;
