@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use nexus_identity::{Identity, Principal};
 use nexus_kernel::Kernel;
-use nexus_kernel::audit::{AuditEntry, AuditQuery, AuditRecord, Precondition};
+use nexus_kernel::audit::{AuditEntry, AuditQuery, AuditRecord};
 use nexus_kernel::clock::Timestamp;
 use nexus_kernel::query::{ListQuery, Page};
 use nexus_web::ClientMeta;
@@ -18,7 +18,7 @@ use crate::error::SecretsError;
 use crate::keyring::Keyring;
 use crate::paths;
 use crate::policy::Policies;
-use crate::store::{self as sql, CreateOutcome, NewSecret, NewVersion, SealedRow, SecretRow, Store, VersionRow};
+use crate::store::{CreateOutcome, NewSecret, NewVersion, SealedRow, SecretRow, Store, VersionRow};
 
 /// Largest secret value accepted, in bytes.
 pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
@@ -303,10 +303,9 @@ impl Secrets {
         let read_version = row.v_version.unwrap_or(row.version);
         let rec =
             self.record("secret.read", Some(p), &row.id, &row.path, client, true, json!({ "version": read_version }));
-        let current = Precondition { condition: sql::CURRENT, key: row.id.clone(), version: row.version };
-        match self.kernel.audit.record_if(rec, current).await {
-            Ok(Some(_)) => {}
-            Ok(None) => {
+        match self.store.audit_if_current(&rec, &row.id, row.version).await {
+            Ok(true) => {}
+            Ok(false) => {
                 self.cache.invalidate(&row.path);
                 return Ok(None);
             }

@@ -1,5 +1,6 @@
 //! SQL of the secrets plugin: secrets, their versions and the master-key ring.
 
+use nexus_kernel::audit::{AuditRecord, AuditTx};
 use nexus_kernel::db::{Db, StorageError};
 use nexus_kernel::events::Event;
 use nexus_kernel::outbox::{Outbox, OutboxTx};
@@ -130,11 +131,8 @@ impl Keyed for SecretRow {
     }
 }
 
-/// The audit precondition of a read served from the cache: the secret is still the one read
-/// (`guard_key`, its id) at the version read (`guard_version`). See
-/// [`nexus_kernel::audit::Precondition`].
-pub const CURRENT: &str =
-    "EXISTS (SELECT 1 FROM secrets WHERE secrets.id = guard_key AND secrets.version = guard_version)";
+/// Whether the secret is still the one read (its id) at the version read.
+const CURRENT: &str = "SELECT 1 FROM secrets WHERE id = $1 AND version = $2";
 
 const SECRET_COLUMNS: &str = "id, path, metadata, version, created_at, created_by, updated_at, updated_by";
 
@@ -450,6 +448,41 @@ impl Store {
             self.outbox.committed();
         }
         Ok(id)
+    }
+
+    /// Writes `rec`, the audit record of a read served from a cached copy, if secret `id` is
+    /// still at `version`, in one transaction: whether it was (and the record written). The
+    /// check and the record see the same state, so a write that was acknowledged before the
+    /// record is never missed.
+    pub async fn audit_if_current(&self, rec: &AuditRecord, id: &str, version: i64) -> Result<bool, StorageError> {
+        match &self.db {
+            Db::Sqlite(pool) => {
+                // The write lock first: no writer can commit between the check and the record.
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let current: Option<i32> =
+                    sqlx::query_scalar(CURRENT).bind(id).bind(version).fetch_optional(&mut *tx).await?;
+                if current.is_none() {
+                    return Ok(false);
+                }
+                tx.write_record(rec).await?;
+                tx.commit().await?;
+            }
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                // The row stays as checked until the record commits: a writer waits for it.
+                let current: Option<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("{CURRENT} FOR SHARE")))
+                    .bind(id)
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if current.is_none() {
+                    return Ok(false);
+                }
+                tx.write_record(rec).await?;
+                tx.commit().await?;
+            }
+        }
+        Ok(true)
     }
 
     /// The id of the secret at `path`.
