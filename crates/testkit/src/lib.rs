@@ -109,6 +109,32 @@ impl Drop for PgSchema {
     }
 }
 
+/// A migrated database of its own, with no server on it: for the contract tests of stores.
+#[derive(Debug)]
+pub struct TestDb {
+    pub db: nexus_kernel::db::Db,
+    _dir: TempDir,
+    _schema: Option<PgSchema>,
+}
+
+impl TestDb {
+    /// A fresh database on `backend` with `migrations` applied.
+    pub async fn open(backend: Backend, migrations: &[&nexus_kernel::db::MigrationSet]) -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
+        let (url, schema) = match backend {
+            Backend::Sqlite => (format!("sqlite://{}/test.db", dir.path().display()), None),
+            Backend::Postgres => {
+                let admin = postgres_url().unwrap_or_else(|| panic!("NEXUS_TEST_POSTGRES_URL is not set"));
+                let schema = PgSchema::create(&admin).await;
+                (schema.database_url(), Some(schema))
+            }
+        };
+        let db = nexus_kernel::db::Db::connect(&url, Some(4)).await.unwrap_or_else(|e| panic!("{e}"));
+        db.migrate(migrations).await.unwrap_or_else(|e| panic!("migrations failed: {e}"));
+        Self { db, _dir: dir, _schema: schema }
+    }
+}
+
 /// A running server and a client for it.
 #[derive(Debug)]
 pub struct TestServer {

@@ -17,6 +17,7 @@ mod outbox;
 mod realtime;
 mod secrets;
 mod storage;
+mod store_contracts;
 mod webhooks;
 
 /// Rate-limit windows are aligned to the clock (`kernel::ratelimit`). Waits, if need be, until
