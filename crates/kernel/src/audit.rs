@@ -5,13 +5,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Timestamp;
 use crate::db::{Backend, Db, StorageError};
 use crate::query::{Field, Keyed, Kind, ListQuery, Listing, Op, Page, Value};
-use crate::with_db;
 
 /// One action, as it is written.
 #[derive(Debug, Clone, Default)]
@@ -146,7 +146,10 @@ impl AuditLog {
     /// Starts the writer for `db`; it stops when the last handle is dropped.
     pub fn start(db: Db) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(write_loop(db, rx));
+        match db {
+            Db::Sqlite(pool) => tokio::spawn(write_loop_sqlite(pool, rx)),
+            Db::Postgres(pool) => tokio::spawn(write_loop_postgres(pool, rx)),
+        };
         Self { tx }
     }
 
@@ -216,88 +219,95 @@ fn insert_sql(backend: Backend, n: usize) -> String {
     sql
 }
 
-async fn write_loop(db: Db, mut rx: mpsc::Receiver<Pending>) {
-    let mut queue: VecDeque<Pending> = VecDeque::new();
-    let mut received = Vec::new();
-    let mut statements: HashMap<usize, String> = HashMap::new();
-    let backend = db.backend();
-    with_db!(&db, |pool| {
-        // Kept while records keep coming, so that a statement costs one round trip and not
-        // also a pool acquire and release (sqlx pings a connection as it is released).
-        let mut conn = None;
-        loop {
-            if queue.is_empty() {
-                let arrived = if conn.is_some() {
-                    match tokio::time::timeout(HOLD, rx.recv_many(&mut received, CHUNK)).await {
-                        Ok(n) => n,
-                        Err(_) => {
-                            conn = None;
-                            rx.recv_many(&mut received, CHUNK).await
+/// The writer's loop for one dialect's pool.
+macro_rules! write_loop {
+    ($name:ident, $pool:ty, $backend:expr) => {
+        async fn $name(pool: $pool, mut rx: mpsc::Receiver<Pending>) {
+            let pool = &pool;
+            let backend = $backend;
+            let mut queue: VecDeque<Pending> = VecDeque::new();
+            let mut received = Vec::new();
+            let mut statements: HashMap<usize, String> = HashMap::new();
+            // Kept while records keep coming, so that a statement costs one round trip and not
+            // also a pool acquire and release (sqlx pings a connection as it is released).
+            let mut conn = None;
+            loop {
+                if queue.is_empty() {
+                    let arrived = if conn.is_some() {
+                        match tokio::time::timeout(HOLD, rx.recv_many(&mut received, CHUNK)).await {
+                            Ok(n) => n,
+                            Err(_) => {
+                                conn = None;
+                                rx.recv_many(&mut received, CHUNK).await
+                            }
+                        }
+                    } else {
+                        rx.recv_many(&mut received, CHUNK).await
+                    };
+                    if arrived == 0 {
+                        break;
+                    }
+                    queue.extend(received.drain(..));
+                }
+                // Whatever else is waiting, up to a statement's worth: more stays in the channel, so
+                // that a backlog still pushes back on writers.
+                while queue.len() < CHUNK {
+                    match rx.try_recv() {
+                        Ok(p) => queue.push_back(p),
+                        Err(_) => break,
+                    }
+                }
+                let chunk = take_chunk(&mut queue);
+                if chunk.is_empty() {
+                    continue;
+                }
+                let sql = statements.entry(chunk.len()).or_insert_with(|| insert_sql(backend, chunk.len()));
+                let c = match &mut conn {
+                    Some(c) => c,
+                    None => match pool.acquire().await {
+                        Ok(c) => conn.insert(c),
+                        Err(e) => {
+                            fail(chunk, &e.into());
+                            continue;
+                        }
+                    },
+                };
+                let metadata: Vec<String> = chunk.iter().map(|p| metadata_text(&p.rec)).collect();
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+                for (p, metadata) in chunk.iter().zip(&metadata) {
+                    query = query
+                        .bind(&p.id)
+                        .bind(p.timestamp)
+                        .bind(&p.rec.action)
+                        .bind(&p.rec.actor)
+                        .bind(&p.rec.target)
+                        .bind(&p.rec.secret_id)
+                        .bind(&p.rec.secret_path)
+                        .bind(&p.rec.ip_address)
+                        .bind(&p.rec.user_agent)
+                        .bind(p.rec.success)
+                        .bind(&p.rec.request_id)
+                        .bind(metadata);
+                }
+                match query.execute(&mut **c).await {
+                    Ok(_) => {
+                        for p in chunk {
+                            let _ = p.done.send(Ok(()));
                         }
                     }
-                } else {
-                    rx.recv_many(&mut received, CHUNK).await
-                };
-                if arrived == 0 {
-                    break;
-                }
-                queue.extend(received.drain(..));
-            }
-            // Whatever else is waiting, up to a statement's worth: more stays in the channel, so
-            // that a backlog still pushes back on writers.
-            while queue.len() < CHUNK {
-                match rx.try_recv() {
-                    Ok(p) => queue.push_back(p),
-                    Err(_) => break,
-                }
-            }
-            let chunk = take_chunk(&mut queue);
-            if chunk.is_empty() {
-                continue;
-            }
-            let sql = statements.entry(chunk.len()).or_insert_with(|| insert_sql(backend, chunk.len()));
-            let c = match &mut conn {
-                Some(c) => c,
-                None => match pool.acquire().await {
-                    Ok(c) => conn.insert(c),
                     Err(e) => {
+                        // The connection may be what failed; the next statement gets another.
+                        conn = None;
                         fail(chunk, &e.into());
-                        continue;
                     }
-                },
-            };
-            let metadata: Vec<String> = chunk.iter().map(|p| metadata_text(&p.rec)).collect();
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
-            for (p, metadata) in chunk.iter().zip(&metadata) {
-                query = query
-                    .bind(&p.id)
-                    .bind(p.timestamp)
-                    .bind(&p.rec.action)
-                    .bind(&p.rec.actor)
-                    .bind(&p.rec.target)
-                    .bind(&p.rec.secret_id)
-                    .bind(&p.rec.secret_path)
-                    .bind(&p.rec.ip_address)
-                    .bind(&p.rec.user_agent)
-                    .bind(p.rec.success)
-                    .bind(&p.rec.request_id)
-                    .bind(metadata);
-            }
-            match query.execute(&mut **c).await {
-                Ok(_) => {
-                    for p in chunk {
-                        let _ = p.done.send(Ok(()));
-                    }
-                }
-                Err(e) => {
-                    // The connection may be what failed; the next statement gets another.
-                    conn = None;
-                    fail(chunk, &e.into());
                 }
             }
         }
-    });
+    };
 }
+
+write_loop!(write_loop_sqlite, sqlx::SqlitePool, Backend::Sqlite);
+write_loop!(write_loop_postgres, sqlx::PgPool, Backend::Postgres);
 
 /// Answers every record of `chunk` with the failure to write it.
 fn fail(chunk: Vec<Pending>, e: &StorageError) {
@@ -305,39 +315,6 @@ fn fail(chunk: Vec<Pending>, e: &StorageError) {
     for p in chunk {
         let _ = p.done.send(Err(String::from("the audit record could not be written")));
     }
-}
-
-/// Entries matching `q`, newest first, and how many match in all.
-pub async fn query(db: &Db, q: &AuditQuery) -> Result<(Vec<AuditEntry>, i64), StorageError> {
-    // Every filter is a bound parameter; an absent one is a NULL that matches everything.
-    const WHERE: &str = "WHERE ($1 IS NULL OR actor = $1) AND ($2 IS NULL OR action = $2) \
-        AND ($3 IS NULL OR secret_path = $3) AND ($4 IS NULL OR timestamp >= $4) AND ($5 IS NULL OR timestamp <= $5)";
-    let start = q.start.map(Timestamp::as_micros);
-    let end = q.end.map(Timestamp::as_micros);
-    let limit = q.limit.unwrap_or(i64::MAX).max(0);
-    with_db!(db, |pool| {
-        let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM audit_log {WHERE}")))
-            .bind(&q.actor)
-            .bind(&q.action)
-            .bind(&q.secret_path)
-            .bind(start)
-            .bind(end)
-            .fetch_one(pool)
-            .await?;
-        let rows = sqlx::query_as::<_, AuditEntry>(sqlx::AssertSqlSafe(format!(
-            "SELECT * FROM audit_log {WHERE} ORDER BY timestamp DESC, id DESC LIMIT $6 OFFSET $7"
-        )))
-        .bind(&q.actor)
-        .bind(&q.action)
-        .bind(&q.secret_path)
-        .bind(start)
-        .bind(end)
-        .bind(limit)
-        .bind(q.offset.max(0))
-        .fetch_all(pool)
-        .await?;
-        Ok((rows, total))
-    })
 }
 
 /// What `GET /api/v1/audit` allows to filter, sort and select (`user` is the `actor` column).
@@ -383,37 +360,119 @@ impl Keyed for AuditEntry {
     }
 }
 
+/// Reading the audit log, for each dialect (the writer is [`AuditLog`]).
+pub trait AuditStore: Send + Sync {
+    /// Entries matching `q`, newest first, and how many match in all.
+    fn query<'a>(&'a self, q: &'a AuditQuery) -> BoxFuture<'a, Result<(Vec<AuditEntry>, i64), StorageError>>;
+    /// A page of the entries matching `base` (its filters; not its limit and offset) and the
+    /// list request `q` (built against [`AUDIT_LISTING`]).
+    fn page<'a>(
+        &'a self,
+        base: &'a AuditQuery,
+        q: &'a ListQuery,
+    ) -> BoxFuture<'a, Result<Page<AuditEntry>, StorageError>>;
+}
+
+/// Every filter is a bound parameter; an absent one is a NULL that matches everything.
+const FILTER: &str = "($1 IS NULL OR actor = $1) AND ($2 IS NULL OR action = $2) \
+    AND ($3 IS NULL OR secret_path = $3) AND ($4 IS NULL OR timestamp >= $4) AND ($5 IS NULL OR timestamp <= $5)";
+
+#[derive(Debug, Clone)]
+pub struct SqliteAudit(pub sqlx::SqlitePool);
+
+#[derive(Debug, Clone)]
+pub struct PostgresAudit(pub sqlx::PgPool);
+
+macro_rules! audit_store {
+    ($store:ty) => {
+        impl AuditStore for $store {
+            fn query<'a>(&'a self, q: &'a AuditQuery) -> BoxFuture<'a, Result<(Vec<AuditEntry>, i64), StorageError>> {
+                Box::pin(async move {
+                    let start = q.start.map(Timestamp::as_micros);
+                    let end = q.end.map(Timestamp::as_micros);
+                    let limit = q.limit.unwrap_or(i64::MAX).max(0);
+                    let count_sql = format!("SELECT COUNT(*) FROM audit_log WHERE {FILTER}");
+                    let total: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count_sql))
+                        .bind(&q.actor)
+                        .bind(&q.action)
+                        .bind(&q.secret_path)
+                        .bind(start)
+                        .bind(end)
+                        .fetch_one(&self.0)
+                        .await?;
+                    let list_sql = format!(
+                        "SELECT * FROM audit_log WHERE {FILTER} ORDER BY timestamp DESC, id DESC LIMIT $6 OFFSET $7"
+                    );
+                    let rows = sqlx::query_as::<_, AuditEntry>(sqlx::AssertSqlSafe(list_sql))
+                        .bind(&q.actor)
+                        .bind(&q.action)
+                        .bind(&q.secret_path)
+                        .bind(start)
+                        .bind(end)
+                        .bind(limit)
+                        .bind(q.offset.max(0))
+                        .fetch_all(&self.0)
+                        .await?;
+                    Ok((rows, total))
+                })
+            }
+
+            fn page<'a>(
+                &'a self,
+                base: &'a AuditQuery,
+                q: &'a ListQuery,
+            ) -> BoxFuture<'a, Result<Page<AuditEntry>, StorageError>> {
+                Box::pin(async move {
+                    let start = base.start.map(Timestamp::as_micros);
+                    let end = base.end.map(Timestamp::as_micros);
+                    let b = q.build(6);
+                    let count_sql =
+                        sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM audit_log WHERE {FILTER} AND {}", b.filter));
+                    let list_sql = sqlx::AssertSqlSafe(format!(
+                        "SELECT * FROM audit_log WHERE {FILTER} AND {} {} {} {}",
+                        b.filter, b.keyset, b.order, b.window
+                    ));
+                    let count = sqlx::query_scalar(count_sql)
+                        .bind(&base.actor)
+                        .bind(&base.action)
+                        .bind(&base.secret_path)
+                        .bind(start)
+                        .bind(end);
+                    let total: i64 = crate::bind_values!(count, &b.filter_params).fetch_one(&self.0).await?;
+                    let list = sqlx::query_as::<_, AuditEntry>(list_sql)
+                        .bind(&base.actor)
+                        .bind(&base.action)
+                        .bind(&base.secret_path)
+                        .bind(start)
+                        .bind(end);
+                    let rows: Vec<AuditEntry> = crate::bind_values!(list, &b.params).fetch_all(&self.0).await?;
+                    Ok(q.finish(rows, Some(total)))
+                })
+            }
+        }
+    };
+}
+
+audit_store!(SqliteAudit);
+audit_store!(PostgresAudit);
+
+/// The audit store for `db`'s dialect.
+pub fn store(db: &Db) -> Box<dyn AuditStore> {
+    match db {
+        Db::Sqlite(pool) => Box::new(SqliteAudit(pool.clone())),
+        Db::Postgres(pool) => Box::new(PostgresAudit(pool.clone())),
+    }
+}
+
+/// Entries matching `q`, newest first, and how many match in all.
+pub async fn query(db: &Db, q: &AuditQuery) -> Result<(Vec<AuditEntry>, i64), StorageError> {
+    store(db).query(q).await
+}
+
 /// A page of the entries matching `base` (its filters; not its limit and offset) and the list
 /// request `q` (built against [`AUDIT_LISTING`]).
 pub async fn page(db: &Db, base: &AuditQuery, q: &ListQuery) -> Result<Page<AuditEntry>, StorageError> {
-    const WHERE: &str = "($1 IS NULL OR actor = $1) AND ($2 IS NULL OR action = $2) \
-        AND ($3 IS NULL OR secret_path = $3) AND ($4 IS NULL OR timestamp >= $4) AND ($5 IS NULL OR timestamp <= $5)";
-    let start = base.start.map(Timestamp::as_micros);
-    let end = base.end.map(Timestamp::as_micros);
-    let b = q.build(6);
-    let count_sql = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM audit_log WHERE {WHERE} AND {}", b.filter));
-    let list_sql = sqlx::AssertSqlSafe(format!(
-        "SELECT * FROM audit_log WHERE {WHERE} AND {} {} {} {}",
-        b.filter, b.keyset, b.order, b.window
-    ));
-    let (rows, total) = with_db!(db, |pool| {
-        let count = sqlx::query_scalar(count_sql)
-            .bind(&base.actor)
-            .bind(&base.action)
-            .bind(&base.secret_path)
-            .bind(start)
-            .bind(end);
-        let total: i64 = crate::bind_values!(count, &b.filter_params).fetch_one(pool).await?;
-        let list = sqlx::query_as::<_, AuditEntry>(list_sql)
-            .bind(&base.actor)
-            .bind(&base.action)
-            .bind(&base.secret_path)
-            .bind(start)
-            .bind(end);
-        let rows: Vec<AuditEntry> = crate::bind_values!(list, &b.params).fetch_all(pool).await?;
-        Ok::<_, sqlx::Error>((rows, total))
-    })?;
-    Ok(q.finish(rows, Some(total)))
+    store(db).page(base, q).await
 }
 
 #[cfg(test)]

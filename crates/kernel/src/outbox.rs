@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use sqlx::{PgConnection, SqliteConnection};
 use tokio::sync::watch;
 
@@ -189,14 +190,7 @@ impl Outbox {
     /// Registers `consumer`: every event written from now on is pending for it until it takes
     /// it, across restarts.
     pub async fn register(&self, db: &Db, consumer: &str) -> Result<(), StorageError> {
-        const SQL: &str = "INSERT INTO nexus_outbox_consumers (name, created_at) VALUES ($1, $2) \
-            ON CONFLICT (name) DO NOTHING";
-        let now = Timestamp::now().as_micros();
-        match db {
-            Db::Sqlite(pool) => sqlx::query(SQL).bind(consumer).bind(now).execute(pool).await.map(|_| ())?,
-            Db::Postgres(pool) => sqlx::query(SQL).bind(consumer).bind(now).execute(pool).await.map(|_| ())?,
-        }
-        Ok(())
+        store(db).register(consumer).await
     }
 
     /// Starts the relay: it publishes every committed event on `bus` until `bus` closes.
@@ -206,15 +200,13 @@ impl Outbox {
 }
 
 async fn relay(db: Db, bus: EventBus, mut commits: watch::Receiver<u64>) {
+    let store = store(&db);
     let closed = bus.closed();
     tokio::pin!(closed);
     let mut pruned = Instant::now();
     loop {
         commits.borrow_and_update();
-        let relayed = match &db {
-            Db::Sqlite(pool) => relay_batch(pool, &bus).await,
-            Db::Postgres(pool) => relay_batch(pool, &bus).await,
-        };
+        let relayed = store.relay_batch(&bus).await;
         match relayed {
             // More may be waiting.
             Ok(n) if n >= BATCH => continue,
@@ -224,7 +216,7 @@ async fn relay(db: Db, bus: EventBus, mut commits: watch::Receiver<u64>) {
         }
         if pruned.elapsed() >= PRUNE_EVERY {
             pruned = Instant::now();
-            if let Err(e) = prune(&db).await {
+            if let Err(e) = store.prune(retained_since()).await {
                 tracing::warn!(error = %e, "could not prune the outbox");
             }
         }
@@ -236,40 +228,85 @@ async fn relay(db: Db, bus: EventBus, mut commits: watch::Receiver<u64>) {
     }
 }
 
-/// Takes a batch of the relay's rows, publishes their events and commits; the number taken.
-/// Published before the commit: a crash between the two publishes them again after a restart
-/// (at least once), rather than never.
-async fn relay_batch<DB>(pool: &sqlx::Pool<DB>, bus: &EventBus) -> Result<i64, sqlx::Error>
-where
-    DB: sqlx::Database,
-    DB::Connection: OutboxTx,
-{
-    let others_before = Timestamp::now().as_micros().saturating_sub(micros(GRACE));
-    let take = Take { consumer: BUS, instance: bus.instance_id(), others_before, limit: BATCH };
-    let mut tx = pool.begin().await?;
-    let events = tx.take_events(take).await?;
-    let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
-    if events.is_empty() {
-        tx.rollback().await?;
-        return Ok(0);
-    }
-    for event in events {
-        bus.publish_from_outbox(Arc::new(event));
-    }
-    tx.commit().await?;
-    Ok(n)
+/// The outbox's own statements, outside a caller's transaction, for each dialect.
+pub trait OutboxStore: Send + Sync {
+    /// Registers `consumer` (once; again is a no-op).
+    fn register<'a>(&'a self, consumer: &'a str) -> BoxFuture<'a, Result<(), StorageError>>;
+    /// Deletes the events every consumer has taken that were written before `before` (micros).
+    fn prune(&self, before: i64) -> BoxFuture<'_, Result<u64, StorageError>>;
+    /// Takes a batch of the relay's rows, publishes their events on `bus` and commits; the
+    /// number taken. Published before the commit: a crash between the two publishes them again
+    /// after a restart (at least once), rather than never.
+    fn relay_batch<'a>(&'a self, bus: &'a EventBus) -> BoxFuture<'a, Result<i64, StorageError>>;
 }
 
-/// Deletes events that every consumer has taken, once they are older than [`RETAIN`].
-pub async fn prune(db: &Db) -> Result<u64, StorageError> {
-    const SQL: &str = "DELETE FROM nexus_outbox WHERE created_at < $1 AND NOT EXISTS \
-        (SELECT 1 FROM nexus_outbox_pending p WHERE p.event_id = nexus_outbox.id)";
-    let before = Timestamp::now().as_micros().saturating_sub(micros(RETAIN));
-    let done = match db {
-        Db::Sqlite(pool) => sqlx::query(SQL).bind(before).execute(pool).await?.rows_affected(),
-        Db::Postgres(pool) => sqlx::query(SQL).bind(before).execute(pool).await?.rows_affected(),
+const REGISTER: &str =
+    "INSERT INTO nexus_outbox_consumers (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
+const PRUNE: &str = "DELETE FROM nexus_outbox WHERE created_at < $1 AND NOT EXISTS \
+    (SELECT 1 FROM nexus_outbox_pending p WHERE p.event_id = nexus_outbox.id)";
+
+#[derive(Debug, Clone)]
+pub struct SqliteOutbox(pub sqlx::SqlitePool);
+
+#[derive(Debug, Clone)]
+pub struct PostgresOutbox(pub sqlx::PgPool);
+
+macro_rules! outbox_store {
+    ($store:ty) => {
+        impl OutboxStore for $store {
+            fn register<'a>(&'a self, consumer: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+                Box::pin(async move {
+                    let now = Timestamp::now().as_micros();
+                    sqlx::query(REGISTER).bind(consumer).bind(now).execute(&self.0).await?;
+                    Ok(())
+                })
+            }
+
+            fn prune(&self, before: i64) -> BoxFuture<'_, Result<u64, StorageError>> {
+                Box::pin(async move { Ok(sqlx::query(PRUNE).bind(before).execute(&self.0).await?.rows_affected()) })
+            }
+
+            fn relay_batch<'a>(&'a self, bus: &'a EventBus) -> BoxFuture<'a, Result<i64, StorageError>> {
+                Box::pin(async move {
+                    let others_before = Timestamp::now().as_micros().saturating_sub(micros(GRACE));
+                    let take = Take { consumer: BUS, instance: bus.instance_id(), others_before, limit: BATCH };
+                    let mut tx = self.0.begin().await?;
+                    let events = tx.take_events(take).await?;
+                    if events.is_empty() {
+                        tx.rollback().await?;
+                        return Ok(0);
+                    }
+                    let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
+                    for event in events {
+                        bus.publish_from_outbox(Arc::new(event));
+                    }
+                    tx.commit().await?;
+                    Ok(n)
+                })
+            }
+        }
     };
-    Ok(done)
+}
+
+outbox_store!(SqliteOutbox);
+outbox_store!(PostgresOutbox);
+
+/// The outbox store for `db`'s dialect.
+pub fn store(db: &Db) -> Box<dyn OutboxStore> {
+    match db {
+        Db::Sqlite(pool) => Box::new(SqliteOutbox(pool.clone())),
+        Db::Postgres(pool) => Box::new(PostgresOutbox(pool.clone())),
+    }
+}
+
+/// Events written before this (micros) and taken by every consumer may go.
+fn retained_since() -> i64 {
+    Timestamp::now().as_micros().saturating_sub(micros(RETAIN))
+}
+
+/// Deletes events that every consumer has taken, once they are older than an hour.
+pub async fn prune(db: &Db) -> Result<u64, StorageError> {
+    store(db).prune(retained_since()).await
 }
 
 fn micros(d: Duration) -> i64 {

@@ -251,3 +251,75 @@ async fn concurrent_takers_share_the_outbox_without_overlap() {
         assert_eq!(all, expected, "{backend:?}: every row taken exactly once");
     }
 }
+
+#[tokio::test]
+async fn instance_store_keeps_one_server_id_and_named_secrets() {
+    for backend in backends() {
+        let t = TestDb::open(backend, &[&nexus_kernel::MIGRATIONS]).await;
+        let store = nexus_kernel::instance::store(&t.db);
+        let id = store.server_id().await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.server_id().await.unwrap_or_else(|e| panic!("{e}")), id, "{backend:?}");
+        let cursor = store.secret("cursor").await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cursor.len(), 64, "{backend:?}");
+        assert!(cursor.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(store.secret("cursor").await.unwrap_or_else(|e| panic!("{e}")), cursor, "{backend:?}");
+        assert_ne!(store.secret("other").await.unwrap_or_else(|e| panic!("{e}")), cursor, "{backend:?}");
+    }
+}
+
+#[tokio::test]
+async fn audit_store_reads_what_the_writer_and_transactions_wrote() {
+    use nexus_kernel::audit::{AuditLog, AuditQuery, AuditRecord, AuditTx};
+    for backend in backends() {
+        let t = TestDb::open(backend, &[&nexus_kernel::MIGRATIONS]).await;
+        let log = AuditLog::start(t.db.clone());
+        let rec = |action: &str, actor: &str| AuditRecord {
+            action: action.to_string(),
+            actor: actor.to_string(),
+            secret_path: String::from("app/key"),
+            success: true,
+            metadata: json!({ "n": 1 }),
+            ..AuditRecord::default()
+        };
+        for i in 0..5 {
+            log.record(&rec("secret.read", &format!("u{}", i % 2))).await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        // A record written in a transaction that rolls back is not there; one that commits is.
+        match &t.db {
+            Db::Sqlite(pool) => {
+                let mut tx = pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
+                tx.write_record(&rec("test.rolled_back", "u9")).await.unwrap_or_else(|e| panic!("{e}"));
+                tx.rollback().await.unwrap_or_else(|e| panic!("{e}"));
+                let mut tx = pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
+                tx.write_record(&rec("test.committed", "u9")).await.unwrap_or_else(|e| panic!("{e}"));
+                tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+            }
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
+                tx.write_record(&rec("test.rolled_back", "u9")).await.unwrap_or_else(|e| panic!("{e}"));
+                tx.rollback().await.unwrap_or_else(|e| panic!("{e}"));
+                let mut tx = pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
+                tx.write_record(&rec("test.committed", "u9")).await.unwrap_or_else(|e| panic!("{e}"));
+                tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+        let store = nexus_kernel::audit::store(&t.db);
+        let q = |actor: Option<&str>, action: Option<&str>| AuditQuery {
+            actor: actor.map(str::to_string),
+            action: action.map(str::to_string),
+            ..AuditQuery::default()
+        };
+        let (all, total) = store.query(&q(None, None)).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((all.len(), total), (6, 6), "{backend:?}");
+        let (rows, total) = store.query(&q(Some("u0"), Some("secret.read"))).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((rows.len(), total), (3, 3), "{backend:?}");
+        let (rows, _) = store.query(&q(Some("u9"), None)).await.unwrap_or_else(|e| panic!("{e}"));
+        let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
+        assert_eq!(actions, ["test.committed"], "{backend:?}");
+        assert!(rows.iter().all(|r| r.metadata == r#"{"n":1}"# && r.secret_path == "app/key"), "{backend:?}");
+        let limited = AuditQuery { limit: Some(2), offset: 1, ..AuditQuery::default() };
+        let (rows, total) = store.query(&limited).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((rows.len(), total), (2, 6), "{backend:?}");
+        assert_eq!(rows.first().map(|r| r.id.clone()), all.get(1).map(|r| r.id.clone()), "{backend:?}: newest first");
+    }
+}
