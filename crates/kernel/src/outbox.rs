@@ -82,6 +82,11 @@ pub trait OutboxTx: Send {
         &'a mut self,
         take: Take<'a>,
     ) -> impl Future<Output = Result<Vec<Event>, sqlx::Error>> + Send + 'a;
+
+    /// Whether `take` would find a row. A read, outside any transaction: a consumer asks first,
+    /// so that an idle poll takes no write lock (on SQLite, that would hold up other processes
+    /// on the same file).
+    fn has_pending<'a>(&'a mut self, take: Take<'a>) -> impl Future<Output = Result<bool, sqlx::Error>> + Send + 'a;
 }
 
 const INSERT_EVENT: &str = "INSERT INTO nexus_outbox (id, kind, source, data, timestamp, origin, created_at) \
@@ -140,6 +145,18 @@ macro_rules! outbox_tx {
                     .await?;
                 sqlx::query(INSERT_PENDING).bind(&event.id).bind(&event.origin).bind(now).execute(&mut *self).await?;
                 Ok(())
+            }
+
+            async fn has_pending(&mut self, take: Take<'_>) -> Result<bool, sqlx::Error> {
+                let sql = format!("SELECT event_id FROM nexus_outbox_pending WHERE {TAKE_WHERE}");
+                let found: Option<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(take.consumer)
+                    .bind(take.instance)
+                    .bind(take.others_before)
+                    .bind(1i64)
+                    .fetch_optional(&mut *self)
+                    .await?;
+                Ok(found.is_some())
             }
 
             async fn take_events(&mut self, take: Take<'_>) -> Result<Vec<Event>, sqlx::Error> {
@@ -270,6 +287,9 @@ macro_rules! outbox_store {
                 Box::pin(async move {
                     let others_before = Timestamp::now().as_micros().saturating_sub(micros(GRACE));
                     let take = Take { consumer: BUS, instance: bus.instance_id(), others_before, limit: BATCH };
+                    if !self.0.acquire().await?.has_pending(take).await? {
+                        return Ok(0);
+                    }
                     let mut tx = self.0.begin().await?;
                     let events = tx.take_events(take).await?;
                     if events.is_empty() {

@@ -255,6 +255,8 @@ impl Store {
             if n > 0 {
                 tx.write_event(event).await?;
                 tx.commit().await?;
+            } else {
+                tx.rollback().await?;
             }
             Ok::<_, StorageError>(n > 0)
         })?;
@@ -518,6 +520,8 @@ impl Store {
             if n > 0 {
                 tx.write_event(event).await?;
                 tx.commit().await?;
+            } else {
+                tx.rollback().await?;
             }
             Ok::<_, StorageError>(n > 0)
         })?;

@@ -344,6 +344,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() == 0 {
+                tx.rollback().await?;
                 return Ok::<_, sqlx::Error>(false);
             }
             sqlx::query(
@@ -393,6 +394,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() == 0 {
+                tx.rollback().await?;
                 return Ok::<_, sqlx::Error>(false);
             }
             sqlx::query(
@@ -441,6 +443,8 @@ impl Store {
             if let Some(id) = &id {
                 tx.write_event(&event(id)).await?;
                 tx.commit().await?;
+            } else {
+                tx.rollback().await?;
             }
             Ok::<_, sqlx::Error>(id)
         })?;
@@ -462,6 +466,9 @@ impl Store {
                 let current: Option<i32> =
                     sqlx::query_scalar(CURRENT).bind(id).bind(version).fetch_optional(&mut *tx).await?;
                 if current.is_none() {
+                    // Explicitly: a dropped transaction may keep its lock until the connection
+                    // is used again.
+                    tx.rollback().await?;
                     return Ok(false);
                 }
                 tx.write_record(rec).await?;
@@ -476,6 +483,9 @@ impl Store {
                     .fetch_optional(&mut *tx)
                     .await?;
                 if current.is_none() {
+                    // Explicitly: a dropped transaction may keep its lock until the connection
+                    // is used again.
+                    tx.rollback().await?;
                     return Ok(false);
                 }
                 tx.write_record(rec).await?;

@@ -266,9 +266,13 @@ macro_rules! dialect_impl {
 
             fn queue_from_outbox<'a>(&'a self, limit: i64, plan: Plan<'a>) -> BoxFuture<'a, Result<(usize, usize)>> {
                 Box::pin(async move {
+                    if !self.pool.acquire().await?.has_pending(Take::all(CONSUMER, limit)).await? {
+                        return Ok((0, 0));
+                    }
                     let mut tx = self.pool.begin().await?;
                     let events = tx.take_events(Take::all(CONSUMER, limit)).await?;
                     if events.is_empty() {
+                        tx.rollback().await?;
                         return Ok((0, 0));
                     }
                     let active = format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE active = $1");
