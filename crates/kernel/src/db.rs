@@ -1,8 +1,9 @@
 //! Storage: one connection pool per process, to embedded SQLite (WAL) or PostgreSQL.
 //!
-//! Every query is written once in the dialect both backends understand (`$1` placeholders,
-//! `RETURNING`, `ON CONFLICT`) and run through [`with_db!`](crate::with_db), which expands it for
-//! the native driver of whichever backend is configured. An owner whose schema is portable
+//! Each store is a trait with one implementation per SQL dialect (see `docs/events.md` and the
+//! kernel's `audit`, `instance` and `outbox`): SQL both backends understand (`$1` placeholders,
+//! `RETURNING`, `ON CONFLICT`) is written once and shared, what differs lives in its dialect's
+//! implementation. [`with_db!`](crate::with_db) remains only for the stores not yet moved. An owner whose schema is portable
 //! (TEXT, BIGINT, BOOLEAN) keeps one migration folder for both backends; one that needs
 //! backend-specific types keeps one folder per backend.
 
@@ -23,6 +24,8 @@ pub enum Db {
 }
 
 /// Runs `$body` with `$pool` bound to the native pool of whichever backend is configured.
+/// Deprecated in favour of a store trait per dialect; still used by the identity and secrets
+/// stores.
 ///
 /// ```ignore
 /// with_db!(&self.db, |pool| sqlx::query("DELETE FROM t WHERE id = $1").bind(id).execute(pool).await)
@@ -147,14 +150,22 @@ impl Db {
             }
         };
         let migrator = Migrator::with_migrations(sets.iter().flat_map(|s| pick(s)).collect());
-        with_db!(self, |pool| migrator.run(pool).await)?;
+        match self {
+            Db::Sqlite(pool) => migrator.run(pool).await?,
+            Db::Postgres(pool) => migrator.run(pool).await?,
+        }
         Ok(())
     }
 
     /// A real round trip to the database, bounded by `timeout`.
     pub async fn ping(&self, timeout: Duration) -> Result<Duration, StorageError> {
         let started = std::time::Instant::now();
-        let query = async { with_db!(self, |pool| sqlx::query("SELECT 1").execute(pool).await.map(|_| ())) };
+        let query = async {
+            match self {
+                Db::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()),
+                Db::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(|_| ()),
+            }
+        };
         match tokio::time::timeout(timeout, query).await {
             Ok(result) => result.map(|()| started.elapsed()).map_err(StorageError::from),
             Err(_) => Err(StorageError::Timeout(timeout)),
@@ -163,15 +174,19 @@ impl Db {
 
     /// Connections of the pool: (in use, idle, maximum).
     pub fn pool_stats(&self) -> (u32, u32, u32) {
-        with_db!(self, |pool| {
-            let size = pool.size();
-            let idle = u32::try_from(pool.num_idle()).unwrap_or(size);
-            (size.saturating_sub(idle), idle, pool.options().get_max_connections())
-        })
+        let (size, idle, max) = match self {
+            Db::Sqlite(pool) => (pool.size(), pool.num_idle(), pool.options().get_max_connections()),
+            Db::Postgres(pool) => (pool.size(), pool.num_idle(), pool.options().get_max_connections()),
+        };
+        let idle = u32::try_from(idle).unwrap_or(size);
+        (size.saturating_sub(idle), idle, max)
     }
 
     pub async fn close(&self) {
-        with_db!(self, |pool| pool.close().await);
+        match self {
+            Db::Sqlite(pool) => pool.close().await,
+            Db::Postgres(pool) => pool.close().await,
+        }
     }
 }
 

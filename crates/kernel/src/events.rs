@@ -36,15 +36,25 @@ pub struct Event {
     pub timestamp: String,
     /// The plugin or component that published it.
     pub source: String,
-    /// The instance (process) that published it; not part of the public envelope.
+    /// The instance (process) that published it (for an event of the outbox: that wrote it);
+    /// not part of the public envelope.
     #[serde(skip)]
     pub origin: String,
+    /// Whether it was written to the outbox with the change it describes (and so reaches the
+    /// durable consumers, webhooks among them, from there); not part of the public envelope.
+    #[serde(skip)]
+    pub durable: bool,
 }
 
-/// An event as it crosses Redis: with the instance it came from.
+/// An event as it crosses Redis: with the instance that sent it, and (when another instance
+/// wrote it to the outbox) the instance that wrote it.
 #[derive(Debug, Serialize, Deserialize)]
 struct Wire {
     origin: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    writer: Option<String>,
+    #[serde(default)]
+    durable: bool,
     event: Event,
 }
 
@@ -86,16 +96,26 @@ impl EventBus {
         *event.origin == *self.instance
     }
 
-    /// Publishes `kind` with `data` from `source`; returns the event as sent.
-    pub fn publish(&self, source: &str, kind: &str, data: serde_json::Value) -> Arc<Event> {
-        let event = Arc::new(Event {
+    /// The envelope of a new event of `kind` with `data` from `source`, published by this
+    /// instance, without publishing it: what a store writes to the outbox
+    /// ([`crate::outbox`]) in the transaction of the change it describes.
+    pub fn envelope(&self, source: &str, kind: &str, data: serde_json::Value) -> Event {
+        Event {
             id: format!("evt_{}", crate::id::random_alphanumeric(20)),
             kind: kind.to_string(),
             data,
             timestamp: Timestamp::now().to_rfc3339(),
             source: source.to_string(),
             origin: self.instance.to_string(),
-        });
+            durable: false,
+        }
+    }
+
+    /// Publishes `kind` with `data` from `source` now; returns the event as sent. For events
+    /// that describe no committed change (notices, tests): an event of a change goes through
+    /// the outbox, so that it survives a crash after the commit.
+    pub fn publish(&self, source: &str, kind: &str, data: serde_json::Value) -> Arc<Event> {
+        let event = Arc::new(self.envelope(source, kind, data));
         self.publish_event(event.clone());
         event
     }
@@ -104,14 +124,26 @@ impl EventBus {
     /// instances when it was published here. An event relayed from another instance is
     /// delivered locally only.
     pub fn publish_event(&self, event: Arc<Event>) {
-        if self.is_local(&event)
-            && let Some(relay) = self.relay.get()
+        if self.is_local(&event) {
+            self.send_to_redis(&event);
+        }
+        // No subscriber is not an error: the event simply has no one to reach.
+        let _ = self.tx.send(event);
+    }
+
+    /// Delivers an event taken from the outbox, whichever instance wrote it, here and to every
+    /// other instance: the outbox hands each event to one instance's relay only.
+    pub fn publish_from_outbox(&self, event: Arc<Event>) {
+        self.send_to_redis(&event);
+        let _ = self.tx.send(event);
+    }
+
+    fn send_to_redis(&self, event: &Arc<Event>) {
+        if let Some(relay) = self.relay.get()
             && let Err(mpsc::error::TrySendError::Full(_)) = relay.try_send(event.clone())
         {
             tracing::warn!(kind = %event.kind, "event relay to redis is backed up; event not sent to other instances");
         }
-        // No subscriber is not an error: the event simply has no one to reach.
-        let _ = self.tx.send(event);
     }
 
     /// A new subscription receiving every event published from now on.
@@ -206,7 +238,8 @@ async fn relay_out(
             () = &mut closed => return,
             event = rx.recv() => match event { Some(e) => e, None => return },
         };
-        let wire = Wire { origin: event.origin.clone(), event: (*event).clone() };
+        let writer = (*event.origin != *bus.instance).then(|| event.origin.clone());
+        let wire = Wire { origin: bus.instance.to_string(), writer, durable: event.durable, event: (*event).clone() };
         let Ok(payload) = serde_json::to_string(&wire) else { continue };
         let sent: Result<i64, _> = redis::cmd("PUBLISH").arg(&channel).arg(payload).query_async(&mut conn).await;
         if let Err(e) = sent {
@@ -253,8 +286,11 @@ async fn relay_in(bus: EventBus, client: redis::Client, channel: String, first: 
                 continue;
             }
             let mut event = wire.event;
-            event.origin = wire.origin;
-            bus.publish_event(Arc::new(event));
+            event.origin = wire.writer.unwrap_or(wire.origin);
+            event.durable = wire.durable;
+            // Here only: this instance's own events (even one another instance relayed from
+            // the outbox) must not go back out.
+            let _ = bus.tx.send(Arc::new(event));
         }
         tracing::warn!("redis event subscription ended; reconnecting");
     }

@@ -9,6 +9,7 @@ use crate::config::{Config, mask_url};
 use crate::db::{Db, MigrationSet, StorageError};
 use crate::events::EventBus;
 use crate::metrics::Metrics;
+use crate::outbox::Outbox;
 use crate::plugin::Manifest;
 use crate::ratelimit::RateLimiter;
 use crate::rpc::RpcRegistry;
@@ -23,6 +24,8 @@ pub struct Kernel {
     pub audit: AuditLog,
     pub rate_limits: RateLimiter,
     pub events: EventBus,
+    /// Events written with the changes they describe; its relay publishes them on `events`.
+    pub outbox: Outbox,
     /// Methods callable over the WebSocket.
     pub rpc: RpcRegistry,
     /// Every plugin of this instance, its state and its traffic.
@@ -108,6 +111,8 @@ impl Kernel {
         let rate_limits = rate_limits.with_clock(clock.clone());
         let cursor_key = crate::instance::secret(&db, "cursor").await?.into_bytes();
         let audit = AuditLog::start(db.clone());
+        let outbox = Outbox::new();
+        outbox.start_relay(db.clone(), events.clone());
         Ok(Arc::new(Self {
             config,
             db,
@@ -116,6 +121,7 @@ impl Kernel {
             audit,
             rate_limits,
             events,
+            outbox,
             rpc: RpcRegistry::default(),
             plugins: registry,
             redis,

@@ -17,6 +17,7 @@ pub mod id;
 pub mod instance;
 pub mod kernel;
 pub mod metrics;
+pub mod outbox;
 pub mod plugin;
 pub mod principal;
 pub mod query;

@@ -70,7 +70,8 @@ impl PgSchema {
 
     fn database_url(&self) -> String {
         let sep = if self.admin_url.contains('?') { '&' } else { '?' };
-        format!("{}{sep}options=-c%20search_path%3D{}", self.admin_url, self.name)
+        // Named after the schema, so that the clean-up can end this server's connections.
+        format!("{}{sep}options=-c%20search_path%3D{}&application_name={}", self.admin_url, self.name, self.name)
     }
 }
 
@@ -83,6 +84,7 @@ impl Drop for PgSchema {
     fn drop(&mut self) {
         let url = self.admin_url.clone();
         let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name);
+        let name = self.name.clone();
         // Drop runs inside the test's runtime, which cannot be blocked on; a thread of its own
         // with a small runtime does the clean-up.
         let handle = std::thread::spawn(move || {
@@ -90,12 +92,48 @@ impl Drop for PgSchema {
                 rt.block_on(async {
                     use sqlx::Connection;
                     if let Ok(mut conn) = sqlx::PgConnection::connect(&url).await {
+                        // The test's runtime is blocked here, so a transaction its server had in
+                        // flight (the outbox relay's, say) would hold its locks, and the drop
+                        // would wait for them forever: end that server's connections first.
+                        let _ = sqlx::query(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                             WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                        )
+                        .bind(&name)
+                        .execute(&mut conn)
+                        .await;
                         let _ = sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await;
                     }
                 });
             }
         });
         let _ = handle.join();
+    }
+}
+
+/// A migrated database of its own, with no server on it: for the contract tests of stores.
+#[derive(Debug)]
+pub struct TestDb {
+    pub db: nexus_kernel::db::Db,
+    _dir: TempDir,
+    _schema: Option<PgSchema>,
+}
+
+impl TestDb {
+    /// A fresh database on `backend` with `migrations` applied.
+    pub async fn open(backend: Backend, migrations: &[&nexus_kernel::db::MigrationSet]) -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("cannot create a temp dir: {e}"));
+        let (url, schema) = match backend {
+            Backend::Sqlite => (format!("sqlite://{}/test.db", dir.path().display()), None),
+            Backend::Postgres => {
+                let admin = postgres_url().unwrap_or_else(|| panic!("NEXUS_TEST_POSTGRES_URL is not set"));
+                let schema = PgSchema::create(&admin).await;
+                (schema.database_url(), Some(schema))
+            }
+        };
+        let db = nexus_kernel::db::Db::connect(&url, Some(4)).await.unwrap_or_else(|e| panic!("{e}"));
+        db.migrate(migrations).await.unwrap_or_else(|e| panic!("migrations failed: {e}"));
+        Self { db, _dir: dir, _schema: schema }
     }
 }
 

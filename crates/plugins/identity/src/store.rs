@@ -2,6 +2,8 @@
 
 use nexus_kernel::clock::Timestamp;
 use nexus_kernel::db::{Db, StorageError};
+use nexus_kernel::events::Event;
+use nexus_kernel::outbox::{Outbox, OutboxTx};
 use nexus_kernel::query::{Field, Keyed, Kind, ListQuery, Listing, Op, Page, Value, escape_like};
 use nexus_kernel::with_db;
 
@@ -106,6 +108,7 @@ const USER_COLUMNS: &str = "id, username, email, full_name, password_hash, statu
 #[derive(Debug, Clone)]
 pub struct Store {
     db: Db,
+    outbox: Outbox,
 }
 
 /// The case-folded form under which usernames and emails are unique.
@@ -114,8 +117,8 @@ pub fn fold(s: &str) -> String {
 }
 
 impl Store {
-    pub fn new(db: Db) -> Self {
-        Self { db }
+    pub fn new(db: Db, outbox: Outbox) -> Self {
+        Self { db, outbox }
     }
 
     /// Fills in the roles of `users` with one query, however many there are.
@@ -191,8 +194,8 @@ impl Store {
         Ok((self.attach_roles(rows).await?, total))
     }
 
-    /// Inserts `user` and its roles in one transaction.
-    pub async fn insert_user(&self, u: &UserRow) -> Result<(), StorageError> {
+    /// Inserts `user` and its roles, and writes `event` to the outbox, in one transaction.
+    pub async fn insert_user(&self, u: &UserRow, event: &Event) -> Result<(), StorageError> {
         with_db!(&self.db, |pool| {
             let mut tx = pool.begin().await?;
             let insert = sqlx::query(
@@ -201,29 +204,29 @@ impl Store {
             );
             bind_user!(insert, u).bind(u.created_at).execute(&mut *tx).await?;
             insert_roles!(tx, u);
+            tx.write_event(event).await?;
             tx.commit().await
         })?;
+        self.outbox.committed();
         Ok(())
     }
 
-    /// Writes `u` back. The role rows are rewritten only when `roles_changed`: an update that
-    /// leaves them alone is one statement, not a transaction.
-    pub async fn update_user(&self, u: &UserRow, roles_changed: bool) -> Result<(), StorageError> {
+    /// Writes `u` back and `event` to the outbox, in one transaction. The role rows are
+    /// rewritten only when `roles_changed`.
+    pub async fn update_user(&self, u: &UserRow, roles_changed: bool, event: &Event) -> Result<(), StorageError> {
         const UPDATE: &str = "UPDATE users SET username = $2, username_key = $3, email = $4, email_key = $5, \
             full_name = $6, password_hash = $7, status = $8, metadata = $9, updated_at = $10 WHERE id = $1";
-        // Inside the macro: each backend needs its own closure type.
         with_db!(&self.db, |pool| {
-            let update = || bind_user!(sqlx::query(UPDATE), u).bind(u.updated_at);
-            if !roles_changed {
-                update().execute(pool).await.map(|_| ())
-            } else {
-                let mut tx = pool.begin().await?;
-                update().execute(&mut *tx).await?;
+            let mut tx = pool.begin().await?;
+            bind_user!(sqlx::query(UPDATE), u).bind(u.updated_at).execute(&mut *tx).await?;
+            if roles_changed {
                 sqlx::query("DELETE FROM user_roles WHERE user_id = $1").bind(&u.id).execute(&mut *tx).await?;
                 insert_roles!(tx, u);
-                tx.commit().await
             }
+            tx.write_event(event).await?;
+            tx.commit().await
         })?;
+        self.outbox.committed();
         Ok(())
     }
 
@@ -243,11 +246,24 @@ impl Store {
         Ok(found.is_some())
     }
 
-    pub async fn delete_user(&self, id: &str) -> Result<bool, StorageError> {
-        let n = with_db!(&self.db, |pool| {
-            sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(pool).await.map(|r| r.rows_affected())
+    /// Deletes user `id` and, if there was one, writes `event` to the outbox, in one
+    /// transaction; whether there was one.
+    pub async fn delete_user(&self, id: &str, event: &Event) -> Result<bool, StorageError> {
+        let deleted = with_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query("DELETE FROM users WHERE id = $1").bind(id).execute(&mut *tx).await?.rows_affected();
+            if n > 0 {
+                tx.write_event(event).await?;
+                tx.commit().await?;
+            } else {
+                tx.rollback().await?;
+            }
+            Ok::<_, StorageError>(n > 0)
         })?;
-        Ok(n > 0)
+        if deleted {
+            self.outbox.committed();
+        }
+        Ok(deleted)
     }
 
     /// Active users holding `role`, other than `except`.
@@ -295,8 +311,16 @@ impl Store {
         Ok(locked.flatten() == Some(lock_until))
     }
 
-    pub async fn insert_refresh(&self, r: &RefreshRow, now: Timestamp) -> Result<(), StorageError> {
+    /// Stores refresh token `r` and, when given, writes `event` (a login) to the outbox, in
+    /// one transaction.
+    pub async fn insert_refresh(
+        &self,
+        r: &RefreshRow,
+        now: Timestamp,
+        event: Option<&Event>,
+    ) -> Result<(), StorageError> {
         with_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
             sqlx::query(
                 "INSERT INTO refresh_tokens (token_hash, family_id, user_id, client_id, device_id, created_at, expires_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -308,10 +332,16 @@ impl Store {
             .bind(&r.device_id)
             .bind(now.as_micros())
             .bind(r.expires_at)
-            .execute(pool)
-            .await
-            .map(|_| ())
+            .execute(&mut *tx)
+            .await?;
+            if let Some(event) = event {
+                tx.write_event(event).await?;
+            }
+            tx.commit().await
         })?;
+        if event.is_some() {
+            self.outbox.committed();
+        }
         Ok(())
     }
 
@@ -416,8 +446,10 @@ impl Store {
     }
 
     #[allow(clippy::too_many_arguments)]
-    pub async fn insert_api_key(&self, k: &ApiKeyRow, key_hash: &str) -> Result<(), StorageError> {
+    /// Stores key `k` and writes `event` to the outbox, in one transaction.
+    pub async fn insert_api_key(&self, k: &ApiKeyRow, key_hash: &str, event: &Event) -> Result<(), StorageError> {
         with_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
             sqlx::query(
                 "INSERT INTO api_keys (id, user_id, name, key_hash, prefix, scopes, premium, created_at, expires_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -431,10 +463,12 @@ impl Store {
             .bind(k.premium)
             .bind(k.created_at)
             .bind(k.expires_at)
-            .execute(pool)
-            .await
-            .map(|_| ())
+            .execute(&mut *tx)
+            .await?;
+            tx.write_event(event).await?;
+            tx.commit().await
         })?;
+        self.outbox.committed();
         Ok(())
     }
 
@@ -463,20 +497,38 @@ impl Store {
         })?)
     }
 
-    /// Revokes key `id` if `owner` (or anyone, when `None`) holds it; whether one was revoked.
-    pub async fn revoke_api_key(&self, id: &str, owner: Option<&str>, now: Timestamp) -> Result<bool, StorageError> {
-        let n = with_db!(&self.db, |pool| {
-            sqlx::query(
+    /// Revokes key `id` if `owner` (or anyone, when `None`) holds it, and then writes `event`
+    /// to the outbox, in one transaction; whether one was revoked.
+    pub async fn revoke_api_key(
+        &self,
+        id: &str,
+        owner: Option<&str>,
+        now: Timestamp,
+        event: &Event,
+    ) -> Result<bool, StorageError> {
+        let revoked = with_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let n = sqlx::query(
                 "UPDATE api_keys SET revoked_at = $3 WHERE id = $1 AND ($2 IS NULL OR user_id = $2) AND revoked_at IS NULL",
             )
             .bind(id)
             .bind(owner)
             .bind(now.as_micros())
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n > 0 {
+                tx.write_event(event).await?;
+                tx.commit().await?;
+            } else {
+                tx.rollback().await?;
+            }
+            Ok::<_, StorageError>(n > 0)
         })?;
-        Ok(n > 0)
+        if revoked {
+            self.outbox.committed();
+        }
+        Ok(revoked)
     }
 
     pub async fn touch_api_key(&self, id: &str, now: Timestamp) -> Result<(), StorageError> {

@@ -181,6 +181,7 @@ pub(crate) mod tests {
             timestamp: "t".into(),
             source: source.into(),
             origin: String::new(),
+            durable: false,
         }
     }
 

@@ -162,9 +162,11 @@ impl Hub {
             })
             .to_string(),
         );
+        // The notice is advisory: a subscriber whose queue has no room for it misses the
+        // notice, not its connection (only events it asked for may overflow it).
         for sub in self.lock().values() {
             if !sub.overflow.is_raised() {
-                push(sub, text.clone());
+                let _ = sub.queue.try_send(Message::Text(text.clone()));
             }
         }
     }

@@ -77,5 +77,6 @@ pub async fn rotate_master_key(
     db: &nexus_kernel::db::Db,
     progress: &mut (dyn FnMut(u64, u64) + Send),
 ) -> Result<keyring::Rotation, SecretsError> {
-    keyring::rotate(config, &store::Store::new(db.clone()), progress).await
+    // Rotation writes no events: the outbox handle wakes no one.
+    keyring::rotate(config, &store::Store::new(db.clone(), nexus_kernel::outbox::Outbox::new()), progress).await
 }

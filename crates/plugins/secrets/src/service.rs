@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use nexus_identity::{Identity, Principal};
 use nexus_kernel::Kernel;
-use nexus_kernel::audit::{AuditEntry, AuditQuery, AuditRecord, Precondition};
+use nexus_kernel::audit::{AuditEntry, AuditQuery, AuditRecord};
 use nexus_kernel::client::ClientMeta;
 use nexus_kernel::clock::Timestamp;
 use nexus_kernel::query::{ListQuery, Page};
@@ -18,7 +18,7 @@ use crate::error::SecretsError;
 use crate::keyring::Keyring;
 use crate::paths;
 use crate::policy::Policies;
-use crate::store::{self as sql, CreateOutcome, NewSecret, NewVersion, SealedRow, SecretRow, Store, VersionRow};
+use crate::store::{CreateOutcome, NewSecret, NewVersion, SealedRow, SecretRow, Store, VersionRow};
 
 /// Largest secret value accepted, in bytes.
 pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
@@ -106,7 +106,7 @@ fn actor(p: Option<&Principal>) -> &str {
 impl Secrets {
     /// Opens the keyring (refusing a wrong master key) and sets up the service.
     pub async fn start(kernel: Arc<Kernel>, identity: &Identity) -> Result<Arc<Self>, SecretsError> {
-        let store = Store::new(kernel.db.clone());
+        let store = Store::new(kernel.db.clone(), kernel.outbox.clone());
         let policies = Policies::new(kernel.config.secrets.policies.clone(), identity.roles().clone());
         policies.validate().map_err(SecretsError::MasterKey)?;
         let keyring = Keyring::open(&kernel.config, &store).await?;
@@ -303,10 +303,9 @@ impl Secrets {
         let read_version = row.v_version.unwrap_or(row.version);
         let rec =
             self.record("secret.read", Some(p), &row.id, &row.path, client, true, json!({ "version": read_version }));
-        let current = Precondition { condition: sql::CURRENT, key: row.id.clone(), version: row.version };
-        match self.kernel.audit.record_if(rec, current).await {
-            Ok(Some(_)) => {}
-            Ok(None) => {
+        match self.store.audit_if_current(&rec, &row.id, row.version).await {
+            Ok(true) => {}
+            Ok(false) => {
                 self.cache.invalidate(&row.path);
                 return Ok(None);
             }
@@ -397,7 +396,12 @@ impl Secrets {
             version_id: &nexus_kernel::id::uuid(),
             ciphertext: &ciphertext,
         };
-        let outcome = match self.store.create(&new).await {
+        let event = self.kernel.events.envelope(
+            "secrets",
+            "secret.created",
+            json!({ "id": row.id, "path": row.path, "version": 1, "user": p.user_id }),
+        );
+        let outcome = match self.store.create(&new, &event).await {
             Ok(o) => o,
             Err(e) => return Err(self.refuse(ACTION, Some(p), "", path, client, e.into()).await),
         };
@@ -411,11 +415,6 @@ impl Secrets {
             }
         }
         self.audit(ACTION, Some(p), &row.id, path, client, true, json!({ "version": 1 })).await;
-        self.kernel.events.publish(
-            "secrets",
-            "secret.created",
-            json!({ "id": row.id, "path": row.path, "version": 1, "user": p.user_id }),
-        );
         Ok(row.into())
     }
 
@@ -482,7 +481,12 @@ impl Secrets {
                 at: now,
                 by: &p.user_id,
             };
-            match self.store.add_version(&new).await {
+            let event = self.kernel.events.envelope(
+                "secrets",
+                "secret.updated",
+                json!({ "id": row.id, "path": row.path, "version": row.version + 1, "user": p.user_id }),
+            );
+            match self.store.add_version(&new, &event).await {
                 Ok(true) => {}
                 Ok(false) if update.cas.is_some() => {
                     let e = SecretsError::VersionMismatch { expected: row.version, current: row.version + 1 };
@@ -496,11 +500,6 @@ impl Secrets {
             let changed = json!({ "version": version, "value_changed": update.value.is_some(),
                 "metadata_changed": update.metadata.is_some() });
             self.audit(ACTION, Some(p), &row.id, path, client, true, changed).await;
-            self.kernel.events.publish(
-                "secrets",
-                "secret.updated",
-                json!({ "id": row.id, "path": row.path, "version": version, "user": p.user_id }),
-            );
             return Ok(SecretMeta {
                 metadata: parse_metadata(&metadata),
                 id: row.id,
@@ -534,7 +533,14 @@ impl Secrets {
         if let Err(e) = self.check(p, "secret.delete", path) {
             return Err(self.refuse(ACTION, Some(p), "", path, client, e).await);
         }
-        let id = match self.store.delete(path).await {
+        let deleted = |id: &str| {
+            self.kernel.events.envelope(
+                "secrets",
+                "secret.deleted",
+                json!({ "id": id, "path": path, "user": p.user_id }),
+            )
+        };
+        let id = match self.store.delete(path, deleted).await {
             Ok(Some(id)) => {
                 self.cache.invalidate(path);
                 id
@@ -545,7 +551,6 @@ impl Secrets {
             Err(e) => return Err(self.refuse(ACTION, Some(p), "", path, client, e.into()).await),
         };
         self.audit(ACTION, Some(p), &id, path, client, true, json!({})).await;
-        self.kernel.events.publish("secrets", "secret.deleted", json!({ "id": id, "path": path, "user": p.user_id }));
         Ok(())
     }
 

@@ -1,6 +1,9 @@
 //! SQL of the secrets plugin: secrets, their versions and the master-key ring.
 
+use nexus_kernel::audit::{AuditRecord, AuditTx};
 use nexus_kernel::db::{Db, StorageError};
+use nexus_kernel::events::Event;
+use nexus_kernel::outbox::{Outbox, OutboxTx};
 use nexus_kernel::query::{Field, Keyed, Kind, ListQuery, Listing, Op, Page, Value};
 use nexus_kernel::with_db;
 
@@ -128,22 +131,20 @@ impl Keyed for SecretRow {
     }
 }
 
-/// The audit precondition of a read served from the cache: the secret is still the one read
-/// (`guard_key`, its id) at the version read (`guard_version`). See
-/// [`nexus_kernel::audit::Precondition`].
-pub const CURRENT: &str =
-    "EXISTS (SELECT 1 FROM secrets WHERE secrets.id = guard_key AND secrets.version = guard_version)";
+/// Whether the secret is still the one read (its id) at the version read.
+const CURRENT: &str = "SELECT 1 FROM secrets WHERE id = $1 AND version = $2";
 
 const SECRET_COLUMNS: &str = "id, path, metadata, version, created_at, created_by, updated_at, updated_by";
 
 #[derive(Debug, Clone)]
 pub struct Store {
     db: Db,
+    outbox: Outbox,
 }
 
 impl Store {
-    pub fn new(db: Db) -> Self {
-        Self { db }
+    pub fn new(db: Db, outbox: Outbox) -> Self {
+        Self { db, outbox }
     }
 
     // ---- master keys ----
@@ -319,8 +320,9 @@ impl Store {
         })?)
     }
 
-    /// Inserts a secret and its first version, wrapped by `key_id` only while that key is active.
-    pub async fn create(&self, new: &NewSecret<'_>) -> Result<CreateOutcome, StorageError> {
+    /// Inserts a secret and its first version, wrapped by `key_id` only while that key is
+    /// active, and writes `event` to the outbox, in one transaction.
+    pub async fn create(&self, new: &NewSecret<'_>, event: &Event) -> Result<CreateOutcome, StorageError> {
         let r = new.row;
         let result = with_db!(&self.db, |pool| async {
             let mut tx = pool.begin().await?;
@@ -342,6 +344,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() == 0 {
+                tx.rollback().await?;
                 return Ok::<_, sqlx::Error>(false);
             }
             sqlx::query(
@@ -356,20 +359,25 @@ impl Store {
             .bind(&r.created_by)
             .execute(&mut *tx)
             .await?;
+            tx.write_event(event).await?;
             tx.commit().await?;
             Ok(true)
         }
         .await);
         match result.map_err(StorageError::from) {
-            Ok(true) => Ok(CreateOutcome::Created),
+            Ok(true) => {
+                self.outbox.committed();
+                Ok(CreateOutcome::Created)
+            }
             Ok(false) => Ok(CreateOutcome::StaleKey),
             Err(e) if e.is_unique_violation() => Ok(CreateOutcome::Exists),
             Err(e) => Err(e),
         }
     }
 
-    /// Adds version `expected_version + 1`, if the secret is still at `expected_version`.
-    pub async fn add_version(&self, v: &NewVersion<'_>) -> Result<bool, StorageError> {
+    /// Adds version `expected_version + 1`, if the secret is still at `expected_version`, and
+    /// then writes `event` to the outbox, in one transaction.
+    pub async fn add_version(&self, v: &NewVersion<'_>, event: &Event) -> Result<bool, StorageError> {
         let next = v.expected_version + 1;
         let result = with_db!(&self.db, |pool| async {
             let mut tx = pool.begin().await?;
@@ -386,6 +394,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() == 0 {
+                tx.rollback().await?;
                 return Ok::<_, sqlx::Error>(false);
             }
             sqlx::query(
@@ -400,23 +409,90 @@ impl Store {
             .bind(v.by)
             .execute(&mut *tx)
             .await?;
+            tx.write_event(event).await?;
             tx.commit().await?;
             Ok(true)
         }
         .await);
         match result.map_err(StorageError::from) {
-            Ok(done) => Ok(done),
+            Ok(done) => {
+                if done {
+                    self.outbox.committed();
+                }
+                Ok(done)
+            }
             // A concurrent writer inserted the same version first.
             Err(e) if e.is_unique_violation() => Ok(false),
             Err(e) => Err(e),
         }
     }
 
-    /// Deletes the secret at `path` with all its versions; its id, if there was one.
-    pub async fn delete(&self, path: &str) -> Result<Option<String>, StorageError> {
-        Ok(with_db!(&self.db, |pool| {
-            sqlx::query_scalar("DELETE FROM secrets WHERE path = $1 RETURNING id").bind(path).fetch_optional(pool).await
-        })?)
+    /// Deletes the secret at `path` with all its versions and writes the event `event` makes
+    /// of its id to the outbox, in one transaction; its id, if there was one.
+    pub async fn delete(
+        &self,
+        path: &str,
+        event: impl FnOnce(&str) -> Event + Send,
+    ) -> Result<Option<String>, StorageError> {
+        let id = with_db!(&self.db, |pool| {
+            let mut tx = pool.begin().await?;
+            let id: Option<String> = sqlx::query_scalar("DELETE FROM secrets WHERE path = $1 RETURNING id")
+                .bind(path)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(id) = &id {
+                tx.write_event(&event(id)).await?;
+                tx.commit().await?;
+            } else {
+                tx.rollback().await?;
+            }
+            Ok::<_, sqlx::Error>(id)
+        })?;
+        if id.is_some() {
+            self.outbox.committed();
+        }
+        Ok(id)
+    }
+
+    /// Writes `rec`, the audit record of a read served from a cached copy, if secret `id` is
+    /// still at `version`, in one transaction: whether it was (and the record written). The
+    /// check and the record see the same state, so a write that was acknowledged before the
+    /// record is never missed.
+    pub async fn audit_if_current(&self, rec: &AuditRecord, id: &str, version: i64) -> Result<bool, StorageError> {
+        match &self.db {
+            Db::Sqlite(pool) => {
+                // The write lock first: no writer can commit between the check and the record.
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let current: Option<i32> =
+                    sqlx::query_scalar(CURRENT).bind(id).bind(version).fetch_optional(&mut *tx).await?;
+                if current.is_none() {
+                    // Explicitly: a dropped transaction may keep its lock until the connection
+                    // is used again.
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                tx.write_record(rec).await?;
+                tx.commit().await?;
+            }
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                // The row stays as checked until the record commits: a writer waits for it.
+                let current: Option<i32> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("{CURRENT} FOR SHARE")))
+                    .bind(id)
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if current.is_none() {
+                    // Explicitly: a dropped transaction may keep its lock until the connection
+                    // is used again.
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                tx.write_record(rec).await?;
+                tx.commit().await?;
+            }
+        }
+        Ok(true)
     }
 
     /// The id of the secret at `path`.

@@ -11,7 +11,7 @@ async fn setup() -> (tempfile::TempDir, Config, Db, Store) {
     let config = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
     let db = Db::connect(&config.database_url(), Some(2)).await.unwrap_or_else(|e| panic!("{e}"));
     db.migrate(&[&nexus_kernel::MIGRATIONS, &nexus_secrets::MIGRATIONS]).await.unwrap_or_else(|e| panic!("{e}"));
-    let store = Store::new(db.clone());
+    let store = Store::new(db.clone(), nexus_kernel::outbox::Outbox::new());
     (dir, config, db, store)
 }
 
@@ -58,7 +58,13 @@ async fn an_interrupted_rotation_is_resumed_without_losing_a_secret() {
             version_id: &format!("v-{i}"),
             ciphertext: &ciphertext,
         };
-        store.create(&new).await.unwrap_or_else(|e| panic!("{e}"));
+        store
+            .create(
+                &new,
+                &nexus_kernel::events::EventBus::new().envelope("test", "secret.created", serde_json::json!({})),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
     }
     let expected: Vec<String> = (0..10).map(|i| format!("value-{i}")).collect();
 

@@ -54,7 +54,36 @@ pub fn backoff(base_ms: u64, failures: u32) -> Duration {
     Duration::from_millis(base_ms.saturating_mul(factor).min(3_600_000))
 }
 
-/// Queues every local event for the webhooks it matches, until shutdown.
+/// Events taken from the outbox by one transaction at most.
+const OUTBOX_BATCH: i64 = 128;
+
+/// Turns the events the outbox holds for the webhooks into deliveries, until shutdown: woken
+/// by this process's commits, and polling for the rest (other instances' events, and events
+/// left by a crash before they were queued).
+pub(crate) async fn consume(webhooks: Arc<Webhooks>) {
+    let bus = webhooks.kernel.events.clone();
+    let mut commits = webhooks.kernel.outbox.commits();
+    let closed = bus.closed();
+    tokio::pin!(closed);
+    loop {
+        commits.borrow_and_update();
+        match webhooks.queue_from_outbox(OUTBOX_BATCH).await {
+            Ok(n) if i64::try_from(n).unwrap_or(i64::MAX) >= OUTBOX_BATCH => continue,
+            Ok(_) => {}
+            Err(_) if bus.is_closed() => return,
+            Err(e) => tracing::warn!(error = %e, "could not queue webhook deliveries from the outbox"),
+        }
+        tokio::select! {
+            () = &mut closed => return,
+            _ = commits.changed() => {}
+            () = tokio::time::sleep(nexus_kernel::outbox::POLL) => {}
+        }
+    }
+}
+
+/// Queues the local events published on the bus only (not through the outbox: they describe
+/// no committed change) for the webhooks they match, until shutdown. Best effort: such an
+/// event is lost to webhooks if the process stops before it is queued.
 pub(crate) async fn feed(webhooks: Arc<Webhooks>) {
     let bus = webhooks.kernel.events.clone();
     let mut rx = bus.subscribe();
@@ -69,7 +98,7 @@ pub(crate) async fn feed(webhooks: Arc<Webhooks>) {
             // `analytics.event` can be a firehose: queued only when `analytics.webhook_events` is on.
             Ok(event) if event.kind == "analytics.event" && !webhooks.kernel.config.analytics.webhook_events => {}
             // Events relayed from other instances are queued by the instance that published them.
-            Ok(event) if bus.is_local(&event) => {
+            Ok(event) if bus.is_local(&event) && !event.durable => {
                 if let Err(e) = webhooks.enqueue(&event).await {
                     tracing::error!(error = %e, kind = %event.kind, "could not queue webhook deliveries");
                 }
@@ -162,15 +191,15 @@ impl Webhooks {
                 "disabled after {streak} consecutive failed delivery attempts; last error: {}",
                 error.as_deref().unwrap_or("unknown")
             );
-            if let Err(e) = self.store.disable(&webhook.id, &reason, now()).await {
-                return tracing::error!(error = %e, "could not disable a failing webhook");
-            }
-            tracing::warn!(webhook = %webhook.id, %reason, "webhook disabled");
-            self.kernel.events.publish(
+            let event = self.kernel.events.envelope(
                 "webhooks",
                 "webhook.disabled",
                 json!({ "webhook_id": webhook.id, "owner_id": webhook.owner_id, "reason": reason }),
             );
+            if let Err(e) = self.store.disable(&webhook.id, &reason, now(), &event).await {
+                return tracing::error!(error = %e, "could not disable a failing webhook");
+            }
+            tracing::warn!(webhook = %webhook.id, %reason, "webhook disabled");
         }
     }
 

@@ -57,6 +57,7 @@ impl Plugin for WebhooksPlugin {
             ctx.provide(webhooks.clone());
             Ok(Started::routes(routes(webhooks.clone()))
                 .tag("webhooks", "Outgoing webhooks: registration, test, deliveries")
+                .task(tokio::spawn(delivery::consume(webhooks.clone())))
                 .task(tokio::spawn(delivery::feed(webhooks.clone())))
                 .task(tokio::spawn(delivery::work(webhooks))))
         })

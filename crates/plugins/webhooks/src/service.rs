@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use crate::error::WebhookError;
-use crate::store::{DeliveryRow, Store, WebhookRow};
+use crate::store::{DeliveryRow, WebhookRow, WebhookStore};
 use crate::target;
 
 /// A webhook as the API shows it: never with its secret.
@@ -111,7 +111,7 @@ pub struct WebhookPatch {
 #[derive(Debug)]
 pub struct Webhooks {
     pub(crate) kernel: Arc<Kernel>,
-    pub(crate) store: Store,
+    pub(crate) store: Arc<dyn WebhookStore>,
     /// Made on the first delivery: a TLS client loads its trust roots and crypto provider,
     /// memory and start-up time a server that sends no webhooks should not pay.
     client: std::sync::OnceLock<Result<reqwest::Client, String>>,
@@ -124,7 +124,12 @@ const WRITE: &str = "webhook.write";
 
 impl Webhooks {
     pub(crate) fn new(kernel: Arc<Kernel>) -> Self {
-        Self { store: Store::new(kernel.db.clone()), kernel, client: std::sync::OnceLock::new(), wake: Notify::new() }
+        Self {
+            store: crate::store::open(&kernel.db, kernel.outbox.clone()),
+            kernel,
+            client: std::sync::OnceLock::new(),
+            wake: Notify::new(),
+        }
     }
 
     /// The HTTP client deliveries are sent with; an error if it cannot be built.
@@ -307,14 +312,11 @@ impl Webhooks {
         actor.require(WRITE)?;
         let webhook = self.owned(actor, id).await?;
         let now = Timestamp::now();
-        let event = Event {
-            id: format!("evt_{}", nexus_kernel::id::random_alphanumeric(20)),
-            kind: "webhook.test".into(),
-            data: json!({ "webhook_id": webhook.id, "message": "This is a test delivery from Nexus" }),
-            timestamp: now.to_rfc3339(),
-            source: "webhooks".into(),
-            origin: self.kernel.events.instance_id().to_string(),
-        };
+        let event = self.kernel.events.envelope(
+            "webhooks",
+            "webhook.test",
+            json!({ "webhook_id": webhook.id, "message": "This is a test delivery from Nexus" }),
+        );
         let lease = now.add_seconds(self.lease_secs()).as_micros();
         let row = delivery_row(&webhook.id, &event, "delivering", now.as_micros(), Some(lease));
         self.store.enqueue(&row).await?;
@@ -337,16 +339,13 @@ impl Webhooks {
         Ok((rows.into_iter().map(Delivery::from).collect(), total))
     }
 
-    /// Queues `event` for every active webhook whose patterns match it.
+    /// Queues `event`, published on the bus only (not through the outbox), for every active
+    /// webhook whose patterns match it.
     pub(crate) async fn enqueue(&self, event: &Event) -> Result<usize, WebhookError> {
         let now = Timestamp::now().as_micros();
         let mut queued = 0;
-        for webhook in self.store.active_webhooks().await? {
-            let patterns: Vec<String> = serde_json::from_str(&webhook.events).unwrap_or_default();
-            if !patterns.iter().any(|p| events::matches(p, &event.kind)) {
-                continue;
-            }
-            if self.store.enqueue(&delivery_row(&webhook.id, event, "pending", now, None)).await? {
+        for d in plan(&self.store.active_webhooks().await?, event, now) {
+            if self.store.enqueue(&d).await? {
                 queued += 1;
             }
         }
@@ -354,6 +353,18 @@ impl Webhooks {
             self.wake.notify_one();
         }
         Ok(queued)
+    }
+
+    /// Queues the deliveries of up to `limit` events the outbox holds for the webhooks; the
+    /// number of events taken.
+    pub(crate) async fn queue_from_outbox(&self, limit: i64) -> Result<usize, WebhookError> {
+        let now = Timestamp::now().as_micros();
+        let (taken, queued) =
+            self.store.queue_from_outbox(limit, &|webhooks, event| plan(webhooks, event, now)).await?;
+        if queued > 0 {
+            self.wake.notify_one();
+        }
+        Ok(taken)
     }
 
     pub(crate) fn lease_secs(&self) -> i64 {
@@ -384,6 +395,18 @@ fn payload(event: &Event) -> Value {
         "timestamp": event.timestamp,
         "source": event.source,
     })
+}
+
+/// The deliveries of `event`: one to each of `webhooks` whose patterns match it.
+fn plan(webhooks: &[WebhookRow], event: &Event, now: i64) -> Vec<DeliveryRow> {
+    webhooks
+        .iter()
+        .filter(|w| {
+            let patterns: Vec<String> = serde_json::from_str(&w.events).unwrap_or_default();
+            patterns.iter().any(|p| events::matches(p, &event.kind))
+        })
+        .map(|w| delivery_row(&w.id, event, "pending", now, None))
+        .collect()
 }
 
 fn delivery_row(webhook_id: &str, event: &Event, status: &str, now: i64, locked_until: Option<i64>) -> DeliveryRow {

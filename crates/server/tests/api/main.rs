@@ -17,11 +17,13 @@ mod identity_media;
 mod layering;
 mod lists;
 mod media;
+mod outbox;
 mod plugins;
 mod realtime;
 mod secrets;
 mod serving;
 mod storage;
+mod store_contracts;
 mod webhooks;
 
 /// Rate-limit windows are aligned to the clock (`kernel::ratelimit`). Moves `s`'s clock to

@@ -601,8 +601,11 @@ async fn events_announce_changes_without_values() {
     create(&s, &token, "ev/x", "event-secret").await;
     put(&s, &token, "/api/v1/secrets/ev/x", json!({"value": "event-secret-2"})).await;
     delete(&s, &token, "/api/v1/secrets/ev/x").await;
+    // Events come from the outbox once their change commits: promptly, not synchronously.
     let mut kinds = Vec::new();
-    while let Ok(e) = rx.try_recv() {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while kinds.len() < 3 {
+        let Ok(Ok(e)) = tokio::time::timeout_at(deadline, rx.recv()).await else { break };
         if e.source == "secrets" {
             assert!(!e.data.to_string().contains("event-secret"));
             assert_eq!(e.data["path"], "ev/x");
@@ -626,9 +629,12 @@ async fn rotate_master_key_rewraps_every_data_key() {
             cmd.env_remove(k);
         }
     }
-    let out = cmd
-        .args(["secrets", "rotate-master-key", "--data-dir", &s.config.data_dir.to_string_lossy()])
-        .output()
+    cmd.args(["secrets", "rotate-master-key", "--data-dir", &s.config.data_dir.to_string_lossy()]);
+    // Off this runtime: it also runs the server, whose outbox relay may be inside a transaction
+    // the command has to wait for.
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|e| panic!("{e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
@@ -672,7 +678,11 @@ async fn the_binary_refuses_a_wrong_nexus_master_key_with_one_clear_line() {
         std::thread::sleep(std::time::Duration::from_secs(20));
         let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
     });
-    let out = child.wait_with_output().unwrap_or_else(|e| panic!("{e}"));
+    // Off this runtime, which also runs the server the command shares the database with.
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
     drop(watchdog);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");

@@ -119,13 +119,13 @@ impl Identity {
             last_used: None,
             revoked_at: None,
         };
-        self.store.insert_api_key(&row, &tokens::digest(&key)).await?;
-        self.audit("apikey.create", &owner.user_id, &row.id, client, true, json!({ "name": row.name })).await;
-        self.kernel.events.publish(
+        let event = self.kernel.events.envelope(
             "identity",
             "apikey.created",
             json!({ "key_id": row.id, "user_id": row.user_id, "name": row.name, "prefix": row.prefix }),
         );
+        self.store.insert_api_key(&row, &tokens::digest(&key), &event).await?;
+        self.audit("apikey.create", &owner.user_id, &row.id, client, true, json!({ "name": row.name })).await;
         Ok((row.into(), key))
     }
 
@@ -138,7 +138,12 @@ impl Identity {
     pub async fn revoke_api_key(&self, actor: &Principal, id: &str, client: &ClientMeta) -> Result<(), IdentityError> {
         let owner = if actor.has("auth.admin") { None } else { Some(actor.user_id.as_str()) };
         let now = self.kernel.clock.now();
-        if !self.store.revoke_api_key(id, owner, now).await? {
+        let event = self.kernel.events.envelope(
+            "identity",
+            "apikey.revoked",
+            json!({ "key_id": id, "revoked_by": actor.user_id }),
+        );
+        if !self.store.revoke_api_key(id, owner, now, &event).await? {
             self.audit("apikey.revoke", &actor.user_id, id, client, false, json!({ "reason": "not found" })).await;
             return Err(IdentityError::NotFound("API key"));
         }
@@ -146,7 +151,6 @@ impl Identity {
         self.store.insert_revocation("apikey", id, now.as_micros(), horizon).await?;
         self.keys.invalidate_all();
         self.audit("apikey.revoke", &actor.user_id, id, client, true, json!({})).await;
-        self.kernel.events.publish("identity", "apikey.revoked", json!({ "key_id": id, "revoked_by": actor.user_id }));
         Ok(())
     }
 }

@@ -56,7 +56,7 @@ impl Identity {
         let auth = &kernel.config.auth;
         let secret = signing_secret(&kernel)?;
         let identity = Arc::new(Self {
-            store: Store::new(kernel.db.clone()),
+            store: Store::new(kernel.db.clone(), kernel.outbox.clone()),
             jwt: JwtKeys::new(&secret),
             roles: Roles::new(&auth.roles),
             revoked: revocation::Revoked::default(),

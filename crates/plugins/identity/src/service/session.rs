@@ -106,9 +106,7 @@ impl Identity {
         self.users.invalidate(&user.id);
         recorded?;
         let family = nexus_kernel::id::uuid();
-        let session = self.issue(&user.id, &family, &req.client_id, &req.device_id, req.lifetime).await?;
-        self.audit("auth.login", &user.id, &user.id, &req.client, true, details(serde_json::Map::new())).await;
-        self.kernel.events.publish(
+        let event = self.kernel.events.envelope(
             "identity",
             "auth.login",
             json!({
@@ -118,10 +116,13 @@ impl Identity {
                 "ip_address": req.client.ip,
             }),
         );
+        let session = self.issue(&user.id, &family, &req.client_id, &req.device_id, req.lifetime, Some(&event)).await?;
+        self.audit("auth.login", &user.id, &user.id, &req.client, true, details(serde_json::Map::new())).await;
         Ok(session)
     }
 
-    /// A new access token and refresh token for `user_id` in session `family`.
+    /// A new access token and refresh token for `user_id` in session `family`; `login`, the
+    /// event of a new session, is committed with its refresh token.
     async fn issue(
         &self,
         user_id: &str,
@@ -129,6 +130,7 @@ impl Identity {
         client_id: &str,
         device_id: &str,
         lifetime: TokenLifetime,
+        login: Option<&nexus_kernel::events::Event>,
     ) -> Result<Session, IdentityError> {
         let user = self.fresh_user(user_id).await?;
         let ttl = self.ttl(lifetime);
@@ -147,7 +149,7 @@ impl Identity {
             used_at: None,
             revoked_at: None,
         };
-        self.store.insert_refresh(&row, now).await?;
+        self.store.insert_refresh(&row, now, login).await?;
         Ok(Session {
             access_token,
             expires_in: ttl,
@@ -211,7 +213,7 @@ impl Identity {
         if user.status != "active" {
             return Err(IdentityError::Inactive(user.status));
         }
-        let session = self.issue(&row.user_id, &row.family_id, &row.client_id, &row.device_id, lifetime).await?;
+        let session = self.issue(&row.user_id, &row.family_id, &row.client_id, &row.device_id, lifetime, None).await?;
         self.audit("auth.refresh", &row.user_id, &row.user_id, client, true, json!({})).await;
         Ok(session)
     }

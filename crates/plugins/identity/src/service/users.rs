@@ -224,16 +224,7 @@ impl Identity {
             last_login: None,
             roles,
         };
-        self.store.insert_user(&row).await.map_err(|e| {
-            if e.is_unique_violation() {
-                IdentityError::Conflict("username or email already exists".into())
-            } else {
-                e.into()
-            }
-        })?;
-        let actor_id = actor.map_or("system", |a| a.user_id.as_str());
-        self.audit("user.create", actor_id, &row.id, client, true, json!({ "username": row.username })).await;
-        self.kernel.events.publish(
+        let event = self.kernel.events.envelope(
             "identity",
             "user.created",
             json!({
@@ -244,6 +235,15 @@ impl Identity {
                 "status": row.status,
             }),
         );
+        self.store.insert_user(&row, &event).await.map_err(|e| {
+            if e.is_unique_violation() {
+                IdentityError::Conflict("username or email already exists".into())
+            } else {
+                e.into()
+            }
+        })?;
+        let actor_id = actor.map_or("system", |a| a.user_id.as_str());
+        self.audit("user.create", actor_id, &row.id, client, true, json!({ "username": row.username })).await;
         Ok(row.into())
     }
 
@@ -338,7 +338,19 @@ impl Identity {
             row.metadata = v.to_string();
         }
         row.updated_at = Timestamp::now().as_micros();
-        let written = self.store.update_user(&row, roles_changed).await;
+        let changed = json!({ "roles": roles_changed, "status": status_changed, "password": password_changed });
+        let event = self.kernel.events.envelope(
+            "identity",
+            "user.updated",
+            json!({
+                "user_id": row.id,
+                "username": row.username,
+                "roles": row.roles,
+                "status": row.status,
+                "changed": changed.clone(),
+            }),
+        );
+        let written = self.store.update_user(&row, roles_changed, &event).await;
         // Even a failed write may have committed (a connection lost after COMMIT was sent).
         self.users.invalidate(id);
         written.map_err(|e| {
@@ -351,19 +363,6 @@ impl Identity {
         if roles_changed || status_changed || password_changed {
             self.revoke_user_tokens(id).await?;
         }
-        let changed = json!({ "roles": roles_changed, "status": status_changed, "password": password_changed });
-        // Subscribers hear of the committed change without waiting for its audit record.
-        self.kernel.events.publish(
-            "identity",
-            "user.updated",
-            json!({
-                "user_id": row.id,
-                "username": row.username,
-                "roles": row.roles,
-                "status": row.status,
-                "changed": changed.clone(),
-            }),
-        );
         self.audit("user.update", &actor.user_id, id, client, true, changed).await;
         Ok(row.into())
     }
@@ -377,13 +376,14 @@ impl Identity {
             return Err(IdentityError::Conflict("the last active admin cannot be deleted".into()));
         }
         self.revoke_user_tokens(id).await?;
-        let deleted = self.store.delete_user(id).await;
+        let event =
+            self.kernel.events.envelope("identity", "user.deleted", json!({ "user_id": id, "username": row.username }));
+        let deleted = self.store.delete_user(id, &event).await;
         self.users.invalidate(id);
         if !deleted? {
             return Err(IdentityError::NotFound("user"));
         }
         self.audit("user.delete", &actor.user_id, id, client, true, json!({ "username": row.username })).await;
-        self.kernel.events.publish("identity", "user.deleted", json!({ "user_id": id, "username": row.username }));
         Ok(())
     }
 
