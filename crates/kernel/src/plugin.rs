@@ -376,27 +376,23 @@ pub mod store {
     }
 
     pub async fn save(db: &Db, s: &StoredState) -> Result<(), StorageError> {
+        // The same statement and binds on either driver's pool.
+        macro_rules! upsert {
+            ($pool:expr) => {
+                sqlx::query(UPSERT)
+                    .bind(&s.plugin_id)
+                    .bind(s.enabled)
+                    .bind(&s.reason)
+                    .bind(&s.config)
+                    .bind(s.updated_at)
+                    .execute($pool)
+                    .await
+                    .map(|_| ())
+            };
+        }
         match db {
-            Db::Sqlite(pool) => {
-                sqlx::query(UPSERT)
-                    .bind(&s.plugin_id)
-                    .bind(s.enabled)
-                    .bind(&s.reason)
-                    .bind(&s.config)
-                    .bind(s.updated_at)
-                    .execute(pool)
-                    .await?;
-            }
-            Db::Postgres(pool) => {
-                sqlx::query(UPSERT)
-                    .bind(&s.plugin_id)
-                    .bind(s.enabled)
-                    .bind(&s.reason)
-                    .bind(&s.config)
-                    .bind(s.updated_at)
-                    .execute(pool)
-                    .await?;
-            }
+            Db::Sqlite(pool) => upsert!(pool)?,
+            Db::Postgres(pool) => upsert!(pool)?,
         }
         Ok(())
     }
