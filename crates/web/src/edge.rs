@@ -182,7 +182,12 @@ impl<S: Inner> Edge<S> {
             if let Some(slot) = ctx.plugin() {
                 slot.traffic.record(status.as_u16(), u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX));
             }
-            if status.is_server_error() {
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                // A disabled plugin or a dependency that is down: the operator knows, or the
+                // health checks say so; one line per request is not an error of its own.
+                tracing::warn!(%method, path = uri.path(), status = status.as_u16(),
+                    elapsed_ms = elapsed.as_millis() as u64, "request refused: service unavailable");
+            } else if status.is_server_error() {
                 tracing::error!(%method, path = uri.path(), status = status.as_u16(),
                     elapsed_ms = elapsed.as_millis() as u64, "request failed");
             } else {
