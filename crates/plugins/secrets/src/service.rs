@@ -303,16 +303,23 @@ impl Secrets {
         let read_version = row.v_version.unwrap_or(row.version);
         let rec =
             self.record("secret.read", Some(p), &row.id, &row.path, client, true, json!({ "version": read_version }));
-        match self.store.audit_if_current(&rec, &row.id, row.version).await {
+        // The read takes effect at the version check; its record then joins the audit
+        // writer's group commit. A write locking the secret row for every read (BEGIN
+        // IMMEDIATE) serialised all cached reads: 4k reads/s with a 200 ms p99, against 30k.
+        match self.store.is_current(&row.id, row.version).await {
             Ok(true) => {}
             Ok(false) => {
                 self.cache.invalidate(&row.path);
                 return Ok(None);
             }
             Err(e) => {
-                tracing::error!(error = %e, secret_id = %row.id, "audit record of a read failed; value withheld");
+                tracing::error!(error = %e, secret_id = %row.id, "version check of a cached read failed; value withheld");
                 return Err(SecretsError::AuditUnavailable);
             }
+        }
+        if let Err(e) = self.kernel.audit.record(&rec).await {
+            tracing::error!(error = %e, secret_id = %row.id, "audit record of a read failed; value withheld");
+            return Err(SecretsError::AuditUnavailable);
         }
         Ok(Some(SecretValue { meta: SecretMeta::of_sealed(row, cached.metadata.clone()), value }))
     }

@@ -495,6 +495,14 @@ impl Store {
         Ok(true)
     }
 
+    /// Whether secret `id` is still at `version` (a plain read: concurrent readers share it).
+    pub async fn is_current(&self, id: &str, version: i64) -> Result<bool, StorageError> {
+        let current: Option<i32> = with_db!(&self.db, |pool| {
+            sqlx::query_scalar(CURRENT).bind(id).bind(version).fetch_optional(pool).await
+        })?;
+        Ok(current.is_some())
+    }
+
     /// The id of the secret at `path`.
     pub async fn id_of(&self, path: &str) -> Result<Option<String>, StorageError> {
         Ok(with_db!(&self.db, |pool| {
