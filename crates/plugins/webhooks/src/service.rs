@@ -367,8 +367,11 @@ impl Webhooks {
         Ok(taken)
     }
 
+    /// How long a claimed delivery stays with its instance: the request timeout plus room to
+    /// record the outcome. A crash mid-attempt delays that delivery by this much, so it is
+    /// kept short.
     pub(crate) fn lease_secs(&self) -> i64 {
-        i64::try_from(self.kernel.config.webhooks.timeout_secs).unwrap_or(10).saturating_add(30)
+        i64::try_from(self.kernel.config.webhooks.timeout_secs).unwrap_or(10).saturating_add(10)
     }
 
     async fn audit(&self, actor: &Principal, action: &str, target: &str, metadata: Value) {
