@@ -56,6 +56,7 @@ pub fn all(documents: Arc<Documents>) -> nexus_web::Routes {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct QueryBody {
     pub collection: String,
     /// find, find_one, count, distinct, aggregate, insert_one, insert_many, update_one,
@@ -198,6 +199,7 @@ async fn query(State(docs): Api, Auth(p): Auth, Json(body): Json<QueryBody>) -> 
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BulkBody {
     pub collection: String,
     #[schema(value_type = Vec<Object>)]
@@ -269,6 +271,7 @@ async fn bulk(State(docs): Api, Auth(p): Auth, Json(body): Json<BulkBody>) -> Re
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CollectionBody {
     pub name: String,
     /// JSON Schema (subset) every document must satisfy.
@@ -279,6 +282,7 @@ pub struct CollectionBody {
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct IndexBody {
     #[schema(value_type = Object)]
     pub keys: Value,

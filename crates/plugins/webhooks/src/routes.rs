@@ -30,6 +30,7 @@ pub fn all(webhooks: Arc<Webhooks>) -> nexus_web::Routes {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateBody {
     /// `http(s)://…`; private and loopback targets are refused unless `webhooks.allow_private`.
     pub url: String,
@@ -143,6 +144,7 @@ async fn get_one(State(hooks): Api, Auth(p): Auth, Path(id): Path<String>) -> Re
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateBody {
     pub url: Option<String>,
     pub events: Option<Vec<String>>,

@@ -62,6 +62,7 @@ pub async fn answer(state: &BatchState, req: Request) -> Response {
 
 /// One sub-request as sent.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SubRequest {
     /// Echoed in the response entry.
     #[schema(value_type = String)]
@@ -77,6 +78,7 @@ pub struct SubRequest {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BatchBody {
     #[schema(value_type = Vec<SubRequest>)]
     pub requests: Vec<Value>,

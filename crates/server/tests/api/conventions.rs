@@ -507,3 +507,43 @@ async fn etags_answer_304_until_the_resource_changes() {
     let r = s.call(Method::GET, "/api/users", None, &headers).await;
     assert_eq!(r.header("content-encoding"), Some("gzip"));
 }
+
+#[tokio::test]
+async fn request_bodies_with_unknown_fields_are_refused_naming_them() {
+    let s = TestServer::start_with(nexus_testkit::Backend::Sqlite, |c| c.webhooks.allow_private = true).await;
+    let admin = s.admin_token().await;
+    let cases = [
+        ("/api/webhooks", json!({ "url": "http://127.0.0.1:9/x", "events": ["user.*"], "is_admin": true }), "is_admin"),
+        ("/api/database/query", json!({ "collection": "p", "operation": "find", "filtre": {} }), "filtre"),
+        ("/api/database/collections", json!({ "name": "c1", "owner": "me" }), "owner"),
+        ("/api/batch", json!({ "requests": [], "atomic": true }), "atomic"),
+    ];
+    for (path, body, field) in cases {
+        let r = s.post_as(&admin, path, body).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.text);
+        assert_eq!(r.json["error"]["code"], "VALIDATION_ERROR", "{path}: {}", r.text);
+        assert_eq!(r.json["error"]["details"][0]["field"], field, "{path}: {}", r.text);
+    }
+    // A batch sub-request is a body too.
+    let r = s.post_as(&admin, "/api/batch", json!({ "requests": [{ "url": "/health", "verb": "GET" }] })).await;
+    assert!(r.status == 400 || r.json["responses"][0]["status"] == 400, "{}", r.text);
+    assert!(r.text.contains("verb"), "{}", r.text);
+
+    // Free-form objects keep their fields: documents and event properties.
+    let r = s
+        .post_as(&admin, "/api/database/query", json!({ "collection": "p", "operation": "insert_one",
+            "document": { "anything": 1, "is_admin": true } }))
+        .await;
+    assert!(r.status.is_success(), "{}", r.text);
+    let r = s
+        .post_as(&admin, "/v2/analytics/events", json!({ "event_name": "a", "event_category": "b",
+            "properties": { "whatever": true } }))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    // An unknown event field is refused for that event, named.
+    let r = s
+        .post_as(&admin, "/v2/analytics/events", json!({ "event_name": "a", "event_category": "b", "colour": "red" }))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("colour"), "{}", r.text);
+}
