@@ -223,11 +223,27 @@ pub struct RateLimitClass {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
     pub window_secs: u64,
+    /// Only callers without a valid credential are counted (per IP); authenticated callers of
+    /// these routes are not limited. For surfaces whose seeds document no limit, where
+    /// applications poll and export (secrets, operations).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anonymous_only: bool,
 }
 
 impl RateLimitClass {
     fn new(name: &str, paths: &[&str], limit: Option<u32>, window_secs: u64) -> Self {
-        Self { name: name.into(), paths: paths.iter().map(|p| (*p).to_string()).collect(), limit, window_secs }
+        Self {
+            name: name.into(),
+            paths: paths.iter().map(|p| (*p).to_string()).collect(),
+            limit,
+            window_secs,
+            anonymous_only: false,
+        }
+    }
+
+    fn anonymous_only(mut self) -> Self {
+        self.anonymous_only = true;
+        self
     }
 }
 
@@ -245,6 +261,16 @@ impl Default for RateLimitsConfig {
                 .collect(),
             classes: vec![
                 RateLimitClass::new("login", &login, None, 60),
+                // The secrets manager and operations seeds document no limits: authenticated
+                // clients are not limited there; anonymous ones are, per IP.
+                RateLimitClass::new(
+                    "secrets",
+                    &["/api/v1/secrets*", "/api/v1/audit*", "/api/v1/apikeys*"],
+                    Some(600),
+                    60,
+                )
+                .anonymous_only(),
+                RateLimitClass::new("operations", &["/api/v1/*", "/livez", "/readyz"], Some(600), 60).anonymous_only(),
                 RateLimitClass::new("ai_process", &["/api/process*", "/api/ai/process*"], Some(100), 3600),
                 RateLimitClass::new(
                     "recommendations",

@@ -40,6 +40,8 @@ async fn rate_limit_headers_count_down_to_429_and_recover_after_the_window() {
     let s = TestServer::start_with(Backend::Sqlite, |c| {
         c.rate_limits.limit = 3;
         c.rate_limits.window_secs = 2;
+        // One class for every surface, so that they share the counter.
+        c.rate_limits.classes.clear();
     })
     .await;
     crate::fresh_window(&s, 2);
@@ -546,4 +548,39 @@ async fn request_bodies_with_unknown_fields_are_refused_naming_them() {
         .await;
     assert_eq!(r.status, 400, "{}", r.text);
     assert!(r.text.contains("colour"), "{}", r.text);
+}
+
+#[tokio::test]
+async fn authenticated_secrets_clients_are_not_limited_by_default_and_anonymous_ones_are() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let r = s.post_as(&admin, "/api/v1/secrets", json!({ "path": "app/poll", "value": "v" })).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // Twice the old hourly default, in well under a minute, as an exporting CLI or a poller does.
+    let url = s.url("/api/v1/secrets/app/poll");
+    let client = s.client.clone();
+    let statuses = futures::future::join_all((0..16).map(|_| {
+        let (client, url, admin) = (client.clone(), url.clone(), admin.clone());
+        async move {
+            let mut seen = Vec::new();
+            for _ in 0..320 {
+                let r = client.get(&url).bearer_auth(&admin).send().await.unwrap_or_else(|e| panic!("{e}"));
+                seen.push((r.status().as_u16(), r.headers().contains_key("x-ratelimit-limit")));
+            }
+            seen
+        }
+    }))
+    .await;
+    let all: Vec<(u16, bool)> = statuses.into_iter().flatten().collect();
+    assert_eq!(all.len(), 5_120);
+    assert!(all.iter().all(|(status, _)| *status == 200), "{:?}", all.iter().find(|(st, _)| *st != 200));
+    assert!(all.iter().all(|(_, limited)| !limited), "no limit headers for an authenticated secrets client");
+
+    // Without a credential the caller is counted per IP.
+    let r = s.get("/api/v1/secrets/app/poll").await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert_eq!(r.header("x-ratelimit-limit"), Some("600"), "{}", r.text);
+    // The framework surface keeps its documented default.
+    let r = s.get_as(&admin, "/api/users").await;
+    assert_eq!(r.header("x-ratelimit-limit"), Some("1000"));
 }
