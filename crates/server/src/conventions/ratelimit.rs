@@ -97,8 +97,13 @@ impl RateLimits {
                     cfg.limit
                 });
                 let patterns = c.paths.iter().map(|p| Pattern::new(p)).collect();
-                let mut class =
-                    Class::new(c.name.clone(), patterns, limit, Duration::from_secs(c.window_secs), cfg.premium_multiplier);
+                let mut class = Class::new(
+                    c.name.clone(),
+                    patterns,
+                    limit,
+                    Duration::from_secs(c.window_secs),
+                    cfg.premium_multiplier,
+                );
                 class.anonymous_only = c.anonymous_only;
                 class
             })

@@ -533,13 +533,21 @@ async fn request_bodies_with_unknown_fields_are_refused_naming_them() {
 
     // Free-form objects keep their fields: documents and event properties.
     let r = s
-        .post_as(&admin, "/api/database/query", json!({ "collection": "p", "operation": "insert_one",
-            "document": { "anything": 1, "is_admin": true } }))
+        .post_as(
+            &admin,
+            "/api/database/query",
+            json!({ "collection": "p", "operation": "insert_one",
+            "document": { "anything": 1, "is_admin": true } }),
+        )
         .await;
     assert!(r.status.is_success(), "{}", r.text);
     let r = s
-        .post_as(&admin, "/v2/analytics/events", json!({ "event_name": "a", "event_category": "b",
-            "properties": { "whatever": true } }))
+        .post_as(
+            &admin,
+            "/v2/analytics/events",
+            json!({ "event_name": "a", "event_category": "b",
+            "properties": { "whatever": true } }),
+        )
         .await;
     assert_eq!(r.status, 202, "{}", r.text);
     // An unknown event field is refused for that event, named.
