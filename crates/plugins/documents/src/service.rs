@@ -199,9 +199,14 @@ impl Documents {
     }
 
     /// Key paths of the collection's indexes that no document holds an array on.
-    async fn flat_paths(&self, collection: &str) -> Result<Vec<Vec<String>>, DocError> {
+    /// The paths of `collection`'s indexes that hold no arrays, read inside `tx` when given.
+    async fn flat_paths(&self, collection: &str, tx: Option<&mut Tx>) -> Result<Vec<Vec<String>>, DocError> {
+        let indexes = match tx {
+            Some(tx) => self.store.list_indexes_in(tx, collection).await?,
+            None => self.store.list_indexes(collection).await?,
+        };
         let mut out = Vec::new();
-        for i in self.store.list_indexes(collection).await?.into_iter().filter(|i| !i.multikey) {
+        for i in indexes.into_iter().filter(|i| !i.multikey) {
             if let Ok(Value::Object(keys)) = serde_json::from_str::<Value>(&i.keys) {
                 out.extend(keys.keys().map(|k| k.split('.').map(str::to_string).collect::<Vec<_>>()));
             }
@@ -211,7 +216,7 @@ impl Documents {
 
     /// Flags the indexes whose path `doc` holds an array on as multikey, in `tx`.
     async fn note_arrays(&self, tx: &mut Tx, collection: &str, doc: &Value) -> Result<(), DocError> {
-        for i in self.store.list_indexes(collection).await?.into_iter().filter(|i| !i.multikey) {
+        for i in self.store.list_indexes_in(tx, collection).await?.into_iter().filter(|i| !i.multikey) {
             let Ok(Value::Object(keys)) = serde_json::from_str::<Value>(&i.keys) else { continue };
             let arrays = keys.keys().any(|k| {
                 let segs: Vec<String> = k.split('.').map(str::to_string).collect();
@@ -227,7 +232,22 @@ impl Documents {
 
     /// SQL for `filter` in `collection`: (WHERE text, parameters, exact).
     async fn compile(&self, collection: &str, filter: &Filter) -> Result<(String, Vec<Param>, bool), DocError> {
-        let flat = self.flat_paths(collection).await?;
+        let flat = self.flat_paths(collection, None).await?;
+        Ok(self.compile_with(flat, collection, filter))
+    }
+
+    /// [`Self::compile`] inside `tx`.
+    async fn compile_in(
+        &self,
+        tx: &mut Tx,
+        collection: &str,
+        filter: &Filter,
+    ) -> Result<(String, Vec<Param>, bool), DocError> {
+        let flat = self.flat_paths(collection, Some(tx)).await?;
+        Ok(self.compile_with(flat, collection, filter))
+    }
+
+    fn compile_with(&self, flat: Vec<Vec<String>>, collection: &str, filter: &Filter) -> (String, Vec<Param>, bool) {
         let mut b = Builder::new(self.store.dialect()).with_flat_paths(flat);
         let c = b.filter(filter);
         let base = Self::exists_filter(collection);
@@ -235,7 +255,7 @@ impl Documents {
             Some(cond) => format!("{base} AND {cond}"),
             None => base,
         };
-        Ok((sql, b.params, c.exact))
+        (sql, b.params, c.exact)
     }
 
     pub async fn find(&self, p: &Principal, collection: &str, q: &Find) -> Result<(Vec<Value>, Plan), DocError> {
@@ -534,10 +554,10 @@ impl Documents {
         Ok((id, doc))
     }
 
-    async fn schema_of(&self, collection: &str) -> Result<Option<Value>, DocError> {
+    async fn schema_of(&self, tx: &mut Tx, collection: &str) -> Result<Option<Value>, DocError> {
         Ok(self
             .store
-            .get_collection(collection)
+            .get_collection_in(tx, collection)
             .await?
             .and_then(|c| c.schema)
             .and_then(|s| serde_json::from_str(&s).ok()))
@@ -553,7 +573,7 @@ impl Documents {
     ) -> Result<Vec<String>, DocError> {
         let now = now_micros();
         self.store.create_collection(tx, collection, None, now).await?;
-        let schema = self.schema_of(collection).await?;
+        let schema = self.schema_of(tx, collection).await?;
         let mut ids = Vec::with_capacity(docs.len());
         for (i, d) in docs.into_iter().enumerate() {
             let at =
@@ -600,7 +620,7 @@ impl Documents {
         filter: &Filter,
         one: bool,
     ) -> Result<Vec<Value>, DocError> {
-        let (where_sql, params, exact) = self.compile(collection, filter).await?;
+        let (where_sql, params, exact) = self.compile_in(tx, collection, filter).await?;
         let limit = (one && exact).then_some(1);
         let mut rows = self.store.select_tx(tx, &where_sql, &params, limit).await?;
         if !exact {
@@ -621,7 +641,7 @@ impl Documents {
     ) -> Result<UpdateResult, DocError> {
         let now = now_micros();
         let stamp = Timestamp::now().to_rfc3339();
-        let schema = self.schema_of(collection).await?;
+        let schema = self.schema_of(tx, collection).await?;
         let (filter, many, upsert) = match op {
             BulkOp::Update { filter, many, upsert, .. } => (filter, *many, *upsert),
             BulkOp::Replace { filter, upsert, .. } => (filter, false, *upsert),

@@ -94,6 +94,9 @@ pub struct Store {
     db: Db,
 }
 
+/// The most rows a `LIMIT` or `OFFSET` can name (a signed 64-bit integer on both backends).
+const SQL_MAX_ROWS: u64 = i64::MAX.unsigned_abs();
+
 /// A quoted identifier made from validated parts (`[A-Za-z0-9_-]`).
 fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', ""))
@@ -127,7 +130,10 @@ impl Store {
 
     pub async fn begin(&self) -> Result<Tx, StorageError> {
         Ok(match &self.db {
-            Db::Sqlite(p) => Tx::Sqlite(p.begin().await?),
+            // IMMEDIATE: these transactions read and then write. A deferred one that read
+            // first could not take the write lock after another connection committed
+            // (`SQLITE_BUSY_SNAPSHOT`, at once, without waiting).
+            Db::Sqlite(p) => Tx::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
             Db::Postgres(p) => Tx::Postgres(p.begin().await?),
         })
     }
@@ -136,6 +142,16 @@ impl Store {
         let sql = "SELECT name, schema, created_at FROM document_collections WHERE name = $1";
         let row: Option<(String, Option<String>, i64)> =
             nexus_kernel::with_db!(&self.db, |pool| sqlx::query_as(sql).bind(name).fetch_optional(pool).await)?;
+        Ok(row.map(|(name, schema, created_at)| CollectionRow { name, schema, created_at }))
+    }
+
+    /// [`Store::get_collection`] inside `tx`: a transaction that has written holds SQLite's
+    /// write lock, and a read on another connection could wait for a pooled connection that a
+    /// writer waiting on that lock holds.
+    pub async fn get_collection_in(&self, tx: &mut Tx, name: &str) -> Result<Option<CollectionRow>, StorageError> {
+        let sql = "SELECT name, schema, created_at FROM document_collections WHERE name = $1";
+        let row: Option<(String, Option<String>, i64)> =
+            on_tx!(tx, |c| sqlx::query_as(sql).bind(name).fetch_optional(c).await)?;
         Ok(row.map(|(name, schema, created_at)| CollectionRow { name, schema, created_at }))
     }
 
@@ -167,7 +183,7 @@ impl Store {
 
     pub async fn drop_collection(&self, name: &str) -> Result<bool, StorageError> {
         let mut tx = self.begin().await?;
-        for idx in self.list_indexes(name).await? {
+        for idx in self.list_indexes_in(&mut tx, name).await? {
             let sql = format!("DROP INDEX IF EXISTS {}", ident(&idx.name));
             on_tx!(&mut tx, |c| sqlx::query(sqlx::AssertSqlSafe(sql)).execute(c).await.map(|_| ()))?;
         }
@@ -194,6 +210,14 @@ impl Store {
         let sql = "SELECT name, keys, is_unique, multikey FROM document_indexes WHERE collection = $1 ORDER BY name";
         let rows: Vec<(String, String, bool, bool)> =
             nexus_kernel::with_db!(&self.db, |pool| sqlx::query_as(sql).bind(collection).fetch_all(pool).await)?;
+        Ok(rows.into_iter().map(|(name, keys, unique, multikey)| IndexRow { name, keys, unique, multikey }).collect())
+    }
+
+    /// [`Store::list_indexes`] inside `tx` (see [`Store::get_collection_in`]).
+    pub async fn list_indexes_in(&self, tx: &mut Tx, collection: &str) -> Result<Vec<IndexRow>, StorageError> {
+        let sql = "SELECT name, keys, is_unique, multikey FROM document_indexes WHERE collection = $1 ORDER BY name";
+        let rows: Vec<(String, String, bool, bool)> =
+            on_tx!(tx, |c| sqlx::query_as(sql).bind(collection).fetch_all(c).await)?;
         Ok(rows.into_iter().map(|(name, keys, unique, multikey)| IndexRow { name, keys, unique, multikey }).collect())
     }
 
@@ -262,6 +286,8 @@ impl Store {
         offset: u64,
     ) -> Result<Vec<Value>, StorageError> {
         let mut sql = format!("SELECT {} FROM documents WHERE {where_sql} ORDER BY {order}", self.doc_col());
+        // SQL counts rows in a signed 64-bit integer; more than that many is all of them.
+        let (limit, offset) = (limit.map(|n| n.min(SQL_MAX_ROWS)), offset.min(SQL_MAX_ROWS));
         if let Some(n) = limit {
             sql.push_str(&format!(" LIMIT {n}"));
         } else if offset > 0 {
@@ -289,7 +315,7 @@ impl Store {
         limit: Option<u64>,
     ) -> Result<Vec<Value>, StorageError> {
         let mut sql = format!("SELECT {} FROM documents WHERE {where_sql} ORDER BY id", self.doc_col());
-        if let Some(n) = limit {
+        if let Some(n) = limit.map(|n| n.min(SQL_MAX_ROWS)) {
             sql.push_str(&format!(" LIMIT {n}"));
         }
         let rows: Vec<(String,)> =
