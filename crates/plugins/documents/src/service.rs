@@ -21,7 +21,7 @@ use crate::engine::sort::Sort;
 use crate::engine::update::Update;
 use crate::schema;
 use crate::sql::{Builder, Dialect, Param};
-use crate::store::{Store, Tx, WriteError};
+use crate::store::{DocumentStore, Tx, WriteError};
 
 /// Largest document accepted, in bytes of JSON (`documents.max_document_bytes`).
 pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
@@ -135,7 +135,7 @@ struct Change {
 #[derive(Debug)]
 pub struct Documents {
     kernel: Arc<Kernel>,
-    store: Store,
+    store: Arc<dyn DocumentStore>,
 }
 
 fn now_micros() -> i64 {
@@ -159,12 +159,12 @@ pub fn new_id() -> String {
 
 impl Documents {
     pub fn new(kernel: Arc<Kernel>) -> Self {
-        let store = Store::new(kernel.db.clone());
+        let store = crate::store::open(&kernel.db);
         Self { kernel, store }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    pub fn store(&self) -> &dyn DocumentStore {
+        self.store.as_ref()
     }
 
     /// `documents.<access>` or `documents.<access>:<collection>`; `documents.admin` holds all.
