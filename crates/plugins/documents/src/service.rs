@@ -181,21 +181,31 @@ impl Documents {
         if ok { Ok(()) } else { Err(DocError::Forbidden(name.to_string())) }
     }
 
-    /// The one place document events leave the service (moved onto the outbox later).
-    fn publish(&self, changes: Vec<Change>) {
-        for c in changes {
-            let mut data = Map::new();
-            data.insert("collection".into(), Value::String(c.collection));
-            data.insert("id".into(), Value::String(c.id));
-            if let Value::Object(extra) = c.data {
-                data.extend(extra);
-            }
-            self.kernel.events.publish("documents", c.kind, Value::Object(data));
-        }
-    }
-
     fn exists_filter(collection: &str) -> String {
         Builder::collection(collection)
+    }
+
+    /// Commits `tx` with the events of `changes` in it: the outbox delivers them (bus, other
+    /// instances, WebSocket, webhooks) once committed, also after a crash.
+    async fn commit(&self, mut tx: Tx, changes: Vec<Change>) -> Result<(), DocError> {
+        let events: Vec<_> = changes
+            .into_iter()
+            .map(|c| {
+                let mut data = Map::new();
+                data.insert("collection".into(), Value::String(c.collection));
+                data.insert("id".into(), Value::String(c.id));
+                if let Value::Object(extra) = c.data {
+                    data.extend(extra);
+                }
+                self.kernel.events.envelope("documents", c.kind, Value::Object(data))
+            })
+            .collect();
+        self.store.write_events(&mut tx, &events).await?;
+        tx.commit().await?;
+        if !events.is_empty() {
+            self.kernel.outbox.committed();
+        }
+        Ok(())
     }
 
     /// Key paths of the collection's indexes that no document holds an array on.
@@ -607,8 +617,7 @@ impl Documents {
         let mut tx = self.store.begin().await?;
         let mut changes = Vec::new();
         let ids = self.insert_in(&mut tx, collection, docs, place, &mut changes).await?;
-        tx.commit().await?;
-        self.publish(changes);
+        self.commit(tx, changes).await?;
         Ok(ids)
     }
 
@@ -704,8 +713,7 @@ impl Documents {
         let mut tx = self.store.begin().await?;
         let mut changes = Vec::new();
         let r = self.update_in(&mut tx, collection, &op, &mut changes).await?;
-        tx.commit().await?;
-        self.publish(changes);
+        self.commit(tx, changes).await?;
         Ok(r)
     }
 
@@ -735,8 +743,7 @@ impl Documents {
         let mut tx = self.store.begin().await?;
         let mut changes = Vec::new();
         let n = self.delete_in(&mut tx, collection, filter, many, &mut changes).await?;
-        tx.commit().await?;
-        self.publish(changes);
+        self.commit(tx, changes).await?;
         Ok(n)
     }
 
@@ -781,8 +788,7 @@ impl Documents {
                 return Ok(Err((i, e)));
             }
         }
-        tx.commit().await?;
-        self.publish(changes);
+        self.commit(tx, changes).await?;
         Ok(Ok(counts))
     }
 

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use nexus_kernel::db::{Db, StorageError};
+use nexus_kernel::events::Event;
+use nexus_kernel::outbox::OutboxTx;
 use serde_json::Value;
 
 use crate::sql::{Builder, Dialect, Param};
@@ -106,6 +108,8 @@ type Result<T, E = StorageError> = std::result::Result<T, E>;
 pub trait DocumentStore: Send + Sync + std::fmt::Debug {
     /// The SQL dialect the queries built for this store must use.
     fn dialect(&self) -> Dialect;
+    /// Writes `events` to the outbox inside `tx`, the transaction of the change they describe.
+    fn write_events<'a>(&'a self, tx: &'a mut Tx, events: &'a [Event]) -> BoxFuture<'a, Result<()>>;
     fn begin<'a>(&'a self) -> BoxFuture<'a, Result<Tx>>;
     fn get_collection<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<CollectionRow>>>;
     /// [`Store::get_collection`] inside `tx`: a transaction that has written holds SQLite's
@@ -236,6 +240,15 @@ macro_rules! dialect_impl {
         impl DocumentStore for $store {
             fn dialect(&self) -> Dialect {
                 $dialect
+            }
+
+            fn write_events<'a>(&'a self, tx: &'a mut Tx, events: &'a [Event]) -> BoxFuture<'a, Result<()>> {
+                Box::pin(async move {
+                    for event in events {
+                        on_tx!(tx, |c| c.write_event(event).await)?;
+                    }
+                    Ok(())
+                })
             }
 
             fn begin<'a>(&'a self) -> BoxFuture<'a, Result<Tx>> {
