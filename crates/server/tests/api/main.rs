@@ -10,6 +10,7 @@ mod conventions;
 mod docs;
 mod documents;
 mod edge;
+mod fuzz;
 mod health;
 mod identity;
 mod identity_core_v2;
