@@ -83,7 +83,7 @@ pub struct LogConfig {
 }
 
 /// Identity and access settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// HMAC-SHA256 key for access tokens (`NEXUS_JWT_SECRET`). Unset: a key generated at first
@@ -124,7 +124,7 @@ impl Default for AuthConfig {
 }
 
 /// Secrets manager settings.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecretsConfig {
     /// Base64 of the 32-byte master key (`NEXUS_MASTER_KEY`). Unset: a key generated at first
@@ -136,7 +136,7 @@ pub struct SecretsConfig {
 }
 
 /// Outgoing webhooks.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhooksConfig {
     /// Allow targets on private, loopback, link-local and metadata addresses
@@ -165,7 +165,7 @@ impl Default for WebhooksConfig {
 }
 
 /// The WebSocket endpoint `/ws`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RealtimeConfig {
     /// A connection that has not authenticated by then is closed.
@@ -288,7 +288,7 @@ impl Default for RateLimitsConfig {
 }
 
 /// Conventions shared by every list and by batch requests.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     /// The largest `limit` a list accepts; larger ones are capped.
@@ -308,7 +308,7 @@ impl Default for ApiConfig {
 }
 
 /// The analytics plugin: event ingestion limits, client metadata, retention, notifications.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnalyticsConfig {
     /// Largest event, in bytes of its JSON.
@@ -348,7 +348,7 @@ impl Default for AnalyticsConfig {
 }
 
 /// Versions of the framework API. A version past its sunset date, or not listed, is refused.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiVersions {
     pub current: String,
@@ -374,7 +374,7 @@ impl Default for ApiVersions {
 }
 
 /// The media library (`nexus-media`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct MediaConfig {
     /// Libraries scanned at start; more can be added through `Library/VirtualFolders`.
@@ -402,7 +402,7 @@ impl Default for MediaConfig {
 }
 
 /// One *arr server: its base URL and API key (sent upstream as `X-Api-Key`, never shown).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ArrUpstream {
     pub url: String,
@@ -410,10 +410,11 @@ pub struct ArrUpstream {
 }
 
 /// One configured library.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MediaLibraryConfig {
     pub name: String,
+    #[schema(value_type = String)]
     pub path: PathBuf,
     /// `movies`, `tvshows`, `music` or `photos`.
     #[serde(rename = "type")]

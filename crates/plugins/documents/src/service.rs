@@ -23,8 +23,6 @@ use crate::schema;
 use crate::sql::{Builder, Dialect, Param};
 use crate::store::{DocumentStore, Tx, WriteError};
 
-/// Largest document accepted, in bytes of JSON (`documents.max_document_bytes`).
-pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 /// Documents one `insert_many` or bulk request may carry.
 pub const MAX_BATCH: usize = 10_000;
 
@@ -136,6 +134,7 @@ struct Change {
 pub struct Documents {
     kernel: Arc<Kernel>,
     store: Arc<dyn DocumentStore>,
+    config: crate::DocumentsConfig,
 }
 
 fn now_micros() -> i64 {
@@ -158,9 +157,9 @@ pub fn new_id() -> String {
 }
 
 impl Documents {
-    pub fn new(kernel: Arc<Kernel>) -> Self {
+    pub fn new(kernel: Arc<Kernel>, config: crate::DocumentsConfig) -> Self {
         let store = crate::store::open(&kernel.db);
-        Self { kernel, store }
+        Self { kernel, store, config }
     }
 
     pub fn store(&self) -> &dyn DocumentStore {
@@ -551,12 +550,9 @@ impl Documents {
         let doc = Value::Object(m);
         check_names(&doc, place, 0)?;
         let size = doc.to_string().len();
-        if size > MAX_DOCUMENT_BYTES {
-            return Err(Invalid::new(
-                place,
-                format!("The document is {size} bytes; at most {MAX_DOCUMENT_BYTES} are allowed"),
-            )
-            .into());
+        let max = self.config.max_document_bytes;
+        if size > max {
+            return Err(Invalid::new(place, format!("The document is {size} bytes; at most {max} are allowed")).into());
         }
         if let Some(s) = schema {
             schema::validate(s, &doc, place)?;
