@@ -288,8 +288,12 @@ async fn configuration_is_validated_stored_and_applied_at_the_next_start() {
     s.restart().await;
     let admin = s.admin_token().await;
     let r = s
-        .post_as(&admin, "/api/database/query", json!({ "collection": "c", "operation": "insert_one",
-            "document": { "text": "more than sixty-four bytes of JSON, once the _id is added to it" } }))
+        .post_as(
+            &admin,
+            "/api/database/query",
+            json!({ "collection": "c", "operation": "insert_one",
+            "document": { "text": "more than sixty-four bytes of JSON, once the _id is added to it" } }),
+        )
         .await;
     assert_eq!(r.status, 400, "documents.max_document_bytes applies after the restart: {}", r.text);
     assert_eq!(s.kernel().config.webhooks.timeout_secs, 7, "the stored change is applied at start");
