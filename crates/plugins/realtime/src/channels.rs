@@ -94,6 +94,8 @@ pub struct Filters {
     /// Channel `analytics`: only events with one of these `event_name`s / `event_category`s.
     pub event_names: Option<Vec<String>>,
     pub event_categories: Option<Vec<String>>,
+    /// Channel `documents`: only events of documents in these collections.
+    pub collections: Option<Vec<String>>,
 }
 
 impl Filters {
@@ -111,7 +113,11 @@ impl Filters {
 
     /// Whether the subscription wants `event`, which concerns `plugin` ([`ChannelTable::plugin_id`]).
     pub fn accepts(&self, event: &Event, plugin: Option<&str>) -> bool {
-        for (wanted, field) in [(&self.event_names, "event_name"), (&self.event_categories, "event_category")] {
+        for (wanted, field) in [
+            (&self.event_names, "event_name"),
+            (&self.event_categories, "event_category"),
+            (&self.collections, "collection"),
+        ] {
             if let Some(wanted) = wanted
                 && !event.data.get(field).and_then(Value::as_str).is_some_and(|v| wanted.iter().any(|w| w == v))
             {
@@ -134,7 +140,11 @@ impl Filters {
 
     pub fn to_json(&self) -> Value {
         let mut shown = json!({ "plugin_id": self.plugin_id, "event_types": self.event_types });
-        for (name, list) in [("event_names", &self.event_names), ("event_categories", &self.event_categories)] {
+        for (name, list) in [
+            ("event_names", &self.event_names),
+            ("event_categories", &self.event_categories),
+            ("collections", &self.collections),
+        ] {
             if let (Some(list), Some(obj)) = (list, shown.as_object_mut()) {
                 obj.insert(name.into(), json!(list));
             }

@@ -506,3 +506,35 @@ async fn websocket_rpc_runs_the_same_operations_with_the_same_permissions() {
     let r = ws_next(&mut ws, "rpc_response").await;
     assert_eq!(r["error"]["code"], "PERMISSION_DENIED", "{r}");
 }
+
+#[tokio::test]
+async fn the_documents_channel_filters_by_collection() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let url = s.url("/ws").replacen("http://", "ws://", 1);
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap_or_else(|e| panic!("{e}"));
+    let send = |v: Value| Message::text(v.to_string());
+    ws.send(send(json!({ "type": "auth", "token": admin }))).await.unwrap_or_else(|e| panic!("{e}"));
+    ws_next(&mut ws, "auth_success").await;
+    ws.send(send(json!({ "type": "subscribe", "channel": "documents", "filters": { "collections": ["products"] } })))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    ws_next(&mut ws, "subscribed").await;
+    for (collection, id) in [("orders", "o1"), ("products", "p1")] {
+        let r = s
+            .post_as(
+                &admin,
+                "/api/database/query",
+                json!({ "collection": collection, "operation": "insert_one",
+                "document": { "_id": id } }),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    // The orders event came first; the first one delivered is the products one.
+    let e = ws_next(&mut ws, "event").await;
+    assert_eq!(e["data"]["payload"]["collection"], "products", "{e}");
+    assert_eq!(e["data"]["payload"]["id"], "p1", "{e}");
+}
