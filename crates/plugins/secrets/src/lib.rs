@@ -78,5 +78,5 @@ pub async fn rotate_master_key(
     progress: &mut (dyn FnMut(u64, u64) + Send),
 ) -> Result<keyring::Rotation, SecretsError> {
     // Rotation writes no events: the outbox handle wakes no one.
-    keyring::rotate(config, &store::Store::new(db.clone(), nexus_kernel::outbox::Outbox::new()), progress).await
+    keyring::rotate(config, store::open(db, nexus_kernel::outbox::Outbox::new()).as_ref(), progress).await
 }

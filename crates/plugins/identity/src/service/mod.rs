@@ -24,7 +24,7 @@ pub use users::{NewUser, User, UserPatch};
 use crate::error::IdentityError;
 use crate::principal::{Credential, Presented, Principal};
 use crate::roles::Roles;
-use crate::store::{ApiKeyRow, Store};
+use crate::store::{ApiKeyRow, IdentityStore};
 use crate::tokens::{self, JwtKeys, TokenError};
 
 /// An API key's record with what is needed to act for its owner, cached briefly.
@@ -39,7 +39,7 @@ struct KeyOwner {
 #[derive(Debug)]
 pub struct Identity {
     kernel: Arc<Kernel>,
-    store: Store,
+    store: Arc<dyn IdentityStore>,
     jwt: JwtKeys,
     roles: Roles,
     revoked: revocation::Revoked,
@@ -56,7 +56,7 @@ impl Identity {
         let auth = &kernel.config.auth;
         let secret = signing_secret(&kernel)?;
         let identity = Arc::new(Self {
-            store: Store::new(kernel.db.clone(), kernel.outbox.clone()),
+            store: crate::store::open(&kernel.db, kernel.outbox.clone()),
             jwt: JwtKeys::new(&secret),
             roles: Roles::new(&auth.roles),
             revoked: revocation::Revoked::default(),
@@ -66,7 +66,7 @@ impl Identity {
             kernel,
         });
         identity.ensure_admin().await?;
-        identity.revoked.load(&identity.store).await?;
+        identity.revoked.load(identity.store.as_ref()).await?;
         revocation::watch(Arc::downgrade(&identity));
         cache::follow_remote_changes(Arc::downgrade(&identity), &identity.kernel.events);
         Ok(identity)

@@ -10,7 +10,7 @@ use nexus_kernel::clock::Timestamp;
 use nexus_kernel::db::StorageError;
 
 use super::Identity;
-use crate::store::Store;
+use crate::store::IdentityStore;
 
 const POLL: Duration = Duration::from_secs(1);
 /// Polls look back this far, so a row committed late (after a later one) is not missed.
@@ -49,7 +49,7 @@ impl Revoked {
     }
 
     /// Loads revocations recorded since the last poll; whether an API key was among them.
-    pub async fn load(&self, store: &Store) -> Result<bool, StorageError> {
+    pub async fn load(&self, store: &dyn IdentityStore) -> Result<bool, StorageError> {
         let since = self.state.read().map(|s| s.polled_at).unwrap_or(0);
         let now = Timestamp::now().as_micros();
         let rows = store.revocations_since(since.saturating_sub(OVERLAP_MICROS)).await?;
@@ -82,7 +82,7 @@ pub fn watch(identity: Weak<Identity>) {
         loop {
             tokio::time::sleep(POLL).await;
             let Some(identity) = identity.upgrade() else { return };
-            match identity.revoked.load(&identity.store).await {
+            match identity.revoked.load(identity.store.as_ref()).await {
                 Ok(true) => identity.keys.invalidate_all(),
                 Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "could not poll revocations"),
