@@ -110,6 +110,18 @@ impl Secrets {
         let policies = Policies::new(kernel.config.secrets.policies.clone(), identity.roles().clone());
         policies.validate().map_err(SecretsError::MasterKey)?;
         let keyring = Keyring::open(&kernel.config, store.as_ref()).await?;
+        // Access to shared paths is denied unless a policy grants it. An installation whose
+        // users reached every path before (no policies) keeps its administrators' access and
+        // is told, once per start, which roles lost theirs and how to restore it.
+        let unreached = policies.unreached_roles();
+        if !unreached.is_empty() && !store.key_ids_in_use().await?.is_empty() {
+            tracing::warn!(
+                roles = %unreached.join(", "),
+                "secrets: these roles hold secret permissions but have no `secrets.policies` entry, so they reach \
+                 only their holders' own `users/{{user_id}}/` paths; administrators reach every path. Grant paths \
+                 with e.g. `secrets.policies.user = [\"team/*\"]` (`[\"*\"]` restores access to every path)"
+            );
+        }
         let cache = Arc::new(ReadCache::default());
         ReadCache::follow(Arc::downgrade(&cache), &kernel.events);
         Ok(Arc::new(Self { kernel, store, keyring, policies, cache }))
