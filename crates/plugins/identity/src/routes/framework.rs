@@ -334,13 +334,16 @@ pub struct UpdateUserBody {
     pub username: Option<String>,
     pub email: Option<String>,
     pub password: Option<String>,
+    /// Required when changing one's own `password` or `email`.
+    pub current_password: Option<String>,
     pub full_name: Option<String>,
     pub roles: Option<Vec<String>>,
     pub status: Option<String>,
     pub metadata: Option<Value>,
 }
 
-/// Change a user (`user.write`; users may change their own name, email, password and metadata).
+/// Change a user (`user.write`; users may change their own name, email, password and metadata;
+/// their own password or email only with `current_password`).
 #[utoipa::path(put, path = "/api/users/{user_id}", tag = "users", params(("user_id" = String, Path)), request_body = UpdateUserBody,
     responses((status = 200, body = UserView), (status = 404, description = "RESOURCE_NOT_FOUND"), (status = 409, description = "CONFLICT")))]
 async fn update_user(
@@ -354,6 +357,7 @@ async fn update_user(
         username: b.username,
         email: b.email,
         password: b.password,
+        current_password: b.current_password,
         full_name: b.full_name,
         roles: b.roles,
         status: b.status,

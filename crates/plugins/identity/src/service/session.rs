@@ -273,6 +273,17 @@ impl Identity {
         Ok(())
     }
 
+    /// Ends every session of `user_id` but `keep` (their refresh tokens and access tokens).
+    pub(super) async fn revoke_other_sessions(&self, user_id: &str, keep: &str) -> Result<(), IdentityError> {
+        let now = self.kernel.clock.now();
+        let horizon = self.revocation_horizon(now);
+        for sid in self.store.revoke_other_families(user_id, keep, now).await? {
+            self.store.insert_revocation("session", &sid, now.as_micros(), horizon).await?;
+            self.revoked.revoke_session(&sid);
+        }
+        Ok(())
+    }
+
     /// How long a revocation must be remembered: until every token it covers has expired.
     fn revocation_horizon(&self, now: Timestamp) -> i64 {
         let auth = &self.kernel.config.auth;
