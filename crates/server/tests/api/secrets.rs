@@ -791,3 +791,24 @@ async fn a_policy_grants_a_role_shared_paths() {
     let r = s.get_as(&bob, "/api/v1/secrets/prod/key").await;
     assert_eq!(r.status, 403, "{}", r.text);
 }
+
+#[tokio::test]
+async fn audit_metadata_values_are_strings_on_the_secrets_surface() {
+    let s = TestServer::start().await;
+    let (token, _) = v1_login(&s).await;
+    create(&s, &token, "app/meta", "v1").await;
+    let r = put(&s, &token, "/api/v1/secrets/app/meta", json!({"value": "v2", "cas": 1})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(s.get_as(&token, "/api/v1/secrets/app/meta").await.status, 200);
+    let r = s.get_as(&token, "/api/v1/audit?secret_path=app/meta").await;
+    let logs = r.json["logs"].as_array().cloned().unwrap_or_default();
+    assert!(logs.len() >= 3, "{}", r.text);
+    for log in &logs {
+        let strings = log["metadata"].as_object().is_some_and(|m| m.values().all(Value::is_string));
+        assert!(strings, "metadata must be a map of strings: {log}");
+    }
+    let read = logs.iter().find(|l| l["action"] == "secret.read").map(|l| l["metadata"].clone());
+    assert_eq!(read, Some(json!({"version": "2"})), "{}", r.text);
+    let update = logs.iter().find(|l| l["action"] == "secret.update").map(|l| l["metadata"]["value_changed"].clone());
+    assert_eq!(update, Some(json!("true")), "{}", r.text);
+}
