@@ -850,3 +850,76 @@ async fn an_administrator_sets_another_users_password_without_theirs_and_it_is_a
         assert!(!format!("{entries:?}").contains("reset-Pass1"), "the password is not in the audit log");
     }
 }
+
+/// Polls `instance` with `token` until it refuses it; how long that took after `since`.
+async fn refused_within(
+    instance: &TestServer,
+    path: &str,
+    auth: (&str, &str),
+    since: std::time::Instant,
+    bound: std::time::Duration,
+) -> std::time::Duration {
+    loop {
+        let r = instance
+            .client
+            .get(instance.url(path))
+            .header(auth.0, auth.1)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let elapsed = since.elapsed();
+        if r.status() == 401 {
+            return elapsed;
+        }
+        assert!(elapsed < bound, "still accepted on the other instance after {elapsed:?}");
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn with_redis_revocations_reach_another_instance_within_100_ms() {
+    use std::time::{Duration, Instant};
+    const BOUND: Duration = Duration::from_millis(100);
+    let (Some(_), Some(redis)) = (nexus_testkit::postgres_url(), nexus_testkit::redis_url()) else {
+        eprintln!("NEXUS_TEST_POSTGRES_URL and NEXUS_TEST_REDIS_URL are not both set; skipping");
+        return;
+    };
+    let (a, b) = two_instances(Some(redis)).await;
+    let admin = a.admin_token().await;
+    let bearer = |t: &str| format!("Bearer {t}");
+
+    // Logout on `a`.
+    let token = a.admin_token().await;
+    assert_eq!(b.get_as(&token, "/api/users").await.status, 200, "a token works on every instance");
+    let r = a.call_as(&token, Method::POST, "/api/auth/logout", None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let took = refused_within(&b, "/api/users", ("Authorization", &bearer(&token)), Instant::now(), BOUND).await;
+    eprintln!("logout seen on the other instance after {took:?}");
+
+    // A password changed on `a`: by the user (their other session ends), then by an administrator.
+    let id = create_user(&a, &admin, "moving.target").await;
+    let path = format!("/api/users/{id}");
+    let (this, _) = session(&a, "moving.target", "user-Pass1").await;
+    let (other, _) = session(&a, "moving.target", "user-Pass1").await;
+    assert_eq!(b.get_as(&other, &path).await.status, 200);
+    let body = json!({"password": "moved-Pass2", "current_password": "user-Pass1"});
+    assert_eq!(a.call_as(&this, Method::PUT, &path, Some(body)).await.status, 200);
+    let took = refused_within(&b, &path, ("Authorization", &bearer(&other)), Instant::now(), BOUND).await;
+    eprintln!("own password change seen on the other instance after {took:?}");
+    assert_eq!(b.get_as(&this, &path).await.status, 200, "the session that changed it goes on everywhere");
+    let r = a.call_as(&admin, Method::PUT, &path, Some(json!({"password": "reset-Pass3"}))).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let took = refused_within(&b, &path, ("Authorization", &bearer(&this)), Instant::now(), BOUND).await;
+    eprintln!("administrator's password change seen on the other instance after {took:?}");
+
+    // An API key revoked on `a`, after `b` has it in memory.
+    let key = a.post_as(&admin, "/api/auth/api-keys", json!({"name": "short-lived"})).await;
+    let (key_id, key) = (key.json["id"].as_str().unwrap_or_default(), key.json["key"].as_str().unwrap_or_default());
+    let used =
+        b.client.get(b.url("/api/users")).header("X-API-Key", key).send().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(used.status(), 200);
+    let r = a.call_as(&admin, Method::DELETE, &format!("/api/auth/api-keys/{key_id}"), None).await;
+    assert!(r.status.is_success(), "{}", r.text);
+    let took = refused_within(&b, "/api/users", ("X-API-Key", key), Instant::now(), BOUND).await;
+    eprintln!("key revocation seen on the other instance after {took:?}");
+}

@@ -43,6 +43,8 @@ pub struct Identity {
     jwt: JwtKeys,
     roles: Roles,
     revoked: revocation::Revoked,
+    /// Announces revocations to the other instances at once, when Redis is configured.
+    broadcast: Option<revocation::Broadcast>,
     /// Users for the read paths; see [`cache`] for how fresh they are.
     users: cache::UserCache,
     keys: moka::sync::Cache<String, Arc<KeyOwner>>,
@@ -60,6 +62,10 @@ impl Identity {
             jwt: JwtKeys::new(&secret),
             roles: Roles::new(&auth.roles),
             revoked: revocation::Revoked::default(),
+            broadcast: kernel
+                .redis
+                .clone()
+                .map(|conn| revocation::Broadcast::new(conn, &kernel.server_id, kernel.events.instance_id())),
             users: cache::UserCache::default(),
             keys: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(10)).build(),
             touched: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build(),
@@ -68,6 +74,10 @@ impl Identity {
         identity.ensure_admin().await?;
         identity.revoked.load(identity.store.as_ref()).await?;
         revocation::watch(Arc::downgrade(&identity));
+        if let (Some(url), Some(_)) = (&identity.kernel.config.redis.url, &identity.broadcast) {
+            let origin = identity.kernel.events.instance_id().to_string();
+            revocation::listen(Arc::downgrade(&identity), url, &identity.kernel.server_id, origin).await;
+        }
         cache::follow_remote_changes(Arc::downgrade(&identity), &identity.kernel.events);
         Ok(identity)
     }
