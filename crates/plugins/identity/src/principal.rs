@@ -96,11 +96,32 @@ fn media_browser_token(params: &str) -> Option<String> {
     })
 }
 
+/// What verifies the callers of a router's routes: the identity service, handed to the router
+/// when the application is built ([`layer`]) rather than looked up per request.
+#[derive(Debug, Clone)]
+pub struct Authenticator(Arc<Identity>);
+
+impl Authenticator {
+    pub fn identity(&self) -> &Arc<Identity> {
+        &self.0
+    }
+}
+
+/// The layer that lets [`Auth`] and [`MaybeAuth`] verify callers on the routes it wraps, built
+/// once at start with the identity service (`router.route_layer(nexus_identity::principal::
+/// layer(identity))`). The server puts it around every plugin's routes, so a plugin's handlers
+/// need nothing more than the extractor.
+pub fn layer(identity: Arc<Identity>) -> axum::Extension<Authenticator> {
+    axum::Extension(Authenticator(identity))
+}
+
 /// Extracts the authenticated caller; 401 in the path's dialect when there is none.
 ///
 /// A [`Principal`] that a middleware already authenticated (the rate limiter does) is taken
 /// out of the request rather than copied, and one authenticated here is not put back: a
 /// handler takes its caller once, and a second extractor would simply authenticate again.
+/// Otherwise the caller is verified by the [`Authenticator`] that the router's [`layer`]
+/// carries; a route outside that layer answers 500, a wiring error a test finds at once.
 #[derive(Debug, Clone)]
 pub struct Auth(pub Principal);
 
@@ -111,10 +132,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Auth {
         if let Some(principal) = parts.extensions.remove::<Principal>() {
             return Ok(Auth(principal));
         }
-        let identity = nexus_web::context::service::<Arc<Identity>>()
-            .ok_or_else(|| ApiError::internal("identity service is not installed"))?;
         let presented = presented(parts).ok_or(IdentityError::Unauthenticated)?;
-        Ok(Auth(identity.authenticate(&presented).await?))
+        let authenticator = parts
+            .extensions
+            .get::<Authenticator>()
+            .ok_or_else(|| ApiError::internal("this route is not behind the identity layer"))?;
+        Ok(Auth(authenticator.0.authenticate(&presented).await?))
     }
 }
 
