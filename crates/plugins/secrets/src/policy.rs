@@ -146,7 +146,47 @@ impl Policies {
 
 #[cfg(test)]
 mod tests {
-    use super::matches;
+    use std::collections::BTreeMap;
+
+    use nexus_identity::roles::Roles;
+    use nexus_identity::principal::{Credential, Principal};
+
+    use super::{Policies, Scope, matches};
+
+    fn caller(id: &str, roles: &[&str], all: &Roles) -> Principal {
+        let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+        Principal {
+            user_id: id.into(),
+            username: id.into(),
+            permissions: all.permissions(&roles),
+            roles,
+            credential: Credential::ApiKey { key_id: "k".into(), premium: false },
+        }
+    }
+
+    #[test]
+    fn access_is_denied_unless_granted() {
+        let overrides = BTreeMap::from([("root".to_string(), vec!["*".to_string()])]);
+        let roles = Roles::new(&overrides);
+        let policies = Policies::new(BTreeMap::from([("service".into(), vec!["ci/*".into()])]), roles.clone());
+        let (alice, admin, root) =
+            (caller("u1", &["user"], &roles), caller("a", &["admin"], &roles), caller("r", &["root"], &roles));
+        assert!(!policies.allows(&alice, "secret.read", "app/key"), "no policy: no shared path");
+        assert!(policies.allows(&alice, "secret.write", "users/u1/db"));
+        assert!(!policies.allows(&alice, "secret.read", "users/u2/db"), "another user's namespace");
+        assert!(!policies.allows(&alice, "secret.read", "users/u1"), "the namespace is below the id");
+        assert!(policies.allows(&admin, "secret.delete", "users/u2/db") && policies.allows(&root, "secret.read", "x"));
+        let ci = caller("s", &["service"], &roles);
+        assert!(policies.allows(&ci, "secret.read", "ci/token") && !policies.allows(&ci, "secret.write", "ci/token"));
+        assert_eq!(policies.unreached_roles(), ["user"], "service has a policy; admin and root need none");
+        assert_eq!(policies.scope(&admin, "secret.read"), Scope::All);
+        assert_eq!(
+            policies.scope(&alice, "secret.read"),
+            Scope::Only { exact: vec![], prefixes: vec!["users/u1/".into()] }
+        );
+        let viewer = caller("v", &["viewer"], &roles);
+        assert_eq!(policies.scope(&viewer, "secret.read"), Scope::Only { exact: vec![], prefixes: vec![] });
+    }
 
     #[test]
     fn patterns() {
