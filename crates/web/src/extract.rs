@@ -92,6 +92,13 @@ fn field_error(path: &str, message: &str) -> ApiError {
         .and_then(|rest| rest.split('`').next());
     let field = match (path, named) {
         (".", Some(name)) | ("", Some(name)) => name.to_string(),
+        // An unknown field's path already ends with its own name (a missing one's does not).
+        (path, Some(name))
+            if message.starts_with("unknown")
+                && (path == name || path.strip_suffix(name).is_some_and(|p| p.ends_with('.'))) =>
+        {
+            path.to_string()
+        }
         (parent, Some(name)) => format!("{parent}.{name}"),
         (".", None) | ("", None) => String::from("body"),
         (path, None) => path.to_string(),
@@ -178,6 +185,27 @@ mod tests {
     fn missing_field_is_named() {
         let err = parse_json::<Signup>(br#"{"age": 3}"#).err();
         assert_eq!(err.as_ref().map(detail), Some(("email", "This field is required")));
+    }
+
+    #[test]
+    fn unknown_field_is_named_once() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Strict {
+            name: String,
+            inner: Option<Inner>,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Inner {
+            x: u8,
+        }
+        let err = parse_json::<Strict>(br#"{"name": "a", "is_admin": true}"#).err();
+        assert_eq!(err.as_ref().map(detail), Some(("is_admin", "unknown field `is_admin`")));
+        let err = parse_json::<Strict>(br#"{"name": "a", "inner": {"x": 1, "y": 2}}"#).err();
+        assert_eq!(err.as_ref().map(|e| detail(e).0), Some("inner.y"));
     }
 
     #[test]

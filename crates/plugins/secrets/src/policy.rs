@@ -148,8 +148,8 @@ impl Policies {
 mod tests {
     use std::collections::BTreeMap;
 
-    use nexus_identity::roles::Roles;
     use nexus_identity::principal::{Credential, Principal};
+    use nexus_identity::roles::Roles;
 
     use super::{Policies, Scope, matches};
 

@@ -165,6 +165,7 @@ async fn list_secrets(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateBody {
     /// Unique path, such as `prod/database/password` (rules in docs/secrets.md).
     pub path: String,
@@ -294,6 +295,7 @@ async fn secret_versions(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateBody {
     /// New value; absent: the value is unchanged (a new version still is written).
     pub value: Option<String>,

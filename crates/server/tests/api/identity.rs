@@ -923,3 +923,38 @@ async fn with_redis_revocations_reach_another_instance_within_100_ms() {
     let took = refused_within(&b, "/api/users", ("X-API-Key", key), Instant::now(), BOUND).await;
     eprintln!("key revocation seen on the other instance after {took:?}");
 }
+
+#[tokio::test]
+async fn unknown_fields_in_identity_bodies_are_refused_by_name() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let id = create_user(&s, &admin, "greta").await;
+    let greta = s.login("greta", "user-Pass1").await;
+    // The attack the review found: a field the endpoint does not know was silently dropped.
+    let r = s.call_as(&greta, Method::PUT, &format!("/api/users/{id}"), Some(json!({"is_admin": true}))).await;
+    assert_field_error(&r, "is_admin");
+    let body = json!({"username": "hans", "email": "hans@example.com", "password": "user-Pass1", "is_admin": true});
+    assert_field_error(&s.post_as(&admin, "/api/users", body).await, "is_admin");
+    assert_field_error(&s.post_as(&greta, "/api/auth/api-keys", json!({"name": "k", "owner": "admin"})).await, "owner");
+    let r = s.post("/api/auth/login", json!({"username": "greta", "password": "user-Pass1", "role": "admin"})).await;
+    assert_field_error(&r, "role");
+    // Free-form objects stay free-form.
+    let r = s
+        .call_as(&greta, Method::PUT, &format!("/api/users/{id}"), Some(json!({"metadata": {"is_admin": true}})))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // Every surface, in its own dialect.
+    let r = s
+        .post(
+            "/v2/auth/login",
+            json!({"email": "greta@example.com", "password": "user-Pass1", "client_id": "c", "x": 1}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("unknown field `x`"), "{}", r.text);
+    let r = s.post("/api/v1/auth/login", json!({"username": "greta", "password": "user-Pass1", "admin": true})).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("admin"), "{}", r.text);
+    let r = s.post("/auth/login", json!({"username": "greta", "password": "user-Pass1", "tier": "premium"})).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+}

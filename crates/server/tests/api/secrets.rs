@@ -812,3 +812,19 @@ async fn audit_metadata_values_are_strings_on_the_secrets_surface() {
     let update = logs.iter().find(|l| l["action"] == "secret.update").map(|l| l["metadata"]["value_changed"].clone());
     assert_eq!(update, Some(json!("true")), "{}", r.text);
 }
+
+#[tokio::test]
+async fn unknown_fields_in_secret_bodies_are_refused_by_name() {
+    let s = TestServer::start().await;
+    let (token, _) = v1_login(&s).await;
+    let r = s.post_as(&token, "/api/v1/secrets", json!({"path": "app/x", "value": "v", "owner": "someone"})).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("owner"), "{}", r.text);
+    create(&s, &token, "app/x", "v").await;
+    let r = put(&s, &token, "/api/v1/secrets/app/x", json!({"value": "w", "version": 5})).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("version"), "{}", r.text);
+    // Metadata is the seed's free-form object.
+    let r = put(&s, &token, "/api/v1/secrets/app/x", json!({"metadata": {"anything": "goes", "n": 1}})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}

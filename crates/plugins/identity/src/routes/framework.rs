@@ -36,6 +36,7 @@ pub fn routes() -> OpenApiRouter<Arc<Identity>> {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LoginBody {
     /// Username or email.
     pub username: Option<String>,
@@ -87,6 +88,7 @@ async fn login(State(id): Api, client: Client, Json(body): Json<LoginBody>) -> R
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RefreshBody {
     pub refresh_token: String,
 }
@@ -124,6 +126,7 @@ async fn logout(State(id): Api, Auth(p): Auth, client: Client) -> Result<Json<Me
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateKeyBody {
     pub name: String,
     /// RFC 3339; absent means the key does not expire.
@@ -283,6 +286,7 @@ async fn list_users(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateUserBody {
     pub username: String,
     pub email: String,
@@ -330,6 +334,7 @@ async fn get_user(State(id): Api, Auth(p): Auth, Path(user_id): Path<String>) ->
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateUserBody {
     pub username: Option<String>,
     pub email: Option<String>,
