@@ -202,4 +202,48 @@ mod tests {
         );
         assert_eq!(presented(&parts(&[])), None);
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::{parts, presented};
+        use crate::tokens::{JwtKeys, claims};
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
+
+            /// Whatever the credential headers hold: no panic, and what is found is non-empty.
+            #[test]
+            fn credential_headers_never_panic(
+                value in "[ -~]{0,80}",
+                scheme in prop::sample::select(vec!["Bearer ", "bearer ", "MediaBrowser ", "Emby ", "Basic ", ""]),
+                header in prop::sample::select(vec!["Authorization", "X-API-Key", "X-Nexus-API-Key", "X-Emby-Token"]),
+            ) {
+                let found = presented(&parts(&[(header, &format!("{scheme}{value}"))]));
+                if let Some(super::Presented::Bearer(t) | super::Presented::ApiKey(t)) = found {
+                    prop_assert!(!t.is_empty());
+                }
+            }
+
+            /// Any string presented as a JWT is refused, without a panic; a signed token with one
+            /// byte changed is refused too.
+            #[test]
+            fn arbitrary_and_altered_tokens_are_refused(garbage in any::<String>(), at in any::<prop::sample::Index>(), byte in 0x21u8..0x7f) {
+                let keys = JwtKeys::new(&[7u8; 32]);
+                prop_assert!(keys.verify(&garbage, 1_000).is_err());
+                let now = nexus_kernel::clock::Timestamp::from_micros(1_000_000_000);
+                let token = keys.sign(&claims("u1", "alice", &["user".to_string()], "s1", 3600, now));
+                let token = token.map_err(TestCaseError::fail)?;
+                let mut altered = token.clone().into_bytes();
+                let i = at.index(altered.len());
+                prop_assume!(altered.get(i) != Some(&byte));
+                if let Some(b) = altered.get_mut(i) {
+                    *b = byte;
+                }
+                let altered = String::from_utf8_lossy(&altered).into_owned();
+                prop_assert!(keys.verify(&altered, 1_001).is_err(), "{} accepted", altered);
+                prop_assert!(keys.verify(&token, 1_001).is_ok());
+            }
+        }
+    }
 }
