@@ -21,6 +21,10 @@ pub use apikeys::{ApiKey, KeyStyle, NewApiKey};
 pub use session::{LoginRequest, Session, TokenLifetime};
 pub use users::{NewUser, User, UserPatch};
 
+/// How a user listing is narrowed; part of the service's API, so that other plugins need not
+/// reach into the store.
+pub use crate::store::UserFilter;
+
 use crate::error::IdentityError;
 use crate::principal::{Credential, Presented, Principal};
 use crate::roles::Roles;

@@ -158,9 +158,21 @@ impl Identity {
         self.store.user_by_id(id).await?.map(User::from).ok_or(IdentityError::NotFound("user"))
     }
 
+    /// Users narrowed by `filter`, with the total; for callers trusted already (the shell).
+    /// Requests go through [`list_users_for`](Self::list_users_for).
     pub async fn list_users(&self, filter: &UserFilter) -> Result<(Vec<User>, i64), IdentityError> {
         let (rows, total) = self.store.list_users(filter).await?;
         Ok((rows.into_iter().map(User::from).collect(), total))
+    }
+
+    /// Users narrowed by `filter`, with the total, if `caller` may read users (`user.read`).
+    pub async fn list_users_for(
+        &self,
+        caller: &Principal,
+        filter: &UserFilter,
+    ) -> Result<(Vec<User>, i64), IdentityError> {
+        caller.require(READ_USERS)?;
+        self.list_users(filter).await
     }
 
     /// Creates a user; `actor` is `None` only for the first admin and the command line.
