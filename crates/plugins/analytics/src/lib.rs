@@ -47,6 +47,7 @@ impl Plugin for AnalyticsPlugin {
         .permission("analytics.write", "Send events")
         .permission("analytics.read", "Query events, summaries and funnels")
         .channel(ChannelSpec::new("analytics", Some("analytics.read"), &["analytics.*"]))
+        .config_type::<nexus_kernel::config::AnalyticsConfig>()
     }
 
     fn migrations(&self) -> Option<&'static nexus_kernel::db::MigrationSet> {

@@ -21,10 +21,10 @@ use nexus_web::plugin::{BoxFuture, Plugin, StartContext, StartError, Started};
 
 pub use error::IdentityError;
 pub use principal::{Auth, MaybeAuth, Principal};
-pub use service::Identity;
 /// A user as the framework and core v2 surfaces show it: the rendering other plugins use
 /// (WebSocket RPC) rather than their own.
 pub use routes::UserView;
+pub use service::Identity;
 
 /// Migrations of the identity tables; their SQL is portable, so both backends share it.
 pub static MIGRATIONS: nexus_kernel::db::MigrationSet = nexus_kernel::db::MigrationSet {
@@ -59,6 +59,8 @@ impl Plugin for IdentityPlugin {
         .permission("auth.admin", "Manage other users' API keys and sessions")
         .channel(ChannelSpec::new("user_events", Some("user.read"), &["user.*"]))
         .channel(ChannelSpec::new("auth_events", Some("audit.read"), &["auth.*", "apikey.*"]))
+        .config_key("auth")
+        .config_type::<nexus_kernel::config::AuthConfig>()
     }
 
     fn migrations(&self) -> Option<&'static nexus_kernel::db::MigrationSet> {

@@ -672,18 +672,10 @@ async fn the_binary_refuses_a_wrong_nexus_master_key_with_one_clear_line() {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
     let child = cmd.spawn().unwrap_or_else(|e| panic!("{e}"));
-    let pid = child.id();
-    // Serving instead of refusing must fail the test, not hang it.
-    let watchdog = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_secs(20));
-        let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-    });
     // Off this runtime, which also runs the server the command shares the database with.
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+    let out = tokio::task::spawn_blocking(move || crate::output_within(child, std::time::Duration::from_secs(20)))
         .await
-        .unwrap_or_else(|e| panic!("{e}"))
         .unwrap_or_else(|e| panic!("{e}"));
-    drop(watchdog);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("master key does not match"), "{err}");
@@ -827,74 +819,4 @@ async fn unknown_fields_in_secret_bodies_are_refused_by_name() {
     // Metadata is the seed's free-form object.
     let r = put(&s, &token, "/api/v1/secrets/app/x", json!({"metadata": {"anything": "goes", "n": 1}})).await;
     assert_eq!(r.status, 200, "{}", r.text);
-}
-
-/// A deterministic stream of pseudo-random bytes (xorshift64*), so a failure can be replayed.
-struct Noise(u64);
-
-impl Noise {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// A string of up to `max` characters drawn mostly from those that matter to paths.
-    fn text(&mut self, max: u64) -> String {
-        const PICK: &[char] =
-            &['a', 'Z', '0', '.', '.', '/', '/', '-', '_', '%', ' ', '?', '#', 'ä', '\u{0}', '\\', '*'];
-        let len = self.next() % (max + 1);
-        (0..len)
-            .map(|_| {
-                let r = self.next();
-                if r.is_multiple_of(5) {
-                    char::from_u32(u32::try_from(r >> 40).unwrap_or(0) % 0x2FFF).unwrap_or('x')
-                } else {
-                    PICK[usize::try_from(r >> 8).unwrap_or(0) % PICK.len()]
-                }
-            })
-            .collect()
-    }
-}
-
-fn percent_encode_path(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'/') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-#[tokio::test]
-async fn arbitrary_secret_paths_and_tokens_get_4xx_never_5xx() {
-    let s = TestServer::start().await;
-    let (token, _) = v1_login(&s).await;
-    let mut noise = Noise(0x5EED_1234_ABCD_0001);
-    for _ in 0..150 {
-        let raw = noise.text(40);
-        let path = percent_encode_path(&raw);
-        let r = s.get_as(&token, &format!("/api/v1/secrets/{path}")).await;
-        assert!(r.status.is_client_error(), "GET {raw:?} ({path}) answered {}: {}", r.status, r.text);
-        let r = s.post_as(&token, "/api/v1/secrets", json!({"path": raw, "value": "v"})).await;
-        let created = r.status == 201 && paths_ok(&raw);
-        assert!(created || r.status.is_client_error(), "POST {raw:?} answered {}: {}", r.status, r.text);
-        let r = s
-            .get_as(&token, &format!("/api/v1/secrets?prefix={}", percent_encode_path(&raw).replace('/', "%2F")))
-            .await;
-        assert!(r.status == 200 || r.status.is_client_error(), "list under {raw:?} answered {}: {}", r.status, r.text);
-        // Only what a header can carry; other bytes never reach the server.
-        let bearer: String = noise.text(60).chars().filter(|c| (' '..='~').contains(c)).collect();
-        let r = s.get_as(&bearer, "/api/v1/secrets").await;
-        assert!(r.status.is_client_error(), "token {bearer:?} answered {}: {}", r.status, r.text);
-    }
-}
-
-/// Whether `path` follows the documented path rules (for the few random ones that do).
-fn paths_ok(path: &str) -> bool {
-    nexus_secrets::paths::validate(path).is_ok()
 }
