@@ -609,6 +609,48 @@ pub fn validate_config<T: serde::de::DeserializeOwned>(config: &Value) -> Result
     })
 }
 
+/// A self-contained JSON Schema (2020-12) of `T`: the types it refers to under `$defs`, and
+/// `T::default()` as the `default`.
+pub fn schema_of<T: utoipa::ToSchema + serde::Serialize + Default>() -> Value {
+    let mut deps = Vec::new();
+    T::schemas(&mut deps);
+    let mut root = serde_json::to_value(T::schema()).unwrap_or_else(|_| serde_json::json!({ "type": "object" }));
+    let mut defs = serde_json::Map::new();
+    for (name, schema) in deps {
+        if let Ok(schema) = serde_json::to_value(schema) {
+            defs.insert(name, schema);
+        }
+    }
+    if let Value::Object(map) = &mut root {
+        map.insert("$schema".into(), Value::String("https://json-schema.org/draft/2020-12/schema".into()));
+        if !defs.is_empty() {
+            map.insert("$defs".into(), Value::Object(defs));
+        }
+        if let Ok(default) = serde_json::to_value(T::default()) {
+            map.insert("default".into(), default);
+        }
+    }
+    local_refs(&mut root);
+    root
+}
+
+/// `#/components/schemas/X` (utoipa's references) → `#/$defs/X`.
+fn local_refs(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            if let Some(Value::String(r)) = map.get_mut("$ref")
+                && let Some(name) = r.strip_prefix("#/components/schemas/")
+            {
+                *r = format!("#/$defs/{name}");
+            }
+            map.values_mut().for_each(local_refs);
+        }
+        Value::Array(items) => items.iter_mut().for_each(local_refs),
+        _ => {}
+    }
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -653,46 +695,5 @@ mod tests {
         assert_eq!(r.total_requests, 2);
         assert!((r.average_response_time_ms - 2.0).abs() < 1e-9);
         assert!((r.error_rate - 0.5).abs() < 1e-9);
-    }
-}
-
-/// A self-contained JSON Schema (2020-12) of `T`: the types it refers to under `$defs`, and
-/// `T::default()` as the `default`.
-pub fn schema_of<T: utoipa::ToSchema + serde::Serialize + Default>() -> Value {
-    let mut deps = Vec::new();
-    T::schemas(&mut deps);
-    let mut root = serde_json::to_value(T::schema()).unwrap_or_else(|_| serde_json::json!({ "type": "object" }));
-    let mut defs = serde_json::Map::new();
-    for (name, schema) in deps {
-        if let Ok(schema) = serde_json::to_value(schema) {
-            defs.insert(name, schema);
-        }
-    }
-    if let Value::Object(map) = &mut root {
-        map.insert("$schema".into(), Value::String("https://json-schema.org/draft/2020-12/schema".into()));
-        if !defs.is_empty() {
-            map.insert("$defs".into(), Value::Object(defs));
-        }
-        if let Ok(default) = serde_json::to_value(T::default()) {
-            map.insert("default".into(), default);
-        }
-    }
-    local_refs(&mut root);
-    root
-}
-
-/// `#/components/schemas/X` (utoipa's references) → `#/$defs/X`.
-fn local_refs(v: &mut Value) {
-    match v {
-        Value::Object(map) => {
-            if let Some(Value::String(r)) = map.get_mut("$ref")
-                && let Some(name) = r.strip_prefix("#/components/schemas/")
-            {
-                *r = format!("#/$defs/{name}");
-            }
-            map.values_mut().for_each(local_refs);
-        }
-        Value::Array(items) => items.iter_mut().for_each(local_refs),
-        _ => {}
     }
 }
