@@ -650,7 +650,6 @@ fn local_refs(v: &mut Value) {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
