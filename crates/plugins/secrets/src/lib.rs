@@ -52,7 +52,8 @@ impl Plugin for SecretsPlugin {
         .permission("secret.write", "Create and change secrets a policy grants")
         .permission("secret.delete", "Delete secrets a policy grants")
         .permission("audit.read", "Read the audit log")
-        .channel(ChannelSpec::new("secret_events", Some("secret.read"), &["secret.*"]))
+        // Events name paths across every namespace: auditors' (see `permission_for_domain`).
+        .channel(ChannelSpec::new("secret_events", Some("audit.read"), &["secret.*"]))
         .config_type::<nexus_kernel::config::SecretsConfig>()
     }
 

@@ -820,3 +820,18 @@ async fn unknown_fields_in_secret_bodies_are_refused_by_name() {
     let r = put(&s, &token, "/api/v1/secrets/app/x", json!({"metadata": {"anything": "goes", "n": 1}})).await;
     assert_eq!(r.status, 200, "{}", r.text);
 }
+
+#[tokio::test]
+async fn secret_events_are_for_auditors_not_every_user_with_secret_read() {
+    let s = TestServer::start_with(Backend::Sqlite, |c| c.webhooks.allow_private = true).await;
+    let admin = s.admin_token().await;
+    let (alice, _) = v1_user(&s, "alice", &["user"]).await;
+    // A webhook would carry the paths of everyone's secrets.
+    let body = json!({"url": "http://127.0.0.1:9/hook", "events": ["secret.*"]});
+    let r = s.post_as(&alice, "/api/webhooks", body.clone()).await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(r.text.contains("audit.read"), "{}", r.text);
+    let r = s.post_as(&alice, "/api/webhooks", json!({"url": "http://127.0.0.1:9/hook", "events": ["*"]})).await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert_eq!(s.post_as(&admin, "/api/webhooks", body).await.status, 201);
+}
