@@ -6,6 +6,7 @@
 pub mod error;
 pub mod event;
 pub mod query;
+pub mod rollup;
 mod routes;
 pub mod service;
 pub mod store;

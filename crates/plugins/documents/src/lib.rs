@@ -3,6 +3,7 @@
 //! evaluates in Rust only what SQL cannot express exactly. See `docs/documents.md`.
 
 pub mod engine;
+pub mod operation;
 mod routes;
 pub mod schema;
 pub mod service;
@@ -86,6 +87,7 @@ impl Plugin for DocumentsPlugin {
                 return Err(ctx.error("documents.max_document_bytes must be greater than 0"));
             }
             let documents = start(ctx.kernel.clone(), config);
+            operation::register_rpc(&documents);
             ctx.provide(documents.clone());
             Ok(Started::routes(routes(documents))
                 .tag("documents", "Document database: Mongo-style collections, queries, bulk writes, indexes"))

@@ -3,7 +3,6 @@
 //! for collections whose name no other route owns, `/api/{name}` and `/api/{name}/{id}`.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
@@ -16,25 +15,17 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::engine::Invalid;
-use crate::engine::aggregate::parse_pipeline;
 use crate::engine::filter::Filter;
-use crate::engine::ordered::{Ordered, StageSpec};
-use crate::engine::path::Path as FieldPath;
 use crate::engine::project::Projection;
 use crate::engine::sort::Sort;
 use crate::engine::update::Update;
+use crate::operation::QueryBody;
 use crate::service::{BulkOp, DocError, Documents, Find};
 
 type Api = State<Arc<Documents>>;
 
 fn api_error(e: DocError) -> ApiError {
-    match e {
-        DocError::Invalid(i) => ApiError::invalid_field(i.place, i.message),
-        DocError::NotFound(m) => ApiError::not_found(m),
-        DocError::Forbidden(p) => ApiError::forbidden(format!("This operation requires the `{p}` permission")),
-        DocError::Conflict(m) => ApiError::conflict(m),
-        DocError::Storage(s) => ApiError::internal(s),
-    }
+    ApiError::from(nexus_kernel::error::Failure::from(e))
 }
 
 fn invalid(i: Invalid) -> ApiError {
@@ -55,149 +46,12 @@ pub fn all(documents: Arc<Documents>) -> nexus_web::Routes {
         .with_state(documents)
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct QueryBody {
-    #[schema(pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
-    pub collection: String,
-    #[schema(
-        pattern = r"^(find|find_one|count|distinct|aggregate|insert_one|insert_many|update_one|update_many|replace_one|delete_one|delete_many|explain)$"
-    )]
-    pub operation: String,
-    #[schema(value_type = Object)]
-    pub filter: Option<Value>,
-    /// A list of field names, or `{field: 1|0}`.
-    #[schema(value_type = Object)]
-    pub projection: Option<Value>,
-    #[schema(value_type = Object)]
-    pub sort: Option<Ordered>,
-    pub skip: Option<u64>,
-    pub limit: Option<u64>,
-    #[schema(value_type = Object)]
-    pub document: Option<Value>,
-    #[schema(value_type = Vec<Object>)]
-    pub documents: Option<Vec<Value>>,
-    #[schema(value_type = Object)]
-    pub update: Option<Value>,
-    #[schema(value_type = Object)]
-    pub replacement: Option<Value>,
-    pub upsert: Option<bool>,
-    /// For `distinct`.
-    pub field: Option<String>,
-    #[schema(value_type = Vec<Object>)]
-    pub pipeline: Option<Vec<StageSpec>>,
-}
-
-impl QueryBody {
-    fn filter(&self) -> Result<Filter, ApiError> {
-        match &self.filter {
-            None | Some(Value::Null) => Ok(Filter::all()),
-            Some(f) => Filter::parse(f, "filter").map_err(invalid),
-        }
-    }
-
-    fn find(&self) -> Result<Find, ApiError> {
-        let sort = match &self.sort {
-            Some(o) => Sort::from_pairs(o.0.iter().map(|(k, v)| (k, v)), "sort").map_err(invalid)?,
-            None => Sort::default(),
-        };
-        let projection = match &self.projection {
-            Some(p) => Projection::parse(p, "projection").map_err(invalid)?,
-            None => None,
-        };
-        Ok(Find { filter: Some(self.filter()?), sort, skip: self.skip.unwrap_or(0), limit: self.limit, projection })
-    }
-}
-
-fn need<'a, T>(v: &'a Option<T>, name: &str, op: &str) -> Result<&'a T, ApiError> {
-    v.as_ref().ok_or_else(|| ApiError::invalid_field(name, format!("`{op}` needs `{name}`")))
-}
-
-fn ms(started: Instant) -> f64 {
-    (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
-}
-
 /// Run a database operation on a collection.
 #[utoipa::path(post, path = "/api/database/query", tag = "documents", request_body = QueryBody,
     responses((status = 200, description = "`{count, data, execution_time_ms}` for reads; counts for writes"),
               (status = 400, description = "VALIDATION_ERROR naming the place"), (status = 403), (status = 409)))]
 async fn query(State(docs): Api, Auth(p): Auth, Json(body): Json<QueryBody>) -> Result<Json<Value>, ApiError> {
-    let started = Instant::now();
-    let c = body.collection.as_str();
-    let op = body.operation.as_str();
-    let out = match op {
-        "find" => {
-            let (data, _) = docs.find(&p, c, &body.find()?).await.map_err(api_error)?;
-            json!({ "count": data.len(), "data": data, "execution_time_ms": ms(started) })
-        }
-        "find_one" => {
-            let mut f = body.find()?;
-            f.limit = Some(1);
-            let (data, _) = docs.find(&p, c, &f).await.map_err(api_error)?;
-            json!({ "data": data.into_iter().next(), "execution_time_ms": ms(started) })
-        }
-        "count" => {
-            let n = docs.count(&p, c, &body.filter()?).await.map_err(api_error)?;
-            json!({ "count": n, "execution_time_ms": ms(started) })
-        }
-        "distinct" => {
-            let field = need(&body.field, "field", op)?;
-            let path = FieldPath::parse(field, "field").map_err(invalid)?;
-            let data = docs.distinct(&p, c, &path, &body.filter()?).await.map_err(api_error)?;
-            json!({ "count": data.len(), "data": data, "execution_time_ms": ms(started) })
-        }
-        "aggregate" => {
-            let specs = need(&body.pipeline, "pipeline", op)?;
-            let stages = parse_pipeline(specs, "pipeline").map_err(invalid)?;
-            let (data, _) = docs.aggregate(&p, c, &stages).await.map_err(api_error)?;
-            json!({ "count": data.len(), "data": data, "execution_time_ms": ms(started) })
-        }
-        "insert_one" => {
-            let doc = need(&body.document, "document", op)?.clone();
-            let ids = docs.insert(&p, c, vec![doc]).await.map_err(api_error)?;
-            json!({ "inserted_id": ids.first(), "count": 1, "execution_time_ms": ms(started) })
-        }
-        "insert_many" => {
-            let list = need(&body.documents, "documents", op)?.clone();
-            if list.is_empty() {
-                return Err(ApiError::invalid_field("documents", "At least one document"));
-            }
-            let ids = docs.insert(&p, c, list).await.map_err(api_error)?;
-            json!({ "inserted_ids": ids, "count": ids.len(), "execution_time_ms": ms(started) })
-        }
-        "update_one" | "update_many" | "replace_one" => {
-            let filter = body.filter()?;
-            let upsert = body.upsert.unwrap_or(false);
-            let bulk_op = if op == "replace_one" {
-                let document =
-                    need(&body.replacement, "replacement", op).or_else(|_| need(&body.document, "replacement", op))?;
-                BulkOp::Replace { filter, document: document.clone(), upsert }
-            } else {
-                let update = Update::parse(need(&body.update, "update", op)?, "update").map_err(invalid)?;
-                BulkOp::Update { filter, update, many: op == "update_many", upsert }
-            };
-            let r = docs.update(&p, c, bulk_op).await.map_err(api_error)?;
-            json!({ "matched_count": r.matched, "modified_count": r.modified, "upserted_id": r.upserted_id,
-                    "execution_time_ms": ms(started) })
-        }
-        "delete_one" | "delete_many" => {
-            let n = docs.delete(&p, c, &body.filter()?, op == "delete_many").await.map_err(api_error)?;
-            json!({ "deleted_count": n, "execution_time_ms": ms(started) })
-        }
-        "explain" => {
-            let plan = docs.explain(&p, c, &body.find()?).await.map_err(api_error)?;
-            json!({ "plan": plan, "execution_time_ms": ms(started) })
-        }
-        other => {
-            return Err(ApiError::invalid_field(
-                "operation",
-                format!(
-                    "Unknown operation `{other}`; allowed: find, find_one, count, distinct, aggregate, insert_one, insert_many, update_one, update_many, replace_one, delete_one, delete_many, explain"
-                ),
-            ));
-        }
-    };
-    Ok(Json(out))
+    Ok(Json(crate::operation::run(&docs, &p, &body).await.map_err(api_error)?))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -40,6 +40,20 @@ pub enum DocError {
     Storage(#[from] StorageError),
 }
 
+/// The vocabulary every surface answers in (HTTP converts it at its edge, RPC sends it).
+impl From<DocError> for nexus_kernel::error::Failure {
+    fn from(e: DocError) -> Self {
+        use nexus_kernel::error::Failure;
+        match e {
+            DocError::Invalid(i) => Failure::invalid_field(i.place, i.message),
+            DocError::NotFound(m) => Failure::not_found(m),
+            DocError::Forbidden(p) => Failure::forbidden(&p),
+            DocError::Conflict(m) => Failure::conflict(m),
+            DocError::Storage(s) => Failure::from(s),
+        }
+    }
+}
+
 impl From<WriteError> for DocError {
     fn from(e: WriteError) -> Self {
         match e {
@@ -160,6 +174,10 @@ impl Documents {
     pub fn new(kernel: Arc<Kernel>, config: crate::DocumentsConfig) -> Self {
         let store = crate::store::open(&kernel.db);
         Self { kernel, store, config }
+    }
+
+    pub fn kernel(&self) -> &Arc<Kernel> {
+        &self.kernel
     }
 
     pub fn store(&self) -> &dyn DocumentStore {

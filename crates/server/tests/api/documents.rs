@@ -433,3 +433,76 @@ async fn permissions_per_collection_and_events() {
     };
     assert_eq!((e.kind.as_str(), &e.data["id"]), ("document.deleted", &json!("p1")));
 }
+
+/// The next WebSocket message of `kind`.
+async fn ws_next(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    kind: &str,
+) -> Value {
+    use futures::StreamExt;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {kind} within 10 s"))
+            .unwrap_or_else(|| panic!("the socket closed"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+            let v: Value = serde_json::from_str(t.as_str()).unwrap_or(Value::Null);
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn websocket_rpc_runs_the_same_operations_with_the_same_permissions() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let s = TestServer::start_with(nexus_testkit::Backend::Sqlite, |c| {
+        c.auth.roles.insert("catalog".into(), vec!["documents.read:products".into()]);
+    })
+    .await;
+    let admin = s.admin_token().await;
+    let url = s.url("/ws").replacen("http://", "ws://", 1);
+    let rpc = |id: &str, method: &str, params: Value| {
+        Message::text(json!({ "type": "rpc", "id": id, "method": method, "params": params }).to_string())
+    };
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap_or_else(|e| panic!("{e}"));
+    let auth = |token: &str| Message::text(json!({ "type": "auth", "token": token }).to_string());
+    ws.send(auth(&admin)).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ws_next(&mut ws, "auth_success").await["type"], "auth_success");
+
+    let doc = json!({ "collection": "products", "document": { "_id": "r1", "name": "Lamp", "price": 20 } });
+    ws.send(rpc("1", "documents.insert_one", doc)).await.unwrap_or_else(|e| panic!("{e}"));
+    let r = ws_next(&mut ws, "rpc_response").await;
+    assert_eq!(r["result"]["inserted_id"], "r1", "{r}");
+    let find = json!({ "collection": "products", "filter": { "price": { "$lt": 50 } } });
+    ws.send(rpc("2", "documents.find", find.clone())).await.unwrap_or_else(|e| panic!("{e}"));
+    let r = ws_next(&mut ws, "rpc_response").await;
+    assert_eq!(r["result"]["data"][0]["name"], "Lamp", "{r}");
+    // The same validation as HTTP, in the RPC's error shape.
+    ws.send(rpc("3", "documents.find", json!({ "collection": "products", "filter": { "$where": "1" } })))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let r = ws_next(&mut ws, "rpc_response").await;
+    assert_eq!(r["error"]["code"], "VALIDATION_ERROR", "{r}");
+
+    // A role that may only read `products`: reads there, refused writes and other collections.
+    let catalog = s.user_token("catalog2", &["catalog"]).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap_or_else(|e| panic!("{e}"));
+    ws.send(auth(&catalog)).await.unwrap_or_else(|e| panic!("{e}"));
+    ws_next(&mut ws, "auth_success").await;
+    ws.send(rpc("4", "documents.count", json!({ "collection": "products" }))).await.unwrap_or_else(|e| panic!("{e}"));
+    let r = ws_next(&mut ws, "rpc_response").await;
+    assert_eq!(r["result"]["count"], 1, "{r}");
+    ws.send(rpc("5", "documents.delete_many", json!({ "collection": "products" })))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let r = ws_next(&mut ws, "rpc_response").await;
+    assert_eq!(r["error"]["code"], "PERMISSION_DENIED", "{r}");
+    ws.send(rpc("6", "documents.find", json!({ "collection": "orders" }))).await.unwrap_or_else(|e| panic!("{e}"));
+    let r = ws_next(&mut ws, "rpc_response").await;
+    assert_eq!(r["error"]["code"], "PERMISSION_DENIED", "{r}");
+}
