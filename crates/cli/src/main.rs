@@ -421,6 +421,9 @@ fn secrets(api: &Api, cmd: SecretsCommand, json_out: bool) -> Result<(), Failure
                 req = req.query(&[("version", v)]);
             }
             let resp = api.send(req)?;
+            if let Some(v) = version {
+                check_version(&resp, v)?;
+            }
             if let Some(field) = field {
                 let v = resp.get(&field).ok_or_else(|| Failure(format!("no field `{field}`")))?;
                 println!("{}", cell(v));
@@ -596,6 +599,16 @@ fn print_object(obj: &Value, keys: &[&str]) {
     print_table(&["KEY", "VALUE"], &rows);
 }
 
+/// Refuses an answer that is not version `asked` of the secret: a server or proxy that ignored
+/// `?version=` would otherwise hand over the current value as if it were the old one.
+fn check_version(resp: &Value, asked: i64) -> Result<(), Failure> {
+    match resp.get("version").and_then(Value::as_i64) {
+        Some(v) if v == asked => Ok(()),
+        Some(v) => Err(Failure(format!("asked for version {asked} but the server answered version {v}; not shown"))),
+        None => Err(Failure(format!("asked for version {asked} but the answer names no version; not shown"))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -606,5 +619,14 @@ mod tests {
         assert_eq!(parse_duration_ns("10").ok(), Some(10_000_000_000));
         assert!(parse_duration_ns("1y").is_err());
         assert_eq!(secret_url("a/b c", "/versions"), "/api/v1/secrets/a/b%20c/versions");
+    }
+
+    #[test]
+    fn an_answer_of_another_version_is_refused() {
+        assert!(check_version(&json!({ "version": 2, "value": "v2" }), 2).is_ok());
+        let wrong = check_version(&json!({ "version": 3, "value": "v3" }), 2).err().map(|f| f.0);
+        assert_eq!(wrong.as_deref(), Some("asked for version 2 but the server answered version 3; not shown"));
+        assert!(check_version(&json!({ "value": "v" }), 1).is_err());
+        assert!(check_version(&json!({ "version": "1" }), 1).is_err(), "a version is a number");
     }
 }

@@ -106,6 +106,20 @@ async fn login_and_the_complete_secrets_workflow() {
         ctl.ok(&["secrets", "get", "myapp/database/password", "--version", "1", "--field", "value"]).trim(),
         "db-password-123"
     );
+    let current = ctl.json(&["secrets", "get", "myapp/database/password", "--version", "2"]);
+    assert_eq!((current["version"].as_i64(), current["value"].as_str()), (Some(2), Some("new-db-password-456")));
+    let o = ctl.run(&["secrets", "get", "myapp/database/password", "--version", "7"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("secret version not found") && !String::from_utf8_lossy(&o.stdout).contains("new-db"),
+        "{}",
+        stderr(&o)
+    );
+    // The seed's Go CLI reads audit metadata as a map of strings.
+    let reads = ctl.json(&["audit", "--action", "secret.read"]);
+    let metadata: Vec<&Value> = reads["logs"].as_array().into_iter().flatten().map(|l| &l["metadata"]).collect();
+    assert!(metadata.iter().any(|m| m["version"] == "1"), "{reads}");
+    assert!(metadata.iter().all(|m| m.as_object().is_some_and(|o| o.values().all(Value::is_string))), "{reads}");
 
     let versions = ctl.json(&["secrets", "versions", "myapp/database/password"]);
     assert_eq!(versions["total"], 2);

@@ -131,7 +131,8 @@ pub struct SecretsConfig {
     /// start in `<data_dir>/master.key` (0600).
     pub master_key: Option<String>,
     /// Path patterns per role (`dba = ["prod/database/*"]`): a role listed here grants its
-    /// secret permissions only on matching paths; a role not listed, on every path.
+    /// secret permissions only on matching paths; a role not listed, on no shared path (only
+    /// its holders' own `users/{user_id}/`), unless it is an administrator role.
     pub policies: std::collections::BTreeMap<String, Vec<String>>,
 }
 

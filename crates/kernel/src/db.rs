@@ -24,7 +24,7 @@ pub enum Db {
 }
 
 /// Runs `$body` with `$pool` bound to the native pool of whichever backend is configured.
-/// Deprecated in favour of a store trait per dialect; still used by the identity and secrets
+/// Deprecated in favour of a store trait per dialect; still used by the media and documents
 /// stores.
 ///
 /// ```ignore

@@ -334,7 +334,9 @@ pub fn permission_for_domain(domain: &str) -> &'static str {
     match domain {
         "user" => "user.read",
         "auth" | "apikey" | "audit" => "audit.read",
-        "secret" => "secret.read",
+        // Secret events name paths in every user's namespace, so only those who may read the
+        // whole audit log see them: `secret.read` grants no path by itself (docs/secrets.md).
+        "secret" => "audit.read",
         "plugin" => "plugin.read",
         "document" | "database" => "database.read",
         "webhook" => "webhook.read",

@@ -75,7 +75,12 @@ pub fn app(kernel: Arc<Kernel>, identity: Arc<Identity>, plugins: Vec<(Arc<Slot>
             document.add(&slot.manifest.id, &part);
             // Each plugin's routes note their plugin (metrics) and answer 503 while it is
             // disabled.
-            router = router.merge(routes.route_layer(NoteRouteLayer::new(slot.clone())));
+            router = router.merge(
+                routes
+                    .route_layer(NoteRouteLayer::new(slot.clone()))
+                    // The identity service, for the `Auth` extractor of its handlers.
+                    .route_layer(nexus_identity::principal::layer(identity.clone())),
+            );
         }
         mounts.extend(started.mounts);
         tags.extend(started.tags);
@@ -94,7 +99,8 @@ pub fn app(kernel: Arc<Kernel>, identity: Arc<Identity>, plugins: Vec<(Arc<Slot>
             can_be_disabled: &|path| optional_paths.contains(path),
         },
     );
-    // What any plugin's handler may ask for: the `Auth` extractor finds the identity service.
+    // Shared services reachable through `nexus_web::context::service` (the media plugin still
+    // reads the identity service there; `Auth` takes it from the layer above).
     let mut services = Extensions::new();
     services.insert(identity.clone());
     let server = &kernel.config.server;

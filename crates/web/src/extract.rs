@@ -183,6 +183,27 @@ mod tests {
     }
 
     #[test]
+    fn unknown_field_is_named_once() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Strict {
+            name: String,
+            inner: Option<Inner>,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Inner {
+            x: u8,
+        }
+        let err = parse_json::<Strict>(br#"{"name": "a", "is_admin": true}"#).err();
+        assert_eq!(err.as_ref().map(detail), Some(("is_admin", "unknown field `is_admin`")));
+        let err = parse_json::<Strict>(br#"{"name": "a", "inner": {"x": 1, "y": 2}}"#).err();
+        assert_eq!(err.as_ref().map(|e| detail(e).0), Some("inner.y"));
+    }
+
+    #[test]
     fn malformed_json_points_at_the_body() {
         let err = parse_json::<Signup>(br#"{"age": "#).err();
         assert_eq!(err.as_ref().map(|e| detail(e).0), Some("body"));

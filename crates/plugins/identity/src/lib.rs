@@ -21,6 +21,9 @@ use nexus_web::plugin::{BoxFuture, Plugin, StartContext, StartError, Started};
 
 pub use error::IdentityError;
 pub use principal::{Auth, MaybeAuth, Principal};
+/// A user as the framework and core v2 surfaces show it: the rendering other plugins use
+/// (WebSocket RPC) rather than their own.
+pub use routes::UserView;
 pub use service::Identity;
 
 /// Migrations of the identity tables; their SQL is portable, so both backends share it.

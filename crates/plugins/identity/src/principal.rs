@@ -96,11 +96,32 @@ fn media_browser_token(params: &str) -> Option<String> {
     })
 }
 
+/// What verifies the callers of a router's routes: the identity service, handed to the router
+/// when the application is built ([`layer`]) rather than looked up per request.
+#[derive(Debug, Clone)]
+pub struct Authenticator(Arc<Identity>);
+
+impl Authenticator {
+    pub fn identity(&self) -> &Arc<Identity> {
+        &self.0
+    }
+}
+
+/// The layer that lets [`Auth`] and [`MaybeAuth`] verify callers on the routes it wraps, built
+/// once at start with the identity service (`router.route_layer(nexus_identity::principal::
+/// layer(identity))`). The server puts it around every plugin's routes, so a plugin's handlers
+/// need nothing more than the extractor.
+pub fn layer(identity: Arc<Identity>) -> axum::Extension<Authenticator> {
+    axum::Extension(Authenticator(identity))
+}
+
 /// Extracts the authenticated caller; 401 in the path's dialect when there is none.
 ///
 /// A [`Principal`] that a middleware already authenticated (the rate limiter does) is taken
 /// out of the request rather than copied, and one authenticated here is not put back: a
 /// handler takes its caller once, and a second extractor would simply authenticate again.
+/// Otherwise the caller is verified by the [`Authenticator`] that the router's [`layer`]
+/// carries; a route outside that layer answers 500, a wiring error a test finds at once.
 #[derive(Debug, Clone)]
 pub struct Auth(pub Principal);
 
@@ -111,10 +132,12 @@ impl<S: Send + Sync> FromRequestParts<S> for Auth {
         if let Some(principal) = parts.extensions.remove::<Principal>() {
             return Ok(Auth(principal));
         }
-        let identity = nexus_web::context::service::<Arc<Identity>>()
-            .ok_or_else(|| ApiError::internal("identity service is not installed"))?;
         let presented = presented(parts).ok_or(IdentityError::Unauthenticated)?;
-        Ok(Auth(identity.authenticate(&presented).await?))
+        let authenticator = parts
+            .extensions
+            .get::<Authenticator>()
+            .ok_or_else(|| ApiError::internal("this route is not behind the identity layer"))?;
+        Ok(Auth(authenticator.0.authenticate(&presented).await?))
     }
 }
 
@@ -178,5 +201,49 @@ mod tests {
             Some(Presented::Bearer("jwt".into()))
         );
         assert_eq!(presented(&parts(&[])), None);
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::{parts, presented};
+        use crate::tokens::{JwtKeys, claims};
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1_000, ..ProptestConfig::default() })]
+
+            /// Whatever the credential headers hold: no panic, and what is found is non-empty.
+            #[test]
+            fn credential_headers_never_panic(
+                value in "[ -~]{0,80}",
+                scheme in prop::sample::select(vec!["Bearer ", "bearer ", "MediaBrowser ", "Emby ", "Basic ", ""]),
+                header in prop::sample::select(vec!["Authorization", "X-API-Key", "X-Nexus-API-Key", "X-Emby-Token"]),
+            ) {
+                let found = presented(&parts(&[(header, &format!("{scheme}{value}"))]));
+                if let Some(super::Presented::Bearer(t) | super::Presented::ApiKey(t)) = found {
+                    prop_assert!(!t.is_empty());
+                }
+            }
+
+            /// Any string presented as a JWT is refused, without a panic; a signed token with one
+            /// byte changed is refused too.
+            #[test]
+            fn arbitrary_and_altered_tokens_are_refused(garbage in any::<String>(), at in any::<prop::sample::Index>(), byte in 0x21u8..0x7f) {
+                let keys = JwtKeys::new(&[7u8; 32]);
+                prop_assert!(keys.verify(&garbage, 1_000).is_err());
+                let now = nexus_kernel::clock::Timestamp::from_micros(1_000_000_000);
+                let token = keys.sign(&claims("u1", "alice", &["user".to_string()], "s1", 3600, now));
+                let token = token.map_err(TestCaseError::fail)?;
+                let mut altered = token.clone().into_bytes();
+                let i = at.index(altered.len());
+                prop_assume!(altered.get(i) != Some(&byte));
+                if let Some(b) = altered.get_mut(i) {
+                    *b = byte;
+                }
+                let altered = String::from_utf8_lossy(&altered).into_owned();
+                prop_assert!(keys.verify(&altered, 1_001).is_err(), "{} accepted", altered);
+                prop_assert!(keys.verify(&token, 1_001).is_ok());
+            }
+        }
     }
 }

@@ -20,7 +20,7 @@ use zeroize::Zeroizing;
 
 use crate::crypto::Key;
 use crate::error::SecretsError;
-use crate::store::Store;
+use crate::store::SecretStore;
 
 /// Where a rotation takes its new key from when the master key is configured, not a file.
 pub const NEW_KEY_ENV: &str = "NEXUS_NEW_MASTER_KEY";
@@ -98,12 +98,12 @@ impl Keyring {
 
     /// Loads the master key(s) and checks them against the database; creates the key (file)
     /// on a database that has none.
-    pub async fn open(config: &Config, store: &Store) -> Result<Self, SecretsError> {
+    pub async fn open(config: &Config, store: &dyn SecretStore) -> Result<Self, SecretsError> {
         Self::open_with(config, store, None).await
     }
 
     /// [`open`](Self::open), also holding `extra` (a rotation's new key).
-    async fn open_with(config: &Config, store: &Store, extra: Option<Key>) -> Result<Self, SecretsError> {
+    async fn open_with(config: &Config, store: &dyn SecretStore, extra: Option<Key>) -> Result<Self, SecretsError> {
         let configured = configured_key(config)?;
         let file = key_file(config);
         let mut candidates: Vec<Key> = Vec::new();
@@ -182,7 +182,7 @@ impl Keyring {
 
     /// After a rotation that stopped between activating the new key and renaming its file:
     /// completes the rename once no data key needs the old file any more.
-    async fn finish_file_swap(&self, config: &Config, store: &Store) -> Result<(), SecretsError> {
+    async fn finish_file_swap(&self, config: &Config, store: &dyn SecretStore) -> Result<(), SecretsError> {
         let pending = pending_file(config);
         let Some(new_key) = read_key_file(&pending)? else { return Ok(()) };
         let active_is_pending = self.active().is_some_and(|k| k.to_base64() == new_key.to_base64());
@@ -207,7 +207,7 @@ pub struct Rotation {
 /// `progress(done, total)` is called as rows are re-wrapped.
 pub async fn rotate(
     config: &Config,
-    store: &Store,
+    store: &dyn SecretStore,
     progress: &mut (dyn FnMut(u64, u64) + Send),
 ) -> Result<Rotation, SecretsError> {
     let from_env = config.secrets.master_key.is_some();

@@ -52,7 +52,8 @@ impl Plugin for SecretsPlugin {
         .permission("secret.write", "Create and change secrets a policy grants")
         .permission("secret.delete", "Delete secrets a policy grants")
         .permission("audit.read", "Read the audit log")
-        .channel(ChannelSpec::new("secret_events", Some("secret.read"), &["secret.*"]))
+        // Events name paths across every namespace: auditors' (see `permission_for_domain`).
+        .channel(ChannelSpec::new("secret_events", Some("audit.read"), &["secret.*"]))
         .config_type::<nexus_kernel::config::SecretsConfig>()
     }
 
@@ -79,5 +80,5 @@ pub async fn rotate_master_key(
     progress: &mut (dyn FnMut(u64, u64) + Send),
 ) -> Result<keyring::Rotation, SecretsError> {
     // Rotation writes no events: the outbox handle wakes no one.
-    keyring::rotate(config, &store::Store::new(db.clone(), nexus_kernel::outbox::Outbox::new()), progress).await
+    keyring::rotate(config, store::open(db, nexus_kernel::outbox::Outbox::new()).as_ref(), progress).await
 }

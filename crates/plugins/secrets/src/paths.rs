@@ -90,4 +90,51 @@ mod tests {
             assert!(validate(bad).is_err(), "{bad}");
         }
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::{MAX_LEN, MAX_SEGMENT_LEN, MAX_SEGMENTS, validate, validate_prefix};
+
+        /// The rules of `docs/secrets.md`, stated independently of `validate`.
+        fn follows_the_rules(path: &str) -> bool {
+            let segments: Vec<&str> = path.split('/').collect();
+            !path.is_empty()
+                && path.len() <= MAX_LEN
+                && segments.len() <= MAX_SEGMENTS
+                && segments.iter().all(|s| {
+                    !s.is_empty()
+                        && s.len() <= MAX_SEGMENT_LEN
+                        && *s != "."
+                        && *s != ".."
+                        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+                })
+                && segments.last() != Some(&"versions")
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+            /// Any string at all: no panic, and accepted exactly when it follows the rules.
+            #[test]
+            fn any_string_is_judged_by_the_rules(path in any::<String>()) {
+                prop_assert_eq!(validate(&path).is_ok(), follows_the_rules(&path));
+                let _ = validate_prefix(&path);
+            }
+
+            /// Strings close to valid paths (the characters that matter, slashes and dots).
+            #[test]
+            fn near_miss_paths_are_judged_by_the_rules(path in "[a-zA-Z0-9._/ %-]{0,40}") {
+                prop_assert_eq!(validate(&path).is_ok(), follows_the_rules(&path));
+            }
+
+            /// Every path built by the rules is accepted.
+            #[test]
+            fn paths_built_by_the_rules_are_accepted(segments in prop::collection::vec("[a-zA-Z0-9_-][a-zA-Z0-9._-]{0,20}", 1..8)) {
+                let path = segments.join("/");
+                prop_assume!(!path.ends_with("/versions") && path != "versions");
+                prop_assert!(validate(&path).is_ok(), "{}", path);
+            }
+        }
+    }
 }

@@ -165,6 +165,7 @@ async fn list_secrets(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateBody {
     /// Unique path, such as `prod/database/password` (rules in docs/secrets.md).
     pub path: String,
@@ -295,6 +296,7 @@ async fn secret_versions(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateBody {
     /// New value; absent: the value is unchanged (a new version still is written).
     pub value: Option<String>,
@@ -390,8 +392,27 @@ pub struct AuditView {
     pub ip_address: String,
     pub user_agent: String,
     pub success: bool,
-    #[schema(value_type = Object)]
+    /// Every value a string (`"3"`, `"true"`): the seed's clients read a map of strings.
+    #[schema(value_type = std::collections::HashMap<String, String>)]
     pub metadata: Value,
+}
+
+/// Audit metadata as the secrets surface shows it: an object whose values are all strings.
+/// Numbers and booleans are written as JSON writes them, `null` as `""`, and nested objects or
+/// arrays as their JSON text.
+fn string_map(metadata: &str) -> Value {
+    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(metadata) else {
+        return Value::Object(serde_json::Map::new());
+    };
+    let strings = map.into_iter().map(|(k, v)| {
+        let text = match v {
+            Value::String(s) => s,
+            Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        (k, Value::String(text))
+    });
+    Value::Object(strings.collect())
 }
 
 impl From<AuditEntry> for AuditView {
@@ -406,7 +427,7 @@ impl From<AuditEntry> for AuditView {
             ip_address: e.ip_address,
             user_agent: e.user_agent,
             success: e.success,
-            metadata: serde_json::from_str(&e.metadata).unwrap_or_else(|_| serde_json::json!({})),
+            metadata: string_map(&e.metadata),
         }
     }
 }

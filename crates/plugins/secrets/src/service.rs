@@ -18,7 +18,7 @@ use crate::error::SecretsError;
 use crate::keyring::Keyring;
 use crate::paths;
 use crate::policy::Policies;
-use crate::store::{CreateOutcome, NewSecret, NewVersion, SealedRow, SecretRow, Store, VersionRow};
+use crate::store::{CreateOutcome, NewSecret, NewVersion, SealedRow, SecretRow, SecretStore, VersionRow};
 
 /// Largest secret value accepted, in bytes.
 pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
@@ -92,7 +92,7 @@ pub struct Update {
 #[derive(Debug)]
 pub struct Secrets {
     kernel: Arc<Kernel>,
-    store: Store,
+    store: Arc<dyn SecretStore>,
     keyring: Keyring,
     policies: Policies,
     cache: Arc<ReadCache>,
@@ -106,10 +106,22 @@ fn actor(p: Option<&Principal>) -> &str {
 impl Secrets {
     /// Opens the keyring (refusing a wrong master key) and sets up the service.
     pub async fn start(kernel: Arc<Kernel>, identity: &Identity) -> Result<Arc<Self>, SecretsError> {
-        let store = Store::new(kernel.db.clone(), kernel.outbox.clone());
+        let store = crate::store::open(&kernel.db, kernel.outbox.clone());
         let policies = Policies::new(kernel.config.secrets.policies.clone(), identity.roles().clone());
         policies.validate().map_err(SecretsError::MasterKey)?;
-        let keyring = Keyring::open(&kernel.config, &store).await?;
+        let keyring = Keyring::open(&kernel.config, store.as_ref()).await?;
+        // Access to shared paths is denied unless a policy grants it. An installation whose
+        // users reached every path before (no policies) keeps its administrators' access and
+        // is told, once per start, which roles lost theirs and how to restore it.
+        let unreached = policies.unreached_roles();
+        if !unreached.is_empty() && !store.key_ids_in_use().await?.is_empty() {
+            tracing::warn!(
+                roles = %unreached.join(", "),
+                "secrets: these roles hold secret permissions but have no `secrets.policies` entry, so they reach \
+                 only their holders' own `users/{{user_id}}/` paths; administrators reach every path. Grant paths \
+                 with e.g. `secrets.policies.user = [\"team/*\"]` (`[\"*\"]` restores access to every path)"
+            );
+        }
         let cache = Arc::new(ReadCache::default());
         ReadCache::follow(Arc::downgrade(&cache), &kernel.events);
         Ok(Arc::new(Self { kernel, store, keyring, policies, cache }))
@@ -547,7 +559,7 @@ impl Secrets {
                 json!({ "id": id, "path": path, "user": p.user_id }),
             )
         };
-        let id = match self.store.delete(path, deleted).await {
+        let id = match self.store.delete(path, &deleted).await {
             Ok(Some(id)) => {
                 self.cache.invalidate(path);
                 id

@@ -143,7 +143,7 @@ async fn the_audit_record_of_a_cached_read_is_written_only_while_the_copy_is_cur
         let s = TestServer::start_on(backend).await;
         let token = s.admin_token().await;
         let id = create(&s, &token, "cache/pre", "v").await;
-        let store = nexus_secrets::store::Store::new(s.kernel().db.clone(), nexus_kernel::outbox::Outbox::new());
+        let store = nexus_secrets::store::open(&s.kernel().db, nexus_kernel::outbox::Outbox::new());
         // Enough at once that several share a statement, some holding and some not.
         let mut tasks = Vec::new();
         for i in 0..64i64 {

@@ -721,3 +721,240 @@ async fn updates_keep_usernames_and_emails_unique_and_leave_untouched_fields_alo
     let r = s.call_as(&admin, Method::PUT, &format!("/api/users/{}", ids[1]), Some(json!({"username": "ann"}))).await;
     assert_eq!(r.status, 200, "{}", r.text);
 }
+
+/// Logs `username` in through the framework surface; (access token, refresh token).
+async fn session(s: &TestServer, username: &str, password: &str) -> (String, String) {
+    let r = s.post("/api/auth/login", json!({"username": username, "password": password})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let text = |k: &str| r.json[k].as_str().unwrap_or_default().to_string();
+    (text("access_token"), text("refresh_token"))
+}
+
+fn assert_field_error(r: &nexus_testkit::Reply, field: &str) {
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.json["error"]["code"], "VALIDATION_ERROR", "{}", r.text);
+    let named = r.json["error"]["details"].as_array().into_iter().flatten().any(|d| d["field"] == field);
+    assert!(named, "{field} not named: {}", r.text);
+}
+
+#[tokio::test]
+async fn changing_ones_own_password_needs_the_current_one_and_ends_the_other_sessions() {
+    for backend in backends() {
+        let s = TestServer::start_on(backend).await;
+        let admin = s.admin_token().await;
+        let id = create_user(&s, &admin, "carol").await;
+        let path = format!("/api/users/{id}");
+        let (this, this_refresh) = session(&s, "carol", "user-Pass1").await;
+        let (other, other_refresh) = session(&s, "carol", "user-Pass1").await;
+
+        // A bearer token alone is not enough.
+        let r = s.call_as(&this, Method::PUT, &path, Some(json!({"password": "new-Pass2"}))).await;
+        assert_field_error(&r, "current_password");
+        let wrong = json!({"password": "new-Pass2", "current_password": "not-it-9"});
+        assert_field_error(&s.call_as(&this, Method::PUT, &path, Some(wrong)).await, "current_password");
+        s.login("carol", "user-Pass1").await;
+        assert_eq!(s.get_as(&other, &path).await.status, 200, "{backend:?}: refusals revoke nothing");
+
+        let proved = json!({"password": "new-Pass2", "current_password": "user-Pass1"});
+        let r = s.call_as(&this, Method::PUT, &path, Some(proved)).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        // This session goes on; every other one, its refresh token included, is over.
+        assert_eq!(s.get_as(&this, &path).await.status, 200, "{backend:?}");
+        assert_eq!(s.get_as(&other, &path).await.status, 401, "{backend:?}");
+        let r = s.post("/api/auth/refresh", json!({"refresh_token": other_refresh})).await;
+        assert_eq!(r.status, 401, "{backend:?}: {}", r.text);
+        let r = s.post("/api/auth/refresh", json!({"refresh_token": this_refresh})).await;
+        assert_eq!(r.status, 200, "{backend:?}: {}", r.text);
+        let r = s.post("/api/auth/login", json!({"username": "carol", "password": "user-Pass1"})).await;
+        assert_eq!(r.status, 401, "{backend:?}: the old password is gone");
+        s.login("carol", "new-Pass2").await;
+
+        // The email too; other fields need no proof.
+        let r = s.call_as(&this, Method::PUT, &path, Some(json!({"email": "carol@elsewhere.example"}))).await;
+        assert_field_error(&r, "current_password");
+        let r = s.call_as(&this, Method::PUT, &path, Some(json!({"email": "CAROL@example.com"}))).await;
+        assert_eq!(r.status, 200, "{backend:?}: the same address in another case is no change: {}", r.text);
+        let proved = json!({"email": "carol@elsewhere.example", "current_password": "new-Pass2"});
+        let r = s.call_as(&this, Method::PUT, &path, Some(proved)).await;
+        assert_eq!((r.status.as_u16(), r.json["email"].as_str()), (200, Some("carol@elsewhere.example")), "{}", r.text);
+        let r = s.call_as(&this, Method::PUT, &path, Some(json!({"full_name": "Carol C."}))).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        // An API key of hers cannot change the password without proof either.
+        let key = s.post_as(&this, "/api/auth/api-keys", json!({"name": "k"})).await;
+        let key = key.json["key"].as_str().unwrap_or_default().to_string();
+        let r = s
+            .client
+            .put(s.url(&path))
+            .header("X-API-Key", &key)
+            .json(&json!({"password": "third-Pass3"}))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.status(), 400, "{backend:?}");
+    }
+}
+
+#[tokio::test]
+async fn wrong_current_passwords_count_as_failed_logins() {
+    let s = TestServer::start_with(Backend::Sqlite, |c| {
+        c.auth.lockout_threshold = 2;
+        c.auth.login_attempts_per_minute = 100;
+    })
+    .await;
+    let admin = s.admin_token().await;
+    let id = create_user(&s, &admin, "dave").await;
+    let dave = s.login("dave", "user-Pass1").await;
+    for guess in ["guess-One1", "guess-Two2"] {
+        let body = json!({"password": "new-Pass2", "current_password": guess});
+        assert_field_error(
+            &s.call_as(&dave, Method::PUT, &format!("/api/users/{id}"), Some(body)).await,
+            "current_password",
+        );
+    }
+    let r = s.post("/api/auth/login", json!({"username": "dave", "password": "user-Pass1"})).await;
+    assert_eq!(r.status, 401, "locked: {}", r.text);
+    let body = json!({"password": "new-Pass2", "current_password": "user-Pass1"});
+    let r = s.call_as(&dave, Method::PUT, &format!("/api/users/{id}"), Some(body)).await;
+    assert_eq!(r.status, 401, "the right password does not help while locked: {}", r.text);
+}
+
+#[tokio::test]
+async fn an_administrator_sets_another_users_password_without_theirs_and_it_is_audited() {
+    for backend in backends() {
+        let s = TestServer::start_on(backend).await;
+        let admin = s.admin_token().await;
+        let id = create_user(&s, &admin, "erin").await;
+        let other = create_user(&s, &admin, "frank").await;
+        let erin = s.login("erin", "user-Pass1").await;
+        // Without `user.write`, not even with a password.
+        let body = json!({"password": "taken-Over1", "current_password": "user-Pass1"});
+        let r = s.call_as(&erin, Method::PUT, &format!("/api/users/{other}"), Some(body)).await;
+        assert_eq!(r.status, 403, "{backend:?}: {}", r.text);
+
+        let r =
+            s.call_as(&admin, Method::PUT, &format!("/api/users/{id}"), Some(json!({"password": "reset-Pass1"}))).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(s.get_as(&erin, &format!("/api/users/{id}")).await.status, 401, "{backend:?}: her sessions end");
+        s.login("erin", "reset-Pass1").await;
+
+        let r = s.post("/api/auth/login", json!({"username": "admin", "password": ADMIN_PASSWORD})).await;
+        let admin_id = r.json["user"]["id"].as_str().map(str::to_string);
+        assert!(admin_id.is_some(), "{}", r.text);
+        let (entries, _) = nexus_kernel::audit::query(&s.kernel().db, &Default::default()).await.unwrap_or_default();
+        let changes: Vec<_> = entries.iter().filter(|e| e.action == "user.password_change").collect();
+        assert_eq!(changes.len(), 1, "{backend:?}: {changes:?}");
+        assert!(changes.iter().all(|e| e.target == id && e.success && e.metadata.contains("administrator")));
+        if let Some(admin_id) = admin_id {
+            assert!(changes.iter().all(|e| e.actor == admin_id), "{backend:?}: {changes:?}");
+        }
+        assert!(!format!("{entries:?}").contains("reset-Pass1"), "the password is not in the audit log");
+    }
+}
+
+/// Polls `instance` with `token` until it refuses it; how long that took after `since`.
+async fn refused_within(
+    instance: &TestServer,
+    path: &str,
+    auth: (&str, &str),
+    since: std::time::Instant,
+    bound: std::time::Duration,
+) -> std::time::Duration {
+    loop {
+        let r = instance
+            .client
+            .get(instance.url(path))
+            .header(auth.0, auth.1)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let elapsed = since.elapsed();
+        if r.status() == 401 {
+            return elapsed;
+        }
+        assert!(elapsed < bound, "still accepted on the other instance after {elapsed:?}");
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test]
+async fn with_redis_revocations_reach_another_instance_within_100_ms() {
+    use std::time::{Duration, Instant};
+    const BOUND: Duration = Duration::from_millis(100);
+    let (Some(_), Some(redis)) = (nexus_testkit::postgres_url(), nexus_testkit::redis_url()) else {
+        eprintln!("NEXUS_TEST_POSTGRES_URL and NEXUS_TEST_REDIS_URL are not both set; skipping");
+        return;
+    };
+    let (a, b) = two_instances(Some(redis)).await;
+    let admin = a.admin_token().await;
+    let bearer = |t: &str| format!("Bearer {t}");
+
+    // Logout on `a`.
+    let token = a.admin_token().await;
+    assert_eq!(b.get_as(&token, "/api/users").await.status, 200, "a token works on every instance");
+    let r = a.call_as(&token, Method::POST, "/api/auth/logout", None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let took = refused_within(&b, "/api/users", ("Authorization", &bearer(&token)), Instant::now(), BOUND).await;
+    eprintln!("logout seen on the other instance after {took:?}");
+
+    // A password changed on `a`: by the user (their other session ends), then by an administrator.
+    let id = create_user(&a, &admin, "moving.target").await;
+    let path = format!("/api/users/{id}");
+    let (this, _) = session(&a, "moving.target", "user-Pass1").await;
+    let (other, _) = session(&a, "moving.target", "user-Pass1").await;
+    assert_eq!(b.get_as(&other, &path).await.status, 200);
+    let body = json!({"password": "moved-Pass2", "current_password": "user-Pass1"});
+    assert_eq!(a.call_as(&this, Method::PUT, &path, Some(body)).await.status, 200);
+    let took = refused_within(&b, &path, ("Authorization", &bearer(&other)), Instant::now(), BOUND).await;
+    eprintln!("own password change seen on the other instance after {took:?}");
+    assert_eq!(b.get_as(&this, &path).await.status, 200, "the session that changed it goes on everywhere");
+    let r = a.call_as(&admin, Method::PUT, &path, Some(json!({"password": "reset-Pass3"}))).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let took = refused_within(&b, &path, ("Authorization", &bearer(&this)), Instant::now(), BOUND).await;
+    eprintln!("administrator's password change seen on the other instance after {took:?}");
+
+    // An API key revoked on `a`, after `b` has it in memory.
+    let key = a.post_as(&admin, "/api/auth/api-keys", json!({"name": "short-lived"})).await;
+    let (key_id, key) = (key.json["id"].as_str().unwrap_or_default(), key.json["key"].as_str().unwrap_or_default());
+    let used =
+        b.client.get(b.url("/api/users")).header("X-API-Key", key).send().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(used.status(), 200);
+    let r = a.call_as(&admin, Method::DELETE, &format!("/api/auth/api-keys/{key_id}"), None).await;
+    assert!(r.status.is_success(), "{}", r.text);
+    let took = refused_within(&b, "/api/users", ("X-API-Key", key), Instant::now(), BOUND).await;
+    eprintln!("key revocation seen on the other instance after {took:?}");
+}
+
+#[tokio::test]
+async fn unknown_fields_in_identity_bodies_are_refused_by_name() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let id = create_user(&s, &admin, "greta").await;
+    let greta = s.login("greta", "user-Pass1").await;
+    // The attack the review found: a field the endpoint does not know was silently dropped.
+    let r = s.call_as(&greta, Method::PUT, &format!("/api/users/{id}"), Some(json!({"is_admin": true}))).await;
+    assert_field_error(&r, "is_admin");
+    let body = json!({"username": "hans", "email": "hans@example.com", "password": "user-Pass1", "is_admin": true});
+    assert_field_error(&s.post_as(&admin, "/api/users", body).await, "is_admin");
+    assert_field_error(&s.post_as(&greta, "/api/auth/api-keys", json!({"name": "k", "owner": "admin"})).await, "owner");
+    let r = s.post("/api/auth/login", json!({"username": "greta", "password": "user-Pass1", "role": "admin"})).await;
+    assert_field_error(&r, "role");
+    // Free-form objects stay free-form.
+    let r = s
+        .call_as(&greta, Method::PUT, &format!("/api/users/{id}"), Some(json!({"metadata": {"is_admin": true}})))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // Every surface, in its own dialect.
+    let r = s
+        .post(
+            "/v2/auth/login",
+            json!({"email": "greta@example.com", "password": "user-Pass1", "client_id": "c", "x": 1}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("unknown field `x`"), "{}", r.text);
+    let r = s.post("/api/v1/auth/login", json!({"username": "greta", "password": "user-Pass1", "admin": true})).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("admin"), "{}", r.text);
+    let r = s.post("/auth/login", json!({"username": "greta", "password": "user-Pass1", "tier": "premium"})).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+}

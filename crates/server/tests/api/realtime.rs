@@ -450,3 +450,29 @@ async fn open_connections_are_closed_at_shutdown_without_delaying_it() {
     assert!(started.elapsed() < Duration::from_secs(5), "shutdown waited {:?}", started.elapsed());
     assert_eq!(ws.closed(Duration::from_secs(5)).await, Some(1001));
 }
+
+#[tokio::test]
+async fn secret_events_reach_auditors_only() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let user = s.user_token("wssecrets", &["user"]).await;
+    let mut ws = Ws::authed(&s, &user).await;
+    ws.send(json!({ "type": "subscribe", "channel": "secret_events" })).await;
+    let err = ws.recv().await;
+    assert_eq!((err["type"].as_str(), err["code"].as_str()), (Some("error"), Some("PERMISSION_DENIED")), "{err}");
+    ws.send(json!({ "type": "subscribe", "channel": "events" })).await;
+    assert_eq!(ws.recv().await["type"], "subscribed");
+    let mut auditor = Ws::authed(&s, &admin).await;
+    auditor.send(json!({ "type": "subscribe", "channel": "secret_events" })).await;
+    assert_eq!(auditor.recv().await["type"], "subscribed");
+
+    let r = s.post_as(&admin, "/api/v1/secrets", json!({ "path": "hidden/path", "value": "v" })).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let ev = auditor.recv_type("event").await;
+    assert_eq!(ev["data"]["event_type"], "secret.created", "{ev}");
+    // The user's next event is a marker they may see (`webhook.read`), published after it: the
+    // secret event never came.
+    s.kernel().events.publish("webhooks", "webhook.marker", json!({ "n": 1 }));
+    let ev = ws.recv_type("event").await;
+    assert_eq!(ev["data"]["event_type"], "webhook.marker", "{ev}");
+}

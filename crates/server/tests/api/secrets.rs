@@ -681,3 +681,157 @@ async fn the_binary_refuses_a_wrong_nexus_master_key_with_one_clear_line() {
     assert!(err.contains("master key does not match"), "{err}");
     assert!(!err.contains(KEY_A) && !err.contains(KEY_B));
 }
+
+/// Creates a user with `roles` and logs them in through the secrets surface; (token, user id).
+async fn v1_user(s: &TestServer, username: &str, roles: &[&str]) -> (String, String) {
+    let admin = s.admin_token().await;
+    let password = "user-Pass1";
+    let body =
+        json!({"username": username, "email": format!("{username}@example.com"), "password": password, "roles": roles});
+    let r = s.post_as(&admin, "/api/users", body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = s.post("/api/v1/auth/login", json!({"username": username, "password": password})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let text = |ptr: &str| r.json.pointer(ptr).and_then(Value::as_str).unwrap_or_default().to_string();
+    (text("/token"), text("/user/id"))
+}
+
+fn listed_paths(r: &Reply) -> Vec<String> {
+    r.json["secrets"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s["path"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn without_a_policy_a_user_reaches_only_their_own_namespace_and_is_refused_another_users_secret() {
+    for backend in backends() {
+        let s = TestServer::start_on(backend).await;
+        let (admin, _) = v1_login(&s).await;
+        create(&s, &admin, "app/key", "admin-only").await;
+        let (alice, alice_id) = v1_user(&s, "alice", &["user"]).await;
+        let (bob, bob_id) = v1_user(&s, "bob", &["user"]).await;
+
+        // Shared paths: nothing unless a policy grants it, whatever the role's permissions.
+        let r = s.get_as(&alice, "/api/v1/secrets/app/key").await;
+        assert_v1_error(&r, 403, "Forbidden");
+        assert!(!r.text.contains("admin-only"), "{}", r.text);
+        let r = s.post_as(&alice, "/api/v1/secrets", json!({"path": "app/other", "value": "x"})).await;
+        assert_eq!(r.status, 403, "{}", r.text);
+        let r = put(&s, &alice, "/api/v1/secrets/app/key", json!({"value": "overwritten"})).await;
+        assert_eq!(r.status, 403, "{}", r.text);
+        let r = delete(&s, &alice, "/api/v1/secrets/app/key").await;
+        assert_eq!(r.status, 403, "{}", r.text);
+
+        // Her own namespace is hers.
+        let mine = format!("users/{alice_id}/db");
+        create(&s, &alice, &mine, "alice-secret").await;
+        let r = s.get_as(&alice, &format!("/api/v1/secrets/{mine}")).await;
+        assert_eq!(r.json["value"], "alice-secret", "{}", r.text);
+
+        // Another user is refused it on every verb, and does not see it listed.
+        let r = s.get_as(&bob, &format!("/api/v1/secrets/{mine}")).await;
+        assert_v1_error(&r, 403, "Forbidden");
+        assert!(!r.text.contains("alice-secret"), "{}", r.text);
+        let r = put(&s, &bob, &format!("/api/v1/secrets/{mine}"), json!({"value": "bob-was-here"})).await;
+        assert_eq!(r.status, 403, "{}", r.text);
+        let r = delete(&s, &bob, &format!("/api/v1/secrets/{mine}")).await;
+        assert_eq!(r.status, 403, "{}", r.text);
+        let r = s
+            .post_as(&bob, "/api/v1/secrets", json!({"path": format!("users/{alice_id}/planted"), "value": "x"}))
+            .await;
+        assert_eq!(r.status, 403, "{}", r.text);
+        let r = s.get_as(&bob, &format!("/api/v1/secrets/{mine}/versions")).await;
+        assert_eq!(r.status, 403, "{}", r.text);
+        create(&s, &bob, &format!("users/{bob_id}/token"), "bob-secret").await;
+        let r = s.get_as(&bob, "/api/v1/secrets").await;
+        assert_eq!(listed_paths(&r), [format!("users/{bob_id}/token")], "{}", r.text);
+        let r = s.get_as(&alice, "/api/v1/secrets").await;
+        assert_eq!(listed_paths(&r), std::slice::from_ref(&mine), "{}", r.text);
+
+        // The administrator keeps every path, users' namespaces included.
+        let r = s.get_as(&admin, &format!("/api/v1/secrets/{mine}")).await;
+        assert_eq!(r.json["value"], "alice-secret", "{}", r.text);
+        let r = s.get_as(&admin, "/api/v1/secrets").await;
+        assert_eq!(listed_paths(&r).len(), 3, "{}", r.text);
+        let r = s.get_as(&alice, &format!("/api/v1/secrets/{mine}")).await;
+        assert_eq!(r.json["version"], 1, "unchanged by the refused writes: {}", r.text);
+        // The refusal is audited.
+        let r = s.get_as(&admin, &format!("/api/v1/audit?secret_path={mine}&action=secret.read")).await;
+        let refused = r.json["logs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|l| l["success"] == false && l["user"] == bob_id.as_str());
+        assert!(refused, "{}", r.text);
+    }
+}
+
+#[tokio::test]
+async fn a_policy_grants_a_role_shared_paths() {
+    let s = TestServer::start_with(Backend::Sqlite, |c| {
+        c.secrets.policies.insert("user".into(), vec!["team/*".into()]);
+    })
+    .await;
+    let (admin, _) = v1_login(&s).await;
+    create(&s, &admin, "prod/key", "p").await;
+    let (alice, _) = v1_user(&s, "alice", &["user"]).await;
+    let (bob, _) = v1_user(&s, "bob", &["user"]).await;
+    create(&s, &alice, "team/shared", "for-the-team").await;
+    let r = s.get_as(&bob, "/api/v1/secrets/team/shared").await;
+    assert_eq!(r.json["value"], "for-the-team", "{}", r.text);
+    let r = s.get_as(&bob, "/api/v1/secrets/prod/key").await;
+    assert_eq!(r.status, 403, "{}", r.text);
+}
+
+#[tokio::test]
+async fn audit_metadata_values_are_strings_on_the_secrets_surface() {
+    let s = TestServer::start().await;
+    let (token, _) = v1_login(&s).await;
+    create(&s, &token, "app/meta", "v1").await;
+    let r = put(&s, &token, "/api/v1/secrets/app/meta", json!({"value": "v2", "cas": 1})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(s.get_as(&token, "/api/v1/secrets/app/meta").await.status, 200);
+    let r = s.get_as(&token, "/api/v1/audit?secret_path=app/meta").await;
+    let logs = r.json["logs"].as_array().cloned().unwrap_or_default();
+    assert!(logs.len() >= 3, "{}", r.text);
+    for log in &logs {
+        let strings = log["metadata"].as_object().is_some_and(|m| m.values().all(Value::is_string));
+        assert!(strings, "metadata must be a map of strings: {log}");
+    }
+    let read = logs.iter().find(|l| l["action"] == "secret.read").map(|l| l["metadata"].clone());
+    assert_eq!(read, Some(json!({"version": "2"})), "{}", r.text);
+    let update = logs.iter().find(|l| l["action"] == "secret.update").map(|l| l["metadata"]["value_changed"].clone());
+    assert_eq!(update, Some(json!("true")), "{}", r.text);
+}
+
+#[tokio::test]
+async fn unknown_fields_in_secret_bodies_are_refused_by_name() {
+    let s = TestServer::start().await;
+    let (token, _) = v1_login(&s).await;
+    let r = s.post_as(&token, "/api/v1/secrets", json!({"path": "app/x", "value": "v", "owner": "someone"})).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("owner"), "{}", r.text);
+    create(&s, &token, "app/x", "v").await;
+    let r = put(&s, &token, "/api/v1/secrets/app/x", json!({"value": "w", "version": 5})).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("version"), "{}", r.text);
+    // Metadata is the seed's free-form object.
+    let r = put(&s, &token, "/api/v1/secrets/app/x", json!({"metadata": {"anything": "goes", "n": 1}})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
+#[tokio::test]
+async fn secret_events_are_for_auditors_not_every_user_with_secret_read() {
+    let s = TestServer::start_with(Backend::Sqlite, |c| c.webhooks.allow_private = true).await;
+    let admin = s.admin_token().await;
+    let (alice, _) = v1_user(&s, "alice", &["user"]).await;
+    // A webhook would carry the paths of everyone's secrets.
+    let body = json!({"url": "http://127.0.0.1:9/hook", "events": ["secret.*"]});
+    let r = s.post_as(&alice, "/api/webhooks", body.clone()).await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(r.text.contains("audit.read"), "{}", r.text);
+    let r = s.post_as(&alice, "/api/webhooks", json!({"url": "http://127.0.0.1:9/hook", "events": ["*"]})).await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert_eq!(s.post_as(&admin, "/api/webhooks", body).await.status, 201);
+}

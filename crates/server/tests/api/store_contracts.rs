@@ -323,3 +323,448 @@ async fn audit_store_reads_what_the_writer_and_transactions_wrote() {
         assert_eq!(rows.first().map(|r| r.id.clone()), all.get(1).map(|r| r.id.clone()), "{backend:?}: newest first");
     }
 }
+
+// ---- identity ----
+
+async fn identity_db(backend: Backend) -> TestDb {
+    TestDb::open(backend, &[&nexus_kernel::MIGRATIONS, &nexus_identity::MIGRATIONS]).await
+}
+
+fn user_row(id: &str, username: &str, roles: &[&str], created_at: i64) -> nexus_identity::store::UserRow {
+    nexus_identity::store::UserRow {
+        id: id.to_string(),
+        username: username.to_string(),
+        email: format!("{username}@Example.com"),
+        full_name: String::new(),
+        password_hash: String::from("hash"),
+        status: String::from("active"),
+        metadata: String::from("{}"),
+        failed_logins: 0,
+        locked_until: None,
+        created_at,
+        updated_at: created_at,
+        last_login: None,
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+    }
+}
+
+/// A list request sorted by `field`, then id, from the start.
+fn list_query(listing: &nexus_kernel::query::Listing, field: &str, limit: u32) -> nexus_kernel::query::ListQuery {
+    use nexus_kernel::query::{ListQuery, Paging, SortKey};
+    let key = |name: &str| SortKey { field: *listing.field(name).unwrap_or_else(|| panic!("{name}")), desc: false };
+    ListQuery { conditions: Vec::new(), sort: vec![key(field), key("id")], limit, paging: Paging::Offset { offset: 0 } }
+}
+
+#[tokio::test]
+async fn identity_store_keeps_users_with_their_roles() {
+    use nexus_identity::store::{USER_LISTING, UserFilter};
+    for backend in backends() {
+        let t = identity_db(backend).await;
+        let store = nexus_identity::store::open(&t.db, Outbox::new());
+        let bus = EventBus::new();
+        let ev = |kind: &str| bus.envelope("identity", kind, json!({}));
+        store
+            .insert_user(&user_row("u1", "Alice", &["admin", "user"], 1), &ev("user.created"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .insert_user(&user_row("u2", "bob", &["user"], 2), &ev("user.created"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Usernames and emails are unique whatever their case.
+        let dup = store.insert_user(&user_row("u3", "ALICE", &["user"], 3), &ev("user.created")).await;
+        assert!(dup.is_err_and(|e| e.is_unique_violation()), "{backend:?}");
+        assert_eq!(store.count_users().await.unwrap_or_else(|e| panic!("{e}")), 2, "{backend:?}");
+
+        let alice = store.user_by_id("u1").await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("no u1"));
+        assert_eq!(
+            (alice.username.as_str(), alice.roles.clone()),
+            ("Alice", vec!["admin".to_string(), "user".to_string()])
+        );
+        let by_login = |login: &'static str| {
+            let store = store.clone();
+            async move { store.user_by_login(login).await.unwrap_or_else(|e| panic!("{e}")).map(|u| u.id) }
+        };
+        assert_eq!(by_login("alice").await.as_deref(), Some("u1"), "{backend:?}");
+        assert_eq!(by_login("BOB@example.COM").await.as_deref(), Some("u2"), "{backend:?}");
+        assert_eq!(by_login("carol").await, None, "{backend:?}");
+        assert!(store.login_taken("alice@example.com", None).await.unwrap_or_else(|e| panic!("{e}")));
+        assert!(!store.login_taken("alice@example.com", Some("u1")).await.unwrap_or_else(|e| panic!("{e}")));
+
+        let filter = |role: Option<&str>, search: Option<&str>| UserFilter {
+            role: role.map(str::to_string),
+            search: search.map(str::to_string),
+            limit: 10,
+            ..UserFilter::default()
+        };
+        let ids = |rows: Vec<nexus_identity::store::UserRow>| rows.into_iter().map(|u| u.id).collect::<Vec<_>>();
+        let (rows, total) = store.list_users(&filter(None, None)).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((ids(rows), total), (vec!["u1".to_string(), "u2".to_string()], 2), "{backend:?}");
+        let (rows, total) = store.list_users(&filter(Some("admin"), None)).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((ids(rows), total), (vec!["u1".to_string()], 1), "{backend:?}");
+        // `_` is a literal in a search, not a wildcard.
+        let (rows, _) = store.list_users(&filter(None, Some("o_"))).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(rows.is_empty(), "{backend:?}");
+        let (rows, _) = store.list_users(&filter(None, Some("BO"))).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ids(rows), ["u2"], "{backend:?}");
+        let page = store
+            .list_users_page(&filter(Some("user"), None), &list_query(&USER_LISTING, "username", 1))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((page.items.len(), page.total, page.has_next), (1, Some(2), true), "{backend:?}");
+        assert_eq!(page.items.first().map(|u| u.roles.len()), Some(2), "{backend:?}: roles attached");
+
+        assert_eq!(store.count_active_with_role("admin", "u2").await.unwrap_or_else(|e| panic!("{e}")), 1);
+        assert_eq!(store.count_active_with_role("admin", "u1").await.unwrap_or_else(|e| panic!("{e}")), 0);
+        let mut changed = user_row("u2", "bobby", &["admin"], 2);
+        changed.updated_at = 5;
+        store.update_user(&changed, true, &ev("user.updated")).await.unwrap_or_else(|e| panic!("{e}"));
+        let bob = store.user_by_id("u2").await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("no u2"));
+        assert_eq!((bob.username.as_str(), bob.roles, bob.updated_at), ("bobby", vec!["admin".to_string()], 5));
+        assert_eq!(by_login("bobby").await.as_deref(), Some("u2"), "{backend:?}: the folded key follows");
+
+        assert!(store.delete_user("u2", &ev("user.deleted")).await.unwrap_or_else(|e| panic!("{e}")));
+        assert!(!store.delete_user("u2", &ev("user.deleted")).await.unwrap_or_else(|e| panic!("{e}")));
+        let relayed = take(&t.db, nexus_kernel::outbox::BUS, 10).await;
+        let kinds: Vec<&str> = relayed.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["user.created", "user.created", "user.updated", "user.deleted"], "{backend:?}");
+    }
+}
+
+#[tokio::test]
+async fn identity_store_locks_logins_and_spends_and_revokes_refresh_tokens() {
+    use nexus_identity::store::RefreshRow;
+    use nexus_kernel::clock::Timestamp;
+    for backend in backends() {
+        let t = identity_db(backend).await;
+        let store = nexus_identity::store::open(&t.db, Outbox::new());
+        let bus = EventBus::new();
+        store
+            .insert_user(&user_row("u1", "alice", &["user"], 1), &bus.envelope("identity", "user.created", json!({})))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // Three failures in a row lock the account; the count starts again.
+        let fail = || store.record_login_failure("u1", 3, 900);
+        assert!(!fail().await.unwrap_or_else(|e| panic!("{e}")));
+        assert!(!fail().await.unwrap_or_else(|e| panic!("{e}")));
+        assert!(fail().await.unwrap_or_else(|e| panic!("{e}")), "{backend:?}");
+        let u = store.user_by_id("u1").await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("no u1"));
+        assert_eq!((u.failed_logins, u.locked_until), (0, Some(900)), "{backend:?}");
+        store.record_login_success("u1", Timestamp::from_micros(950)).await.unwrap_or_else(|e| panic!("{e}"));
+        let u = store.user_by_id("u1").await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("no u1"));
+        assert_eq!((u.locked_until, u.last_login), (None, Some(950)), "{backend:?}");
+
+        let refresh = |hash: &str, family: &str| RefreshRow {
+            token_hash: hash.to_string(),
+            family_id: family.to_string(),
+            user_id: String::from("u1"),
+            client_id: String::new(),
+            device_id: String::new(),
+            expires_at: 10_000,
+            used_at: None,
+            revoked_at: None,
+        };
+        let now = Timestamp::from_micros(1_000);
+        let login = bus.envelope("identity", "auth.login", json!({}));
+        store.insert_refresh(&refresh("h1", "f1"), now, Some(&login)).await.unwrap_or_else(|e| panic!("{e}"));
+        store.insert_refresh(&refresh("h2", "f1"), now, None).await.unwrap_or_else(|e| panic!("{e}"));
+        store.insert_refresh(&refresh("h3", "f2"), now, None).await.unwrap_or_else(|e| panic!("{e}"));
+        store.insert_refresh(&refresh("h4", "f3"), now, None).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(take(&t.db, nexus_kernel::outbox::BUS, 10).await.len(), 2, "{backend:?}: created and login");
+
+        assert!(store.spend_refresh("h1", now).await.unwrap_or_else(|e| panic!("{e}")));
+        assert!(!store.spend_refresh("h1", now).await.unwrap_or_else(|e| panic!("{e}")), "{backend:?}: spent once");
+        let h1 = store.refresh_by_hash("h1").await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("h1"));
+        assert_eq!((h1.family_id.as_str(), h1.used_at), ("f1", Some(1_000)), "{backend:?}");
+
+        store.revoke_family("f2", now).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(!store.spend_refresh("h3", now).await.unwrap_or_else(|e| panic!("{e}")), "{backend:?}: revoked");
+        // Every session but f1 is ended; f2 already was, so only f3 is reported.
+        let others = store.revoke_other_families("u1", "f1", now).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(others, ["f3"], "{backend:?}");
+        assert!(store.spend_refresh("h2", now).await.unwrap_or_else(|e| panic!("{e}")), "{backend:?}: kept");
+        store.insert_refresh(&refresh("h5", "f1"), now, None).await.unwrap_or_else(|e| panic!("{e}"));
+        store.revoke_user_families("u1", now).await.unwrap_or_else(|e| panic!("{e}"));
+        let h5 = store.refresh_by_hash("h5").await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("h5"));
+        assert_eq!(h5.revoked_at, Some(1_000), "{backend:?}");
+
+        let far = Timestamp::now().as_micros() + 3_600_000_000;
+        store.insert_revocation("session", "f1", 1_000, far).await.unwrap_or_else(|e| panic!("{e}"));
+        store.insert_revocation("user", "u1", 2_000, 5).await.unwrap_or_else(|e| panic!("{e}"));
+        let rows = store.revocations_since(0).await.unwrap_or_else(|e| panic!("{e}"));
+        let seen: Vec<(String, String, i64)> = rows.into_iter().map(|r| (r.kind, r.subject, r.not_before)).collect();
+        assert_eq!(seen, [(String::from("session"), String::from("f1"), 1_000)], "{backend:?}: expired ones left out");
+        assert!(store.revocations_since(far).await.unwrap_or_else(|e| panic!("{e}")).is_empty());
+        store.purge_expired(Timestamp::from_micros(20_000)).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(store.refresh_by_hash("h2").await.unwrap_or_else(|e| panic!("{e}")).is_none(), "{backend:?}");
+        assert_eq!(store.revocations_since(0).await.unwrap_or_else(|e| panic!("{e}")).len(), 1, "{backend:?}");
+    }
+}
+
+#[tokio::test]
+async fn identity_store_keeps_and_revokes_api_keys() {
+    use nexus_identity::store::{API_KEY_LISTING, ApiKeyRow};
+    use nexus_kernel::clock::Timestamp;
+    for backend in backends() {
+        let t = identity_db(backend).await;
+        let store = nexus_identity::store::open(&t.db, Outbox::new());
+        let bus = EventBus::new();
+        let ev = |kind: &str| bus.envelope("identity", kind, json!({}));
+        store
+            .insert_user(&user_row("u1", "alice", &["user"], 1), &ev("user.created"))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let key = |id: &str, created_at: i64| ApiKeyRow {
+            id: id.to_string(),
+            user_id: String::from("u1"),
+            name: format!("key {id}"),
+            prefix: String::from("nx_abc"),
+            scopes: String::from(r#"["secret.read"]"#),
+            premium: false,
+            created_at,
+            expires_at: None,
+            last_used: None,
+            revoked_at: None,
+        };
+        store.insert_api_key(&key("k1", 10), "hash1", &ev("apikey.created")).await.unwrap_or_else(|e| panic!("{e}"));
+        store.insert_api_key(&key("k2", 20), "hash2", &ev("apikey.created")).await.unwrap_or_else(|e| panic!("{e}"));
+        let found = store.api_key_by_hash("hash2").await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(found.map(|k| (k.id, k.scopes)), Some((String::from("k2"), String::from(r#"["secret.read"]"#))));
+        let ids = |rows: Vec<ApiKeyRow>| rows.into_iter().map(|k| k.id).collect::<Vec<_>>();
+        assert_eq!(ids(store.api_keys_of("u1").await.unwrap_or_default()), ["k2", "k1"], "{backend:?}: newest first");
+
+        assert!(
+            !store
+                .revoke_api_key("k1", Some("u9"), Timestamp::from_micros(30), &ev("apikey.revoked"))
+                .await
+                .unwrap_or(true)
+        );
+        assert!(
+            store
+                .revoke_api_key("k1", Some("u1"), Timestamp::from_micros(30), &ev("apikey.revoked"))
+                .await
+                .unwrap_or(false)
+        );
+        assert!(
+            !store.revoke_api_key("k1", None, Timestamp::from_micros(31), &ev("apikey.revoked")).await.unwrap_or(true)
+        );
+        assert_eq!(ids(store.api_keys_of("u1").await.unwrap_or_default()), ["k2"], "{backend:?}");
+        let revoked = store.api_key_by_hash("hash1").await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(revoked.and_then(|k| k.revoked_at), Some(30), "{backend:?}");
+        let page = store
+            .api_keys_page("u1", &list_query(&API_KEY_LISTING, "name", 10))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((ids(page.items), page.total), (vec![String::from("k2")], Some(1)), "{backend:?}");
+
+        store.touch_api_key("k2", Timestamp::from_micros(40)).await.unwrap_or_else(|e| panic!("{e}"));
+        let touched = store.api_key_by_hash("hash2").await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(touched.and_then(|k| k.last_used), Some(40), "{backend:?}");
+        let kinds: Vec<String> = take(&t.db, nexus_kernel::outbox::BUS, 10).await.into_iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, ["user.created", "apikey.created", "apikey.created", "apikey.revoked"], "{backend:?}");
+    }
+}
+
+// ---- secrets ----
+
+async fn secrets_db(backend: Backend) -> TestDb {
+    TestDb::open(backend, &[&nexus_kernel::MIGRATIONS, &nexus_secrets::MIGRATIONS]).await
+}
+
+fn secret_row(id: &str, path: &str) -> nexus_secrets::store::SecretRow {
+    nexus_secrets::store::SecretRow {
+        id: id.to_string(),
+        path: path.to_string(),
+        metadata: String::from("{}"),
+        version: 1,
+        created_at: 1,
+        created_by: String::from("u1"),
+        updated_at: 1,
+        updated_by: String::from("u1"),
+    }
+}
+
+#[tokio::test]
+async fn secret_store_keeps_master_keys_and_rewraps_data_keys() {
+    use nexus_secrets::store::{CreateOutcome, NewSecret};
+    for backend in backends() {
+        let t = secrets_db(backend).await;
+        let store = nexus_secrets::store::open(&t.db, Outbox::new());
+        assert!(store.insert_first_master_key("mk1", b"check1", 1).await.unwrap_or_else(|e| panic!("{e}")));
+        // Only the first of several starting instances records one.
+        assert!(!store.insert_first_master_key("mk9", b"check9", 2).await.unwrap_or_else(|e| panic!("{e}")));
+        assert!(store.insert_master_key("mk2", b"check2", "pending", 3).await.unwrap_or_else(|e| panic!("{e}")));
+        assert!(!store.insert_master_key("mk2", b"other", "pending", 4).await.unwrap_or_else(|e| panic!("{e}")));
+        let keys = store.master_keys().await.unwrap_or_else(|e| panic!("{e}"));
+        let states: Vec<(String, String)> = keys.into_iter().map(|k| (k.id, k.state)).collect();
+        assert_eq!(states, [("mk1".into(), "active".into()), ("mk2".into(), "pending".into())], "{backend:?}");
+
+        let bus = EventBus::new();
+        let create = |id: &'static str, key_id: &'static str| {
+            let store = store.clone();
+            // Each its own event: an event id is written to the outbox once.
+            let event = bus.envelope("secrets", "secret.created", json!({}));
+            async move {
+                let row = secret_row(id, &format!("app/{id}"));
+                let new = NewSecret {
+                    row: &row,
+                    key_id,
+                    wrapped_key: b"wrapped",
+                    version_id: &format!("v_{id}"),
+                    ciphertext: b"c",
+                };
+                store.create(&new, &event).await.unwrap_or_else(|e| panic!("{e}"))
+            }
+        };
+        assert!(matches!(create("s1", "mk1").await, CreateOutcome::Created), "{backend:?}");
+        assert!(matches!(create("s2", "mk2").await, CreateOutcome::StaleKey), "{backend:?}: mk2 is not active");
+        assert!(matches!(create("s3", "mk1").await, CreateOutcome::Created), "{backend:?}");
+        assert_eq!(store.key_ids_in_use().await.unwrap_or_default(), ["mk1"], "{backend:?}");
+        assert_eq!(store.count_not_wrapped_by("mk2").await.unwrap_or(-1), 2, "{backend:?}");
+
+        let batch = store.not_wrapped_by("mk2", 1).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(batch.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["s1"], "{backend:?}");
+        assert!(store.rewrap("s1", "mk1", "mk2", b"rewrapped").await.unwrap_or_else(|e| panic!("{e}")));
+        assert!(!store.rewrap("s1", "mk1", "mk2", b"again").await.unwrap_or_else(|e| panic!("{e}")), "{backend:?}");
+        assert_eq!(store.count_not_wrapped_by("mk2").await.unwrap_or(-1), 1, "{backend:?}");
+        store.activate_master_key("mk2").await.unwrap_or_else(|e| panic!("{e}"));
+        let keys = store.master_keys().await.unwrap_or_else(|e| panic!("{e}"));
+        let states: Vec<&str> = keys.iter().map(|k| k.state.as_str()).collect();
+        assert_eq!(states, ["retired", "active"], "{backend:?}");
+        let s1 = store.sealed("app/s1", None).await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("s1"));
+        assert_eq!((s1.key_id.as_str(), s1.wrapped_key.as_slice()), ("mk2", b"rewrapped".as_slice()), "{backend:?}");
+    }
+}
+
+#[tokio::test]
+async fn secret_store_versions_lists_and_deletes_secrets() {
+    use nexus_secrets::policy::Scope;
+    use nexus_secrets::store::{CreateOutcome, NewSecret, NewVersion, SECRET_LISTING};
+    for backend in backends() {
+        let t = secrets_db(backend).await;
+        let store = nexus_secrets::store::open(&t.db, Outbox::new());
+        store.insert_first_master_key("mk1", b"check", 1).await.unwrap_or_else(|e| panic!("{e}"));
+        let bus = EventBus::new();
+        let ev = |kind: &str| bus.envelope("secrets", kind, json!({}));
+        for (id, path) in [("s1", "app/db"), ("s2", "app/api"), ("s3", "other/x")] {
+            let row = secret_row(id, path);
+            let new = NewSecret {
+                row: &row,
+                key_id: "mk1",
+                wrapped_key: b"w",
+                version_id: &format!("v1_{id}"),
+                ciphertext: b"one",
+            };
+            let created = store.create(&new, &ev("secret.created")).await.unwrap_or_else(|e| panic!("{e}"));
+            assert!(matches!(created, CreateOutcome::Created), "{backend:?}");
+        }
+        let row = secret_row("s9", "app/db");
+        let taken = NewSecret { row: &row, key_id: "mk1", wrapped_key: b"w", version_id: "v1_s9", ciphertext: b"x" };
+        let outcome = store.create(&taken, &ev("secret.created")).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(matches!(outcome, CreateOutcome::Exists), "{backend:?}: the path is taken");
+
+        let v2 = NewVersion {
+            secret_id: "s1",
+            expected_version: 1,
+            metadata: r#"{"env":"prod"}"#,
+            version_id: "v2_s1",
+            ciphertext: b"two",
+            at: 7,
+            by: "u2",
+        };
+        assert!(store.add_version(&v2, &ev("secret.updated")).await.unwrap_or_else(|e| panic!("{e}")));
+        // A writer that read version 1 too loses (check-and-set).
+        let stale = NewVersion { version_id: "v2_other", ..v2.clone() };
+        assert!(
+            !store.add_version(&stale, &ev("secret.updated")).await.unwrap_or_else(|e| panic!("{e}")),
+            "{backend:?}"
+        );
+        let current =
+            store.sealed("app/db", None).await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("db"));
+        assert_eq!(
+            (current.version, current.v_ciphertext.as_deref(), current.updated_by.as_str()),
+            (2, Some(b"two".as_slice()), "u2")
+        );
+        let first =
+            store.sealed("app/db", Some(1)).await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("db"));
+        assert_eq!((first.v_version, first.v_ciphertext.as_deref()), (Some(1), Some(b"one".as_slice())), "{backend:?}");
+        let missing =
+            store.sealed("app/db", Some(5)).await.unwrap_or_else(|e| panic!("{e}")).unwrap_or_else(|| panic!("db"));
+        assert_eq!(missing.v_version, None, "{backend:?}: no such version");
+        let versions: Vec<i64> =
+            store.versions("s1").await.unwrap_or_default().into_iter().map(|v| v.version).collect();
+        assert_eq!(versions, [2, 1], "{backend:?}");
+        assert!(store.is_current("s1", 2).await.unwrap_or(false));
+        assert!(!store.is_current("s1", 1).await.unwrap_or(true));
+        assert_eq!(store.id_of("app/api").await.unwrap_or_default().as_deref(), Some("s2"), "{backend:?}");
+
+        let paths = |page: nexus_kernel::query::Page<nexus_secrets::store::SecretRow>| {
+            page.items.into_iter().map(|r| r.path).collect::<Vec<_>>()
+        };
+        let q = list_query(&SECRET_LISTING, "path", 10);
+        let all = store.list_page(None, &Scope::All, &q).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(paths(all), ["app/api", "app/db", "other/x"], "{backend:?}");
+        let under = store.list_page(Some("app/"), &Scope::All, &q).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(paths(under), ["app/api", "app/db"], "{backend:?}");
+        let scope = Scope::Only { exact: vec![String::from("app/db")], prefixes: vec![String::from("other/")] };
+        let scoped = store.list_page(None, &scope, &q).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(paths(scoped), ["app/db", "other/x"], "{backend:?}");
+        let nothing = Scope::Only { exact: Vec::new(), prefixes: Vec::new() };
+        assert!(store.list_page(None, &nothing, &q).await.unwrap_or_else(|e| panic!("{e}")).items.is_empty());
+
+        let deleted = |id: &str| bus.envelope("secrets", "secret.deleted", json!({ "id": id }));
+        assert_eq!(store.delete("app/db", &deleted).await.unwrap_or_else(|e| panic!("{e}")).as_deref(), Some("s1"));
+        assert_eq!(store.delete("app/db", &deleted).await.unwrap_or_else(|e| panic!("{e}")), None, "{backend:?}");
+        assert!(store.versions("s1").await.unwrap_or_default().is_empty(), "{backend:?}: versions go with it");
+        let relayed = take(&t.db, nexus_kernel::outbox::BUS, 20).await;
+        let kinds: Vec<&str> = relayed.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["secret.created", "secret.created", "secret.created", "secret.updated", "secret.deleted"]);
+        assert_eq!(relayed.last().map(|e| e.data.clone()), Some(json!({ "id": "s1" })), "{backend:?}");
+    }
+}
+
+#[tokio::test]
+async fn secret_store_audits_a_cached_read_only_while_its_version_is_current() {
+    use nexus_kernel::audit::AuditRecord;
+    use nexus_secrets::store::{NewSecret, NewVersion};
+    for backend in backends() {
+        let t = secrets_db(backend).await;
+        let store = nexus_secrets::store::open(&t.db, Outbox::new());
+        store.insert_first_master_key("mk1", b"check", 1).await.unwrap_or_else(|e| panic!("{e}"));
+        let bus = EventBus::new();
+        let row = secret_row("s1", "app/db");
+        let new = NewSecret { row: &row, key_id: "mk1", wrapped_key: b"w", version_id: "v1", ciphertext: b"one" };
+        store
+            .create(&new, &bus.envelope("secrets", "secret.created", json!({})))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        let rec = |request_id: &str| AuditRecord {
+            action: String::from("secret.read"),
+            actor: String::from("u1"),
+            secret_path: String::from("app/db"),
+            request_id: request_id.to_string(),
+            success: true,
+            ..AuditRecord::default()
+        };
+        assert!(store.audit_if_current(&rec("r1"), "s1", 1).await.unwrap_or_else(|e| panic!("{e}")), "{backend:?}");
+        let v2 = NewVersion {
+            secret_id: "s1",
+            expected_version: 1,
+            metadata: "{}",
+            version_id: "v2",
+            ciphertext: b"two",
+            at: 2,
+            by: "u1",
+        };
+        store
+            .add_version(&v2, &bus.envelope("secrets", "secret.updated", json!({})))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!store.audit_if_current(&rec("r2"), "s1", 1).await.unwrap_or_else(|e| panic!("{e}")), "{backend:?}");
+        assert!(!store.audit_if_current(&rec("r3"), "gone", 1).await.unwrap_or_else(|e| panic!("{e}")), "{backend:?}");
+        let audit = nexus_kernel::audit::store(&t.db);
+        let (rows, total) =
+            audit.query(&nexus_kernel::audit::AuditQuery::default()).await.unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!((rows.first().map(|r| r.request_id.as_str()), total), (Some("r1"), 1), "{backend:?}");
+    }
+}

@@ -31,6 +31,7 @@ pub fn routes() -> OpenApiRouter<Arc<Identity>> {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct V2LoginBody {
     /// Registered email address.
     pub email: String,
@@ -89,6 +90,7 @@ fn looks_like_email(email: &str) -> bool {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct V2RefreshBody {
     pub refresh_token: String,
     /// Must be the `client_id` the token was issued to.

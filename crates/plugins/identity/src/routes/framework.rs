@@ -36,6 +36,7 @@ pub fn routes() -> OpenApiRouter<Arc<Identity>> {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LoginBody {
     /// Username or email.
     pub username: Option<String>,
@@ -87,6 +88,7 @@ async fn login(State(id): Api, client: Client, Json(body): Json<LoginBody>) -> R
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RefreshBody {
     pub refresh_token: String,
 }
@@ -124,6 +126,7 @@ async fn logout(State(id): Api, Auth(p): Auth, client: Client) -> Result<Json<Me
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateKeyBody {
     pub name: String,
     /// RFC 3339; absent means the key does not expire.
@@ -286,6 +289,7 @@ async fn list_users(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateUserBody {
     pub username: String,
     pub email: String,
@@ -333,17 +337,21 @@ async fn get_user(State(id): Api, Auth(p): Auth, Path(user_id): Path<String>) ->
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateUserBody {
     pub username: Option<String>,
     pub email: Option<String>,
     pub password: Option<String>,
+    /// Required when changing one's own `password` or `email`.
+    pub current_password: Option<String>,
     pub full_name: Option<String>,
     pub roles: Option<Vec<String>>,
     pub status: Option<String>,
     pub metadata: Option<Value>,
 }
 
-/// Change a user (`user.write`; users may change their own name, email, password and metadata).
+/// Change a user (`user.write`; users may change their own name, email, password and metadata;
+/// their own password or email only with `current_password`).
 #[utoipa::path(put, path = "/api/users/{user_id}", tag = "users", params(("user_id" = String, Path)), request_body = UpdateUserBody,
     responses((status = 200, body = UserView), (status = 404, description = "RESOURCE_NOT_FOUND"), (status = 409, description = "CONFLICT")))]
 async fn update_user(
@@ -357,6 +365,7 @@ async fn update_user(
         username: b.username,
         email: b.email,
         password: b.password,
+        current_password: b.current_password,
         full_name: b.full_name,
         roles: b.roles,
         status: b.status,

@@ -37,6 +37,7 @@ pub fn routes() -> OpenApiRouter<Arc<Identity>> {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct MediaLoginBody {
     /// Username or email.
     pub username: String,
@@ -75,6 +76,7 @@ async fn login(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct MediaRefreshBody {
     pub refresh_token: String,
 }
@@ -97,6 +99,7 @@ async fn refresh(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct MediaKeyBody {
     pub name: String,
     /// `read`, `write`, `admin` or permission names; absent or empty: all of the caller's.

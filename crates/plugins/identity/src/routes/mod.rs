@@ -3,6 +3,8 @@
 
 mod core_v2;
 mod dto;
+
+pub use dto::UserView;
 mod framework;
 mod media;
 mod secrets;

@@ -25,6 +25,7 @@ pub fn routes() -> OpenApiRouter<Arc<Identity>> {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(as = SecretsLoginBody)]
 pub struct LoginBody {
     pub username: String,
@@ -115,6 +116,7 @@ async fn list_keys(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[schema(as = SecretsCreateKeyBody)]
 pub struct CreateKeyBody {
     pub name: String,

@@ -7,6 +7,7 @@ use nexus_kernel::error::FieldError;
 use serde_json::json;
 
 use super::Identity;
+use super::revocation::Kind;
 use crate::error::IdentityError;
 use crate::principal::Principal;
 use crate::roles::ALL_PERMISSIONS;
@@ -148,8 +149,9 @@ impl Identity {
             return Err(IdentityError::NotFound("API key"));
         }
         let horizon = now.add_seconds(60).as_micros();
-        self.store.insert_revocation("apikey", id, now.as_micros(), horizon).await?;
+        self.store.insert_revocation(Kind::ApiKey.as_str(), id, now.as_micros(), horizon).await?;
         self.keys.invalidate_all();
+        self.announce(Kind::ApiKey, id, now.as_micros()).await;
         self.audit("apikey.revoke", &actor.user_id, id, client, true, json!({})).await;
         Ok(())
     }

@@ -21,10 +21,14 @@ pub use apikeys::{ApiKey, KeyStyle, NewApiKey};
 pub use session::{LoginRequest, Session, TokenLifetime};
 pub use users::{NewUser, User, UserPatch};
 
+/// How a user listing is narrowed; part of the service's API, so that other plugins need not
+/// reach into the store.
+pub use crate::store::UserFilter;
+
 use crate::error::IdentityError;
 use crate::principal::{Credential, Presented, Principal};
 use crate::roles::Roles;
-use crate::store::{ApiKeyRow, Store};
+use crate::store::{ApiKeyRow, IdentityStore};
 use crate::tokens::{self, JwtKeys, TokenError};
 
 /// An API key's record with what is needed to act for its owner, cached briefly.
@@ -39,10 +43,12 @@ struct KeyOwner {
 #[derive(Debug)]
 pub struct Identity {
     kernel: Arc<Kernel>,
-    store: Store,
+    store: Arc<dyn IdentityStore>,
     jwt: JwtKeys,
     roles: Roles,
     revoked: revocation::Revoked,
+    /// Announces revocations to the other instances at once, when Redis is configured.
+    broadcast: Option<revocation::Broadcast>,
     /// Users for the read paths; see [`cache`] for how fresh they are.
     users: cache::UserCache,
     keys: moka::sync::Cache<String, Arc<KeyOwner>>,
@@ -56,18 +62,26 @@ impl Identity {
         let auth = &kernel.config.auth;
         let secret = signing_secret(&kernel)?;
         let identity = Arc::new(Self {
-            store: Store::new(kernel.db.clone(), kernel.outbox.clone()),
+            store: crate::store::open(&kernel.db, kernel.outbox.clone()),
             jwt: JwtKeys::new(&secret),
             roles: Roles::new(&auth.roles),
             revoked: revocation::Revoked::default(),
+            broadcast: kernel
+                .redis
+                .clone()
+                .map(|conn| revocation::Broadcast::new(conn, &kernel.server_id, kernel.events.instance_id())),
             users: cache::UserCache::default(),
             keys: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(10)).build(),
             touched: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build(),
             kernel,
         });
         identity.ensure_admin().await?;
-        identity.revoked.load(&identity.store).await?;
+        identity.revoked.load(identity.store.as_ref()).await?;
         revocation::watch(Arc::downgrade(&identity));
+        if let (Some(url), Some(_)) = (&identity.kernel.config.redis.url, &identity.broadcast) {
+            let origin = identity.kernel.events.instance_id().to_string();
+            revocation::listen(Arc::downgrade(&identity), url, &identity.kernel.server_id, origin).await;
+        }
         cache::follow_remote_changes(Arc::downgrade(&identity), &identity.kernel.events);
         Ok(identity)
     }

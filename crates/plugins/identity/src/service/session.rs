@@ -6,6 +6,7 @@ use nexus_kernel::client::ClientMeta;
 use nexus_kernel::clock::Timestamp;
 use serde_json::json;
 
+use super::revocation::Kind;
 use super::{Identity, User};
 use crate::error::IdentityError;
 use crate::principal::{Credential, Principal};
@@ -257,19 +258,42 @@ impl Identity {
         let now = self.kernel.clock.now();
         self.store.revoke_family(sid, now).await?;
         let horizon = self.revocation_horizon(now);
-        self.store.insert_revocation("session", sid, now.as_micros(), horizon).await?;
+        self.store.insert_revocation(Kind::Session.as_str(), sid, now.as_micros(), horizon).await?;
         self.revoked.revoke_session(sid);
+        self.announce(Kind::Session, sid, now.as_micros()).await;
         tracing::debug!(user_id, "session revoked");
         Ok(())
+    }
+
+    /// Tells the other instances of a revocation already recorded and applied here.
+    pub(super) async fn announce(&self, kind: Kind, subject: &str, not_before: i64) {
+        if let Some(broadcast) = &self.broadcast {
+            broadcast.announce(kind, subject, not_before).await;
+        }
     }
 
     /// Revokes every token and session `user_id` holds (status, role or password change).
     pub(super) async fn revoke_user_tokens(&self, user_id: &str) -> Result<(), IdentityError> {
         let now = self.kernel.clock.now();
         self.store.revoke_user_families(user_id, now).await?;
-        self.store.insert_revocation("user", user_id, now.as_micros(), self.revocation_horizon(now)).await?;
+        self.store
+            .insert_revocation(Kind::User.as_str(), user_id, now.as_micros(), self.revocation_horizon(now))
+            .await?;
         self.revoked.revoke_user(user_id, now.as_micros());
         self.keys.invalidate_all();
+        self.announce(Kind::User, user_id, now.as_micros()).await;
+        Ok(())
+    }
+
+    /// Ends every session of `user_id` but `keep` (their refresh tokens and access tokens).
+    pub(super) async fn revoke_other_sessions(&self, user_id: &str, keep: &str) -> Result<(), IdentityError> {
+        let now = self.kernel.clock.now();
+        let horizon = self.revocation_horizon(now);
+        for sid in self.store.revoke_other_families(user_id, keep, now).await? {
+            self.store.insert_revocation(Kind::Session.as_str(), &sid, now.as_micros(), horizon).await?;
+            self.revoked.revoke_session(&sid);
+            self.announce(Kind::Session, &sid, now.as_micros()).await;
+        }
         Ok(())
     }
 

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::Identity;
 use super::cache::Entry;
 use crate::error::IdentityError;
-use crate::principal::Principal;
+use crate::principal::{Credential, Principal};
 use crate::store::{UserFilter, UserRow};
 
 pub const STATUSES: &[&str] = &["active", "inactive", "suspended"];
@@ -64,6 +64,10 @@ pub struct UserPatch {
     pub username: Option<String>,
     pub email: Option<String>,
     pub password: Option<String>,
+    /// Proof for changing one's own password or email: a bearer token alone must not be enough
+    /// to take over an account for good. Not needed when someone else (an administrator)
+    /// makes the change.
+    pub current_password: Option<String>,
     pub full_name: Option<String>,
     pub roles: Option<Vec<String>>,
     pub status: Option<String>,
@@ -154,9 +158,21 @@ impl Identity {
         self.store.user_by_id(id).await?.map(User::from).ok_or(IdentityError::NotFound("user"))
     }
 
+    /// Users narrowed by `filter`, with the total; for callers trusted already (the shell).
+    /// Requests go through [`list_users_for`](Self::list_users_for).
     pub async fn list_users(&self, filter: &UserFilter) -> Result<(Vec<User>, i64), IdentityError> {
         let (rows, total) = self.store.list_users(filter).await?;
         Ok((rows.into_iter().map(User::from).collect(), total))
+    }
+
+    /// Users narrowed by `filter`, with the total, if `caller` may read users (`user.read`).
+    pub async fn list_users_for(
+        &self,
+        caller: &Principal,
+        filter: &UserFilter,
+    ) -> Result<(Vec<User>, i64), IdentityError> {
+        caller.require(READ_USERS)?;
+        self.list_users(filter).await
     }
 
     /// Creates a user; `actor` is `None` only for the first admin and the command line.
@@ -318,6 +334,10 @@ impl Identity {
         if crate::store::fold(&email) != crate::store::fold(&row.email) {
             changed_logins.push(("email", email.as_str()));
         }
+        let email_changed = changed_logins.iter().any(|(field, _)| *field == "email");
+        if actor.user_id == id && (patch.password.is_some() || email_changed) {
+            self.check_current_password(&row, patch.current_password.take(), client).await?;
+        }
         self.ensure_unique(&changed_logins, Some(id)).await?;
         let password_changed = patch.password.is_some();
         if let Some(password) = patch.password {
@@ -360,11 +380,52 @@ impl Identity {
                 e.into()
             }
         })?;
-        if roles_changed || status_changed || password_changed {
-            self.revoke_user_tokens(id).await?;
+        match (&actor.credential, roles_changed || status_changed) {
+            // Changing one's own password from a session ends every other session; this one,
+            // which just proved the password, goes on.
+            (Credential::Token { sid, .. }, false) if password_changed && actor.user_id == id => {
+                self.revoke_other_sessions(id, sid).await?;
+            }
+            (_, true) => self.revoke_user_tokens(id).await?,
+            _ if password_changed => self.revoke_user_tokens(id).await?,
+            _ => {}
         }
         self.audit("user.update", &actor.user_id, id, client, true, changed).await;
+        if password_changed {
+            let by = if actor.user_id == id { "self" } else { "administrator" };
+            self.audit("user.password_change", &actor.user_id, id, client, true, json!({ "by": by })).await;
+        }
         Ok(row.into())
+    }
+
+    /// Checks `given`, the proof a user gives to change their own password or email, against
+    /// their password. A wrong one counts as a failed login (and may lock the account), so a
+    /// stolen token cannot be used to guess the password at leisure.
+    async fn check_current_password(
+        &self,
+        row: &UserRow,
+        given: Option<String>,
+        client: &ClientMeta,
+    ) -> Result<(), IdentityError> {
+        let Some(given) = given.filter(|p| !p.is_empty()) else {
+            return Err(IdentityError::field(
+                "current_password",
+                "Your current password is required to change your password or email",
+            ));
+        };
+        let now = self.kernel.clock.now();
+        if row.locked_until.is_some_and(|t| t > now.as_micros()) {
+            return Err(IdentityError::Locked);
+        }
+        if crate::password::verify(given, row.password_hash.clone()).await {
+            return Ok(());
+        }
+        let auth = &self.kernel.config.auth;
+        let lock_until = now.add_seconds(i64::try_from(auth.lockout_secs).unwrap_or(i64::MAX)).as_micros();
+        let locked = self.store.record_login_failure(&row.id, i64::from(auth.lockout_threshold), lock_until).await?;
+        let reason = if locked { "wrong current password; account locked" } else { "wrong current password" };
+        self.audit("user.update", &row.id, &row.id, client, false, json!({ "reason": reason })).await;
+        Err(IdentityError::field("current_password", "Current password is incorrect"))
     }
 
     /// Deletes user `id`, except the last active admin.
