@@ -3,7 +3,7 @@
 //! Each store is a trait with one implementation per SQL dialect (see `docs/events.md` and the
 //! kernel's `audit`, `instance` and `outbox`): SQL both backends understand (`$1` placeholders,
 //! `RETURNING`, `ON CONFLICT`) is written once and shared, what differs lives in its dialect's
-//! implementation. [`with_db!`](crate::with_db) remains only for the stores not yet moved. An owner whose schema is portable
+//! implementation. An owner whose schema is portable
 //! (TEXT, BIGINT, BOOLEAN) keeps one migration folder for both backends; one that needs
 //! backend-specific types keeps one folder per backend.
 
@@ -21,23 +21,6 @@ use crate::config::mask_url;
 pub enum Db {
     Sqlite(SqlitePool),
     Postgres(PgPool),
-}
-
-/// Runs `$body` with `$pool` bound to the native pool of whichever backend is configured.
-/// Deprecated in favour of a store trait per dialect; still used by the media and documents
-/// stores.
-///
-/// ```ignore
-/// with_db!(&self.db, |pool| sqlx::query("DELETE FROM t WHERE id = $1").bind(id).execute(pool).await)
-/// ```
-#[macro_export]
-macro_rules! with_db {
-    ($db:expr, |$pool:ident| $body:expr) => {
-        match $db {
-            $crate::db::Db::Sqlite($pool) => $body,
-            $crate::db::Db::Postgres($pool) => $body,
-        }
-    };
 }
 
 /// Which SQL engine backs a [`Db`].

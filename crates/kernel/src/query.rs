@@ -407,7 +407,7 @@ pub fn escape_like(s: &str) -> String {
     out
 }
 
-/// Binds every value of `params` to a `sqlx` query, in order (inside [`with_db!`](crate::with_db)).
+/// Binds every value of `params` to a `sqlx` query, in order.
 #[macro_export]
 macro_rules! bind_values {
     ($query:expr, $params:expr) => {{

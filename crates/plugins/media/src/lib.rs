@@ -48,8 +48,8 @@ pub struct Started {
 
 /// Opens the library, starts the first scan and, when `media.watch_interval_ms` is set, the
 /// watcher.
-pub async fn start(kernel: Arc<Kernel>) -> Result<Started, MediaError> {
-    let media = Media::open(kernel.clone()).await?;
+pub async fn start(kernel: Arc<Kernel>, identity: Arc<nexus_identity::Identity>) -> Result<Started, MediaError> {
+    let media = Media::open(kernel.clone(), identity).await?;
     media.start_scan();
     let mut tasks = Vec::new();
     let interval = kernel.config.media.watch_interval_ms;
@@ -96,7 +96,8 @@ impl Plugin for MediaPlugin {
 
     fn start<'a>(&'a self, ctx: &'a mut StartContext) -> BoxFuture<'a, Result<PluginStarted, StartError>> {
         Box::pin(async move {
-            let started = start(ctx.kernel.clone()).await.map_err(|e| ctx.error(e.to_string()))?;
+            let identity = ctx.require::<Arc<nexus_identity::Identity>>()?;
+            let started = start(ctx.kernel.clone(), identity).await.map_err(|e| ctx.error(e.to_string()))?;
             ctx.provide(started.media.clone());
             let mut out =
                 PluginStarted::routes(routes(&started)).mount("/api/requests", nexus_web::Dialect::Media).tag(

@@ -83,6 +83,8 @@ pub struct Servable {
 
 pub struct Media {
     pub(crate) kernel: Arc<Kernel>,
+    /// Users, tokens and API keys: handed over at start.
+    pub(crate) identity: Arc<nexus_identity::Identity>,
     pub(crate) store: Arc<dyn MediaStore>,
     catalog: RwLock<Arc<Catalog>>,
     pub(crate) jobs: ScanJobs,
@@ -107,7 +109,7 @@ pub fn library_id(name: &str) -> String {
 
 impl Media {
     /// Opens the service: writes the configured libraries, loads the catalog.
-    pub async fn open(kernel: Arc<Kernel>) -> Result<Arc<Self>, MediaError> {
+    pub async fn open(kernel: Arc<Kernel>, identity: Arc<nexus_identity::Identity>) -> Result<Arc<Self>, MediaError> {
         let store = crate::store::open(&kernel.db);
         let metrics = MediaMetrics::register(&kernel.metrics);
         let configured = kernel.config.media.libraries.clone();
@@ -137,6 +139,7 @@ impl Media {
         }
         let media = Arc::new(Self {
             kernel,
+            identity,
             store,
             catalog: RwLock::new(Arc::new(Catalog::default())),
             jobs: ScanJobs::default(),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use nexus_identity::Identity;
 use nexus_identity::service::User;
-use nexus_identity::store::UserFilter;
+use nexus_identity::service::UserFilter;
 use nexus_kernel::rpc::{RpcCall, RpcError, handler};
 use serde_json::{Value, json};
 
@@ -100,18 +100,9 @@ pub fn register(rt: &Arc<Realtime>) {
     }
 }
 
-fn user_json(u: &User) -> Value {
-    json!({
-        "id": u.id,
-        "username": u.username,
-        "email": u.email,
-        "full_name": u.full_name,
-        "roles": u.roles,
-        "status": u.status,
-        "created_at": u.created_at.to_rfc3339(),
-        "updated_at": u.updated_at.to_rfc3339(),
-        "last_login": u.last_login.map(|t| t.to_rfc3339()),
-    })
+/// A user as the framework surface shows one: identity's own rendering.
+fn user_json(u: User) -> Value {
+    serde_json::to_value(nexus_identity::UserView::new(u, None)).unwrap_or(Value::Null)
 }
 
 async fn users_get(identity: &Identity, call: RpcCall) -> Result<Value, RpcError> {
@@ -122,7 +113,7 @@ async fn users_get(identity: &Identity, call: RpcCall) -> Result<Value, RpcError
         .and_then(Value::as_str)
         .ok_or_else(|| RpcError::invalid_message("`params.id` is required"))?;
     let user = identity.get_user_for(&call.caller, id).await?;
-    Ok(user_json(&user))
+    Ok(user_json(user))
 }
 
 async fn users_list(identity: &Identity, call: RpcCall) -> Result<Value, RpcError> {
@@ -140,9 +131,9 @@ async fn users_list(identity: &Identity, call: RpcCall) -> Result<Value, RpcErro
         return Err(RpcError::invalid_message("`limit` must be 1-100 and `offset` at least 0"));
     }
     let filter = UserFilter { role: text("role"), status: text("status"), search: text("search"), limit, offset };
-    let (users, total) = identity.list_users(&filter).await.map_err(RpcError::internal)?;
+    let (users, total) = identity.list_users_for(&call.caller, &filter).await?;
     Ok(json!({
-        "users": users.iter().map(user_json).collect::<Vec<_>>(),
+        "users": users.into_iter().map(user_json).collect::<Vec<_>>(),
         "total": total,
         "limit": limit,
         "offset": offset,

@@ -7,7 +7,7 @@ use axum::extract::State;
 use super::params::Id;
 use axum::http::HeaderMap;
 use axum::http::header::HOST;
-use nexus_identity::{Auth, Identity, MaybeAuth};
+use nexus_identity::{Auth, MaybeAuth};
 use nexus_web::{ApiError, Json};
 use serde_json::{Value, json};
 
@@ -53,8 +53,7 @@ pub async fn ping(MaybeAuth(_): MaybeAuth) -> Json<Value> {
 }
 
 async fn user_dto(media: &Media, user_id: &str) -> Result<Value, ApiError> {
-    let identity = nexus_web::context::service::<Arc<Identity>>()
-        .ok_or_else(|| ApiError::internal("identity service is not installed"))?;
+    let identity = &media.identity;
     let u = identity.get_user(user_id).await?;
     let is_admin = identity.roles().permissions(&u.roles).is_all();
     Ok(json!({

@@ -25,13 +25,12 @@ fn error(status: StatusCode, message: &str) -> Response {
     envelope(status, "error", Some(message), json!({}))
 }
 
-async fn caller(auth: Option<Principal>, params: &Params) -> Result<Principal, Response> {
+async fn caller(media: &Media, auth: Option<Principal>, params: &Params) -> Result<Principal, Response> {
     if let Some(p) = auth {
         return Ok(p);
     }
     let key = params.get("apikey").ok_or_else(|| error(StatusCode::UNAUTHORIZED, "Parameter apikey is required"))?;
-    let identity = nexus_web::context::service::<Arc<Identity>>()
-        .ok_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, "Identity is not available"))?;
+    let identity = &media.identity;
     let presented = if nexus_identity::tokens::looks_like_api_key(key) {
         Presented::ApiKey(key.to_string())
     } else {
@@ -44,7 +43,7 @@ pub async fn api(State(media): State<Arc<Media>>, MaybeAuth(auth): MaybeAuth, Ra
     let Ok(params) = Params::parse(raw.as_deref()) else {
         return error(StatusCode::BAD_REQUEST, "Invalid query string");
     };
-    let p = match caller(auth, &params).await {
+    let p = match caller(&media, auth, &params).await {
         Ok(p) => p,
         Err(response) => return response,
     };
@@ -71,9 +70,8 @@ pub async fn api(State(media): State<Arc<Media>>, MaybeAuth(auth): MaybeAuth, Ra
 }
 
 /// Display names of users, looked up once per request.
-async fn names(ids: impl Iterator<Item = String>) -> HashMap<String, String> {
+async fn names(identity: &Identity, ids: impl Iterator<Item = String>) -> HashMap<String, String> {
     let mut out = HashMap::new();
-    let Some(identity) = nexus_web::context::service::<Arc<Identity>>() else { return out };
     for id in ids {
         if out.contains_key(&id) {
             continue;
@@ -156,7 +154,7 @@ async fn history(media: &Media, p: &Principal, params: &Params) -> Result<Value,
         .collect();
     let start = number(params, "start", 0)?;
     let length = number(params, "length", 25)?;
-    let users = names(filtered.iter().map(|x| x.row.user_id.clone())).await;
+    let users = names(&media.identity, filtered.iter().map(|x| x.row.user_id.clone())).await;
     let total_duration: i64 = plays.iter().map(Play::seconds).sum();
     let filter_duration: i64 = filtered.iter().map(|x| x.seconds()).sum();
     let data: Vec<Value> = filtered
@@ -253,7 +251,7 @@ async fn libraries(media: &Media, p: &Principal, params: &Params) -> Result<Valu
 async fn users(media: &Media, p: &Principal, params: &Params) -> Result<Value, crate::MediaError> {
     let plays = media.plays(p).await?;
     let totals = Media::totals(&plays, |x| Some(x.row.user_id.as_str()));
-    let users = names(totals.keys().map(|k| (*k).to_string())).await;
+    let users = names(&media.identity, totals.keys().map(|k| (*k).to_string())).await;
     let mut data: Vec<Value> = totals
         .iter()
         .map(|(id, (count, duration, last))| {
@@ -300,7 +298,7 @@ async fn home_stats(media: &Media, p: &Principal, params: &Params) -> Result<Val
             .collect()
     };
     let user_totals = Media::totals(&plays, |x| Some(x.row.user_id.as_str()));
-    let users = names(user_totals.keys().map(|k| (*k).to_string())).await;
+    let users = names(&media.identity, user_totals.keys().map(|k| (*k).to_string())).await;
     let mut top_users: Vec<(&str, (i64, i64, i64))> = user_totals.into_iter().collect();
     top_users.sort_by_key(|(_, (n, d, _))| std::cmp::Reverse((*n, *d)));
     let top_users: Vec<Value> = top_users
