@@ -403,6 +403,38 @@ pub mod store {
         }
         Ok(())
     }
+
+    /// Saves `s` and writes `event` to the outbox in the same transaction, so the change is
+    /// announced (to every instance, the WebSocket and webhooks) exactly when it is stored.
+    pub async fn save_announced(
+        db: &Db,
+        outbox: &crate::outbox::Outbox,
+        s: &StoredState,
+        event: &crate::events::Event,
+    ) -> Result<(), StorageError> {
+        use crate::outbox::OutboxTx as _;
+        macro_rules! in_tx {
+            ($pool:expr) => {{
+                let mut tx = $pool.begin().await?;
+                sqlx::query(UPSERT)
+                    .bind(&s.plugin_id)
+                    .bind(s.enabled)
+                    .bind(&s.reason)
+                    .bind(&s.config)
+                    .bind(s.updated_at)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.write_event(event).await?;
+                tx.commit().await?;
+            }};
+        }
+        match db {
+            Db::Sqlite(pool) => in_tx!(pool),
+            Db::Postgres(pool) => in_tx!(pool),
+        }
+        outbox.committed();
+        Ok(())
+    }
 }
 
 impl Slot {

@@ -32,7 +32,7 @@ impl Plugin for ManagerPlugin {
     fn start<'a>(&'a self, ctx: &'a mut StartContext) -> BoxFuture<'a, Result<Started, StartError>> {
         Box::pin(async move {
             let handles = ctx.require::<Handles>()?;
-            let manager = PluginManager::new(ctx.kernel.clone(), handles, ctx.events());
+            let manager = PluginManager::new(ctx.kernel.clone(), handles);
             // Changes made on other instances arrive as their events.
             let bus = ctx.kernel.events.clone();
             bus.follow(Arc::downgrade(&manager), |m: &PluginManager, event: Option<&Event>| {

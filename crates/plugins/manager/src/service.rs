@@ -7,7 +7,7 @@ use nexus_kernel::Kernel;
 use nexus_kernel::clock::Timestamp;
 use nexus_kernel::error::FieldError;
 use nexus_kernel::events::Event;
-use nexus_kernel::plugin::{Handles, Publisher, Reconfigured, Slot, Status};
+use nexus_kernel::plugin::{Handles, Reconfigured, Slot, Status};
 use nexus_kernel::principal::Principal;
 use serde_json::{Value, json};
 
@@ -27,12 +27,16 @@ pub struct ListFilter {
 pub struct PluginManager {
     kernel: Arc<Kernel>,
     handles: Handles,
-    events: Publisher,
 }
 
 impl PluginManager {
-    pub fn new(kernel: Arc<Kernel>, handles: Handles, events: Publisher) -> Arc<Self> {
-        Arc::new(Self { kernel, handles, events })
+    pub fn new(kernel: Arc<Kernel>, handles: Handles) -> Arc<Self> {
+        Arc::new(Self { kernel, handles })
+    }
+
+    /// An event of this plugin's (source `plugins`), to write with the change it announces.
+    fn envelope(&self, kind: &str, data: Value) -> Event {
+        self.kernel.events.envelope("plugins", kind, data)
     }
 
     /// The plugins matching `filter`, in start-up order.
@@ -80,13 +84,13 @@ impl PluginManager {
         stored.enabled = enabled;
         stored.reason = if enabled { None } else { reason.clone() };
         stored.updated_at = Timestamp::now().as_micros();
-        nexus_kernel::plugin::store::save(&self.kernel.db, &stored).await?;
-        apply_enabled(&slot, enabled, reason.clone());
         let kind = if enabled { "plugin.enabled" } else { "plugin.disabled" };
-        self.events.publish(
+        let event = self.envelope(
             kind,
             json!({ "plugin_id": id, "enabled": enabled, "reason": reason, "changed_by": caller.user_id }),
         );
+        nexus_kernel::plugin::store::save_announced(&self.kernel.db, &self.kernel.outbox, &stored, &event).await?;
+        apply_enabled(&slot, enabled, reason.clone());
         Ok(slot)
     }
 
@@ -132,10 +136,7 @@ impl PluginManager {
         let mut stored = slot.stored();
         stored.config = Some(merged.to_string());
         stored.updated_at = Timestamp::now().as_micros();
-        nexus_kernel::plugin::store::save(&self.kernel.db, &stored).await?;
-        let shown = patched.masked().section(&key);
-        slot.configure(patch, shown, Timestamp::now());
-        self.events.publish(
+        let event = self.envelope(
             "plugin.updated",
             json!({
                 "plugin_id": id,
@@ -144,6 +145,9 @@ impl PluginManager {
                 "changed_by": caller.user_id,
             }),
         );
+        nexus_kernel::plugin::store::save_announced(&self.kernel.db, &self.kernel.outbox, &stored, &event).await?;
+        let shown = patched.masked().section(&key);
+        slot.configure(patch, shown, Timestamp::now());
         Ok((slot, applied))
     }
 

@@ -167,6 +167,7 @@ async fn disable_and_enable(backend: Backend) {
     };
     assert_eq!((event.kind.as_str(), event.source.as_str()), ("plugin.disabled", "plugins"));
     assert_eq!(event.data["plugin_id"], "secrets");
+    assert!(event.durable, "written to the outbox with the stored state");
 
     // v1 dialect.
     let r = s.get_as(&admin, "/api/v1/secrets").await;
