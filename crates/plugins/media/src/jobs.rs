@@ -166,13 +166,18 @@ impl Media {
             })
             .map(|i| serde_json::json!({"id": i.id, "type": i.kind, "name": i.name, "year": i.year}))
             .collect();
-        self.store.apply(&changes).await?;
+        let mut events = Vec::new();
         if !added.is_empty() {
             let count = added.len();
             let items: Vec<_> = added.into_iter().take(100).collect();
             let data =
                 serde_json::json!({"library_id": library.id, "library": library.name, "count": count, "items": items});
-            self.kernel.events.publish("media", "media.added", data);
+            events.push(self.kernel.events.envelope("media", "media.added", data));
+        }
+        // The additions and their announcement commit together.
+        self.store.apply(&changes, &events).await?;
+        if !events.is_empty() {
+            self.kernel.outbox.committed();
         }
         Ok(changed)
     }

@@ -79,8 +79,16 @@ impl Requests {
             created_at: now,
             updated_at: now,
         };
-        row.id = self.store.insert_request(&row).await?;
-        self.kernel.events.publish("media", "media.requested", json!({"request_id": row.id, "media_type": row.media_type, "tmdb_id": row.tmdb_id, "requested_by": row.requested_by}));
+        let events = &self.kernel.events;
+        let announce = |id: i64| {
+            events.envelope(
+                "media",
+                "media.requested",
+                json!({"request_id": id, "media_type": row.media_type, "tmdb_id": row.tmdb_id, "requested_by": row.requested_by}),
+            )
+        };
+        row.id = self.store.insert_request(&row, &announce).await?;
+        self.kernel.outbox.committed();
         if p.is_admin() {
             return self.approve(p, row.id).await;
         }
@@ -120,12 +128,13 @@ impl Requests {
         check(p, MANAGE)?;
         let row = self.store.request(id).await?.ok_or(MediaError::NotFound("request"))?;
         let now = Timestamp::now().as_micros();
-        self.store.set_request_status(id, APPROVED, &p.user_id, now).await?;
-        self.kernel.events.publish(
+        let event = self.kernel.events.envelope(
             "media",
             "media.request.approved",
             json!({"request_id": id, "media_type": row.media_type, "tmdb_id": row.tmdb_id}),
         );
+        self.store.set_request_status(id, APPROVED, &p.user_id, now, Some(&event)).await?;
+        self.kernel.outbox.committed();
         let (service, path, body) = if row.media_type == "movie" {
             (
                 "radarr",
@@ -144,7 +153,7 @@ impl Requests {
         if self.gateway.configured(service) {
             let ok = matches!(self.gateway.send(service, path, &body).await, Ok(200..=299));
             if !ok {
-                self.store.set_request_status(id, FAILED, &p.user_id, now).await?;
+                self.store.set_request_status(id, FAILED, &p.user_id, now, None).await?;
             }
         }
         self.store.request(id).await?.ok_or(MediaError::NotFound("request"))
@@ -152,7 +161,7 @@ impl Requests {
 
     pub async fn decline(&self, p: &Principal, id: i64) -> Result<RequestRow, MediaError> {
         check(p, MANAGE)?;
-        if !self.store.set_request_status(id, DECLINED, &p.user_id, Timestamp::now().as_micros()).await? {
+        if !self.store.set_request_status(id, DECLINED, &p.user_id, Timestamp::now().as_micros(), None).await? {
             return Err(MediaError::NotFound("request"));
         }
         self.store.request(id).await?.ok_or(MediaError::NotFound("request"))

@@ -4,6 +4,8 @@
 
 use futures::future::BoxFuture;
 use nexus_kernel::db::{Db, StorageError};
+use nexus_kernel::events::Event;
+use nexus_kernel::outbox::OutboxTx as _;
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct LibraryRow {
@@ -125,6 +127,9 @@ const REQUEST_COLUMNS: &str =
 
 type Result<T> = std::result::Result<T, StorageError>;
 
+/// Makes the event of a request from its new id.
+pub type Announce<'a> = &'a (dyn Fn(i64) -> Event + Send + Sync);
+
 /// The storage of the media plugin.
 pub trait MediaStore: Send + Sync + std::fmt::Debug {
     fn libraries<'a>(&'a self) -> BoxFuture<'a, Result<Vec<LibraryRow>>>;
@@ -134,8 +139,8 @@ pub trait MediaStore: Send + Sync + std::fmt::Debug {
     fn delete_library<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool>>;
     fn items<'a>(&'a self) -> BoxFuture<'a, Result<Vec<ItemRow>>>;
     fn files<'a>(&'a self) -> BoxFuture<'a, Result<Vec<FileRow>>>;
-    /// Writes a scan's changes in one transaction.
-    fn apply<'a>(&'a self, c: &'a ScanChanges) -> BoxFuture<'a, Result<()>>;
+    /// Writes a scan's changes, and `events` to the outbox, in one transaction.
+    fn apply<'a>(&'a self, c: &'a ScanChanges, events: &'a [Event]) -> BoxFuture<'a, Result<()>>;
     /// Every item's data for `user_id`.
     fn user_data<'a>(&'a self, user_id: &'a str) -> BoxFuture<'a, Result<Vec<UserDataRow>>>;
     fn user_item_data<'a>(&'a self, user_id: &'a str, item_id: &'a str) -> BoxFuture<'a, Result<Option<UserDataRow>>>;
@@ -143,8 +148,9 @@ pub trait MediaStore: Send + Sync + std::fmt::Debug {
     fn put_playback<'a>(&'a self, p: &'a PlaybackRow) -> BoxFuture<'a, Result<()>>;
     /// The latest playbacks, newest first.
     fn history<'a>(&'a self, user_id: Option<&'a str>, limit: i64) -> BoxFuture<'a, Result<Vec<PlaybackRow>>>;
-    /// Inserts a request under the next id and returns it.
-    fn insert_request<'a>(&'a self, r: &'a RequestRow) -> BoxFuture<'a, Result<i64>>;
+    /// Inserts a request under the next id and returns it, with the event `announce` makes of
+    /// that id written to the outbox in the same transaction.
+    fn insert_request<'a>(&'a self, r: &'a RequestRow, announce: Announce<'a>) -> BoxFuture<'a, Result<i64>>;
     fn request<'a>(&'a self, id: i64) -> BoxFuture<'a, Result<Option<RequestRow>>>;
     /// Every request (of `user`, when given), newest first.
     fn requests<'a>(&'a self, user: Option<&'a str>) -> BoxFuture<'a, Result<Vec<RequestRow>>>;
@@ -155,7 +161,16 @@ pub trait MediaStore: Send + Sync + std::fmt::Debug {
         tmdb_id: i64,
         is4k: i64,
     ) -> BoxFuture<'a, Result<Vec<RequestRow>>>;
-    fn set_request_status<'a>(&'a self, id: i64, status: i64, by: &'a str, now: i64) -> BoxFuture<'a, Result<bool>>;
+    /// Sets a request's status, with `event` (if any) written to the outbox in the same
+    /// transaction; whether the request exists.
+    fn set_request_status<'a>(
+        &'a self,
+        id: i64,
+        status: i64,
+        by: &'a str,
+        now: i64,
+        event: Option<&'a Event>,
+    ) -> BoxFuture<'a, Result<bool>>;
     fn delete_request<'a>(&'a self, id: i64) -> BoxFuture<'a, Result<bool>>;
 }
 
@@ -235,13 +250,16 @@ macro_rules! dialect_impl {
     })
             }
 
-            fn apply<'a>(&'a self, c: &'a ScanChanges) -> BoxFuture<'a, Result<()>> {
+            fn apply<'a>(&'a self, c: &'a ScanChanges, events: &'a [Event]) -> BoxFuture<'a, Result<()>> {
                 Box::pin(async move {
-        if c.is_empty() {
+        if c.is_empty() && events.is_empty() {
             return Ok(());
         }
         { let pool = &self.pool; {
             let mut tx = pool.begin().await?;
+            for event in events {
+                tx.write_event(event).await?;
+            }
             for id in &c.delete_files {
                 sqlx::query("DELETE FROM media_files WHERE id = $1").bind(id).execute(&mut *tx).await?;
             }
@@ -383,37 +401,41 @@ macro_rules! dialect_impl {
     })
             }
 
-            fn insert_request<'a>(&'a self, r: &'a RequestRow) -> BoxFuture<'a, Result<i64>> {
+            fn insert_request<'a>(&'a self, r: &'a RequestRow, announce: Announce<'a>) -> BoxFuture<'a, Result<i64>> {
                 Box::pin(async move {
-        let mut attempts = 0;
-        loop {
-            let result: Result<i64> = { let pool = &self.pool; {
-                let id: i64 = sqlx::query_scalar(
-                    "INSERT INTO media_requests (id, media_type, tmdb_id, tvdb_id, is4k, seasons, status, requested_by, \
-                     modified_by, created_at, updated_at) SELECT COALESCE(MAX(id), 0) + 1, $1, $2, $3, $4, $5, $6, $7, \
-                     $8, $9, $10 FROM media_requests RETURNING id",
-                )
-                .bind(&r.media_type)
-                .bind(r.tmdb_id)
-                .bind(r.tvdb_id)
-                .bind(r.is4k)
-                .bind(&r.seasons)
-                .bind(r.status)
-                .bind(&r.requested_by)
-                .bind(&r.modified_by)
-                .bind(r.created_at)
-                .bind(r.updated_at)
-                .fetch_one(pool)
-                .await?;
-                Ok(id)
-            } };
-            match result {
-                // Two requests took the same next id at once: take the one after.
-                Err(e) if e.is_unique_violation() && attempts < 5 => attempts += 1,
-                other => return other,
-            }
-        }
-    })
+                    let mut attempts = 0;
+                    loop {
+                        let result: Result<i64> = async {
+                            let mut tx = self.pool.begin().await?;
+                            let id: i64 = sqlx::query_scalar(
+                                "INSERT INTO media_requests (id, media_type, tmdb_id, tvdb_id, is4k, seasons, status, \
+                                 requested_by, modified_by, created_at, updated_at) SELECT COALESCE(MAX(id), 0) + 1, \
+                                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM media_requests RETURNING id",
+                            )
+                            .bind(&r.media_type)
+                            .bind(r.tmdb_id)
+                            .bind(r.tvdb_id)
+                            .bind(r.is4k)
+                            .bind(&r.seasons)
+                            .bind(r.status)
+                            .bind(&r.requested_by)
+                            .bind(&r.modified_by)
+                            .bind(r.created_at)
+                            .bind(r.updated_at)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                            tx.write_event(&announce(id)).await?;
+                            tx.commit().await?;
+                            Ok(id)
+                        }
+                        .await;
+                        match result {
+                            // Two requests took the same next id at once: take the one after.
+                            Err(e) if e.is_unique_violation() && attempts < 5 => attempts += 1,
+                            other => return other,
+                        }
+                    }
+                })
             }
 
             fn request<'a>(&'a self, id: i64) -> BoxFuture<'a, Result<Option<RequestRow>>> {
@@ -442,20 +464,32 @@ macro_rules! dialect_impl {
                 })
             }
 
-            fn set_request_status<'a>(&'a self, id: i64, status: i64, by: &'a str, now: i64) -> BoxFuture<'a, Result<bool>> {
+            fn set_request_status<'a>(
+                &'a self,
+                id: i64,
+                status: i64,
+                by: &'a str,
+                now: i64,
+                event: Option<&'a Event>,
+            ) -> BoxFuture<'a, Result<bool>> {
                 Box::pin(async move {
-        { let pool = &self.pool; {
-            let r =
-                sqlx::query("UPDATE media_requests SET status = $2, modified_by = $3, updated_at = $4 WHERE id = $1")
+                    let mut tx = self.pool.begin().await?;
+                    let r = sqlx::query(
+                        "UPDATE media_requests SET status = $2, modified_by = $3, updated_at = $4 WHERE id = $1",
+                    )
                     .bind(id)
                     .bind(status)
                     .bind(by)
                     .bind(now)
-                    .execute(pool)
+                    .execute(&mut *tx)
                     .await?;
-            Ok(r.rows_affected() > 0)
-        } }
-    })
+                    let found = r.rows_affected() > 0;
+                    if let (true, Some(event)) = (found, event) {
+                        tx.write_event(event).await?;
+                    }
+                    tx.commit().await?;
+                    Ok(found)
+                })
             }
 
             fn delete_request<'a>(&'a self, id: i64) -> BoxFuture<'a, Result<bool>> {

@@ -420,6 +420,7 @@ async fn the_watcher_picks_up_added_and_removed_files() {
     .unwrap();
     assert_eq!(added.data["items"][0]["name"], "Alien", "{:?}", added.data);
     assert_eq!(added.data["library"], "Movies");
+    assert!(added.durable, "written to the outbox with the scan's changes");
     std::fs::remove_dir_all(lib.root.join("movies/Arrival (2016)")).unwrap();
     let movies =
         until(&s, &token, "/api/media/Items?Recursive=true&IncludeItemTypes=Movie", |v| v["TotalRecordCount"] == 2)
