@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header::{ACCEPT_ENCODING, ORIGIN};
 use axum::http::{Extensions, HeaderValue, Method, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use futures::FutureExt as _;
 use futures::future::Either;
 use hyper::body::Incoming;
@@ -63,7 +63,9 @@ pub fn app(kernel: Arc<Kernel>, identity: Arc<Identity>, plugins: Vec<(Arc<Slot>
     let mut router = OpenApiRouter::with_openapi(ApiDoc::openapi());
     let mut mounts = Vec::new();
     let mut tags = Vec::new();
+    let mut dynamic = Vec::new();
     for (slot, started) in plugins {
+        dynamic.extend(started.dynamic);
         if let Some(routes) = started.routes {
             slot.set_endpoints(endpoints(routes.get_openapi()));
             // Each plugin's routes note their plugin (metrics) and answer 503 while it is
@@ -89,11 +91,25 @@ pub fn app(kernel: Arc<Kernel>, identity: Arc<Identity>, plugins: Vec<(Arc<Slot>
     let server = &kernel.config.server;
     let limit = server.body_limit_bytes;
 
-    let mut docs = nexus_web::docs::router(openapi);
+    let mut docs = nexus_web::docs::router(openapi, dynamic.clone());
     if let Some(system) = kernel.plugins.get("system") {
         docs = docs.route_layer(NoteRouteLayer::new(system));
     }
-    let mut routes = api.merge(docs).fallback(|| async { StatusCode::NOT_FOUND });
+    // Routes added at run time (WebAssembly plugins) are asked before the 404.
+    let fallback = move |req: Request| {
+        let dynamic = dynamic.clone();
+        async move {
+            let mut req = req;
+            for routes in &dynamic {
+                match routes.serve(req) {
+                    Ok(answer) => return answer.await,
+                    Err(unanswered) => req = unanswered,
+                }
+            }
+            StatusCode::NOT_FOUND.into_response()
+        }
+    };
+    let mut routes = api.merge(docs).fallback(fallback);
     // The edge cuts every body off at the limit; axum's extractors add their own default
     // limit, which needs lifting only when the configured one is larger.
     if limit > AXUM_BODY_LIMIT {

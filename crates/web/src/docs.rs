@@ -10,7 +10,10 @@ use serde_json::json;
 use utoipa::openapi::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
+use std::sync::Arc;
+
 use crate::error::{ApiError, ErrorCode};
+use crate::plugin::DynamicRoutes;
 use crate::extract::{Json, Path};
 
 const REDOC_JS: &str = include_str!("../assets/redoc/redoc.standalone.js");
@@ -31,10 +34,30 @@ const REDOC_HTML: &str = r#"<!DOCTYPE html>
 "#;
 
 /// `/openapi.json`, `/docs` (Swagger UI) and `/redoc`. The error catalogue handlers below are
-/// mounted (and documented) by the system plugin.
-pub fn router(openapi: OpenApi) -> Router {
+/// mounted (and documented) by the system plugin. `/openapi.json` is the document of the
+/// router, with the routes `dynamic` has at the time of the request added: it is rendered once
+/// when there are none, and on each request otherwise.
+pub fn router(openapi: OpenApi, dynamic: Vec<Arc<dyn DynamicRoutes>>) -> Router {
+    let rendered: Arc<str> = Arc::from(openapi.to_json().unwrap_or_else(|_| String::from("{}")));
+    let openapi = Arc::new(openapi);
+    let document = move || {
+        let (rendered, openapi, dynamic) = (rendered.clone(), openapi.clone(), dynamic.clone());
+        async move {
+            let body = if dynamic.is_empty() {
+                rendered.to_string()
+            } else {
+                let mut live = (*openapi).clone();
+                for routes in &dynamic {
+                    routes.document(&mut live);
+                }
+                live.to_json().unwrap_or_else(|_| String::from("{}"))
+            };
+            ([(CONTENT_TYPE, "application/json")], body).into_response()
+        }
+    };
     Router::new()
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .merge(SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::new(["/openapi.json"])))
+        .route("/openapi.json", get(document))
         .route("/redoc", get(|| async { Html(REDOC_HTML) }))
         .route(
             "/redoc/redoc.standalone.js",

@@ -55,6 +55,16 @@ impl Mount {
     }
 }
 
+/// Routes that appear and disappear while the server runs (WebAssembly plugins): asked, in
+/// order, about every request no route of the router matched, before the 404.
+pub trait DynamicRoutes: Send + Sync + 'static {
+    /// Answers `req` if one of its routes matches it, or hands it back.
+    fn serve(&self, req: axum::extract::Request) -> Result<BoxFuture<'static, axum::response::Response>, axum::extract::Request>;
+
+    /// Adds its routes, as they are now, to the OpenAPI document served at `/openapi.json`.
+    fn document(&self, openapi: &mut utoipa::openapi::OpenApi);
+}
+
 /// What a started plugin hands back.
 #[derive(Default)]
 pub struct Started {
@@ -64,6 +74,8 @@ pub struct Started {
     pub tags: Vec<(&'static str, &'static str)>,
     /// Background tasks that end after the event bus closes.
     pub tasks: Vec<JoinHandle<()>>,
+    /// Routes it adds and removes at run time.
+    pub dynamic: Option<Arc<dyn DynamicRoutes>>,
 }
 
 impl Started {
@@ -83,6 +95,11 @@ impl Started {
 
     pub fn task(mut self, task: JoinHandle<()>) -> Self {
         self.tasks.push(task);
+        self
+    }
+
+    pub fn dynamic(mut self, routes: Arc<dyn DynamicRoutes>) -> Self {
+        self.dynamic = Some(routes);
         self
     }
 }
