@@ -67,9 +67,14 @@ fn read_entry(archive: &mut zip::ZipArchive<std::io::Cursor<&Vec<u8>>>, name: &s
     Ok(out)
 }
 
-/// Writes a package from a manifest's text and a component.
+/// Writes a package from a manifest's text and a component, once the manifest is valid.
 pub fn build(manifest_text: &str, wasm: &[u8]) -> Result<Vec<u8>, String> {
     PackageManifest::parse(manifest_text)?;
+    write(manifest_text, wasm)
+}
+
+/// Writes a package without checking the manifest (the server checks it at install).
+pub fn write(manifest_text: &str, wasm: &[u8]) -> Result<Vec<u8>, String> {
     let mut out = std::io::Cursor::new(Vec::new());
     {
         let mut zip = zip::ZipWriter::new(&mut out);

@@ -199,7 +199,7 @@ async fn the_shortener_installs_from_the_registry_and_serves_its_routes() {
             .redirect(nexus_testkit::reqwest::redirect::Policy::none())
             .build()
             .unwrap_or_else(|e| panic!("{e}"));
-        let resp = client.get(t.s.url(&format!("/api/s/{code}"))).send().await.unwrap_or_else(|e| panic!("{e}"));
+        let resp = client.get(t.s.url(&format!("/api/s/{code}/go"))).send().await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(resp.status(), 302);
         assert_eq!(resp.headers().get("location").and_then(|v| v.to_str().ok()), Some("https://example.com/a"));
         // Unknown paths stay 404s in the framework dialect.
@@ -215,7 +215,7 @@ async fn the_shortener_installs_from_the_registry_and_serves_its_routes() {
         assert_eq!(r.json["version"], "0.1.0");
         let paths: Vec<&str> =
             r.json["api_endpoints"].as_array().into_iter().flatten().filter_map(|e| e["path"].as_str()).collect();
-        assert!(paths.contains(&"/api/plugins/shortener/links/{code}") && paths.contains(&"/api/s/{code}"), "{paths:?}");
+        assert!(paths.contains(&"/api/plugins/shortener/links/{code}") && paths.contains(&"/api/s/{code}/go"), "{paths:?}");
         assert!(r.json["metrics"]["total_requests"].as_u64().is_some_and(|n| n >= 6), "{}", r.text);
         let r = t.get("/api/plugins?status=active&limit=100").await;
         assert!(r.text.contains("\"shortener\""), "{}", r.text);
@@ -223,7 +223,7 @@ async fn the_shortener_installs_from_the_registry_and_serves_its_routes() {
         // OpenAPI has its routes at once.
         let doc = t.s.get("/openapi.json").await;
         assert!(doc.json["paths"]["/api/plugins/shortener/links/{code}"]["get"].is_object(), "{}", doc.text);
-        assert!(doc.json["paths"]["/api/s/{code}"]["get"].is_object());
+        assert!(doc.json["paths"]["/api/s/{code}/go"]["get"].is_object());
         // Built-in paths are still there.
         assert!(doc.json["paths"]["/api/plugins/{plugin_id}"]["get"].is_object());
 
@@ -240,7 +240,7 @@ async fn the_shortener_installs_from_the_registry_and_serves_its_routes() {
         s.restart().await;
         let admin = s.admin_token().await;
         let r = s.get_as(&admin, &format!("/api/plugins/shortener/links/{code}")).await;
-        assert_eq!((r.status.as_u16(), r.json["hits"].clone()), (200, json!(3)), "{}", r.text);
+        assert_eq!((r.status.as_u16(), r.json["hits"].clone()), (200, json!(4)), "{}", r.text);
         assert_eq!(s.get("/api/plugins/shortener/hello").await.json["message"], "hi there");
     }
 }
@@ -274,8 +274,8 @@ async fn uploads_are_checked_and_a_refused_install_leaves_nothing() {
     let sig = nexus_wasm::package::sign(&needs, &secret).unwrap_or_else(|e| panic!("{e}"));
     let r = t.upload(&needs, Some(&sig), None).await;
     refused(&r, 409, "`ghost`, which is not installed");
-    assert!(r.json["steps"].as_array().is_some_and(|s| s.iter().any(|s| s["status"] == "failed")), "{}", r.text);
-    let collides = package_with("shortener", |m| m.replacen("path = \"/api/s/{code}\"", "path = \"/api/users/{code}\"", 1));
+    assert!(r.json["error"]["steps"].as_array().is_some_and(|s| s.iter().any(|s| s["status"] == "failed")), "{}", r.text);
+    let collides = package_with("shortener", |m| m.replacen("path = \"/api/s/{code}/go\"", "path = \"/api/users/{code}\"", 1));
     let sig = nexus_wasm::package::sign(&collides, &secret).unwrap_or_else(|e| panic!("{e}"));
     refused(&t.upload(&collides, Some(&sig), None).await, 409, "collides with");
     // An id a built-in plugin has.
@@ -283,7 +283,12 @@ async fn uploads_are_checked_and_a_refused_install_leaves_nothing() {
     let sig = nexus_wasm::package::sign(&taken, &secret).unwrap_or_else(|e| panic!("{e}"));
     refused(&t.upload(&taken, Some(&sig), None).await, 409, "built-in");
     // A WIT version this server does not have.
-    let future = package_with("shortener", |m| m.replacen("wit = \"0.1.0\"", "wit = \"9.0.0\"", 1));
+    let future = {
+        let manifest = std::fs::read_to_string(repo().join("examples/plugins/shortener/manifest.toml")).unwrap_or_default();
+        let wasm = std::fs::read(components().join("shortener.wasm")).unwrap_or_default();
+        nexus_wasm::package::write(&manifest.replacen("wit = \"0.1.0\"", "wit = \"9.0.0\"", 1), &wasm)
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
     let sig = nexus_wasm::package::sign(&future, &secret).unwrap_or_else(|e| panic!("{e}"));
     refused(&t.upload(&future, Some(&sig), None).await, 400, "not supported");
     assert_eq!(t.detail("shortener").await.status, 404);
@@ -321,7 +326,7 @@ async fn the_sandbox_contains_loops_memory_bombs_and_traps() {
     let r = t.get("/api/plugins/probe/loop").await;
     assert_eq!(r.status, 504, "{}", r.text);
     assert_eq!(r.json["error"]["code"], "PLUGIN_ERROR");
-    assert_eq!(r.json["plugin_id"], "probe");
+    assert_eq!(r.json["error"]["plugin_id"], "probe");
     assert!(r.text.contains("time limit of 300 ms"), "{}", r.text);
     assert!(started.elapsed() < Duration::from_secs(5), "the loop ran for {:?}", started.elapsed());
     assert_eq!(t.get("/api/plugins/probe/ok").await.status, 200);
@@ -334,7 +339,7 @@ async fn the_sandbox_contains_loops_memory_bombs_and_traps() {
 
     let r = t.get("/api/plugins/probe/trap").await;
     assert_eq!(r.status, 500, "{}", r.text);
-    assert_eq!(r.json["plugin_id"], "probe");
+    assert_eq!(r.json["error"]["plugin_id"], "probe");
     assert!(r.text.contains("plugin `probe` trapped"), "{}", r.text);
 
     // Imports it was not granted.
@@ -357,7 +362,7 @@ async fn the_sandbox_contains_loops_memory_bombs_and_traps() {
     assert!(r.json["reason"].as_str().is_some_and(|s| s.contains("failed calls in a row")), "{}", r.text);
     let r = t.get("/api/plugins/probe/ok").await;
     assert_eq!(r.status, 503, "{}", r.text);
-    assert_eq!(r.json["plugin_id"], "probe");
+    assert_eq!(r.json["error"]["plugin_id"], "probe");
 
     // An operator enables it again.
     let r = t
@@ -500,20 +505,17 @@ async fn rpc_methods_subscribed_events_and_published_events() {
         assert_eq!(t.s.post_as(&t.admin, "/api/users", body).await.status, 201);
     }
     let mut socket = ws(&t.s, &t.admin).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let mut n = 0;
-    let mut last = Value::Null;
-    eventually("the stats plugin to count two user.created", || {
+    let last = loop {
         n += 1;
-        let id = format!("s{n}");
-        let socket = &mut socket;
-        let last = &mut last;
-        async move {
-            let r = rpc(socket, &id, "plugin.stats.getStats").await;
-            *last = r.clone();
-            r["result"]["by_type"]["user.created"].as_i64().is_some_and(|c| c >= 2)
+        let r = rpc(&mut socket, &format!("s{n}"), "plugin.stats.getStats").await;
+        if r["result"]["by_type"]["user.created"].as_i64().is_some_and(|c| c >= 2) {
+            break r;
         }
-    })
-    .await;
+        assert!(tokio::time::Instant::now() < deadline, "the stats plugin did not count two user.created: {r}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert!(last["result"]["total_events"].as_i64().is_some_and(|c| c >= 2), "{last}");
     // The same numbers over its HTTP route.
     let r = t.get("/api/plugins/stats/stats").await;
@@ -570,6 +572,8 @@ async fn the_plugin_directory_is_hot_reloaded_without_failing_requests() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let status = client.get(&url).send().await.map(|r| r.status().as_u16()).unwrap_or(0);
                 statuses.push(status);
+                // Paced under the rate limit, which these routes pass through like any other.
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
             statuses
         })
@@ -579,7 +583,8 @@ async fn the_plugin_directory_is_hot_reloaded_without_failing_requests() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let statuses = load.await.unwrap_or_default();
     assert!(!statuses.is_empty());
-    assert!(statuses.iter().all(|s| *s == 200), "failed requests during the upgrade: {statuses:?}");
+    let failed: Vec<&u16> = statuses.iter().filter(|s| **s != 200).collect();
+    assert!(failed.is_empty(), "{} of {} requests failed during the upgrade: {failed:?}", failed.len(), statuses.len());
 
     std::fs::remove_file(&file).unwrap_or_else(|e| panic!("{e}"));
     eventually("the removed package to be uninstalled", || async { t.detail("shortener").await.status == 404 }).await;

@@ -1,6 +1,6 @@
 //! A URL shortener: `POST /api/plugins/shortener/links {"url"}` makes a short code (from a
 //! counter in the key-value store), `GET /api/plugins/shortener/links/{code}` resolves it and
-//! counts the hit, `GET /api/s/{code}` redirects. The base URL of the short links comes from the
+//! counts the hit, `GET /api/s/{code}/go` redirects. The base URL of the short links comes from the
 //! configuration.
 
 use nexus_plugin_sdk::{Event, Guest, Request, Response, config, json, kv, log};
@@ -81,7 +81,7 @@ impl Guest for Shortener {
     }
 
     fn handle_request(req: Request) -> Response {
-        let result = if let Some(code) = req.path.strip_prefix("/api/s/") {
+        let result = if let Some(code) = req.path.strip_prefix("/api/s/").and_then(|p| p.strip_suffix("/go")) {
             redirect(code)
         } else {
             let segments = req.segments_after(PREFIX);
