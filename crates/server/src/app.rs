@@ -99,14 +99,11 @@ pub fn app(kernel: Arc<Kernel>, identity: Arc<Identity>, plugins: Vec<(Arc<Slot>
     let fallback = move |req: Request| {
         let dynamic = dynamic.clone();
         async move {
-            let mut req = req;
-            for routes in &dynamic {
-                match routes.serve(req) {
-                    Ok(answer) => return answer.await,
-                    Err(unanswered) => req = unanswered,
-                }
+            let handler = dynamic.iter().find_map(|routes| routes.route(req.method(), req.uri().path()));
+            match handler {
+                Some(handler) => handler(req).await,
+                None => StatusCode::NOT_FOUND.into_response(),
             }
-            StatusCode::NOT_FOUND.into_response()
         }
     };
     let mut routes = api.merge(docs).fallback(fallback);

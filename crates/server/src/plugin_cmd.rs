@@ -155,7 +155,9 @@ fn build(dir: &Path) -> Result<PathBuf, String> {
         .status()
         .map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
-        return Err(String::from("the build failed (is the wasm32-wasip2 target installed? rustup target add wasm32-wasip2)"));
+        return Err(String::from(
+            "the build failed (is the wasm32-wasip2 target installed? rustup target add wasm32-wasip2)",
+        ));
     }
     let wasm_path = target.join("wasm32-wasip2/release").join(format!("{}.wasm", crate_name.replace('-', "_")));
     let wasm = std::fs::read(&wasm_path).map_err(|e| format!("cannot read {}: {e}", wasm_path.display()))?;

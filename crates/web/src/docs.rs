@@ -13,8 +13,8 @@ use utoipa_swagger_ui::SwaggerUi;
 use std::sync::Arc;
 
 use crate::error::{ApiError, ErrorCode};
-use crate::plugin::DynamicRoutes;
 use crate::extract::{Json, Path};
+use crate::plugin::DynamicRoutes;
 
 const REDOC_JS: &str = include_str!("../assets/redoc/redoc.standalone.js");
 

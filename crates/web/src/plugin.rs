@@ -55,11 +55,15 @@ impl Mount {
     }
 }
 
+/// A handler found at run time for one request.
+pub type DynamicHandler =
+    Box<dyn FnOnce(axum::extract::Request) -> BoxFuture<'static, axum::response::Response> + Send>;
+
 /// Routes that appear and disappear while the server runs (WebAssembly plugins): asked, in
 /// order, about every request no route of the router matched, before the 404.
 pub trait DynamicRoutes: Send + Sync + 'static {
-    /// Answers `req` if one of its routes matches it, or hands it back.
-    fn serve(&self, req: axum::extract::Request) -> Result<BoxFuture<'static, axum::response::Response>, axum::extract::Request>;
+    /// The handler of `method path`, if one of its routes matches.
+    fn route(&self, method: &axum::http::Method, path: &str) -> Option<DynamicHandler>;
 
     /// Adds its routes, as they are now, to the OpenAPI document served at `/openapi.json`.
     fn document(&self, openapi: &mut utoipa::openapi::OpenApi);

@@ -371,14 +371,20 @@ pub struct InstallBody {
               (status = 404, description = "No such package in the registry"),
               (status = 409, description = "Route collision, missing dependency, or not newer than installed"),
               (status = 501, description = "The WebAssembly plugin host is not running")))]
-async fn install_plugin(State(m): Api, Auth(p): Auth, req: axum::extract::Request) -> Result<(StatusCode, Json<Value>), ApiError> {
+async fn install_plugin(
+    State(m): Api,
+    Auth(p): Auth,
+    req: axum::extract::Request,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let multipart = req
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
     let request = if multipart {
-        let mut form = axum::extract::Multipart::from_request(req, &()).await.map_err(|e| ApiError::invalid_field("body", e.body_text()))?;
+        let mut form = axum::extract::Multipart::from_request(req, &())
+            .await
+            .map_err(|e| ApiError::invalid_field("body", e.body_text()))?;
         let (mut file, mut signature, mut grant) = (None, None, None);
         while let Some(field) = form.next_field().await.map_err(|e| ApiError::invalid_field("body", e.body_text()))? {
             let name = field.name().unwrap_or_default().to_string();
@@ -388,7 +394,8 @@ async fn install_plugin(State(m): Api, Auth(p): Auth, req: axum::extract::Reques
                 "signature" => signature = Some(bytes.to_vec()),
                 "grant" => {
                     let text = String::from_utf8_lossy(&bytes).into_owned();
-                    grant = Some(text.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_string).collect());
+                    grant =
+                        Some(text.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_string).collect());
                 }
                 other => return Err(ApiError::invalid_field(other, "unknown part; expected file, signature or grant")),
             }
@@ -403,7 +410,10 @@ async fn install_plugin(State(m): Api, Auth(p): Auth, req: axum::extract::Reques
                 "must be `registry` (or upload the package as multipart/form-data)",
             ));
         }
-        InstallRequest { source: InstallSource::Registry { package: body.package, version: body.version }, grant: body.grant }
+        InstallRequest {
+            source: InstallSource::Registry { package: body.package, version: body.version },
+            grant: body.grant,
+        }
     };
     let answer = m.install(&p, request).await?;
     Ok((StatusCode::CREATED, Json(answer)))

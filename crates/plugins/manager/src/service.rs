@@ -3,7 +3,6 @@
 
 use std::sync::{Arc, OnceLock};
 
-
 use nexus_kernel::Kernel;
 use nexus_kernel::clock::Timestamp;
 use nexus_kernel::error::{Failure, FieldError};

@@ -170,7 +170,8 @@ impl WasmHost {
 
     /// The engine, created at the first plugin: a server without plugins pays nothing.
     pub fn runtime(&self) -> Result<Arc<Runtime>, WasmError> {
-        let mut slot = self.runtime.lock().map_err(|_| WasmError::Unavailable(String::from("runtime lock poisoned")))?;
+        let mut slot =
+            self.runtime.lock().map_err(|_| WasmError::Unavailable(String::from("runtime lock poisoned")))?;
         if let Some(runtime) = slot.as_ref() {
             return Ok(runtime.clone());
         }
@@ -306,14 +307,20 @@ impl WasmHost {
             return Err(Failure::unavailable(format!("The plugin `{id}` is disabled")).with_extra("plugin_id", id));
         }
         let (method, params) = (method.to_string(), params.to_string());
-        let answer =
-            self.call(&loaded, Some(caller), move |guest, store| guest.call_handle_rpc(store, &method, &params)).await?;
+        let answer = self
+            .call(&loaded, Some(caller), move |guest, store| guest.call_handle_rpc(store, &method, &params))
+            .await?;
         match answer {
             Ok(text) => serde_json::from_str(&text).map_err(|_| {
-                Failure::new(nexus_kernel::error::ErrorCode::PluginError, format!("plugin `{id}` answered with invalid JSON"))
-                    .with_extra("plugin_id", id)
+                Failure::new(
+                    nexus_kernel::error::ErrorCode::PluginError,
+                    format!("plugin `{id}` answered with invalid JSON"),
+                )
+                .with_extra("plugin_id", id)
             }),
-            Err(message) => Err(Failure::invalid_message(format!("plugin `{id}`: {message}")).with_extra("plugin_id", id)),
+            Err(message) => {
+                Err(Failure::invalid_message(format!("plugin `{id}`: {message}")).with_extra("plugin_id", id))
+            }
         }
     }
 
@@ -456,7 +463,10 @@ impl WasmHost {
                 )));
             }
             if !slot.is_enabled() {
-                return Err(WasmError::Conflict(format!("plugin `{}` needs plugin `{dep}`, which is disabled", manifest.id)));
+                return Err(WasmError::Conflict(format!(
+                    "plugin `{}` needs plugin `{dep}`, which is disabled",
+                    manifest.id
+                )));
             }
         }
         let routes = manifest.routes().map_err(WasmError::Invalid)?;
@@ -502,9 +512,12 @@ impl WasmHost {
         let m = &package.manifest;
         let routes = m.routes().map_err(WasmError::Invalid)?;
         let defaults = m.config.clone().unwrap_or_else(|| json!({}));
-        let stored = nexus_kernel::plugin::store::load(&self.kernel.db).await?.into_iter().find(|s| s.plugin_id == m.id);
+        let stored =
+            nexus_kernel::plugin::store::load(&self.kernel.db).await?.into_iter().find(|s| s.plugin_id == m.id);
         let mut shown = defaults.clone();
-        if let Some(patch) = stored.as_ref().and_then(|s| s.config.as_deref()).and_then(|c| serde_json::from_str(c).ok()) {
+        if let Some(patch) =
+            stored.as_ref().and_then(|s| s.config.as_deref()).and_then(|c| serde_json::from_str(c).ok())
+        {
             nexus_kernel::config::merge_patch(&mut shown, &patch);
         }
         let slot = Arc::new(Slot::new(kernel_manifest(m), shown));
@@ -514,7 +527,11 @@ impl WasmHost {
         slot.set_endpoints(
             routes
                 .iter()
-                .map(|r| Endpoint { path: r.template.clone(), method: r.method.clone(), description: r.description.clone() })
+                .map(|r| Endpoint {
+                    path: r.template.clone(),
+                    method: r.method.clone(),
+                    description: r.description.clone(),
+                })
                 .collect(),
         );
         let mut granted: BTreeSet<String> = grants.iter().cloned().collect();
@@ -586,7 +603,9 @@ impl WasmHost {
                     host.rpc(&plugin, &method, call.caller, &call.params).await
                 }
             });
-            if let Err(e) = self.kernel.rpc.register_plugin(&id, &rpc.method, rpc.permission.as_deref(), &rpc.description, handler) {
+            if let Err(e) =
+                self.kernel.rpc.register_plugin(&id, &rpc.method, rpc.permission.as_deref(), &rpc.description, handler)
+            {
                 tracing::warn!(plugin = %id, method = %rpc.method, error = %e, "cannot register an RPC method");
             }
         }
@@ -623,9 +642,12 @@ impl WasmHost {
         let _guard = self.changing.lock().await;
         let row = self.store.get(id).await.map_err(WasmError::from)?;
         let row = row.ok_or_else(|| Failure::not_found(format!("plugin `{id}` not found")))?;
-        let (Some(bytes), Some(version), Some(sha), Some(grants_json)) =
-            (row.previous_package.clone(), row.previous_version.clone(), row.previous_sha256.clone(), row.previous_grants.clone())
-        else {
+        let (Some(bytes), Some(version), Some(sha), Some(grants_json)) = (
+            row.previous_package.clone(),
+            row.previous_version.clone(),
+            row.previous_sha256.clone(),
+            row.previous_grants.clone(),
+        ) else {
             return Err(Failure::conflict(format!("plugin `{id}` has no previous version to roll back to")));
         };
         let mut steps = Steps::default();
@@ -724,15 +746,25 @@ impl WasmHost {
             }
             let request = InstallRequest { source: InstallSource::Upload { file: bytes, signature }, grant: None };
             match self.install(&system, request).await {
-                Ok(answer) => changes.push(format!("{} {}", path.display(), answer["message"].as_str().unwrap_or_default())),
-                Err(e) => tracing::warn!(path = %path.display(), error = %e, "a package in the plugin directory did not install"),
+                Ok(answer) => changes.push(format!(
+                    "{} {}",
+                    path.display(),
+                    answer.get("message").and_then(Value::as_str).unwrap_or_default()
+                )),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "a package in the plugin directory did not install")
+                }
             }
         }
         let gone: Vec<PathBuf> = known.keys().filter(|p| !present.contains(*p)).cloned().collect();
         for path in gone {
             known.remove(&path);
             let id = path.file_stem().and_then(|s| s.to_str()).map(str::to_string).unwrap_or_default();
-            let id = self.all().into_iter().map(|l| l.id().to_string()).find(|i| id == *i || id.starts_with(&format!("{i}-")));
+            let id = self
+                .all()
+                .into_iter()
+                .map(|l| l.id().to_string())
+                .find(|i| id == *i || id.starts_with(&format!("{i}-")));
             if let Some(id) = id
                 && self.uninstall(&system, &id, false).await.is_ok()
             {

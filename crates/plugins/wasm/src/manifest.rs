@@ -126,7 +126,8 @@ pub enum Segment {
 impl Route {
     /// Whether `method path` is this route.
     pub fn matches(&self, method: &str, path: &[&str]) -> bool {
-        if !self.method.eq_ignore_ascii_case(method) && !(self.method == "GET" && method == "HEAD") {
+        let head_of_get = self.method == "GET" && method == "HEAD";
+        if !(self.method.eq_ignore_ascii_case(method) || head_of_get) {
             return false;
         }
         segments_match(&self.segments, path)
@@ -242,10 +243,7 @@ impl PackageManifest {
         }
         for cap in &self.capabilities {
             if !CAPABILITIES.contains(&cap.as_str()) {
-                return Err(format!(
-                    "manifest.toml: unknown capability `{cap}` (known: {})",
-                    CAPABILITIES.join(", ")
-                ));
+                return Err(format!("manifest.toml: unknown capability `{cap}` (known: {})", CAPABILITIES.join(", ")));
             }
         }
         for pattern in &self.events {
@@ -291,7 +289,10 @@ impl PackageManifest {
         for spec in &self.routes {
             let method = spec.method.to_ascii_uppercase();
             if !matches!(method.as_str(), "GET" | "POST" | "PUT" | "PATCH" | "DELETE") {
-                return Err(format!("manifest.toml: route method `{}` must be GET, POST, PUT, PATCH or DELETE", spec.method));
+                return Err(format!(
+                    "manifest.toml: route method `{}` must be GET, POST, PUT, PATCH or DELETE",
+                    spec.method
+                ));
             }
             let own_path = spec.path.starts_with("/api/");
             let template = if own_path { spec.path.clone() } else { format!("{base}{}", spec.path) };
@@ -306,10 +307,7 @@ impl PackageManifest {
                         ));
                     }
                     Some(Segment::Literal(first)) if RESERVED.contains(&first.as_str()) && segments.len() == 4 => {
-                        return Err(format!(
-                            "manifest.toml: route `{}` is reserved for the plugin manager",
-                            spec.path
-                        ));
+                        return Err(format!("manifest.toml: route `{}` is reserved for the plugin manager", spec.path));
                     }
                     Some(Segment::Param(_) | Segment::Rest(_)) if segments.len() == 4 && method == "PUT" => {
                         return Err(format!(

@@ -43,8 +43,7 @@ impl Package {
         let mut archive = zip::ZipArchive::new(std::io::Cursor::new(&bytes))
             .map_err(|e| format!("the package is not a zip archive: {e}"))?;
         let manifest_text = read_entry(&mut archive, MANIFEST_ENTRY)?;
-        let manifest_text =
-            String::from_utf8(manifest_text).map_err(|_| String::from("manifest.toml is not UTF-8"))?;
+        let manifest_text = String::from_utf8(manifest_text).map_err(|_| String::from("manifest.toml is not UTF-8"))?;
         let manifest = PackageManifest::parse(&manifest_text)?;
         let wasm = read_entry(&mut archive, COMPONENT_ENTRY)?;
         if !wasm.starts_with(b"\0asm") {

@@ -10,7 +10,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse as _, Response};
 use nexus_identity::{Auth, MaybeAuth};
 use nexus_web::ApiError;
-use nexus_web::plugin::{BoxFuture, DynamicRoutes};
+use nexus_web::plugin::{BoxFuture, DynamicHandler, DynamicRoutes};
 use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem};
 use utoipa::openapi::{OpenApi, Required};
 
@@ -25,14 +25,12 @@ const MAX_BODY: usize = 8 * 1024 * 1024;
 pub struct WasmRoutes(pub Arc<WasmHost>);
 
 impl DynamicRoutes for WasmRoutes {
-    fn serve(&self, req: Request) -> Result<BoxFuture<'static, Response>, Request> {
-        match self.0.route(req.method().as_str(), req.uri().path()) {
-            Some((loaded, route)) => {
-                let host = self.0.clone();
-                Ok(Box::pin(async move { answer(host, loaded, route, req).await }))
-            }
-            None => Err(req),
-        }
+    fn route(&self, method: &axum::http::Method, path: &str) -> Option<DynamicHandler> {
+        let (loaded, route) = self.0.route(method.as_str(), path)?;
+        let host = self.0.clone();
+        Some(Box::new(move |req: Request| -> BoxFuture<'static, Response> {
+            Box::pin(async move { answer(host, loaded, route, req).await })
+        }))
     }
 
     fn document(&self, openapi: &mut OpenApi) {
@@ -56,7 +54,12 @@ impl DynamicRoutes for WasmRoutes {
                         loaded.manifest.version
                     )))
                     .tag(loaded.id())
-                    .operation_id(Some(format!("{}_{}_{}", loaded.id(), route.method.to_lowercase(), openapi_id(route))))
+                    .operation_id(Some(format!(
+                        "{}_{}_{}",
+                        loaded.id(),
+                        route.method.to_lowercase(),
+                        openapi_id(route)
+                    )))
                     .response("200", utoipa::openapi::Response::new("The plugin's answer"));
                 for seg in &route.segments {
                     if let Segment::Param(name) | Segment::Rest(name) = seg {

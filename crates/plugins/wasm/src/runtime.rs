@@ -4,8 +4,8 @@
 //! plugin's limits: memory (a resource limiter), wall time (epoch interruption) and optionally
 //! fuel.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use nexus_kernel::principal::Principal;
@@ -136,7 +136,10 @@ impl Runtime {
             .total_tables(MAX_INSTANCES * 8)
             .max_memory_size(MAX_MEMORY_BYTES);
         let mut config = Config::new();
-        config.epoch_interruption(true).consume_fuel(true).allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        config
+            .epoch_interruption(true)
+            .consume_fuel(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config).map_err(|e| format!("cannot create the WebAssembly engine: {e}"))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| format!("cannot link WASI: {e}"))?;
@@ -171,7 +174,8 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| format!("plugin.wasm needs imports this server does not offer: {e:#}"))?;
-        let pre = GuestPre::new(pre).map_err(|e| format!("plugin.wasm does not export the nexus:plugin world: {e:#}"))?;
+        let pre =
+            GuestPre::new(pre).map_err(|e| format!("plugin.wasm does not export the nexus:plugin world: {e:#}"))?;
         Ok(Compiled { pre })
     }
 

@@ -215,7 +215,10 @@ async fn the_shortener_installs_from_the_registry_and_serves_its_routes() {
         assert_eq!(r.json["version"], "0.1.0");
         let paths: Vec<&str> =
             r.json["api_endpoints"].as_array().into_iter().flatten().filter_map(|e| e["path"].as_str()).collect();
-        assert!(paths.contains(&"/api/plugins/shortener/links/{code}") && paths.contains(&"/api/s/{code}/go"), "{paths:?}");
+        assert!(
+            paths.contains(&"/api/plugins/shortener/links/{code}") && paths.contains(&"/api/s/{code}/go"),
+            "{paths:?}"
+        );
         assert!(r.json["metrics"]["total_requests"].as_u64().is_some_and(|n| n >= 6), "{}", r.text);
         let r = t.get("/api/plugins?status=active&limit=100").await;
         assert!(r.text.contains("\"shortener\""), "{}", r.text);
@@ -228,9 +231,13 @@ async fn the_shortener_installs_from_the_registry_and_serves_its_routes() {
         assert!(doc.json["paths"]["/api/plugins/{plugin_id}"]["get"].is_object());
 
         // Configuration through the API reaches the plugin.
-        let r = t
-            .s
-            .call_as(&t.admin, Method::PUT, "/api/plugins/shortener/config", Some(json!({"config": {"greeting": "hi there"}})))
+        let r =
+            t.s.call_as(
+                &t.admin,
+                Method::PUT,
+                "/api/plugins/shortener/config",
+                Some(json!({"config": {"greeting": "hi there"}})),
+            )
             .await;
         assert_eq!(r.status, 200, "{}", r.text);
         assert_eq!(t.s.get("/api/plugins/shortener/hello").await.json["message"], "hi there");
@@ -270,12 +277,19 @@ async fn uploads_are_checked_and_a_refused_install_leaves_nothing() {
     assert_eq!(t.detail("shortener").await.status, 404);
 
     // A missing dependency and a route that a built-in plugin serves.
-    let needs = package_with("shortener", |m| m.replacen("wit = \"0.1.0\"", "wit = \"0.1.0\"\ndependencies = { ghost = \">=1\" }", 1));
+    let needs = package_with("shortener", |m| {
+        m.replacen("wit = \"0.1.0\"", "wit = \"0.1.0\"\ndependencies = { ghost = \">=1\" }", 1)
+    });
     let sig = nexus_wasm::package::sign(&needs, &secret).unwrap_or_else(|e| panic!("{e}"));
     let r = t.upload(&needs, Some(&sig), None).await;
     refused(&r, 409, "`ghost`, which is not installed");
-    assert!(r.json["error"]["steps"].as_array().is_some_and(|s| s.iter().any(|s| s["status"] == "failed")), "{}", r.text);
-    let collides = package_with("shortener", |m| m.replacen("path = \"/api/s/{code}/go\"", "path = \"/api/users/{code}\"", 1));
+    assert!(
+        r.json["error"]["steps"].as_array().is_some_and(|s| s.iter().any(|s| s["status"] == "failed")),
+        "{}",
+        r.text
+    );
+    let collides =
+        package_with("shortener", |m| m.replacen("path = \"/api/s/{code}/go\"", "path = \"/api/users/{code}\"", 1));
     let sig = nexus_wasm::package::sign(&collides, &secret).unwrap_or_else(|e| panic!("{e}"));
     refused(&t.upload(&collides, Some(&sig), None).await, 409, "collides with");
     // An id a built-in plugin has.
@@ -284,7 +298,8 @@ async fn uploads_are_checked_and_a_refused_install_leaves_nothing() {
     refused(&t.upload(&taken, Some(&sig), None).await, 409, "built-in");
     // A WIT version this server does not have.
     let future = {
-        let manifest = std::fs::read_to_string(repo().join("examples/plugins/shortener/manifest.toml")).unwrap_or_default();
+        let manifest =
+            std::fs::read_to_string(repo().join("examples/plugins/shortener/manifest.toml")).unwrap_or_default();
         let wasm = std::fs::read(components().join("shortener.wasm")).unwrap_or_default();
         nexus_wasm::package::write(&manifest.replacen("wit = \"0.1.0\"", "wit = \"9.0.0\"", 1), &wasm)
             .unwrap_or_else(|e| panic!("{e}"))
@@ -365,10 +380,7 @@ async fn the_sandbox_contains_loops_memory_bombs_and_traps() {
     assert_eq!(r.json["error"]["plugin_id"], "probe");
 
     // An operator enables it again.
-    let r = t
-        .s
-        .call_as(&t.admin, Method::PUT, "/api/plugins/probe/status", Some(json!({"enabled": true})))
-        .await;
+    let r = t.s.call_as(&t.admin, Method::PUT, "/api/plugins/probe/status", Some(json!({"enabled": true}))).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(t.get("/api/plugins/probe/ok").await.status, 200);
     eventually("the probe to be active again", || async { t.detail("probe").await.json["status"] == "active" }).await;
@@ -383,7 +395,10 @@ async fn upgrade_rollback_disable_enable_and_uninstall() {
         &package_with("shortener", |m| with_version("0.2.0")(m).replace("https://sho.rt", "https://v2.sho.rt")),
     );
     // 0.3.0 refuses its own configuration in `init`.
-    t.publish("shortener-0.3.0.nxp", &package_with("shortener", |m| with_version("0.3.0")(m).replace("https://sho.rt", "ftp://bad")));
+    t.publish(
+        "shortener-0.3.0.nxp",
+        &package_with("shortener", |m| with_version("0.3.0")(m).replace("https://sho.rt", "ftp://bad")),
+    );
 
     let r = t.install("shortener", Some("0.1.0")).await;
     assert_eq!(r.status, 201, "{}", r.text);
@@ -420,9 +435,13 @@ async fn upgrade_rollback_disable_enable_and_uninstall() {
     assert_eq!(t.s.post_as(&t.admin, "/api/plugins/identity/rollback", json!({})).await.status, 409);
 
     // Disabled: 503 naming it, gone from the OpenAPI document; enabled: back.
-    let r = t
-        .s
-        .call_as(&t.admin, Method::PUT, "/api/plugins/shortener/status", Some(json!({"enabled": false, "reason": "maintenance"})))
+    let r =
+        t.s.call_as(
+            &t.admin,
+            Method::PUT,
+            "/api/plugins/shortener/status",
+            Some(json!({"enabled": false, "reason": "maintenance"})),
+        )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let r = t.s.get("/api/plugins/shortener/hello").await;
@@ -551,15 +570,14 @@ async fn rpc_methods_subscribed_events_and_published_events() {
 #[tokio::test]
 async fn the_plugin_directory_is_hot_reloaded_without_failing_requests() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let t = start(
-        Backend::Sqlite,
-        json!({"plugin_directory": dir.path(), "auto_load": true, "scan_interval_ms": 100}),
-    )
-    .await;
+    let t = start(Backend::Sqlite, json!({"plugin_directory": dir.path(), "auto_load": true, "scan_interval_ms": 100}))
+        .await;
     let file = dir.path().join("shortener.nxp");
     std::fs::write(&file, package("shortener")).unwrap_or_else(|e| panic!("{e}"));
-    eventually("the dropped package to be installed", || async { t.s.get("/api/plugins/shortener/hello").await.status == 200 })
-        .await;
+    eventually("the dropped package to be installed", || async {
+        t.s.get("/api/plugins/shortener/hello").await.status == 200
+    })
+    .await;
 
     // Requests keep flowing while it is upgraded in place.
     let url = t.s.url("/api/plugins/shortener/hello");
@@ -579,7 +597,10 @@ async fn the_plugin_directory_is_hot_reloaded_without_failing_requests() {
         })
     };
     std::fs::write(&file, package_with("shortener", with_version("0.2.0"))).unwrap_or_else(|e| panic!("{e}"));
-    eventually("the changed package to be upgraded", || async { t.detail("shortener").await.json["version"] == "0.2.0" }).await;
+    eventually("the changed package to be upgraded", || async {
+        t.detail("shortener").await.json["version"] == "0.2.0"
+    })
+    .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let statuses = load.await.unwrap_or_default();
     assert!(!statuses.is_empty());
