@@ -623,6 +623,35 @@ impl WasmHost {
         self.plugins.write().ok()?.remove(id)
     }
 
+    /// Another instance installed, upgraded, rolled back or uninstalled plugin `id`: serves
+    /// what the database now holds for it.
+    pub async fn follow_remote(&self, id: &str) {
+        let _guard = self.changing.lock().await;
+        let outcome: Result<(), WasmError> = async {
+            let Some(row) = self.store.get(id).await? else {
+                if self.unserve(id).is_some() {
+                    tracing::info!(plugin = %id, "uninstalled on another instance");
+                }
+                return Ok(());
+            };
+            if self.get(id).is_some_and(|l| l.sha256 == row.sha256) {
+                return Ok(());
+            }
+            let package = Package::read(row.package).map_err(WasmError::Invalid)?;
+            let grants: Vec<String> = serde_json::from_str(&row.grants).unwrap_or_default();
+            let compiled = self.compile(package.wasm.clone()).await?;
+            let loaded = self.loaded(&package, grants, false, compiled).await?;
+            self.test(&loaded).await?;
+            self.serve(loaded);
+            tracing::info!(plugin = %id, version = %row.version, "installed on another instance");
+            Ok(())
+        }
+        .await;
+        if let Err(e) = outcome {
+            tracing::error!(plugin = %id, error = %e, "cannot follow another instance's change of a plugin");
+        }
+    }
+
     /// Uninstalls plugin `id`; its key-value store too when `purge`.
     pub async fn uninstall(&self, caller: &Principal, id: &str, purge: bool) -> Result<(), Failure> {
         let _guard = self.changing.lock().await;

@@ -88,10 +88,19 @@ async fn follow_events(host: Arc<WasmHost>, bus: nexus_kernel::events::EventBus)
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
             },
         };
-        if event.kind == "plugin.enabled"
-            && let Some(id) = event.data.get("plugin_id").and_then(Value::as_str)
-        {
-            host.enabled_again(id);
+        if let Some(id) = event.data.get("plugin_id").and_then(Value::as_str) {
+            if event.kind == "plugin.enabled" {
+                host.enabled_again(id);
+            }
+            // Installs, upgrades, rollbacks and uninstalls made on another instance (through
+            // Redis): the database holds the result.
+            if event.source == "wasm"
+                && !bus.is_local(&event)
+                && matches!(event.kind.as_str(), "plugin.installed" | "plugin.updated" | "plugin.uninstalled")
+            {
+                let (host, id) = (host.clone(), id.to_string());
+                tokio::spawn(async move { host.follow_remote(&id).await });
+            }
         }
         host.deliver(&event);
     }

@@ -611,3 +611,65 @@ async fn the_plugin_directory_is_hot_reloaded_without_failing_requests() {
     eventually("the removed package to be uninstalled", || async { t.detail("shortener").await.status == 404 }).await;
     assert_eq!(t.s.get("/api/plugins/shortener/hello").await.status, 404);
 }
+
+#[tokio::test]
+async fn installs_upgrades_and_uninstalls_reach_the_other_instances() {
+    let Some(redis) = nexus_testkit::redis_url() else {
+        eprintln!("NEXUS_TEST_REDIS_URL is not set; skipping");
+        return;
+    };
+    let secret = "a-shared-jwt-secret-of-at-least-32-characters";
+    const MASTER_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let registry = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(registry.path().join("shortener-0.1.0.nxp"), package("shortener")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(registry.path().join("shortener-0.2.0.nxp"), package_with("shortener", with_version("0.2.0")))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let section = json!({"registry_dir": registry.path()});
+    let (r1, s1) = (redis.clone(), section.clone());
+    let a = TestServer::start_with(Backend::Sqlite, |c| {
+        c.redis.url = Some(r1);
+        c.auth.jwt_secret = Some(secret.into());
+        c.secrets.master_key = Some(MASTER_KEY.into());
+        c.plugins.insert(String::from("plugins"), s1);
+    })
+    .await;
+    // The second instance shares the first one's database, as instances behind a load
+    // balancer do.
+    let db = a.config.database_url();
+    let b = TestServer::start_with(Backend::Sqlite, |c| {
+        c.redis.url = Some(redis);
+        c.auth.jwt_secret = Some(secret.into());
+        c.secrets.master_key = Some(MASTER_KEY.into());
+        c.database.url = Some(db);
+        c.plugins.insert(String::from("plugins"), section);
+    })
+    .await;
+    let admin = a.admin_token().await;
+    let install = |version: &str| json!({"source": "registry", "package": "shortener", "version": version});
+    let r = a.post_as(&admin, "/api/plugins/install", install("0.1.0")).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    eventually("b to serve the plugin installed on a", || async {
+        b.get("/api/plugins/shortener/hello").await.status == 200
+    })
+    .await;
+
+    let r = a.post_as(&admin, "/api/plugins/install", install("0.2.0")).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    eventually("b to serve the upgrade", || async {
+        b.get_as(&admin, "/api/plugins/shortener").await.json["version"] == "0.2.0"
+    })
+    .await;
+
+    let off = json!({"enabled": false});
+    assert_eq!(a.call_as(&admin, Method::PUT, "/api/plugins/shortener/status", Some(off)).await.status, 200);
+    eventually("b to disable it", || async { b.get("/api/plugins/shortener/hello").await.status == 503 }).await;
+    let on = json!({"enabled": true});
+    assert_eq!(a.call_as(&admin, Method::PUT, "/api/plugins/shortener/status", Some(on)).await.status, 200);
+    eventually("b to enable it", || async { b.get("/api/plugins/shortener/hello").await.status == 200 }).await;
+
+    assert_eq!(a.call_as(&admin, Method::DELETE, "/api/plugins/shortener", None).await.status, 200);
+    eventually("b to drop the plugin uninstalled on a", || async {
+        b.get("/api/plugins/shortener/hello").await.status == 404
+    })
+    .await;
+}
