@@ -21,6 +21,9 @@ pub enum PluginCommand {
     Build {
         /// The plugin's folder (its Cargo.toml and manifest.toml).
         dir: PathBuf,
+        /// Cargo's target folder (default: DIR/target); the package is written there.
+        #[arg(long)]
+        target_dir: Option<PathBuf>,
     },
     /// Write the detached signature PACKAGE.sig with a key made by `nexus plugin keygen`.
     Sign {
@@ -41,7 +44,7 @@ pub enum PluginCommand {
 pub fn run(command: PluginCommand) -> Result<(), String> {
     match command {
         PluginCommand::New { name, dir, sdk } => new(&name, dir, sdk),
-        PluginCommand::Build { dir } => build(&dir).map(|path| println!("{}", path.display())),
+        PluginCommand::Build { dir, target_dir } => build(&dir, target_dir).map(|path| println!("{}", path.display())),
         PluginCommand::Sign { package, key } => {
             let bytes = std::fs::read(&package).map_err(|e| format!("cannot read {}: {e}", package.display()))?;
             let secret = std::fs::read_to_string(&key).map_err(|e| format!("cannot read {}: {e}", key.display()))?;
@@ -134,8 +137,8 @@ fn new(name: &str, dir: Option<PathBuf>, sdk: Option<PathBuf>) -> Result<(), Str
     Ok(())
 }
 
-/// Builds `dir` and writes `dir/target/{id}-{version}.nxp`.
-fn build(dir: &Path) -> Result<PathBuf, String> {
+/// Builds `dir` and writes `{target}/{id}-{version}.nxp`.
+fn build(dir: &Path, target: Option<PathBuf>) -> Result<PathBuf, String> {
     let manifest_text = std::fs::read_to_string(dir.join("manifest.toml"))
         .map_err(|e| format!("cannot read {}: {e}", dir.join("manifest.toml").display()))?;
     let manifest = nexus_wasm::manifest::PackageManifest::parse(&manifest_text)?;
@@ -146,7 +149,7 @@ fn build(dir: &Path) -> Result<PathBuf, String> {
         .ok()
         .and_then(|t| t.get("package")?.get("name")?.as_str().map(str::to_string))
         .ok_or_else(|| String::from("Cargo.toml has no package name"))?;
-    let target = dir.join("target");
+    let target = target.unwrap_or_else(|| dir.join("target"));
     let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| String::from("cargo")))
         .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
         .arg(dir.join("Cargo.toml"))

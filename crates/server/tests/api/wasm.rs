@@ -673,3 +673,43 @@ async fn installs_upgrades_and_uninstalls_reach_the_other_instances() {
     })
     .await;
 }
+
+/// Runs the `nexus` binary; its stdout, trimmed.
+fn nexus_cli(args: &[&std::ffi::OsStr]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nexus"))
+        .args(args)
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run nexus: {e}"));
+    assert!(out.status.success(), "nexus {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test]
+async fn the_cli_scaffolds_builds_and_signs_a_plugin_that_installs() {
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let plugin = work.path().join("greeter");
+    let os = |s: &str| std::ffi::OsString::from(s);
+    nexus_cli(&[&os("plugin"), &os("new"), &os("greeter"), plugin.as_os_str()]);
+    // The examples' target folder: the SDK's dependencies are compiled there already.
+    let _ = components();
+    let target = repo().join("examples/plugins/target");
+    let built = nexus_cli(&[&os("plugin"), &os("build"), plugin.as_os_str(), &os("--target-dir"), target.as_os_str()]);
+    let package_path = PathBuf::from(&built);
+    assert!(built.ends_with("greeter-0.1.0.nxp"), "{built}");
+    let key = work.path().join("signing.key");
+    let public = nexus_cli(&[&os("plugin"), &os("keygen"), &os("--out"), key.as_os_str()]);
+    let signature_path =
+        nexus_cli(&[&os("plugin"), &os("sign"), package_path.as_os_str(), &os("--key"), key.as_os_str()]);
+    assert_eq!(signature_path, format!("{built}.sig"));
+
+    let t = start(Backend::Sqlite, json!({"trusted_keys": [public], "require_signature": true})).await;
+    let package = std::fs::read(&package_path).unwrap_or_else(|e| panic!("{e}"));
+    let signature = std::fs::read_to_string(&signature_path).unwrap_or_else(|e| panic!("{e}"));
+    let r = t.upload(&package, Some(&signature), None).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(r.json["signed"], true);
+    let r = t.s.get("/api/plugins/greeter/hello").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json, json!({"message": "hello from greeter"}));
+}
