@@ -46,6 +46,16 @@ impl Request {
         self.query.split('&').filter_map(|pair| pair.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
     }
 
+    /// The path below `/api/plugins/{id}`, as segments, whatever id the plugin was
+    /// installed under; the whole path for a path of its own (`/api/...`).
+    pub fn plugin_segments(&self) -> Vec<&str> {
+        let all: Vec<&str> = self.path.split('/').filter(|s| !s.is_empty()).collect();
+        match all.as_slice() {
+            ["api", "plugins", _id, rest @ ..] => rest.to_vec(),
+            _ => all,
+        }
+    }
+
     /// The path below `prefix` (`/api/plugins/{id}`), as segments.
     pub fn segments_after<'a>(&'a self, prefix: &str) -> Vec<&'a str> {
         self.path.strip_prefix(prefix).unwrap_or(&self.path).split('/').filter(|s| !s.is_empty()).collect()

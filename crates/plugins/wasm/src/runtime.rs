@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use nexus_kernel::principal::Principal;
+use prometheus_client::metrics::histogram::Histogram;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store, Trap};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -40,8 +41,10 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     stop: Arc<AtomicBool>,
-    /// Instances created, for the benchmarks and the tests.
+    /// Instances created.
     pub instantiations: AtomicU64,
+    /// Time to a fresh instance (`nexus_wasm_instantiate_seconds`).
+    instantiate: Histogram,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -128,7 +131,7 @@ impl ResourceLimiter for MemoryLimiter {
 }
 
 impl Runtime {
-    pub fn new() -> Result<Arc<Self>, String> {
+    pub fn new(instantiate: Histogram) -> Result<Arc<Self>, String> {
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(MAX_INSTANCES)
             .total_core_instances(MAX_INSTANCES * 8)
@@ -157,7 +160,7 @@ impl Runtime {
                 }
             })
             .map_err(|e| format!("cannot start the epoch thread: {e}"))?;
-        Ok(Arc::new(Self { engine, linker, stop, instantiations: AtomicU64::new(0) }))
+        Ok(Arc::new(Self { engine, linker, stop, instantiations: AtomicU64::new(0), instantiate }))
     }
 
     /// Stops the epoch thread (the server is shutting down).
@@ -204,7 +207,10 @@ impl Runtime {
         store.set_epoch_deadline(limits.timeout_ms.div_ceil(10).max(1));
         store.epoch_deadline_trap();
         self.instantiations.fetch_add(1, Ordering::Relaxed);
-        let outcome = match compiled.pre.instantiate(&mut store) {
+        let started = std::time::Instant::now();
+        let instance = compiled.pre.instantiate(&mut store);
+        self.instantiate.observe(started.elapsed().as_secs_f64());
+        let outcome = match instance {
             Ok(guest) => f(&guest, &mut store),
             Err(e) => {
                 let text = format!("{e:#}");

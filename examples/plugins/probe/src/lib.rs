@@ -12,7 +12,7 @@ impl Guest for Probe {
     }
 
     fn handle_request(req: Request) -> Response {
-        match req.segments_after("/api/plugins/probe").as_slice() {
+        match req.plugin_segments().as_slice() {
             ["ok"] => Response::json(200, &json!({"ok": true})),
             ["loop"] => {
                 let mut n: u64 = 0;

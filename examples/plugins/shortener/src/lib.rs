@@ -5,7 +5,6 @@
 
 use nexus_plugin_sdk::{Event, Guest, Request, Response, config, json, kv, log};
 
-const PREFIX: &str = "/api/plugins/shortener";
 const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
 struct Shortener;
@@ -84,7 +83,7 @@ impl Guest for Shortener {
         let result = if let Some(code) = req.path.strip_prefix("/api/s/").and_then(|p| p.strip_suffix("/go")) {
             redirect(code)
         } else {
-            let segments = req.segments_after(PREFIX);
+            let segments = req.plugin_segments();
             match (req.method.as_str(), segments.as_slice()) {
                 ("GET", ["hello"]) => {
                     let greeting = config::get("greeting").ok().flatten().and_then(|g| g.as_str().map(str::to_string));

@@ -24,7 +24,7 @@ impl Guest for Stats {
     }
 
     fn handle_request(req: Request) -> Response {
-        match (req.method.as_str(), req.segments_after("/api/plugins/stats").as_slice()) {
+        match (req.method.as_str(), req.plugin_segments().as_slice()) {
             ("GET", ["stats"]) => match stats() {
                 Ok(s) => Response::json(200, &s),
                 Err(e) => Response::error(500, "PLUGIN_FAILURE", &e),
