@@ -133,6 +133,29 @@ pub mod kv {
     }
 }
 
+/// The document collections the manifest names (capability `collections`).
+pub mod docs {
+    use super::{Value, host};
+
+    /// Inserts `document`; its `_id`.
+    pub fn insert(collection: &str, document: &Value) -> Result<String, String> {
+        host::doc_insert(collection, &document.to_string())
+    }
+
+    pub fn get(collection: &str, id: &str) -> Result<Option<Value>, String> {
+        match host::doc_get(collection, id)? {
+            None => Ok(None),
+            Some(text) => serde_json::from_str(&text).map(Some).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Documents matching `filter` (MongoDB-style), at most `limit`.
+    pub fn find(collection: &str, filter: &Value, limit: u32) -> Result<Vec<Value>, String> {
+        let text = host::doc_find(collection, &filter.to_string(), limit)?;
+        serde_json::from_str(&text).map_err(|e| e.to_string())
+    }
+}
+
 /// Publishing events under the plugin's id (capability `events.publish`).
 pub fn publish(kind: &str, data: &Value) -> Result<(), String> {
     host::publish(kind, &data.to_string())

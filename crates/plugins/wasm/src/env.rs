@@ -34,6 +34,26 @@ pub struct PluginEnv {
     pub runtime: tokio::runtime::Handle,
     /// Calls to imports that were not granted.
     pub denied: AtomicU64,
+    /// The document database, when it runs, and the plugin as its caller there: allowed the
+    /// collections its manifest names, nothing else.
+    pub documents: Option<Arc<nexus_documents::Documents>>,
+    pub collections: BTreeSet<String>,
+    pub principal: nexus_kernel::principal::Principal,
+}
+
+/// The plugin as a caller of the document database: read and write on `collections`.
+pub fn plugin_principal(id: &str, collections: &BTreeSet<String>) -> nexus_kernel::principal::Principal {
+    let permissions = collections
+        .iter()
+        .flat_map(|c| [format!("documents.read:{c}"), format!("documents.write:{c}")])
+        .collect::<BTreeSet<String>>();
+    nexus_kernel::principal::Principal {
+        user_id: format!("plugin:{id}"),
+        username: format!("plugin:{id}"),
+        roles: Vec::new(),
+        permissions: nexus_kernel::principal::Permissions::from_set(permissions),
+        credential: nexus_kernel::principal::Credential::ApiKey { key_id: format!("plugin:{id}"), premium: false },
+    }
 }
 
 impl PluginEnv {
@@ -54,6 +74,31 @@ impl PluginEnv {
             nexus_kernel::config::merge_patch(&mut config, &changed);
         }
         config
+    }
+
+    /// The document database, for `collection` if the manifest names it.
+    fn documents(&self, collection: &str) -> Result<&nexus_documents::Documents, String> {
+        self.require("collections")?;
+        if !self.collections.contains(collection) {
+            self.denied.fetch_add(1, Ordering::Relaxed);
+            return Err(format!("collection `{collection}` is not among those plugin `{}` declares", self.id));
+        }
+        self.documents.as_deref().ok_or_else(|| String::from("the document database is not running"))
+    }
+
+    fn wait_doc<T>(
+        &self,
+        future: impl Future<Output = Result<T, nexus_documents::DocError>>,
+    ) -> Result<Option<T>, String> {
+        match self.runtime.block_on(future) {
+            Ok(v) => Ok(Some(v)),
+            Err(nexus_documents::DocError::NotFound(_)) => Ok(None),
+            Err(nexus_documents::DocError::Storage(e)) => {
+                tracing::error!(plugin = %self.id, error = %e, "plugin document storage failed");
+                Err(String::from("storage failed; see the server log"))
+            }
+            Err(e) => Err(e.to_string()),
+        }
     }
 
     fn wait<T>(&self, future: impl Future<Output = Result<T, nexus_kernel::db::StorageError>>) -> Result<T, String> {
@@ -153,6 +198,31 @@ impl host::Host for HostState {
         }
         let event = self.env.kernel.events.envelope(&self.env.id, &kind, data);
         self.env.wait(self.env.store.publish(&event))
+    }
+
+    fn doc_insert(&mut self, collection: String, document: String) -> Result<String, String> {
+        let docs = self.env.documents(&collection)?;
+        let doc: Value = serde_json::from_str(&document).map_err(|e| format!("the document is not JSON: {e}"))?;
+        let ids = self.env.wait_doc(docs.insert(&self.env.principal, &collection, vec![doc]))?.unwrap_or_default();
+        ids.into_iter().next().ok_or_else(|| String::from("nothing was inserted"))
+    }
+
+    fn doc_get(&mut self, collection: String, id: String) -> Result<Option<String>, String> {
+        let docs = self.env.documents(&collection)?;
+        Ok(self.env.wait_doc(docs.get(&self.env.principal, &collection, &id))?.map(|d| d.to_string()))
+    }
+
+    fn doc_find(&mut self, collection: String, filter: String, limit: u32) -> Result<String, String> {
+        let docs = self.env.documents(&collection)?;
+        let filter: Value = serde_json::from_str(&filter).map_err(|e| format!("the filter is not JSON: {e}"))?;
+        let filter = nexus_documents::engine::filter::Filter::parse(&filter, "filter").map_err(|e| e.to_string())?;
+        let find = nexus_documents::service::Find {
+            filter: Some(filter),
+            limit: Some(u64::from(limit.min(1000))),
+            ..nexus_documents::service::Find::default()
+        };
+        let found = self.env.wait_doc(docs.find(&self.env.principal, &collection, &find))?;
+        Ok(Value::Array(found.map(|(d, _)| d).unwrap_or_default()).to_string())
     }
 
     fn current_caller(&mut self) -> Result<Option<types::Caller>, String> {

@@ -152,10 +152,16 @@ pub struct WasmHost {
     events: Publisher,
     me: Weak<WasmHost>,
     instantiate: prometheus_client::metrics::histogram::Histogram,
+    documents: Option<Arc<nexus_documents::Documents>>,
 }
 
 impl WasmHost {
-    pub fn new(kernel: Arc<Kernel>, config: WasmConfig, events: Publisher) -> Arc<Self> {
+    pub fn new(
+        kernel: Arc<Kernel>,
+        config: WasmConfig,
+        events: Publisher,
+        documents: Option<Arc<nexus_documents::Documents>>,
+    ) -> Arc<Self> {
         let store = WasmStore::new(kernel.db.clone(), kernel.outbox.clone());
         // 2 µs to 65 ms: a pooled instance takes microseconds, a cold one milliseconds.
         let instantiate = prometheus_client::metrics::histogram::Histogram::new(
@@ -176,6 +182,7 @@ impl WasmHost {
             events,
             me: me.clone(),
             instantiate,
+            documents,
         })
     }
 
@@ -557,6 +564,9 @@ impl WasmHost {
             store: self.store.clone(),
             runtime: tokio::runtime::Handle::current(),
             denied: AtomicU64::new(0),
+            documents: self.documents.clone(),
+            principal: crate::env::plugin_principal(&m.id, &m.collections.iter().cloned().collect()),
+            collections: m.collections.iter().cloned().collect(),
         });
         Ok(Arc::new(Loaded {
             manifest: m.clone(),

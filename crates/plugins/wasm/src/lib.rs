@@ -57,7 +57,9 @@ impl Plugin for WasmPlugin {
         Box::pin(async move {
             let config: WasmConfig = ctx.config()?;
             let manager = ctx.require::<Arc<PluginManager>>()?;
-            let host = WasmHost::new(ctx.kernel.clone(), config, ctx.events());
+            // The document database backs the `collections` import when it runs.
+            let documents = ctx.require::<Arc<nexus_documents::Documents>>().ok();
+            let host = WasmHost::new(ctx.kernel.clone(), config, ctx.events(), documents);
             host.load_installed().await.map_err(|e| ctx.error(format!("cannot load installed plugins: {e}")))?;
             manager.set_installer(Arc::new(HostInstaller(host.clone())));
             let mut started = Started::default().dynamic(Arc::new(routes::WasmRoutes(host.clone())));

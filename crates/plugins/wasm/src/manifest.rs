@@ -10,7 +10,7 @@ use serde_json::Value;
 pub const SUPPORTED_WIT: &[&str] = &["0.1.0"];
 
 /// Capabilities a manifest may ask for. `log` is always granted.
-pub const CAPABILITIES: &[&str] = &["log", "config", "kv", "events.publish", "identity"];
+pub const CAPABILITIES: &[&str] = &["log", "config", "kv", "events.publish", "identity", "collections"];
 
 /// Path segments below `/api/plugins/{id}` that the plugin manager owns.
 const RESERVED: &[&str] = &["status", "config", "rollback"];
@@ -41,6 +41,9 @@ pub struct PackageManifest {
     /// Event type patterns delivered to `handle-event`.
     #[serde(default)]
     pub events: Vec<String>,
+    /// Document collections it reads and writes (capability `collections`).
+    #[serde(default)]
+    pub collections: Vec<String>,
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
     #[serde(default)]
@@ -244,6 +247,14 @@ impl PackageManifest {
         for cap in &self.capabilities {
             if !CAPABILITIES.contains(&cap.as_str()) {
                 return Err(format!("manifest.toml: unknown capability `{cap}` (known: {})", CAPABILITIES.join(", ")));
+            }
+        }
+        for c in &self.collections {
+            let ok = c.len() <= 64
+                && c.starts_with(|ch: char| ch.is_ascii_alphabetic())
+                && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !ok {
+                return Err(format!("manifest.toml: `{c}` is not a collection name"));
             }
         }
         for pattern in &self.events {

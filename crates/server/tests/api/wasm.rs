@@ -190,6 +190,11 @@ async fn the_shortener_installs_from_the_registry_and_serves_its_routes() {
         assert_eq!((r.status.as_u16(), r.json["hits"].clone()), (200, json!(1)), "{}", r.text);
         let r = t.get(&format!("/api/plugins/shortener/links/{code}")).await;
         assert_eq!(r.json["hits"], 2);
+        // Its links are documents of the collection it declares.
+        let r = t.get("/api/plugins/shortener/links").await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let links = r.json["links"].as_array().cloned().unwrap_or_default();
+        assert!(links.iter().any(|l| l["code"] == code.as_str() && l["created_by"] == "admin"), "{}", r.text);
         // The plugin's answers go through the conventions: its own 404 and 400.
         assert_eq!(t.get("/api/plugins/shortener/links/nope").await.status, 404);
         let r = t.s.post_as(&t.admin, "/api/plugins/shortener/links", json!({"url": "ftp://x"})).await;
@@ -529,7 +534,10 @@ async fn rpc_methods_subscribed_events_and_published_events() {
     let last = loop {
         n += 1;
         let r = rpc(&mut socket, &format!("s{n}"), "plugin.stats.getStats").await;
-        if r["result"]["by_type"]["user.created"].as_i64().is_some_and(|c| c >= 2) {
+        // Events are delivered concurrently: both counters are read once both have caught up.
+        if r["result"]["by_type"]["user.created"].as_i64().is_some_and(|c| c >= 2)
+            && r["result"]["total_events"].as_i64().is_some_and(|c| c >= 2)
+        {
             break r;
         }
         assert!(tokio::time::Instant::now() < deadline, "the stats plugin did not count two user.created: {r}");

@@ -1,7 +1,8 @@
 //! A URL shortener: `POST /api/plugins/shortener/links {"url"}` makes a short code (from a
 //! counter in the key-value store), `GET /api/plugins/shortener/links/{code}` resolves it and
 //! counts the hit, `GET /api/s/{code}/go` redirects. The base URL of the short links comes from the
-//! configuration.
+//! configuration; every link is also a document of the collection `links`, and
+//! `GET /api/plugins/shortener/links` lists the caller's.
 
 use nexus_plugin_sdk::{Event, Guest, Request, Response, config, json, kv, log};
 
@@ -49,7 +50,14 @@ fn shorten(req: &Request) -> Result<Response, String> {
     let owner = nexus_plugin_sdk::caller()?.map(|c| c.username).unwrap_or_default();
     kv::set(&format!("owner:{code}"), owner.as_bytes())?;
     let short = format!("{}/{code}", base_url()?);
+    nexus_plugin_sdk::docs::insert("links", &json!({"code": code, "url": url, "created_by": owner}))?;
     Ok(Response::json(201, &json!({"code": code, "url": url, "short_url": short, "created_by": owner})))
+}
+
+fn mine() -> Result<Response, String> {
+    let owner = nexus_plugin_sdk::caller()?.map(|c| c.username).unwrap_or_default();
+    let links = nexus_plugin_sdk::docs::find("links", &json!({"created_by": owner}), 100)?;
+    Ok(Response::json(200, &json!({"links": links})))
 }
 
 fn resolve(code: &str) -> Result<Response, String> {
@@ -93,6 +101,7 @@ impl Guest for Shortener {
                     ))
                 }
                 ("POST", ["links"]) => shorten(&req),
+                ("GET", ["links"]) => mine(),
                 ("GET", ["links", code]) => resolve(code),
                 _ => Ok(Response::error(404, "NOT_FOUND", "no such route")),
             }
