@@ -207,6 +207,17 @@ async fn the_shortener_installs_from_the_registry_and_serves_its_routes() {
         let resp = client.get(t.s.url(&format!("/api/s/{code}/go"))).send().await.unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(resp.status(), 302);
         assert_eq!(resp.headers().get("location").and_then(|v| v.to_str().ok()), Some("https://example.com/a"));
+        // In a batch, and under the /api/v2 alias, like any route.
+        let batch = json!({"requests": [
+            {"id": "hello", "method": "GET", "url": "/api/plugins/shortener/hello"},
+            {"id": "mine", "method": "GET", "url": "/api/plugins/shortener/links"},
+            {"id": "v2", "method": "GET", "url": format!("/api/v2/plugins/shortener/links/{code}")},
+        ]});
+        let r = t.s.post_as(&t.admin, "/api/batch", batch).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let statuses: Vec<i64> =
+            r.json["responses"].as_array().into_iter().flatten().filter_map(|e| e["status"].as_i64()).collect();
+        assert_eq!(statuses, [200, 200, 200], "{}", r.text);
         // Unknown paths stay 404s in the framework dialect.
         let r = t.get("/api/plugins/shortener/nothing-here").await;
         assert_eq!(r.status, 404);
@@ -252,7 +263,7 @@ async fn the_shortener_installs_from_the_registry_and_serves_its_routes() {
         s.restart().await;
         let admin = s.admin_token().await;
         let r = s.get_as(&admin, &format!("/api/plugins/shortener/links/{code}")).await;
-        assert_eq!((r.status.as_u16(), r.json["hits"].clone()), (200, json!(4)), "{}", r.text);
+        assert_eq!((r.status.as_u16(), r.json["hits"].clone()), (200, json!(5)), "{}", r.text);
         assert_eq!(s.get("/api/plugins/shortener/hello").await.json["message"], "hi there");
     }
 }
