@@ -29,6 +29,22 @@ def manifest(name):
         return f.read()
 
 
+def leb(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def custom_section(name, payload):
+    """A custom section (id 0): makes each copy's bytes, and so its compiled code, its own."""
+    body = leb(len(name)) + name + payload
+    return b"\x00" + leb(len(body)) + body
+
+
 def write_package(path, manifest_text, wasm):
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr("manifest.toml", manifest_text)
@@ -44,7 +60,9 @@ def packages(registry, components, n):
     text = manifest("probe")
     for i in range(int(n)):
         pid = f"probe{i:03d}"
-        write_package(os.path.join(registry, f"{pid}-0.1.0.nxp"), text.replace('id = "probe"', f'id = "{pid}"', 1), probe)
+        # Distinct bytes per copy, so that the server compiles each (it shares identical ones).
+        wasm = probe + custom_section(b"nexus-bench", pid.encode())
+        write_package(os.path.join(registry, f"{pid}-0.1.0.nxp"), text.replace('id = "probe"', f'id = "{pid}"', 1), wasm)
 
 
 def request(conn, method, path, headers, body=None, ok=(200,)):

@@ -26,6 +26,9 @@ use crate::package::{self, Package};
 use crate::runtime::{self, CallError, Compiled, Runtime};
 use crate::store::{InstalledRow, WasmStore};
 
+/// Compiled components kept beyond the versions that serve (a few MiB each).
+const COMPILED_KEPT: usize = 16;
+
 /// The host's configuration: the `plugins` section, shared with the plugin manager.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
@@ -153,6 +156,9 @@ pub struct WasmHost {
     me: Weak<WasmHost>,
     instantiate: prometheus_client::metrics::histogram::Histogram,
     documents: Option<Arc<nexus_documents::Documents>>,
+    /// The components compiled last, by the SHA-256 of their bytes, newest last: a rollback or
+    /// a reinstall compiles nothing again.
+    compiled: Mutex<std::collections::VecDeque<(String, Arc<Compiled>)>>,
 }
 
 impl WasmHost {
@@ -183,6 +189,7 @@ impl WasmHost {
             me: me.clone(),
             instantiate,
             documents,
+            compiled: Mutex::new(std::collections::VecDeque::new()),
         })
     }
 
@@ -511,12 +518,24 @@ impl WasmHost {
     }
 
     async fn compile(&self, wasm: Vec<u8>) -> Result<Arc<Compiled>, WasmError> {
+        let key = package::sha256_hex(&wasm);
+        let cached = self.compiled.lock().ok().and_then(|c| c.iter().find(|(k, _)| *k == key).map(|(_, c)| c.clone()));
+        if let Some(compiled) = cached {
+            return Ok(compiled);
+        }
         let runtime = self.runtime()?;
-        tokio::task::spawn_blocking(move || runtime.compile(&wasm))
+        let compiled = tokio::task::spawn_blocking(move || runtime.compile(&wasm))
             .await
             .map_err(|e| WasmError::Unavailable(format!("the compiler failed: {e}")))?
             .map(Arc::new)
-            .map_err(WasmError::Invalid)
+            .map_err(WasmError::Invalid)?;
+        if let Ok(mut cache) = self.compiled.lock() {
+            if cache.len() >= COMPILED_KEPT {
+                cache.pop_front();
+            }
+            cache.push_back((key, compiled.clone()));
+        }
+        Ok(compiled)
     }
 
     /// The plugin as it will serve: a new slot (its stored state applied) and environment.
