@@ -28,6 +28,7 @@ pub fn unix_seconds() -> i64 {
 #[derive(Debug, Default)]
 pub struct Clock {
     offset_micros: std::sync::atomic::AtomicI64,
+    advanced: tokio::sync::Notify,
 }
 
 impl Clock {
@@ -50,6 +51,13 @@ impl Clock {
     pub fn advance(&self, by: std::time::Duration) {
         let micros = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
         self.offset_micros.fetch_add(micros, std::sync::atomic::Ordering::Relaxed);
+        self.advanced.notify_waiters();
+    }
+
+    /// Completes when [`advance`](Self::advance) is next called: a timer that waits for an
+    /// instant of this clock also waits for this, so that moving the clock wakes it.
+    pub async fn advanced(&self) {
+        self.advanced.notified().await;
     }
 }
 

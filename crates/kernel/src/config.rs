@@ -83,7 +83,7 @@ pub struct LogConfig {
 }
 
 /// Identity and access settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// HMAC-SHA256 key for access tokens (`NEXUS_JWT_SECRET`). Unset: a key generated at first
@@ -124,7 +124,7 @@ impl Default for AuthConfig {
 }
 
 /// Secrets manager settings.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecretsConfig {
     /// Base64 of the 32-byte master key (`NEXUS_MASTER_KEY`). Unset: a key generated at first
@@ -136,7 +136,7 @@ pub struct SecretsConfig {
 }
 
 /// Outgoing webhooks.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct WebhooksConfig {
     /// Allow targets on private, loopback, link-local and metadata addresses
@@ -165,7 +165,7 @@ impl Default for WebhooksConfig {
 }
 
 /// The WebSocket endpoint `/ws`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RealtimeConfig {
     /// A connection that has not authenticated by then is closed.
@@ -223,11 +223,27 @@ pub struct RateLimitClass {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
     pub window_secs: u64,
+    /// Only callers without a valid credential are counted (per IP); authenticated callers of
+    /// these routes are not limited. For surfaces whose seeds document no limit, where
+    /// applications poll and export (secrets, operations).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anonymous_only: bool,
 }
 
 impl RateLimitClass {
     fn new(name: &str, paths: &[&str], limit: Option<u32>, window_secs: u64) -> Self {
-        Self { name: name.into(), paths: paths.iter().map(|p| (*p).to_string()).collect(), limit, window_secs }
+        Self {
+            name: name.into(),
+            paths: paths.iter().map(|p| (*p).to_string()).collect(),
+            limit,
+            window_secs,
+            anonymous_only: false,
+        }
+    }
+
+    fn anonymous_only(mut self) -> Self {
+        self.anonymous_only = true;
+        self
     }
 }
 
@@ -245,6 +261,16 @@ impl Default for RateLimitsConfig {
                 .collect(),
             classes: vec![
                 RateLimitClass::new("login", &login, None, 60),
+                // The secrets manager and operations seeds document no limits: authenticated
+                // clients are not limited there; anonymous ones are, per IP.
+                RateLimitClass::new(
+                    "secrets",
+                    &["/api/v1/secrets*", "/api/v1/audit*", "/api/v1/apikeys*"],
+                    Some(600),
+                    60,
+                )
+                .anonymous_only(),
+                RateLimitClass::new("operations", &["/api/v1/*", "/livez", "/readyz"], Some(600), 60).anonymous_only(),
                 RateLimitClass::new("ai_process", &["/api/process*", "/api/ai/process*"], Some(100), 3600),
                 RateLimitClass::new(
                     "recommendations",
@@ -262,7 +288,7 @@ impl Default for RateLimitsConfig {
 }
 
 /// Conventions shared by every list and by batch requests.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiConfig {
     /// The largest `limit` a list accepts; larger ones are capped.
@@ -282,7 +308,7 @@ impl Default for ApiConfig {
 }
 
 /// The analytics plugin: event ingestion limits, client metadata, retention, notifications.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AnalyticsConfig {
     /// Largest event, in bytes of its JSON.
@@ -322,7 +348,7 @@ impl Default for AnalyticsConfig {
 }
 
 /// Versions of the framework API. A version past its sunset date, or not listed, is refused.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ApiVersions {
     pub current: String,
@@ -348,7 +374,7 @@ impl Default for ApiVersions {
 }
 
 /// The media library (`nexus-media`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct MediaConfig {
     /// Libraries scanned at start; more can be added through `Library/VirtualFolders`.
@@ -376,7 +402,7 @@ impl Default for MediaConfig {
 }
 
 /// One *arr server: its base URL and API key (sent upstream as `X-Api-Key`, never shown).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ArrUpstream {
     pub url: String,
@@ -384,10 +410,11 @@ pub struct ArrUpstream {
 }
 
 /// One configured library.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MediaLibraryConfig {
     pub name: String,
+    #[schema(value_type = String)]
     pub path: PathBuf,
     /// `movies`, `tvshows`, `music` or `photos`.
     #[serde(rename = "type")]

@@ -231,6 +231,16 @@ impl std::error::Error for Failure {}
 
 impl From<crate::db::StorageError> for Failure {
     fn from(err: crate::db::StorageError) -> Self {
-        Failure::internal(err)
+        use crate::db::StorageError;
+        match err {
+            // Every connection stayed busy: the server is overloaded, not broken. The client
+            // may retry; the operator sees it in the log.
+            StorageError::Query(sqlx::Error::PoolTimedOut) | StorageError::Timeout(_) => {
+                tracing::warn!(error = %err, "the database is overloaded");
+                Failure::new(ErrorCode::ServiceUnavailable, "The database is busy; retry shortly")
+                    .with_extra("retry_after", 1)
+            }
+            err => Failure::internal(err),
+        }
     }
 }

@@ -91,6 +91,13 @@ impl Manifest {
         self
     }
 
+    /// The JSON Schema of configuration type `T`, with its defaults: what
+    /// `GET /api/plugins/{id}` shows and `PUT …/config` is checked against (by deserialising
+    /// into `T`, which the schema describes).
+    pub fn config_type<T: utoipa::ToSchema + serde::Serialize + Default>(self) -> Self {
+        self.config_schema(schema_of::<T>())
+    }
+
     pub fn channel(mut self, spec: ChannelSpec) -> Self {
         self.channels.push(spec);
         self
@@ -625,6 +632,47 @@ pub fn validate_config<T: serde::de::DeserializeOwned>(config: &Value) -> Result
         let field = if path == "." { String::from("config") } else { format!("config.{path}") };
         vec![FieldError::new(field, e.inner().to_string())]
     })
+}
+
+/// A self-contained JSON Schema (2020-12) of `T`: the types it refers to under `$defs`, and
+/// `T::default()` as the `default`.
+pub fn schema_of<T: utoipa::ToSchema + serde::Serialize + Default>() -> Value {
+    let mut deps = Vec::new();
+    T::schemas(&mut deps);
+    let mut root = serde_json::to_value(T::schema()).unwrap_or_else(|_| serde_json::json!({ "type": "object" }));
+    let mut defs = serde_json::Map::new();
+    for (name, schema) in deps {
+        if let Ok(schema) = serde_json::to_value(schema) {
+            defs.insert(name, schema);
+        }
+    }
+    if let Value::Object(map) = &mut root {
+        map.insert("$schema".into(), Value::String("https://json-schema.org/draft/2020-12/schema".into()));
+        if !defs.is_empty() {
+            map.insert("$defs".into(), Value::Object(defs));
+        }
+        if let Ok(default) = serde_json::to_value(T::default()) {
+            map.insert("default".into(), default);
+        }
+    }
+    local_refs(&mut root);
+    root
+}
+
+/// `#/components/schemas/X` (utoipa's references) → `#/$defs/X`.
+fn local_refs(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            if let Some(Value::String(r)) = map.get_mut("$ref")
+                && let Some(name) = r.strip_prefix("#/components/schemas/")
+            {
+                *r = format!("#/$defs/{name}");
+            }
+            map.values_mut().for_each(local_refs);
+        }
+        Value::Array(items) => items.iter_mut().for_each(local_refs),
+        _ => {}
+    }
 }
 
 #[cfg(test)]

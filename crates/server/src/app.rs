@@ -27,7 +27,6 @@ use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{And, DefaultPredicate, NotForContentType, Predicate as _};
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use utoipa::OpenApi;
-use utoipa::openapi::tag::TagBuilder;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::conventions::batch::BatchState;
@@ -60,14 +59,22 @@ impl utoipa::Modify for SecurityAddon {
 /// the edge and compression. Shared by every connection ([`Connection`]) and called by
 /// reference: a request clones none of it.
 pub fn app(kernel: Arc<Kernel>, identity: Arc<Identity>, plugins: Vec<(Arc<Slot>, Started)>) -> Arc<App> {
-    let mut router = OpenApiRouter::with_openapi(ApiDoc::openapi());
+    let mut router = OpenApiRouter::new();
+    let mut document = crate::openapi::Document::new(&ApiDoc::openapi());
     let mut mounts = Vec::new();
     let mut tags = Vec::new();
     let mut dynamic = Vec::new();
+    // Paths of the plugins that can be disabled, whose routes may then answer 503.
+    let mut optional_paths = std::collections::BTreeSet::new();
     for (slot, started) in plugins {
         dynamic.extend(started.dynamic);
-        if let Some(routes) = started.routes {
-            slot.set_endpoints(endpoints(routes.get_openapi()));
+        if let Some(mut routes) = started.routes {
+            let part = std::mem::take(routes.get_openapi_mut());
+            slot.set_endpoints(endpoints(&part));
+            if !slot.manifest.essential {
+                optional_paths.extend(part.paths.paths.keys().cloned());
+            }
+            document.add(&slot.manifest.id, &part);
             // Each plugin's routes note their plugin (metrics) and answer 503 while it is
             // disabled.
             router = router.merge(routes.route_layer(NoteRouteLayer::new(slot.clone())));
@@ -75,16 +82,20 @@ pub fn app(kernel: Arc<Kernel>, identity: Arc<Identity>, plugins: Vec<(Arc<Slot>
         mounts.extend(started.mounts);
         tags.extend(started.tags);
     }
-    let (api, mut openapi) = router.split_for_parts();
-    openapi.info.version = nexus_kernel::VERSION.to_string();
-    openapi.tags = Some(
-        tags.into_iter()
-            .map(|(name, description)| TagBuilder::new().name(name).description(Some(description)).build())
-            .collect(),
-    );
+    let (api, _) = router.split_for_parts();
+    document.set_version(nexus_kernel::VERSION);
+    document.set_tags(&tags);
     let dialects = Arc::new(DialectMap::new(mounts));
 
     let rate_limits = crate::conventions::ratelimit::RateLimits::new(kernel.clone(), identity.clone());
+    let openapi = crate::openapi::complete(
+        document,
+        &crate::openapi::Layers {
+            dialect: &|path| dialects.for_path(path),
+            rate_limited: &|path| rate_limits.applies_to(path),
+            can_be_disabled: &|path| optional_paths.contains(path),
+        },
+    );
     // What any plugin's handler may ask for: the `Auth` extractor finds the identity service.
     let mut services = Extensions::new();
     services.insert(identity.clone());

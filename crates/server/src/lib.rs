@@ -5,6 +5,7 @@ pub mod alloc;
 pub mod analytics_cmd;
 mod app;
 pub mod conventions;
+mod openapi;
 pub mod plugin_cmd;
 pub mod plugins;
 mod serve;

@@ -50,7 +50,9 @@ impl nexus_kernel::plugin::Reconfigure for ApiPlugin {}
 
 impl Plugin for ApiPlugin {
     fn manifest(&self) -> Manifest {
-        Manifest::builtin("api", "API conventions", "core", "API versions and batch requests").essential()
+        Manifest::builtin("api", "API conventions", "core", "API versions and batch requests")
+            .essential()
+            .config_type::<nexus_kernel::config::ApiConfig>()
     }
 
     fn start<'a>(&'a self, ctx: &'a mut StartContext) -> BoxFuture<'a, Result<Started, StartError>> {

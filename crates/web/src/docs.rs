@@ -7,7 +7,6 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use serde_json::json;
-use utoipa::openapi::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 use std::sync::Arc;
@@ -34,11 +33,11 @@ const REDOC_HTML: &str = r#"<!DOCTYPE html>
 "#;
 
 /// `/openapi.json`, `/docs` (Swagger UI) and `/redoc`. The error catalogue handlers below are
-/// mounted (and documented) by the system plugin. `/openapi.json` is the document of the
-/// router, with the routes `dynamic` has at the time of the request added: it is rendered once
-/// when there are none, and on each request otherwise.
-pub fn router(openapi: OpenApi, dynamic: Vec<Arc<dyn DynamicRoutes>>) -> Router {
-    let rendered: Arc<str> = Arc::from(openapi.to_json().unwrap_or_else(|_| String::from("{}")));
+/// mounted (and documented) by the system plugin. `/openapi.json` is `openapi` with the routes
+/// `dynamic` has at the time of the request added: rendered once when there are none, and on
+/// each request otherwise.
+pub fn router(openapi: serde_json::Value, dynamic: Vec<Arc<dyn DynamicRoutes>>) -> Router {
+    let rendered: Arc<str> = Arc::from(openapi.to_string());
     let openapi = Arc::new(openapi);
     let document = move || {
         let (rendered, openapi, dynamic) = (rendered.clone(), openapi.clone(), dynamic.clone());
@@ -50,7 +49,7 @@ pub fn router(openapi: OpenApi, dynamic: Vec<Arc<dyn DynamicRoutes>>) -> Router 
                 for routes in &dynamic {
                     routes.document(&mut live);
                 }
-                live.to_json().unwrap_or_else(|_| String::from("{}"))
+                live.to_string()
             };
             ([(CONTENT_TYPE, "application/json")], body).into_response()
         }

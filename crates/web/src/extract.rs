@@ -92,6 +92,8 @@ fn field_error(path: &str, message: &str) -> ApiError {
         .and_then(|rest| rest.split('`').next());
     let field = match (path, named) {
         (".", Some(name)) | ("", Some(name)) => name.to_string(),
+        // An unknown field is reported at its own path; a missing one at its parent's.
+        (path, Some(name)) if path == name || path.ends_with(&format!(".{name}")) => path.to_string(),
         (parent, Some(name)) => format!("{parent}.{name}"),
         (".", None) | ("", None) => String::from("body"),
         (path, None) => path.to_string(),

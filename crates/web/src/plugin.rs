@@ -65,8 +65,9 @@ pub trait DynamicRoutes: Send + Sync + 'static {
     /// The handler of `method path`, if one of its routes matches.
     fn route(&self, method: &axum::http::Method, path: &str) -> Option<DynamicHandler>;
 
-    /// Adds its routes, as they are now, to the OpenAPI document served at `/openapi.json`.
-    fn document(&self, openapi: &mut utoipa::openapi::OpenApi);
+    /// Adds its routes, as they are now, to the OpenAPI document served at `/openapi.json`
+    /// (as JSON).
+    fn document(&self, openapi: &mut serde_json::Value);
 }
 
 /// What a started plugin hands back.

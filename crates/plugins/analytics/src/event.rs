@@ -140,6 +140,10 @@ pub fn validate(
         }
         Some(_) => return Err(err("properties", "Must be a JSON object".into())),
     };
+    // Free-form data belongs in `properties`; anything else is a client's mistake to report.
+    if let Some(field) = obj.keys().next() {
+        return Err(err(field, format!("Unknown field `{field}`; free-form data goes in `properties`")));
+    }
     Ok(NewEvent { event_id, event_name, event_category, timestamp, user_id, source, properties })
 }
 

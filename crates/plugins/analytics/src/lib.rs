@@ -6,6 +6,7 @@
 pub mod error;
 pub mod event;
 pub mod query;
+pub mod rollup;
 mod routes;
 pub mod service;
 pub mod store;
@@ -47,6 +48,7 @@ impl Plugin for AnalyticsPlugin {
         .permission("analytics.write", "Send events")
         .permission("analytics.read", "Query events, summaries and funnels")
         .channel(ChannelSpec::new("analytics", Some("analytics.read"), &["analytics.*"]))
+        .config_type::<nexus_kernel::config::AnalyticsConfig>()
     }
 
     fn migrations(&self) -> Option<&'static nexus_kernel::db::MigrationSet> {

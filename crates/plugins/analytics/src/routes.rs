@@ -36,15 +36,23 @@ pub fn all(analytics: Arc<Analytics>) -> nexus_web::Routes {
 #[derive(Debug, Deserialize, ToSchema)]
 #[allow(dead_code)]
 pub struct EventBody {
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub event_name: String,
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub event_category: String,
-    /// ISO 8601; default: when it is received.
+    /// ISO 8601; default: when it is received. At most `analytics.future_tolerance_secs`
+    /// ahead of the server's clock.
+    #[schema(format = DateTime)]
     pub timestamp: Option<String>,
+    /// Free-form, nested at most `analytics.max_depth` levels.
     #[schema(value_type = Object)]
     pub properties: Option<Value>,
+    #[schema(min_length = 1, max_length = 256, pattern = r"\S")]
     pub user_id: Option<String>,
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub source: Option<String>,
     /// Makes retries idempotent: an id stored before is reported as a duplicate.
+    #[schema(min_length = 1, max_length = 256, pattern = r"\S")]
     pub event_id: Option<String>,
 }
 
@@ -195,13 +203,23 @@ async fn summary(State(a): Api, Auth(p): Auth, RawQuery(raw): RawQuery) -> Resul
     })))
 }
 
+/// An event name: 1 to 200 characters, not only spaces.
+#[derive(ToSchema)]
+#[schema(min_length = 1, max_length = 200, pattern = r"\S")]
+pub struct EventName(#[allow(dead_code)] String);
+
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct FunnelBody {
     /// Event names, in order (2 to 10).
+    #[schema(value_type = Vec<EventName>, min_items = 2, max_items = 10)]
     pub steps: Vec<String>,
     /// The time allowed from the first step to the last; default one day.
+    #[schema(minimum = 1)]
     pub window_secs: Option<i64>,
+    #[schema(format = DateTime)]
     pub from: Option<String>,
+    #[schema(format = DateTime)]
     pub to: Option<String>,
 }
 

@@ -12,6 +12,8 @@ use nexus_kernel::db::{Db, StorageError};
 use nexus_kernel::query::{Field, Keyed, Kind, ListQuery, Listing, Op, Page, Value};
 use sqlx::Row as _;
 
+use crate::rollup::{self, EdgeRow, RollupRow};
+
 /// One stored event.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct EventRow {
@@ -150,6 +152,31 @@ pub trait EventStore: Send + Sync + std::fmt::Debug {
         to: i64,
     ) -> BoxFuture<'a, Result<Vec<FunnelRow>, StorageError>>;
 
+    /// Recomputes from the raw events the rollups of the hours in `[from, to)` that are not
+    /// valid (`crate::rollup`); returns how many hours it recomputed.
+    fn refresh_rollups(&self, from: i64, to: i64) -> BoxFuture<'_, Result<usize, StorageError>>;
+
+    /// The rollup rows of the hours in `[from, to)` that `filter`'s name, category and source
+    /// select.
+    fn rollups<'a>(
+        &'a self,
+        from: i64,
+        to: i64,
+        filter: &'a Filter,
+    ) -> BoxFuture<'a, Result<Vec<RollupRow>, StorageError>>;
+
+    /// The raw events in `[from, to)` that `filter`'s name, category and source select, grouped
+    /// by hour, name, category, source and user.
+    fn edge_rows<'a>(
+        &'a self,
+        from: i64,
+        to: i64,
+        filter: &'a Filter,
+    ) -> BoxFuture<'a, Result<Vec<EdgeRow>, StorageError>>;
+
+    /// The numbers of those of `users` that have one.
+    fn user_numbers<'a>(&'a self, users: &'a [String]) -> BoxFuture<'a, Result<HashMap<String, u32>, StorageError>>;
+
     /// Deletes at most `batch` events older than `cutoff`; returns how many went.
     fn delete_before(&self, cutoff: i64, batch: i64) -> BoxFuture<'_, Result<u64, StorageError>>;
 
@@ -176,6 +203,35 @@ pub struct SqliteStore(pub sqlx::SqlitePool);
 
 #[derive(Debug, Clone)]
 pub struct PgStore(pub sqlx::PgPool);
+
+/// The SQL of the hour an event falls in (`rollup::hour_of`).
+const HOUR_SQL: &str = "(ts - (((ts % 3600000000) + 3600000000) % 3600000000))";
+
+/// Marks the hours of `times` dirty in `tx` (their rollups are recomputed when next needed).
+async fn mark_dirty<'c, DB>(
+    tx: &mut sqlx::Transaction<'c, DB>,
+    times: impl Iterator<Item = i64>,
+) -> Result<(), StorageError>
+where
+    DB: sqlx::Database + sqlx::database::HasStatementCache,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
+    for<'q> DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    let mut hours: Vec<i64> = times.map(rollup::hour_of).collect();
+    hours.sort_unstable();
+    hours.dedup();
+    for chunk in hours.chunks(CHUNK) {
+        let list: Vec<String> = (1..=chunk.len()).map(|i| format!("(${i})")).collect();
+        let sql = format!("INSERT INTO analytics_dirty_hours (hour) VALUES {} ON CONFLICT DO NOTHING", list.join(", "));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+        for h in chunk {
+            q = q.bind(*h);
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
 
 /// Where the two SQL dialects differ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -372,6 +428,123 @@ fn chunk_sizes(mut n: usize) -> Vec<usize> {
 /// The same code for each dialect's pool type.
 macro_rules! impl_store {
     ($store:ty, $dialect:expr) => {
+        impl $store {
+            /// Recomputes the rollups of the hours in `[start, end)` from the raw events, in one
+            /// transaction that also clears their dirty marks: an event committed before it is
+            /// counted; one committed after marks its hour dirty again.
+            async fn recompute(&self, start: i64, end: i64) -> Result<(), StorageError> {
+                let dialect: Dialect = $dialect;
+                // SQLite: IMMEDIATE, so that the reads see what the writes will be based on.
+                let mut tx = match dialect {
+                    Dialect::Sqlite => self.0.begin_with("BEGIN IMMEDIATE").await?,
+                    Dialect::Postgres => self.0.begin().await?,
+                };
+                sqlx::query("DELETE FROM analytics_dirty_hours WHERE hour >= $1 AND hour < $2")
+                    .bind(start)
+                    .bind(end)
+                    .execute(&mut *tx)
+                    .await?;
+                let sql = format!(
+                    "SELECT {HOUR_SQL}, event_name, event_category, source, user_id, COUNT(*) \
+                     FROM analytics_events WHERE ts >= $1 AND ts < $2 GROUP BY 1, 2, 3, 4, 5"
+                );
+                let raw: Vec<EdgeRow> =
+                    sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(start).bind(end).fetch_all(&mut *tx).await?;
+                let mut users: Vec<&str> = raw.iter().filter_map(|r| r.4.as_deref()).collect();
+                users.sort_unstable();
+                users.dedup();
+                let mut numbers: HashMap<String, u32> = HashMap::with_capacity(users.len());
+                for chunk in users.chunks(CHUNK) {
+                    let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+                    let sql =
+                        format!("SELECT user_id, n FROM analytics_user_ids WHERE user_id IN ({})", list.join(", "));
+                    let mut q = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql)).persistent(false);
+                    for u in chunk {
+                        q = q.bind(*u);
+                    }
+                    for (user, n) in q.fetch_all(&mut *tx).await? {
+                        numbers.insert(user, u32::try_from(n).unwrap_or(u32::MAX));
+                    }
+                }
+                let missing: Vec<&str> = users.iter().copied().filter(|u| !numbers.contains_key(*u)).collect();
+                if !missing.is_empty() {
+                    let max: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(n), -1) FROM analytics_user_ids")
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    let mut next = max + 1;
+                    for chunk in missing.chunks(CHUNK / 2) {
+                        let list: Vec<String> =
+                            (0..chunk.len()).map(|i| format!("(${}, ${})", 2 * i + 1, 2 * i + 2)).collect();
+                        let sql = format!("INSERT INTO analytics_user_ids (user_id, n) VALUES {}", list.join(", "));
+                        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                        for u in chunk {
+                            q = q.bind(*u).bind(next);
+                            numbers.insert((*u).to_string(), u32::try_from(next).unwrap_or(u32::MAX));
+                            next += 1;
+                        }
+                        q.execute(&mut *tx).await?;
+                    }
+                }
+                let mut groups: std::collections::BTreeMap<(i64, String, String, String), (i64, Vec<u32>)> =
+                    std::collections::BTreeMap::new();
+                for (hour, name, category, source, user, events) in raw {
+                    let g = groups.entry((hour, name, category, source.unwrap_or_default())).or_default();
+                    g.0 += events;
+                    if let Some(n) = user.and_then(|u| numbers.get(&u).copied()) {
+                        g.1.push(n);
+                    }
+                }
+                sqlx::query("DELETE FROM analytics_rollups WHERE hour >= $1 AND hour < $2")
+                    .bind(start)
+                    .bind(end)
+                    .execute(&mut *tx)
+                    .await?;
+                let groups: Vec<_> = groups.into_iter().collect();
+                for chunk in groups.chunks(CHUNK / 8) {
+                    let list: Vec<String> = (0..chunk.len())
+                        .map(|i| {
+                            let p: Vec<String> = (1..=7).map(|j| format!("${}", 7 * i + j)).collect();
+                            format!("({})", p.join(", "))
+                        })
+                        .collect();
+                    let sql = format!(
+                        "INSERT INTO analytics_rollups (hour, event_name, event_category, source, events, \
+                         user_count, users) VALUES {}",
+                        list.join(", ")
+                    );
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                    for ((hour, name, category, source), (events, users)) in chunk {
+                        let mut users = users.clone();
+                        let bytes = rollup::encode(&mut users);
+                        q = q
+                            .bind(*hour)
+                            .bind(name)
+                            .bind(category)
+                            .bind(source)
+                            .bind(*events)
+                            .bind(i64::try_from(users.len()).unwrap_or(i64::MAX))
+                            .bind(bytes);
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+                let hours: Vec<i64> = (0..).map(|i| start + i * rollup::HOUR).take_while(|h| *h < end).collect();
+                for chunk in hours.chunks(CHUNK) {
+                    let list: Vec<String> = (1..=chunk.len()).map(|i| format!("(${i})")).collect();
+                    let sql = format!(
+                        "INSERT INTO analytics_rollup_hours (hour) VALUES {} ON CONFLICT DO NOTHING",
+                        list.join(", ")
+                    );
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
+                    for h in chunk {
+                        q = q.bind(*h);
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+        }
+
         impl EventStore for $store {
             fn insert(&self, rows: Vec<EventRow>) -> BoxFuture<'_, Result<Vec<Written>, StorageError>> {
                 Box::pin(async move {
@@ -419,6 +592,7 @@ macro_rules! impl_store {
                         }
                         existing.extend(q.fetch_all(&mut *tx).await?);
                     }
+                    mark_dirty(&mut tx, rows.iter().filter(|r| inserted.contains(&r.id)).map(|r| r.ts)).await?;
                     tx.commit().await?;
                     rows.iter()
                         .map(|r| {
@@ -518,15 +692,145 @@ macro_rules! impl_store {
 
             fn delete_before(&self, cutoff: i64, batch: i64) -> BoxFuture<'_, Result<u64, StorageError>> {
                 Box::pin(async move {
-                    let done = sqlx::query(
+                    let mut tx = self.0.begin().await?;
+                    let gone: Vec<i64> = sqlx::query_scalar(
                         "DELETE FROM analytics_events WHERE id IN \
-                         (SELECT id FROM analytics_events WHERE ts < $1 ORDER BY ts LIMIT $2)",
+                         (SELECT id FROM analytics_events WHERE ts < $1 ORDER BY ts LIMIT $2) RETURNING ts",
                     )
                     .bind(cutoff)
                     .bind(batch)
-                    .execute(&self.0)
+                    .fetch_all(&mut *tx)
                     .await?;
-                    Ok(done.rows_affected())
+                    mark_dirty(&mut tx, gone.iter().copied()).await?;
+                    tx.commit().await?;
+                    Ok(u64::try_from(gone.len()).unwrap_or(u64::MAX))
+                })
+            }
+
+            fn refresh_rollups(&self, from: i64, to: i64) -> BoxFuture<'_, Result<usize, StorageError>> {
+                Box::pin(async move {
+                    let computed: HashSet<i64> =
+                        sqlx::query_scalar("SELECT hour FROM analytics_rollup_hours WHERE hour >= $1 AND hour < $2")
+                            .bind(from)
+                            .bind(to)
+                            .fetch_all(&self.0)
+                            .await?
+                            .into_iter()
+                            .collect();
+                    let dirty: HashSet<i64> =
+                        sqlx::query_scalar("SELECT hour FROM analytics_dirty_hours WHERE hour >= $1 AND hour < $2")
+                            .bind(from)
+                            .bind(to)
+                            .fetch_all(&self.0)
+                            .await?
+                            .into_iter()
+                            .collect();
+                    let stale = (0..)
+                        .map(|i| from + i * rollup::HOUR)
+                        .take_while(|h| *h < to)
+                        .filter(|h| !computed.contains(h) || dirty.contains(h));
+                    let runs = rollup::runs(stale);
+                    let mut done = 0;
+                    for (start, end) in runs {
+                        self.recompute(start, end).await?;
+                        done += usize::try_from((end - start) / rollup::HOUR).unwrap_or(0);
+                    }
+                    Ok(done)
+                })
+            }
+
+            fn rollups<'a>(
+                &'a self,
+                from: i64,
+                to: i64,
+                filter: &'a Filter,
+            ) -> BoxFuture<'a, Result<Vec<RollupRow>, StorageError>> {
+                Box::pin(async move {
+                    let mut sql = String::from(
+                        "SELECT hour, event_name, event_category, source, events, user_count, users \
+                         FROM analytics_rollups WHERE hour >= $1 AND hour < $2",
+                    );
+                    let mut values: Vec<&str> = Vec::new();
+                    for (column, value) in [
+                        ("event_name", &filter.event_name),
+                        ("event_category", &filter.event_category),
+                        ("source", &filter.source),
+                    ] {
+                        if let Some(v) = value {
+                            values.push(v);
+                            let _ = write!(sql, " AND {column} = ${}", values.len() + 2);
+                        }
+                    }
+                    let mut q =
+                        sqlx::query_as::<_, (i64, String, String, String, i64, i64, Vec<u8>)>(sqlx::AssertSqlSafe(sql))
+                            .bind(from)
+                            .bind(to);
+                    for v in values {
+                        q = q.bind(v);
+                    }
+                    Ok(q.fetch_all(&self.0)
+                        .await?
+                        .into_iter()
+                        .map(|(hour, event_name, event_category, source, events, user_count, users)| RollupRow {
+                            hour,
+                            event_name,
+                            event_category,
+                            source: (!source.is_empty()).then_some(source),
+                            events,
+                            user_count,
+                            users,
+                        })
+                        .collect())
+                })
+            }
+
+            fn edge_rows<'a>(
+                &'a self,
+                from: i64,
+                to: i64,
+                filter: &'a Filter,
+            ) -> BoxFuture<'a, Result<Vec<EdgeRow>, StorageError>> {
+                Box::pin(async move {
+                    let dialect: Dialect = $dialect;
+                    let narrowed = Filter {
+                        from: Some(from),
+                        to: Some(to),
+                        event_name: filter.event_name.clone(),
+                        event_category: filter.event_category.clone(),
+                        source: filter.source.clone(),
+                        ..Filter::default()
+                    };
+                    let (filter_sql, params) = dialect.filter(&narrowed, 1);
+                    let sql = format!(
+                        "SELECT {HOUR_SQL}, event_name, event_category, source, user_id, COUNT(*) \
+                         FROM analytics_events WHERE {filter_sql} GROUP BY 1, 2, 3, 4, 5"
+                    );
+                    let query = sqlx::query_as::<_, EdgeRow>(sqlx::AssertSqlSafe(sql));
+                    Ok(nexus_kernel::bind_values!(query, &params).fetch_all(&self.0).await?)
+                })
+            }
+
+            fn user_numbers<'a>(
+                &'a self,
+                users: &'a [String],
+            ) -> BoxFuture<'a, Result<HashMap<String, u32>, StorageError>> {
+                Box::pin(async move {
+                    let mut out = HashMap::with_capacity(users.len());
+                    for chunk in users.chunks(CHUNK) {
+                        let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+                        let sql =
+                            format!("SELECT user_id, n FROM analytics_user_ids WHERE user_id IN ({})", list.join(", "));
+                        let mut q = sqlx::query_as::<_, (String, i64)>(sqlx::AssertSqlSafe(sql)).persistent(false);
+                        for u in chunk {
+                            q = q.bind(u);
+                        }
+                        for (user, n) in q.fetch_all(&self.0).await? {
+                            if let Ok(n) = u32::try_from(n) {
+                                out.insert(user, n);
+                            }
+                        }
+                    }
+                    Ok(out)
                 })
             }
 

@@ -26,9 +26,24 @@ pub static MIGRATIONS: nexus_kernel::db::MigrationSet = nexus_kernel::db::Migrat
     postgres: sqlx::migrate!("./migrations/postgres"),
 };
 
+/// The `[documents]` section.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct DocumentsConfig {
+    /// Largest document accepted, in bytes of its JSON.
+    #[schema(minimum = 1)]
+    pub max_document_bytes: usize,
+}
+
+impl Default for DocumentsConfig {
+    fn default() -> Self {
+        Self { max_document_bytes: 1024 * 1024 }
+    }
+}
+
 /// Starts the service.
-pub fn start(kernel: Arc<Kernel>) -> Arc<Documents> {
-    Arc::new(Documents::new(kernel))
+pub fn start(kernel: Arc<Kernel>, config: DocumentsConfig) -> Arc<Documents> {
+    Arc::new(Documents::new(kernel, config))
 }
 
 /// The document routes: `/api/database/*`, `/api/collections/{name}/documents*`, and
@@ -57,6 +72,7 @@ impl Plugin for DocumentsPlugin {
         .permission("documents.write", "Write documents (optionally `documents.write:<collection>`)")
         .permission("documents.admin", "Create and drop collections and indexes")
         .channel(ChannelSpec::new("documents", Some("documents.read"), &["document.*"]))
+        .config_type::<DocumentsConfig>()
     }
 
     fn migrations(&self) -> Option<&'static nexus_kernel::db::MigrationSet> {
@@ -65,7 +81,11 @@ impl Plugin for DocumentsPlugin {
 
     fn start<'a>(&'a self, ctx: &'a mut StartContext) -> BoxFuture<'a, Result<Started, StartError>> {
         Box::pin(async move {
-            let documents = start(ctx.kernel.clone());
+            let config: DocumentsConfig = ctx.config()?;
+            if config.max_document_bytes == 0 {
+                return Err(ctx.error("documents.max_document_bytes must be greater than 0"));
+            }
+            let documents = start(ctx.kernel.clone(), config);
             ctx.provide(documents.clone());
             Ok(Started::routes(routes(documents))
                 .tag("documents", "Document database: Mongo-style collections, queries, bulk writes, indexes"))

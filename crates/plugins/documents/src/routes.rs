@@ -56,10 +56,13 @@ pub fn all(documents: Arc<Documents>) -> nexus_web::Routes {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct QueryBody {
+    #[schema(pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
     pub collection: String,
-    /// find, find_one, count, distinct, aggregate, insert_one, insert_many, update_one,
-    /// update_many, replace_one, delete_one, delete_many, explain
+    #[schema(
+        pattern = r"^(find|find_one|count|distinct|aggregate|insert_one|insert_many|update_one|update_many|replace_one|delete_one|delete_many|explain)$"
+    )]
     pub operation: String,
     #[schema(value_type = Object)]
     pub filter: Option<Value>,
@@ -198,7 +201,9 @@ async fn query(State(docs): Api, Auth(p): Auth, Json(body): Json<QueryBody>) -> 
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BulkBody {
+    #[schema(pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
     pub collection: String,
     #[schema(value_type = Vec<Object>)]
     pub operations: Vec<Value>,
@@ -269,7 +274,9 @@ async fn bulk(State(docs): Api, Auth(p): Auth, Json(body): Json<BulkBody>) -> Re
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CollectionBody {
+    #[schema(pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")]
     pub name: String,
     /// JSON Schema (subset) every document must satisfy.
     #[schema(value_type = Object)]
@@ -279,6 +286,7 @@ pub struct CollectionBody {
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct IndexBody {
     #[schema(value_type = Object)]
     pub keys: Value,
@@ -307,20 +315,20 @@ async fn list_collections(State(docs): Api, Auth(p): Auth) -> Result<Json<Value>
 }
 
 /// A collection with its stats and indexes.
-#[utoipa::path(get, path = "/api/database/collections/{name}", tag = "documents", responses((status = 200), (status = 404)))]
+#[utoipa::path(get, path = "/api/database/collections/{name}", tag = "documents", params(("name" = String, Path, pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$", description = "The collection")), responses((status = 200), (status = 404)))]
 async fn get_collection(State(docs): Api, Auth(p): Auth, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     Ok(Json(docs.get_collection(&p, &name).await.map_err(api_error)?))
 }
 
 /// Drop a collection, its documents and indexes (`documents.admin`).
-#[utoipa::path(delete, path = "/api/database/collections/{name}", tag = "documents", responses((status = 204), (status = 404)))]
+#[utoipa::path(delete, path = "/api/database/collections/{name}", tag = "documents", params(("name" = String, Path, pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$", description = "The collection")), responses((status = 204), (status = 404)))]
 async fn drop_collection(State(docs): Api, Auth(p): Auth, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
     docs.drop_collection(&p, &name).await.map_err(api_error)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Create an index: `{"keys": {"price": 1}, "unique": true}`.
-#[utoipa::path(post, path = "/api/database/collections/{name}/indexes", tag = "documents", request_body = IndexBody,
+#[utoipa::path(post, path = "/api/database/collections/{name}/indexes", tag = "documents", params(("name" = String, Path, pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$", description = "The collection")), request_body = IndexBody,
     responses((status = 201), (status = 409, description = "CONFLICT: exists, or duplicates for a unique index")))]
 async fn create_index(
     State(docs): Api,
@@ -333,7 +341,7 @@ async fn create_index(
 }
 
 /// A collection's indexes.
-#[utoipa::path(get, path = "/api/database/collections/{name}/indexes", tag = "documents", responses((status = 200)))]
+#[utoipa::path(get, path = "/api/database/collections/{name}/indexes", tag = "documents", params(("name" = String, Path, pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$", description = "The collection")), responses((status = 200)))]
 async fn list_indexes(State(docs): Api, Auth(p): Auth, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
     let data = docs.indexes(&p, &name).await.map_err(api_error)?;
     Ok(Json(json!({ "data": data })))
@@ -554,7 +562,7 @@ async fn delete_in(
 }
 
 /// List a collection's documents with the list conventions.
-#[utoipa::path(get, path = "/api/collections/{name}/documents", tag = "documents", responses((status = 200)))]
+#[utoipa::path(get, path = "/api/collections/{name}/documents", tag = "documents", params(("name" = String, Path, pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$", description = "The collection")), responses((status = 200)))]
 async fn list_documents(
     State(docs): Api,
     Auth(p): Auth,
@@ -565,7 +573,7 @@ async fn list_documents(
 }
 
 /// Insert a document (201).
-#[utoipa::path(post, path = "/api/collections/{name}/documents", tag = "documents", responses((status = 201)))]
+#[utoipa::path(post, path = "/api/collections/{name}/documents", tag = "documents", params(("name" = String, Path, pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$", description = "The collection")), request_body(content = Object, description = "A JSON document (an object)"), responses((status = 201)))]
 async fn create_document(
     State(docs): Api,
     Auth(p): Auth,
@@ -576,7 +584,7 @@ async fn create_document(
 }
 
 /// One document.
-#[utoipa::path(get, path = "/api/collections/{name}/documents/{id}", tag = "documents", responses((status = 200), (status = 404)))]
+#[utoipa::path(get, path = "/api/collections/{name}/documents/{id}", tag = "documents", params(("name" = String, Path, pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$", description = "The collection"), ("id" = String, Path, description = "The document's `_id`")), responses((status = 200), (status = 404)))]
 async fn get_document(
     State(docs): Api,
     Auth(p): Auth,
@@ -586,7 +594,7 @@ async fn get_document(
 }
 
 /// Replace a document.
-#[utoipa::path(put, path = "/api/collections/{name}/documents/{id}", tag = "documents", responses((status = 200), (status = 404)))]
+#[utoipa::path(put, path = "/api/collections/{name}/documents/{id}", tag = "documents", params(("name" = String, Path, pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$", description = "The collection"), ("id" = String, Path, description = "The document's `_id`")), request_body(content = Object, description = "A JSON document (an object)"), responses((status = 200), (status = 404)))]
 async fn replace_document(
     State(docs): Api,
     Auth(p): Auth,
@@ -597,7 +605,7 @@ async fn replace_document(
 }
 
 /// Change fields of a document.
-#[utoipa::path(patch, path = "/api/collections/{name}/documents/{id}", tag = "documents", responses((status = 200), (status = 404)))]
+#[utoipa::path(patch, path = "/api/collections/{name}/documents/{id}", tag = "documents", params(("name" = String, Path, pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$", description = "The collection"), ("id" = String, Path, description = "The document's `_id`")), request_body(content = Object, description = "A JSON document (an object)"), responses((status = 200), (status = 404)))]
 async fn patch_document(
     State(docs): Api,
     Auth(p): Auth,
@@ -608,7 +616,7 @@ async fn patch_document(
 }
 
 /// Delete a document (204).
-#[utoipa::path(delete, path = "/api/collections/{name}/documents/{id}", tag = "documents", responses((status = 204), (status = 404)))]
+#[utoipa::path(delete, path = "/api/collections/{name}/documents/{id}", tag = "documents", params(("name" = String, Path, pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$", description = "The collection"), ("id" = String, Path, description = "The document's `_id`")), responses((status = 204), (status = 404)))]
 async fn delete_document(
     State(docs): Api,
     Auth(p): Auth,
@@ -631,7 +639,7 @@ async fn existing(
 }
 
 /// A collection as a REST resource, for names no other route owns (`/api/products`).
-#[utoipa::path(get, path = "/api/{name}", tag = "documents", responses((status = 200)))]
+#[utoipa::path(get, path = "/api/{name}", tag = "documents", params(("name" = String, Path, pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$", description = "The collection")), responses((status = 200)))]
 async fn list_short(
     State(docs): Api,
     auth: Result<Auth, ApiError>,
@@ -643,7 +651,7 @@ async fn list_short(
 }
 
 /// Insert into a collection (`POST /api/products` → 201).
-#[utoipa::path(post, path = "/api/{name}", tag = "documents", responses((status = 201)))]
+#[utoipa::path(post, path = "/api/{name}", tag = "documents", params(("name" = String, Path, pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$", description = "The collection")), request_body(content = Object, description = "A JSON document (an object)"), responses((status = 201)))]
 async fn create_short(
     State(docs): Api,
     Auth(p): Auth,
@@ -653,7 +661,7 @@ async fn create_short(
     create_in(&docs, &p, &name, body).await
 }
 
-#[utoipa::path(get, path = "/api/{name}/{id}", tag = "documents", responses((status = 200), (status = 404)))]
+#[utoipa::path(get, path = "/api/{name}/{id}", tag = "documents", params(("name" = String, Path, pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$", description = "The collection"), ("id" = String, Path, description = "The document's `_id`")), responses((status = 200), (status = 404)))]
 async fn get_short(
     State(docs): Api,
     auth: Result<Auth, ApiError>,
@@ -663,7 +671,7 @@ async fn get_short(
     Ok(Json(docs.get(&p, &name, &id).await.map_err(api_error)?))
 }
 
-#[utoipa::path(put, path = "/api/{name}/{id}", tag = "documents", responses((status = 200), (status = 404)))]
+#[utoipa::path(put, path = "/api/{name}/{id}", tag = "documents", params(("name" = String, Path, pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$", description = "The collection"), ("id" = String, Path, description = "The document's `_id`")), request_body(content = Object, description = "A JSON document (an object)"), responses((status = 200), (status = 404)))]
 async fn replace_short(
     State(docs): Api,
     auth: Result<Auth, ApiError>,
@@ -674,7 +682,7 @@ async fn replace_short(
     replace_in(&docs, &p, &name, &id, body).await
 }
 
-#[utoipa::path(patch, path = "/api/{name}/{id}", tag = "documents", responses((status = 200), (status = 404)))]
+#[utoipa::path(patch, path = "/api/{name}/{id}", tag = "documents", params(("name" = String, Path, pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$", description = "The collection"), ("id" = String, Path, description = "The document's `_id`")), request_body(content = Object, description = "A JSON document (an object)"), responses((status = 200), (status = 404)))]
 async fn patch_short(
     State(docs): Api,
     auth: Result<Auth, ApiError>,
@@ -686,7 +694,7 @@ async fn patch_short(
 }
 
 /// `DELETE /api/orders/456` → 204.
-#[utoipa::path(delete, path = "/api/{name}/{id}", tag = "documents", responses((status = 204), (status = 404)))]
+#[utoipa::path(delete, path = "/api/{name}/{id}", tag = "documents", params(("name" = String, Path, pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$", description = "The collection"), ("id" = String, Path, description = "The document's `_id`")), responses((status = 204), (status = 404)))]
 async fn delete_short(
     State(docs): Api,
     auth: Result<Auth, ApiError>,

@@ -21,10 +21,8 @@ use crate::engine::sort::Sort;
 use crate::engine::update::Update;
 use crate::schema;
 use crate::sql::{Builder, Dialect, Param};
-use crate::store::{Store, Tx, WriteError};
+use crate::store::{DocumentStore, Tx, WriteError};
 
-/// Largest document accepted, in bytes of JSON (`documents.max_document_bytes`).
-pub const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 /// Documents one `insert_many` or bulk request may carry.
 pub const MAX_BATCH: usize = 10_000;
 
@@ -135,7 +133,8 @@ struct Change {
 #[derive(Debug)]
 pub struct Documents {
     kernel: Arc<Kernel>,
-    store: Store,
+    store: Arc<dyn DocumentStore>,
+    config: crate::DocumentsConfig,
 }
 
 fn now_micros() -> i64 {
@@ -158,13 +157,13 @@ pub fn new_id() -> String {
 }
 
 impl Documents {
-    pub fn new(kernel: Arc<Kernel>) -> Self {
-        let store = Store::new(kernel.db.clone());
-        Self { kernel, store }
+    pub fn new(kernel: Arc<Kernel>, config: crate::DocumentsConfig) -> Self {
+        let store = crate::store::open(&kernel.db);
+        Self { kernel, store, config }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    pub fn store(&self) -> &dyn DocumentStore {
+        self.store.as_ref()
     }
 
     /// `documents.<access>` or `documents.<access>:<collection>`; `documents.admin` holds all.
@@ -181,27 +180,42 @@ impl Documents {
         if ok { Ok(()) } else { Err(DocError::Forbidden(name.to_string())) }
     }
 
-    /// The one place document events leave the service (moved onto the outbox later).
-    fn publish(&self, changes: Vec<Change>) {
-        for c in changes {
-            let mut data = Map::new();
-            data.insert("collection".into(), Value::String(c.collection));
-            data.insert("id".into(), Value::String(c.id));
-            if let Value::Object(extra) = c.data {
-                data.extend(extra);
-            }
-            self.kernel.events.publish("documents", c.kind, Value::Object(data));
-        }
-    }
-
     fn exists_filter(collection: &str) -> String {
         Builder::collection(collection)
     }
 
+    /// Commits `tx` with the events of `changes` in it: the outbox delivers them (bus, other
+    /// instances, WebSocket, webhooks) once committed, also after a crash.
+    async fn commit(&self, mut tx: Tx, changes: Vec<Change>) -> Result<(), DocError> {
+        let events: Vec<_> = changes
+            .into_iter()
+            .map(|c| {
+                let mut data = Map::new();
+                data.insert("collection".into(), Value::String(c.collection));
+                data.insert("id".into(), Value::String(c.id));
+                if let Value::Object(extra) = c.data {
+                    data.extend(extra);
+                }
+                self.kernel.events.envelope("documents", c.kind, Value::Object(data))
+            })
+            .collect();
+        self.store.write_events(&mut tx, &events).await?;
+        tx.commit().await?;
+        if !events.is_empty() {
+            self.kernel.outbox.committed();
+        }
+        Ok(())
+    }
+
     /// Key paths of the collection's indexes that no document holds an array on.
-    async fn flat_paths(&self, collection: &str) -> Result<Vec<Vec<String>>, DocError> {
+    /// The paths of `collection`'s indexes that hold no arrays, read inside `tx` when given.
+    async fn flat_paths(&self, collection: &str, tx: Option<&mut Tx>) -> Result<Vec<Vec<String>>, DocError> {
+        let indexes = match tx {
+            Some(tx) => self.store.list_indexes_in(tx, collection).await?,
+            None => self.store.list_indexes(collection).await?,
+        };
         let mut out = Vec::new();
-        for i in self.store.list_indexes(collection).await?.into_iter().filter(|i| !i.multikey) {
+        for i in indexes.into_iter().filter(|i| !i.multikey) {
             if let Ok(Value::Object(keys)) = serde_json::from_str::<Value>(&i.keys) {
                 out.extend(keys.keys().map(|k| k.split('.').map(str::to_string).collect::<Vec<_>>()));
             }
@@ -211,7 +225,7 @@ impl Documents {
 
     /// Flags the indexes whose path `doc` holds an array on as multikey, in `tx`.
     async fn note_arrays(&self, tx: &mut Tx, collection: &str, doc: &Value) -> Result<(), DocError> {
-        for i in self.store.list_indexes(collection).await?.into_iter().filter(|i| !i.multikey) {
+        for i in self.store.list_indexes_in(tx, collection).await?.into_iter().filter(|i| !i.multikey) {
             let Ok(Value::Object(keys)) = serde_json::from_str::<Value>(&i.keys) else { continue };
             let arrays = keys.keys().any(|k| {
                 let segs: Vec<String> = k.split('.').map(str::to_string).collect();
@@ -227,7 +241,22 @@ impl Documents {
 
     /// SQL for `filter` in `collection`: (WHERE text, parameters, exact).
     async fn compile(&self, collection: &str, filter: &Filter) -> Result<(String, Vec<Param>, bool), DocError> {
-        let flat = self.flat_paths(collection).await?;
+        let flat = self.flat_paths(collection, None).await?;
+        Ok(self.compile_with(flat, collection, filter))
+    }
+
+    /// [`Self::compile`] inside `tx`.
+    async fn compile_in(
+        &self,
+        tx: &mut Tx,
+        collection: &str,
+        filter: &Filter,
+    ) -> Result<(String, Vec<Param>, bool), DocError> {
+        let flat = self.flat_paths(collection, Some(tx)).await?;
+        Ok(self.compile_with(flat, collection, filter))
+    }
+
+    fn compile_with(&self, flat: Vec<Vec<String>>, collection: &str, filter: &Filter) -> (String, Vec<Param>, bool) {
         let mut b = Builder::new(self.store.dialect()).with_flat_paths(flat);
         let c = b.filter(filter);
         let base = Self::exists_filter(collection);
@@ -235,7 +264,7 @@ impl Documents {
             Some(cond) => format!("{base} AND {cond}"),
             None => base,
         };
-        Ok((sql, b.params, c.exact))
+        (sql, b.params, c.exact)
     }
 
     pub async fn find(&self, p: &Principal, collection: &str, q: &Find) -> Result<(Vec<Value>, Plan), DocError> {
@@ -521,12 +550,9 @@ impl Documents {
         let doc = Value::Object(m);
         check_names(&doc, place, 0)?;
         let size = doc.to_string().len();
-        if size > MAX_DOCUMENT_BYTES {
-            return Err(Invalid::new(
-                place,
-                format!("The document is {size} bytes; at most {MAX_DOCUMENT_BYTES} are allowed"),
-            )
-            .into());
+        let max = self.config.max_document_bytes;
+        if size > max {
+            return Err(Invalid::new(place, format!("The document is {size} bytes; at most {max} are allowed")).into());
         }
         if let Some(s) = schema {
             schema::validate(s, &doc, place)?;
@@ -534,10 +560,10 @@ impl Documents {
         Ok((id, doc))
     }
 
-    async fn schema_of(&self, collection: &str) -> Result<Option<Value>, DocError> {
+    async fn schema_of(&self, tx: &mut Tx, collection: &str) -> Result<Option<Value>, DocError> {
         Ok(self
             .store
-            .get_collection(collection)
+            .get_collection_in(tx, collection)
             .await?
             .and_then(|c| c.schema)
             .and_then(|s| serde_json::from_str(&s).ok()))
@@ -553,7 +579,7 @@ impl Documents {
     ) -> Result<Vec<String>, DocError> {
         let now = now_micros();
         self.store.create_collection(tx, collection, None, now).await?;
-        let schema = self.schema_of(collection).await?;
+        let schema = self.schema_of(tx, collection).await?;
         let mut ids = Vec::with_capacity(docs.len());
         for (i, d) in docs.into_iter().enumerate() {
             let at =
@@ -587,8 +613,7 @@ impl Documents {
         let mut tx = self.store.begin().await?;
         let mut changes = Vec::new();
         let ids = self.insert_in(&mut tx, collection, docs, place, &mut changes).await?;
-        tx.commit().await?;
-        self.publish(changes);
+        self.commit(tx, changes).await?;
         Ok(ids)
     }
 
@@ -600,7 +625,7 @@ impl Documents {
         filter: &Filter,
         one: bool,
     ) -> Result<Vec<Value>, DocError> {
-        let (where_sql, params, exact) = self.compile(collection, filter).await?;
+        let (where_sql, params, exact) = self.compile_in(tx, collection, filter).await?;
         let limit = (one && exact).then_some(1);
         let mut rows = self.store.select_tx(tx, &where_sql, &params, limit).await?;
         if !exact {
@@ -621,7 +646,7 @@ impl Documents {
     ) -> Result<UpdateResult, DocError> {
         let now = now_micros();
         let stamp = Timestamp::now().to_rfc3339();
-        let schema = self.schema_of(collection).await?;
+        let schema = self.schema_of(tx, collection).await?;
         let (filter, many, upsert) = match op {
             BulkOp::Update { filter, many, upsert, .. } => (filter, *many, *upsert),
             BulkOp::Replace { filter, upsert, .. } => (filter, false, *upsert),
@@ -684,8 +709,7 @@ impl Documents {
         let mut tx = self.store.begin().await?;
         let mut changes = Vec::new();
         let r = self.update_in(&mut tx, collection, &op, &mut changes).await?;
-        tx.commit().await?;
-        self.publish(changes);
+        self.commit(tx, changes).await?;
         Ok(r)
     }
 
@@ -715,8 +739,7 @@ impl Documents {
         let mut tx = self.store.begin().await?;
         let mut changes = Vec::new();
         let n = self.delete_in(&mut tx, collection, filter, many, &mut changes).await?;
-        tx.commit().await?;
-        self.publish(changes);
+        self.commit(tx, changes).await?;
         Ok(n)
     }
 
@@ -761,8 +784,7 @@ impl Documents {
                 return Ok(Err((i, e)));
             }
         }
-        tx.commit().await?;
-        self.publish(changes);
+        self.commit(tx, changes).await?;
         Ok(Ok(counts))
     }
 

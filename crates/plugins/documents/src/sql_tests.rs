@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::engine::filter::Filter;
 use crate::engine::tests::{datasets, filter_cases};
 use crate::sql::Builder;
-use crate::store::Store;
+use crate::store::DocumentStore;
 
 async fn sqlite() -> (Db, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -23,18 +23,15 @@ async fn postgres() -> Option<Db> {
     let url = std::env::var("NEXUS_TEST_POSTGRES_URL").ok().filter(|u| !u.is_empty())?;
     let schema = format!("nx_docs_{}", nexus_kernel::id::random_alphanumeric(12).to_lowercase());
     let admin = Db::connect(&url, Some(1)).await.unwrap();
-    nexus_kernel::with_db!(&admin, |pool| sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-        .execute(pool)
-        .await
-        .map(|_| ()))
-    .unwrap();
+    let Db::Postgres(pool) = &admin else { return None };
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}"))).execute(pool).await.unwrap();
     let sep = if url.contains('?') { '&' } else { '?' };
     let db = Db::connect(&format!("{url}{sep}options=-c%20search_path%3D{schema}"), Some(2)).await.unwrap();
     db.migrate(&[&crate::MIGRATIONS]).await.unwrap();
     Some(db)
 }
 
-async fn load(store: &Store, collection: &str, docs: &[Value]) {
+async fn load(store: &dyn DocumentStore, collection: &str, docs: &[Value]) {
     let mut tx = store.begin().await.unwrap();
     for d in docs {
         let id = d["_id"].as_str().unwrap();
@@ -44,7 +41,7 @@ async fn load(store: &Store, collection: &str, docs: &[Value]) {
 }
 
 /// The ids SQL selects for `filter` (re-checked by the engine when the SQL is a superset).
-async fn sql_ids(store: &Store, collection: &str, filter: &Filter) -> (Vec<String>, bool) {
+async fn sql_ids(store: &dyn DocumentStore, collection: &str, filter: &Filter) -> (Vec<String>, bool) {
     let mut b = Builder::new(store.dialect());
     let c = b.filter(filter);
     let mut sql = Builder::collection(collection);
@@ -59,16 +56,16 @@ async fn sql_ids(store: &Store, collection: &str, filter: &Filter) -> (Vec<Strin
 }
 
 async fn run_table(db: Db) {
-    let store = Store::new(db);
+    let store = crate::store::open(&db);
     for (name, docs) in datasets() {
-        load(&store, name, &docs).await;
+        load(store.as_ref(), name, &docs).await;
     }
     let mut failures = Vec::new();
     let mut exact = 0;
     let cases = filter_cases();
     for case in &cases {
         let f = Filter::parse(&case.filter, "filter").unwrap();
-        let (got, was_exact) = sql_ids(&store, case.dataset, &f).await;
+        let (got, was_exact) = sql_ids(store.as_ref(), case.dataset, &f).await;
         exact += usize::from(was_exact);
         if got != case.expected {
             failures.push(format!(
@@ -98,10 +95,10 @@ async fn filter_table_on_postgres() {
 #[tokio::test]
 async fn indexed_paths_use_the_expression_index() {
     let (db, _dir) = sqlite().await;
-    let store = Store::new(db);
+    let store = crate::store::open(&db);
     let docs: Vec<Value> =
         (0..200).map(|i| json!({"_id": format!("d{i:03}"), "price": i, "category": format!("c{}", i % 5)})).collect();
-    load(&store, "items", &docs).await;
+    load(store.as_ref(), "items", &docs).await;
     let path = crate::engine::path::Path::parse("price", "keys").unwrap();
     let expr = Builder::index_expr(store.dialect(), &path).unwrap();
     let probe = Builder::array_probe(store.dialect(), &path).unwrap();
@@ -196,7 +193,7 @@ fn sql_and_engine_agree_on_random_filters() {
 fn random_filters() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (db, _dir) = rt.block_on(sqlite());
-    let store = Store::new(db);
+    let store = crate::store::open(&db);
     let config = ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() };
     let mut runner = proptest::test_runner::TestRunner::new(config);
     let round = std::sync::atomic::AtomicU32::new(0);
@@ -217,8 +214,8 @@ fn random_filters() {
                 docs.iter().filter(|d| parsed.matches(d)).map(|d| d["_id"].as_str().unwrap().to_string()).collect();
             want.sort();
             let (got, exact) = rt.block_on(async {
-                load(&store, &collection, &docs).await;
-                sql_ids(&store, &collection, &parsed).await
+                load(store.as_ref(), &collection, &docs).await;
+                sql_ids(store.as_ref(), &collection, &parsed).await
             });
             prop_assert_eq!(got, want, "filter {} (exact {}) docs {}", f, exact, Value::Array(docs.clone()));
             Ok(())

@@ -2,7 +2,12 @@
 //! (`documents`: collection, id, doc as JSON text on SQLite / `jsonb` on PostgreSQL,
 //! timestamps), collection metadata and index definitions. The only SQL of the plugin.
 
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
 use nexus_kernel::db::{Db, StorageError};
+use nexus_kernel::events::Event;
+use nexus_kernel::outbox::OutboxTx;
 use serde_json::Value;
 
 use crate::sql::{Builder, Dialect, Param};
@@ -89,85 +94,212 @@ fn write_err(e: sqlx::Error) -> WriteError {
     if e.is_unique_violation() { WriteError::Duplicate } else { WriteError::Storage(e) }
 }
 
-#[derive(Debug, Clone)]
-pub struct Store {
-    db: Db,
-}
+/// The most rows a `LIMIT` or `OFFSET` can name (a signed 64-bit integer on both backends).
+const SQL_MAX_ROWS: u64 = i64::MAX.unsigned_abs();
 
 /// A quoted identifier made from validated parts (`[A-Za-z0-9_-]`).
 fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', ""))
 }
 
-impl Store {
-    pub fn new(db: Db) -> Self {
-        Self { db }
-    }
+type Result<T, E = StorageError> = std::result::Result<T, E>;
 
-    pub fn dialect(&self) -> Dialect {
-        match self.db {
-            Db::Sqlite(_) => Dialect::Sqlite,
-            Db::Postgres(_) => Dialect::Postgres,
-        }
-    }
+/// The storage of the document database.
+pub trait DocumentStore: Send + Sync + std::fmt::Debug {
+    /// The SQL dialect the queries built for this store must use.
+    fn dialect(&self) -> Dialect;
+    /// Writes `events` to the outbox inside `tx`, the transaction of the change they describe.
+    fn write_events<'a>(&'a self, tx: &'a mut Tx, events: &'a [Event]) -> BoxFuture<'a, Result<()>>;
+    fn begin<'a>(&'a self) -> BoxFuture<'a, Result<Tx>>;
+    fn get_collection<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<CollectionRow>>>;
+    /// [`Store::get_collection`] inside `tx`: a transaction that has written holds SQLite's
+    /// write lock, and a read on another connection could wait for a pooled connection that a
+    /// writer waiting on that lock holds.
+    fn get_collection_in<'a>(&'a self, tx: &'a mut Tx, name: &'a str) -> BoxFuture<'a, Result<Option<CollectionRow>>>;
+    fn list_collections<'a>(&'a self) -> BoxFuture<'a, Result<Vec<(CollectionRow, i64)>>>;
+    /// Creates the collection unless it exists; `true` when it was created.
+    fn create_collection<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        name: &'a str,
+        schema: Option<&'a str>,
+        now: i64,
+    ) -> BoxFuture<'a, Result<bool>>;
+    fn drop_collection<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool>>;
+    fn list_indexes<'a>(&'a self, collection: &'a str) -> BoxFuture<'a, Result<Vec<IndexRow>>>;
+    /// [`Store::list_indexes`] inside `tx` (see [`Store::get_collection_in`]).
+    fn list_indexes_in<'a>(&'a self, tx: &'a mut Tx, collection: &'a str) -> BoxFuture<'a, Result<Vec<IndexRow>>>;
+    /// Marks an index multikey, in the transaction of the write that put an array on its path.
+    fn set_multikey<'a>(&'a self, tx: &'a mut Tx, collection: &'a str, name: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// Creates an expression index over `exprs` (from [`Builder::index_expr`]), partial on the
+    /// collection. A unique index that existing documents violate fails with `Duplicate`.
+    #[allow(clippy::too_many_arguments)]
+    fn create_index<'a>(
+        &'a self,
+        collection: &'a str,
+        name: &'a str,
+        exprs: &'a [String],
+        keys: &'a str,
+        unique: bool,
+        now: i64,
+        array_probe: &'a str,
+    ) -> BoxFuture<'a, Result<bool, WriteError>>;
+    /// `(id, document)` rows for `SELECT … WHERE {where_sql} ORDER BY {order} LIMIT/OFFSET`.
+    fn select<'a>(
+        &'a self,
+        where_sql: &'a str,
+        params: &'a [Param],
+        order: &'a str,
+        limit: Option<u64>,
+        offset: u64,
+    ) -> BoxFuture<'a, Result<Vec<Value>>>;
+    /// Same as [`Store::select`] inside a transaction (for updates and deletes).
+    fn select_tx<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        where_sql: &'a str,
+        params: &'a [Param],
+        limit: Option<u64>,
+    ) -> BoxFuture<'a, Result<Vec<Value>>>;
+    fn scalar<'a>(&'a self, sql: String, params: &'a [Param]) -> BoxFuture<'a, Result<i64>>;
+    /// Rows of text columns (group results, `EXPLAIN` output).
+    fn text_rows<'a>(
+        &'a self,
+        sql: String,
+        params: &'a [Param],
+        columns: usize,
+    ) -> BoxFuture<'a, Result<Vec<Vec<Option<String>>>>>;
+    fn insert<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        collection: &'a str,
+        id: &'a str,
+        doc: &'a str,
+        now: i64,
+    ) -> BoxFuture<'a, Result<(), WriteError>>;
+    fn replace<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        collection: &'a str,
+        id: &'a str,
+        doc: &'a str,
+        now: i64,
+    ) -> BoxFuture<'a, Result<bool, WriteError>>;
+    fn delete<'a>(&'a self, tx: &'a mut Tx, collection: &'a str, id: &'a str) -> BoxFuture<'a, Result<bool>>;
+}
 
-    fn doc_param(&self, n: usize) -> String {
-        match self.dialect() {
-            Dialect::Sqlite => format!("${n}"),
-            Dialect::Postgres => format!("${n}::jsonb"),
-        }
+/// The store for `db`'s dialect.
+pub fn open(db: &Db) -> Arc<dyn DocumentStore> {
+    match db {
+        Db::Sqlite(pool) => Arc::new(SqliteStore { pool: pool.clone() }),
+        Db::Postgres(pool) => Arc::new(PostgresStore { pool: pool.clone() }),
     }
+}
 
-    fn doc_col(&self) -> &'static str {
-        match self.dialect() {
-            Dialect::Sqlite => "doc",
-            Dialect::Postgres => "doc::text",
-        }
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: sqlx::SqlitePool,
+}
+
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: sqlx::PgPool,
+}
+
+/// The document column as a parameter (`$n`): JSON text on SQLite, `jsonb` on PostgreSQL.
+fn doc_param(dialect: Dialect, n: usize) -> String {
+    match dialect {
+        Dialect::Sqlite => format!("${n}"),
+        Dialect::Postgres => format!("${n}::jsonb"),
     }
+}
 
-    pub async fn begin(&self) -> Result<Tx, StorageError> {
-        Ok(match &self.db {
-            Db::Sqlite(p) => Tx::Sqlite(p.begin().await?),
-            Db::Postgres(p) => Tx::Postgres(p.begin().await?),
-        })
+/// The document column read as JSON text.
+fn doc_col(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Sqlite => "doc",
+        Dialect::Postgres => "doc::text",
     }
+}
 
-    pub async fn get_collection(&self, name: &str) -> Result<Option<CollectionRow>, StorageError> {
+// IMMEDIATE: these transactions read and then write. A deferred one that read first could not
+// take the write lock after another connection committed (`SQLITE_BUSY_SNAPSHOT`, at once,
+// without waiting).
+async fn begin_sqlite(pool: &sqlx::SqlitePool) -> Result<Tx> {
+    Ok(Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?))
+}
+
+async fn begin_postgres(pool: &sqlx::PgPool) -> Result<Tx> {
+    Ok(Tx::Postgres(pool.begin().await?))
+}
+
+/// The implementation of [`DocumentStore`] for one dialect: the SQL differs only where the
+/// builder (`crate::sql`) and the helpers above make it differ.
+macro_rules! dialect_impl {
+    ($store:ty, $dialect:expr, $begin:path) => {
+        impl DocumentStore for $store {
+            fn dialect(&self) -> Dialect {
+                $dialect
+            }
+
+            fn write_events<'a>(&'a self, tx: &'a mut Tx, events: &'a [Event]) -> BoxFuture<'a, Result<()>> {
+                Box::pin(async move {
+                    for event in events {
+                        on_tx!(tx, |c| c.write_event(event).await)?;
+                    }
+                    Ok(())
+                })
+            }
+
+            fn begin<'a>(&'a self) -> BoxFuture<'a, Result<Tx>> {
+                Box::pin($begin(&self.pool))
+            }
+
+            fn get_collection<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<CollectionRow>, StorageError>> {
+                Box::pin(async move {
         let sql = "SELECT name, schema, created_at FROM document_collections WHERE name = $1";
         let row: Option<(String, Option<String>, i64)> =
-            nexus_kernel::with_db!(&self.db, |pool| sqlx::query_as(sql).bind(name).fetch_optional(pool).await)?;
+            { let pool = &self.pool; sqlx::query_as(sql).bind(name).fetch_optional(pool).await }?;
         Ok(row.map(|(name, schema, created_at)| CollectionRow { name, schema, created_at }))
-    }
+    })
+            }
 
-    pub async fn list_collections(&self) -> Result<Vec<(CollectionRow, i64)>, StorageError> {
+            fn get_collection_in<'a>(&'a self, tx: &'a mut Tx, name: &'a str) -> BoxFuture<'a, Result<Option<CollectionRow>, StorageError>> {
+                Box::pin(async move {
+        let sql = "SELECT name, schema, created_at FROM document_collections WHERE name = $1";
+        let row: Option<(String, Option<String>, i64)> =
+            on_tx!(tx, |c| sqlx::query_as(sql).bind(name).fetch_optional(c).await)?;
+        Ok(row.map(|(name, schema, created_at)| CollectionRow { name, schema, created_at }))
+    })
+            }
+
+            fn list_collections<'a>(&'a self) -> BoxFuture<'a, Result<Vec<(CollectionRow, i64)>, StorageError>> {
+                Box::pin(async move {
         let sql = "SELECT c.name, c.schema, c.created_at, \
                    (SELECT count(*) FROM documents d WHERE d.collection = c.name) \
                    FROM document_collections c ORDER BY c.name";
         let rows: Vec<(String, Option<String>, i64, i64)> =
-            nexus_kernel::with_db!(&self.db, |pool| sqlx::query_as(sql).fetch_all(pool).await)?;
+            { let pool = &self.pool; sqlx::query_as(sql).fetch_all(pool).await }?;
         Ok(rows
             .into_iter()
             .map(|(name, schema, created_at, n)| (CollectionRow { name, schema, created_at }, n))
             .collect())
-    }
+    })
+            }
 
-    /// Creates the collection unless it exists; `true` when it was created.
-    pub async fn create_collection(
-        &self,
-        tx: &mut Tx,
-        name: &str,
-        schema: Option<&str>,
-        now: i64,
-    ) -> Result<bool, StorageError> {
+            fn create_collection<'a>(&'a self, tx: &'a mut Tx, name: &'a str, schema: Option<&'a str>, now: i64) -> BoxFuture<'a, Result<bool, StorageError>> {
+                Box::pin(async move {
         let sql = "INSERT INTO document_collections (name, schema, created_at) VALUES ($1, $2, $3) \
                    ON CONFLICT (name) DO NOTHING";
         let r = on_tx!(tx, |c| sqlx::query(sql).bind(name).bind(schema).bind(now).execute(c).await?.rows_affected());
         Ok(r == 1)
-    }
+    })
+            }
 
-    pub async fn drop_collection(&self, name: &str) -> Result<bool, StorageError> {
-        let mut tx = self.begin().await?;
-        for idx in self.list_indexes(name).await? {
+            fn drop_collection<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
+                Box::pin(async move {
+        let mut tx = DocumentStore::begin(self).await?;
+        for idx in DocumentStore::list_indexes_in(self, &mut tx, name).await? {
             let sql = format!("DROP INDEX IF EXISTS {}", ident(&idx.name));
             on_tx!(&mut tx, |c| sqlx::query(sqlx::AssertSqlSafe(sql)).execute(c).await.map(|_| ()))?;
         }
@@ -188,36 +320,39 @@ impl Store {
             .rows_affected());
         tx.commit().await?;
         Ok(n == 1)
-    }
+    })
+            }
 
-    pub async fn list_indexes(&self, collection: &str) -> Result<Vec<IndexRow>, StorageError> {
+            fn list_indexes<'a>(&'a self, collection: &'a str) -> BoxFuture<'a, Result<Vec<IndexRow>, StorageError>> {
+                Box::pin(async move {
         let sql = "SELECT name, keys, is_unique, multikey FROM document_indexes WHERE collection = $1 ORDER BY name";
         let rows: Vec<(String, String, bool, bool)> =
-            nexus_kernel::with_db!(&self.db, |pool| sqlx::query_as(sql).bind(collection).fetch_all(pool).await)?;
+            { let pool = &self.pool; sqlx::query_as(sql).bind(collection).fetch_all(pool).await }?;
         Ok(rows.into_iter().map(|(name, keys, unique, multikey)| IndexRow { name, keys, unique, multikey }).collect())
-    }
+    })
+            }
 
-    /// Marks an index multikey, in the transaction of the write that put an array on its path.
-    pub async fn set_multikey(&self, tx: &mut Tx, collection: &str, name: &str) -> Result<(), StorageError> {
+            fn list_indexes_in<'a>(&'a self, tx: &'a mut Tx, collection: &'a str) -> BoxFuture<'a, Result<Vec<IndexRow>, StorageError>> {
+                Box::pin(async move {
+        let sql = "SELECT name, keys, is_unique, multikey FROM document_indexes WHERE collection = $1 ORDER BY name";
+        let rows: Vec<(String, String, bool, bool)> =
+            on_tx!(tx, |c| sqlx::query_as(sql).bind(collection).fetch_all(c).await)?;
+        Ok(rows.into_iter().map(|(name, keys, unique, multikey)| IndexRow { name, keys, unique, multikey }).collect())
+    })
+            }
+
+            fn set_multikey<'a>(&'a self, tx: &'a mut Tx, collection: &'a str, name: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+                Box::pin(async move {
         let sql = "UPDATE document_indexes SET multikey = TRUE WHERE collection = $1 AND name = $2";
         on_tx!(tx, |c| sqlx::query(sql).bind(collection).bind(name).execute(c).await.map(|_| ()))?;
         Ok(())
-    }
+    })
+            }
 
     #[allow(clippy::too_many_arguments)]
-    /// Creates an expression index over `exprs` (from [`Builder::index_expr`]), partial on the
-    /// collection. A unique index that existing documents violate fails with `Duplicate`.
-    pub async fn create_index(
-        &self,
-        collection: &str,
-        name: &str,
-        exprs: &[String],
-        keys: &str,
-        unique: bool,
-        now: i64,
-        array_probe: &str,
-    ) -> Result<bool, WriteError> {
-        let mut tx = self.begin().await?;
+            fn create_index<'a>(&'a self, collection: &'a str, name: &'a str, exprs: &'a [String], keys: &'a str, unique: bool, now: i64, array_probe: &'a str) -> BoxFuture<'a, Result<bool, WriteError>> {
+                Box::pin(async move {
+        let mut tx = DocumentStore::begin(self).await?;
         // Whether existing documents already hold arrays on the path (the multikey flag).
         let probe =
             format!("SELECT count(*) FROM documents WHERE {} AND ({array_probe})", Builder::collection(collection));
@@ -250,22 +385,18 @@ impl Store {
         on_tx!(&mut tx, |c| sqlx::query(sqlx::AssertSqlSafe(ddl)).execute(c).await.map(|_| ()).map_err(write_err))?;
         tx.commit().await?;
         Ok(true)
-    }
+    })
+            }
 
-    /// `(id, document)` rows for `SELECT … WHERE {where_sql} ORDER BY {order} LIMIT/OFFSET`.
-    pub async fn select(
-        &self,
-        where_sql: &str,
-        params: &[Param],
-        order: &str,
-        limit: Option<u64>,
-        offset: u64,
-    ) -> Result<Vec<Value>, StorageError> {
-        let mut sql = format!("SELECT {} FROM documents WHERE {where_sql} ORDER BY {order}", self.doc_col());
+            fn select<'a>(&'a self, where_sql: &'a str, params: &'a [Param], order: &'a str, limit: Option<u64>, offset: u64) -> BoxFuture<'a, Result<Vec<Value>, StorageError>> {
+                Box::pin(async move {
+        let mut sql = format!("SELECT {} FROM documents WHERE {where_sql} ORDER BY {order}", doc_col($dialect));
+        // SQL counts rows in a signed 64-bit integer; more than that many is all of them.
+        let (limit, offset) = (limit.map(|n| n.min(SQL_MAX_ROWS)), offset.min(SQL_MAX_ROWS));
         if let Some(n) = limit {
             sql.push_str(&format!(" LIMIT {n}"));
         } else if offset > 0 {
-            sql.push_str(match self.dialect() {
+            sql.push_str(match $dialect {
                 Dialect::Sqlite => " LIMIT -1",
                 Dialect::Postgres => " LIMIT ALL",
             });
@@ -274,58 +405,53 @@ impl Store {
             sql.push_str(&format!(" OFFSET {offset}"));
         }
         let rows: Vec<(String,)> =
-            nexus_kernel::with_db!(&self.db, |pool| bound!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), params)
+            { let pool = &self.pool; bound!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), params)
                 .fetch_all(pool)
-                .await)?;
+                .await }?;
         Ok(rows.into_iter().filter_map(|(d,)| serde_json::from_str(&d).ok()).collect())
-    }
+    })
+            }
 
-    /// Same as [`Store::select`] inside a transaction (for updates and deletes).
-    pub async fn select_tx(
-        &self,
-        tx: &mut Tx,
-        where_sql: &str,
-        params: &[Param],
-        limit: Option<u64>,
-    ) -> Result<Vec<Value>, StorageError> {
-        let mut sql = format!("SELECT {} FROM documents WHERE {where_sql} ORDER BY id", self.doc_col());
-        if let Some(n) = limit {
+            fn select_tx<'a>(&'a self, tx: &'a mut Tx, where_sql: &'a str, params: &'a [Param], limit: Option<u64>) -> BoxFuture<'a, Result<Vec<Value>, StorageError>> {
+                Box::pin(async move {
+        let mut sql = format!("SELECT {} FROM documents WHERE {where_sql} ORDER BY id", doc_col($dialect));
+        if let Some(n) = limit.map(|n| n.min(SQL_MAX_ROWS)) {
             sql.push_str(&format!(" LIMIT {n}"));
         }
         let rows: Vec<(String,)> =
             on_tx!(tx, |c| bound!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), params).fetch_all(c).await)?;
         Ok(rows.into_iter().filter_map(|(d,)| serde_json::from_str(&d).ok()).collect())
-    }
+    })
+            }
 
-    pub async fn scalar(&self, sql: String, params: &[Param]) -> Result<i64, StorageError> {
+            fn scalar<'a>(&'a self, sql: String, params: &'a [Param]) -> BoxFuture<'a, Result<i64, StorageError>> {
+                Box::pin(async move {
         let (n,): (i64,) =
-            nexus_kernel::with_db!(&self.db, |pool| bound!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), params)
+            { let pool = &self.pool; bound!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), params)
                 .fetch_one(pool)
-                .await)?;
+                .await }?;
         Ok(n)
-    }
+    })
+            }
 
-    /// Rows of text columns (group results, `EXPLAIN` output).
-    pub async fn text_rows(
-        &self,
-        sql: String,
-        params: &[Param],
-        columns: usize,
-    ) -> Result<Vec<Vec<Option<String>>>, StorageError> {
+            fn text_rows<'a>(&'a self, sql: String, params: &'a [Param], columns: usize) -> BoxFuture<'a, Result<Vec<Vec<Option<String>>>, StorageError>> {
+                Box::pin(async move {
         use sqlx::Row;
-        nexus_kernel::with_db!(&self.db, |pool| {
+        { let pool = &self.pool; {
             let rows = bound!(sqlx::query(sqlx::AssertSqlSafe(sql)), params).fetch_all(pool).await?;
             Ok(rows
                 .iter()
                 .map(|r| (0..columns).map(|i| r.try_get::<Option<String>, _>(i).ok().flatten()).collect())
                 .collect())
-        })
-    }
+        } }
+    })
+            }
 
-    pub async fn insert(&self, tx: &mut Tx, collection: &str, id: &str, doc: &str, now: i64) -> Result<(), WriteError> {
+            fn insert<'a>(&'a self, tx: &'a mut Tx, collection: &'a str, id: &'a str, doc: &'a str, now: i64) -> BoxFuture<'a, Result<(), WriteError>> {
+                Box::pin(async move {
         let sql = format!(
             "INSERT INTO documents (collection, id, doc, created_at, updated_at) VALUES ($1, $2, {}, $4, $4)",
-            self.doc_param(3)
+            doc_param($dialect, 3)
         );
         on_tx!(tx, |c| sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(collection)
@@ -337,19 +463,14 @@ impl Store {
             .map(|_| ())
             .map_err(write_err))?;
         Ok(())
-    }
+    })
+            }
 
-    pub async fn replace(
-        &self,
-        tx: &mut Tx,
-        collection: &str,
-        id: &str,
-        doc: &str,
-        now: i64,
-    ) -> Result<bool, WriteError> {
+            fn replace<'a>(&'a self, tx: &'a mut Tx, collection: &'a str, id: &'a str, doc: &'a str, now: i64) -> BoxFuture<'a, Result<bool, WriteError>> {
+                Box::pin(async move {
         let sql = format!(
             "UPDATE documents SET doc = {}, updated_at = $4 WHERE collection = $1 AND id = $2",
-            self.doc_param(3)
+            doc_param($dialect, 3)
         );
         let n = on_tx!(tx, |c| sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(collection)
@@ -361,11 +482,19 @@ impl Store {
             .map_err(write_err)?
             .rows_affected());
         Ok(n == 1)
-    }
+    })
+            }
 
-    pub async fn delete(&self, tx: &mut Tx, collection: &str, id: &str) -> Result<bool, StorageError> {
+            fn delete<'a>(&'a self, tx: &'a mut Tx, collection: &'a str, id: &'a str) -> BoxFuture<'a, Result<bool, StorageError>> {
+                Box::pin(async move {
         let sql = "DELETE FROM documents WHERE collection = $1 AND id = $2";
         let n = on_tx!(tx, |c| sqlx::query(sql).bind(collection).bind(id).execute(c).await?.rows_affected());
         Ok(n == 1)
-    }
+    })
+            }
+        }
+    };
 }
+
+dialect_impl!(SqliteStore, Dialect::Sqlite, begin_sqlite);
+dialect_impl!(PostgresStore, Dialect::Postgres, begin_postgres);

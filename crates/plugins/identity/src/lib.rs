@@ -56,6 +56,8 @@ impl Plugin for IdentityPlugin {
         .permission("auth.admin", "Manage other users' API keys and sessions")
         .channel(ChannelSpec::new("user_events", Some("user.read"), &["user.*"]))
         .channel(ChannelSpec::new("auth_events", Some("audit.read"), &["auth.*", "apikey.*"]))
+        .config_key("auth")
+        .config_type::<nexus_kernel::config::AuthConfig>()
     }
 
     fn migrations(&self) -> Option<&'static nexus_kernel::db::MigrationSet> {

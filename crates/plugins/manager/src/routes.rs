@@ -42,6 +42,7 @@ pub struct ListParams {
     /// Only plugins of this category (`core`, `security`, `integration`, …).
     category: Option<String>,
     /// `active`, `inactive` or `error`.
+    #[param(pattern = "^(active|inactive|error)$")]
     status: Option<String>,
     /// Page number, from 1.
     #[param(minimum = 1)]
@@ -66,8 +67,8 @@ pub struct PluginSummary {
     /// Paths it serves.
     api_endpoints: Vec<String>,
     enabled: bool,
-    /// Its configuration, credentials masked.
-    #[schema(value_type = Object)]
+    /// Its configuration, credentials masked (`null` for a plugin without one).
+    #[schema(value_type = Object, nullable = true)]
     config: Value,
     /// Why it is disabled or failed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -164,8 +165,8 @@ pub struct PluginDetail {
     /// Permissions it checks.
     permissions: Vec<String>,
     api_endpoints: Vec<EndpointView>,
-    /// Its configuration, credentials masked.
-    #[schema(value_type = Object)]
+    /// Its configuration, credentials masked (`null` for a plugin without one).
+    #[schema(value_type = Object, nullable = true)]
     configuration: Value,
     /// JSON Schema of its configuration.
     #[schema(value_type = Object)]

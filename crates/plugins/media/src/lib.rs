@@ -87,6 +87,7 @@ impl Plugin for MediaPlugin {
         .permission("media.write", "Manage libraries, requests and sessions")
         .permission("media.arr", "Use the *arr gateway")
         .channel(ChannelSpec::new("media_events", Some("media.read"), &["media.*"]))
+        .config_type::<nexus_kernel::config::MediaConfig>()
     }
 
     fn migrations(&self) -> Option<&'static nexus_kernel::db::MigrationSet> {

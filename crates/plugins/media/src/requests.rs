@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::MediaError;
 use crate::arr::Gateway;
-use crate::store::{RequestRow, Store};
+use crate::store::{MediaStore, RequestRow};
 
 pub const PENDING: i64 = 1;
 pub const APPROVED: i64 = 2;
@@ -37,7 +37,7 @@ pub struct NewRequest {
 #[derive(Debug)]
 pub struct Requests {
     kernel: Arc<Kernel>,
-    store: Store,
+    store: Arc<dyn MediaStore>,
     gateway: Arc<Gateway>,
 }
 
@@ -47,7 +47,7 @@ fn check(p: &Principal, permission: &str) -> Result<(), MediaError> {
 
 impl Requests {
     pub fn new(kernel: Arc<Kernel>, gateway: Arc<Gateway>) -> Self {
-        Self { store: Store::new(kernel.db.clone()), kernel, gateway }
+        Self { store: crate::store::open(&kernel.db), kernel, gateway }
     }
 
     /// Files a request; an administrator's is approved at once. A second request for the same

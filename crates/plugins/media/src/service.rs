@@ -17,7 +17,7 @@ use crate::metrics::MediaMetrics;
 use crate::naming::LibraryKind;
 use crate::scan::item_id;
 use crate::sessions::Sessions;
-use crate::store::{FileRow, LibraryRow, Store, UserDataRow};
+use crate::store::{FileRow, LibraryRow, MediaStore, UserDataRow};
 
 pub const READ: &str = "media.read";
 pub const WRITE: &str = "media.write";
@@ -83,7 +83,7 @@ pub struct Servable {
 
 pub struct Media {
     pub(crate) kernel: Arc<Kernel>,
-    pub(crate) store: Store,
+    pub(crate) store: Arc<dyn MediaStore>,
     catalog: RwLock<Arc<Catalog>>,
     pub(crate) jobs: ScanJobs,
     pub sessions: Sessions,
@@ -108,7 +108,7 @@ pub fn library_id(name: &str) -> String {
 impl Media {
     /// Opens the service: writes the configured libraries, loads the catalog.
     pub async fn open(kernel: Arc<Kernel>) -> Result<Arc<Self>, MediaError> {
-        let store = Store::new(kernel.db.clone());
+        let store = crate::store::open(&kernel.db);
         let metrics = MediaMetrics::register(&kernel.metrics);
         let configured = kernel.config.media.libraries.clone();
         let existing = store.libraries().await?;

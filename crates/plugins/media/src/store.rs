@@ -1,8 +1,9 @@
 //! SQL of the media plugin: libraries, items, files, user data and playback history. The same
-//! statements run on SQLite and PostgreSQL (`with_db!`); nothing here needs a dialect of its own.
+//! statements run on SQLite and PostgreSQL: [`MediaStore`] is the contract, implemented once
+//! per dialect by the same SQL ([`SqliteStore`], [`PostgresStore`]).
 
+use futures::future::BoxFuture;
 use nexus_kernel::db::{Db, StorageError};
-use nexus_kernel::with_db;
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct LibraryRow {
@@ -104,24 +105,92 @@ const USER_DATA_COLUMNS: &str = "user_id, item_id, played, play_count, position_
 const PLAYBACK_COLUMNS: &str =
     "id, user_id, item_id, session_id, client, device, started_at, stopped_at, position_ticks";
 
-#[derive(Debug, Clone)]
-pub struct Store {
-    db: Db,
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RequestRow {
+    pub id: i64,
+    pub media_type: String,
+    pub tmdb_id: i64,
+    pub tvdb_id: Option<i64>,
+    pub is4k: i64,
+    pub seasons: String,
+    pub status: i64,
+    pub requested_by: String,
+    pub modified_by: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
 }
 
-impl Store {
-    pub fn new(db: Db) -> Self {
-        Self { db }
-    }
+const REQUEST_COLUMNS: &str =
+    "id, media_type, tmdb_id, tvdb_id, is4k, seasons, status, requested_by, modified_by, created_at, updated_at";
 
-    pub async fn libraries(&self) -> Result<Vec<LibraryRow>, StorageError> {
-        let sql = format!("SELECT {LIBRARY_COLUMNS} FROM media_libraries ORDER BY name");
-        with_db!(&self.db, |pool| Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?))
-    }
+type Result<T> = std::result::Result<T, StorageError>;
 
+/// The storage of the media plugin.
+pub trait MediaStore: Send + Sync + std::fmt::Debug {
+    fn libraries<'a>(&'a self) -> BoxFuture<'a, Result<Vec<LibraryRow>>>;
     /// Inserts or replaces library `l` (by id).
-    pub async fn put_library(&self, l: &LibraryRow) -> Result<(), StorageError> {
-        with_db!(&self.db, |pool| {
+    fn put_library<'a>(&'a self, l: &'a LibraryRow) -> BoxFuture<'a, Result<()>>;
+    /// Deletes a library with its items and files.
+    fn delete_library<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool>>;
+    fn items<'a>(&'a self) -> BoxFuture<'a, Result<Vec<ItemRow>>>;
+    fn files<'a>(&'a self) -> BoxFuture<'a, Result<Vec<FileRow>>>;
+    /// Writes a scan's changes in one transaction.
+    fn apply<'a>(&'a self, c: &'a ScanChanges) -> BoxFuture<'a, Result<()>>;
+    /// Every item's data for `user_id`.
+    fn user_data<'a>(&'a self, user_id: &'a str) -> BoxFuture<'a, Result<Vec<UserDataRow>>>;
+    fn user_item_data<'a>(&'a self, user_id: &'a str, item_id: &'a str) -> BoxFuture<'a, Result<Option<UserDataRow>>>;
+    fn put_user_data<'a>(&'a self, d: &'a UserDataRow) -> BoxFuture<'a, Result<()>>;
+    fn put_playback<'a>(&'a self, p: &'a PlaybackRow) -> BoxFuture<'a, Result<()>>;
+    /// The latest playbacks, newest first.
+    fn history<'a>(&'a self, user_id: Option<&'a str>, limit: i64) -> BoxFuture<'a, Result<Vec<PlaybackRow>>>;
+    /// Inserts a request under the next id and returns it.
+    fn insert_request<'a>(&'a self, r: &'a RequestRow) -> BoxFuture<'a, Result<i64>>;
+    fn request<'a>(&'a self, id: i64) -> BoxFuture<'a, Result<Option<RequestRow>>>;
+    /// Every request (of `user`, when given), newest first.
+    fn requests<'a>(&'a self, user: Option<&'a str>) -> BoxFuture<'a, Result<Vec<RequestRow>>>;
+    /// Requests for the same media (any status).
+    fn requests_for<'a>(
+        &'a self,
+        media_type: &'a str,
+        tmdb_id: i64,
+        is4k: i64,
+    ) -> BoxFuture<'a, Result<Vec<RequestRow>>>;
+    fn set_request_status<'a>(&'a self, id: i64, status: i64, by: &'a str, now: i64) -> BoxFuture<'a, Result<bool>>;
+    fn delete_request<'a>(&'a self, id: i64) -> BoxFuture<'a, Result<bool>>;
+}
+
+/// The store for `db`'s dialect.
+pub fn open(db: &Db) -> std::sync::Arc<dyn MediaStore> {
+    match db {
+        Db::Sqlite(pool) => std::sync::Arc::new(SqliteStore { pool: pool.clone() }),
+        Db::Postgres(pool) => std::sync::Arc::new(PostgresStore { pool: pool.clone() }),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: sqlx::SqlitePool,
+}
+
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: sqlx::PgPool,
+}
+
+/// The implementation of [`MediaStore`] for one dialect; the SQL is the same on both.
+macro_rules! dialect_impl {
+    ($store:ty) => {
+        impl MediaStore for $store {
+            fn libraries<'a>(&'a self) -> BoxFuture<'a, Result<Vec<LibraryRow>>> {
+                Box::pin(async move {
+        let sql = format!("SELECT {LIBRARY_COLUMNS} FROM media_libraries ORDER BY name");
+        { let pool = &self.pool; Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?) }
+    })
+            }
+
+            fn put_library<'a>(&'a self, l: &'a LibraryRow) -> BoxFuture<'a, Result<()>> {
+                Box::pin(async move {
+        { let pool = &self.pool; {
             sqlx::query(
                 "INSERT INTO media_libraries (id, name, kind, paths, source, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
                  ON CONFLICT (id) DO UPDATE SET name = $2, kind = $3, paths = $4, source = $5",
@@ -135,37 +204,43 @@ impl Store {
             .execute(pool)
             .await?;
             Ok(())
-        })
-    }
+        } }
+    })
+            }
 
-    /// Deletes a library with its items and files.
-    pub async fn delete_library(&self, id: &str) -> Result<bool, StorageError> {
-        with_db!(&self.db, |pool| {
+            fn delete_library<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<bool>> {
+                Box::pin(async move {
+        { let pool = &self.pool; {
             let mut tx = pool.begin().await?;
             sqlx::query("DELETE FROM media_files WHERE library_id = $1").bind(id).execute(&mut *tx).await?;
             sqlx::query("DELETE FROM media_items WHERE library_id = $1").bind(id).execute(&mut *tx).await?;
             let r = sqlx::query("DELETE FROM media_libraries WHERE id = $1").bind(id).execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(r.rows_affected() > 0)
-        })
-    }
+        } }
+    })
+            }
 
-    pub async fn items(&self) -> Result<Vec<ItemRow>, StorageError> {
+            fn items<'a>(&'a self) -> BoxFuture<'a, Result<Vec<ItemRow>>> {
+                Box::pin(async move {
         let sql = format!("SELECT {ITEM_COLUMNS} FROM media_items");
-        with_db!(&self.db, |pool| Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?))
-    }
+        { let pool = &self.pool; Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?) }
+    })
+            }
 
-    pub async fn files(&self) -> Result<Vec<FileRow>, StorageError> {
+            fn files<'a>(&'a self) -> BoxFuture<'a, Result<Vec<FileRow>>> {
+                Box::pin(async move {
         let sql = format!("SELECT {FILE_COLUMNS} FROM media_files");
-        with_db!(&self.db, |pool| Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?))
-    }
+        { let pool = &self.pool; Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(pool).await?) }
+    })
+            }
 
-    /// Writes a scan's changes in one transaction.
-    pub async fn apply(&self, c: &ScanChanges) -> Result<(), StorageError> {
+            fn apply<'a>(&'a self, c: &'a ScanChanges) -> BoxFuture<'a, Result<()>> {
+                Box::pin(async move {
         if c.is_empty() {
             return Ok(());
         }
-        with_db!(&self.db, |pool| {
+        { let pool = &self.pool; {
             let mut tx = pool.begin().await?;
             for id in &c.delete_files {
                 sqlx::query("DELETE FROM media_files WHERE id = $1").bind(id).execute(&mut *tx).await?;
@@ -226,26 +301,31 @@ impl Store {
             }
             tx.commit().await?;
             Ok(())
-        })
-    }
+        } }
+    })
+            }
 
-    /// Every item's data for `user_id`.
-    pub async fn user_data(&self, user_id: &str) -> Result<Vec<UserDataRow>, StorageError> {
+            fn user_data<'a>(&'a self, user_id: &'a str) -> BoxFuture<'a, Result<Vec<UserDataRow>>> {
+                Box::pin(async move {
         let sql = format!("SELECT {USER_DATA_COLUMNS} FROM media_user_data WHERE user_id = $1");
-        with_db!(&self.db, |pool| Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user_id).fetch_all(pool).await?))
-    }
+        { let pool = &self.pool; Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user_id).fetch_all(pool).await?) }
+    })
+            }
 
-    pub async fn user_item_data(&self, user_id: &str, item_id: &str) -> Result<Option<UserDataRow>, StorageError> {
+            fn user_item_data<'a>(&'a self, user_id: &'a str, item_id: &'a str) -> BoxFuture<'a, Result<Option<UserDataRow>>> {
+                Box::pin(async move {
         let sql = format!("SELECT {USER_DATA_COLUMNS} FROM media_user_data WHERE user_id = $1 AND item_id = $2");
-        with_db!(&self.db, |pool| Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        { let pool = &self.pool; Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(user_id)
             .bind(item_id)
             .fetch_optional(pool)
-            .await?))
-    }
+            .await?) }
+    })
+            }
 
-    pub async fn put_user_data(&self, d: &UserDataRow) -> Result<(), StorageError> {
-        with_db!(&self.db, |pool| {
+            fn put_user_data<'a>(&'a self, d: &'a UserDataRow) -> BoxFuture<'a, Result<()>> {
+                Box::pin(async move {
+        { let pool = &self.pool; {
             sqlx::query(
                 "INSERT INTO media_user_data (user_id, item_id, played, play_count, position_ticks, favorite, \
                  last_played_at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (user_id, item_id) DO UPDATE SET \
@@ -261,11 +341,13 @@ impl Store {
             .execute(pool)
             .await?;
             Ok(())
-        })
-    }
+        } }
+    })
+            }
 
-    pub async fn put_playback(&self, p: &PlaybackRow) -> Result<(), StorageError> {
-        with_db!(&self.db, |pool| {
+            fn put_playback<'a>(&'a self, p: &'a PlaybackRow) -> BoxFuture<'a, Result<()>> {
+                Box::pin(async move {
+        { let pool = &self.pool; {
             sqlx::query(
                 "INSERT INTO media_playback (id, user_id, item_id, session_id, client, device, started_at, stopped_at, \
                  position_ticks) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO UPDATE SET \
@@ -283,47 +365,29 @@ impl Store {
             .execute(pool)
             .await?;
             Ok(())
-        })
-    }
+        } }
+    })
+            }
 
-    /// The latest playbacks, newest first.
-    pub async fn history(&self, user_id: Option<&str>, limit: i64) -> Result<Vec<PlaybackRow>, StorageError> {
+            fn history<'a>(&'a self, user_id: Option<&'a str>, limit: i64) -> BoxFuture<'a, Result<Vec<PlaybackRow>>> {
+                Box::pin(async move {
         let sql = format!(
             "SELECT {PLAYBACK_COLUMNS} FROM media_playback WHERE (CAST($1 AS TEXT) IS NULL OR user_id = $1) \
              ORDER BY started_at DESC LIMIT $2"
         );
-        with_db!(&self.db, |pool| Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        { let pool = &self.pool; Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(user_id)
             .bind(limit)
             .fetch_all(pool)
-            .await?))
-    }
-}
+            .await?) }
+    })
+            }
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
-pub struct RequestRow {
-    pub id: i64,
-    pub media_type: String,
-    pub tmdb_id: i64,
-    pub tvdb_id: Option<i64>,
-    pub is4k: i64,
-    pub seasons: String,
-    pub status: i64,
-    pub requested_by: String,
-    pub modified_by: Option<String>,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-const REQUEST_COLUMNS: &str =
-    "id, media_type, tmdb_id, tvdb_id, is4k, seasons, status, requested_by, modified_by, created_at, updated_at";
-
-impl Store {
-    /// Inserts a request under the next id and returns it.
-    pub async fn insert_request(&self, r: &RequestRow) -> Result<i64, StorageError> {
+            fn insert_request<'a>(&'a self, r: &'a RequestRow) -> BoxFuture<'a, Result<i64>> {
+                Box::pin(async move {
         let mut attempts = 0;
         loop {
-            let result: Result<i64, StorageError> = with_db!(&self.db, |pool| {
+            let result: Result<i64> = { let pool = &self.pool; {
                 let id: i64 = sqlx::query_scalar(
                     "INSERT INTO media_requests (id, media_type, tmdb_id, tvdb_id, is4k, seasons, status, requested_by, \
                      modified_by, created_at, updated_at) SELECT COALESCE(MAX(id), 0) + 1, $1, $2, $3, $4, $5, $6, $7, \
@@ -342,49 +406,45 @@ impl Store {
                 .fetch_one(pool)
                 .await?;
                 Ok(id)
-            });
+            } };
             match result {
                 // Two requests took the same next id at once: take the one after.
                 Err(e) if e.is_unique_violation() && attempts < 5 => attempts += 1,
                 other => return other,
             }
         }
-    }
+    })
+            }
 
-    pub async fn request(&self, id: i64) -> Result<Option<RequestRow>, StorageError> {
+            fn request<'a>(&'a self, id: i64) -> BoxFuture<'a, Result<Option<RequestRow>>> {
+                Box::pin(async move {
         let sql = format!("SELECT {REQUEST_COLUMNS} FROM media_requests WHERE id = $1");
-        with_db!(&self.db, |pool| Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?))
-    }
+        { let pool = &self.pool; Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?) }
+    })
+            }
 
-    /// Every request (of `user`, when given), newest first.
-    pub async fn requests(&self, user: Option<&str>) -> Result<Vec<RequestRow>, StorageError> {
+            fn requests<'a>(&'a self, user: Option<&'a str>) -> BoxFuture<'a, Result<Vec<RequestRow>>> {
+                Box::pin(async move {
         let sql = format!(
             "SELECT {REQUEST_COLUMNS} FROM media_requests WHERE (CAST($1 AS TEXT) IS NULL OR requested_by = $1) \
              ORDER BY id DESC"
         );
-        with_db!(&self.db, |pool| Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user).fetch_all(pool).await?))
-    }
+        { let pool = &self.pool; Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user).fetch_all(pool).await?) }
+    })
+            }
 
-    /// Requests for the same media (any status).
-    pub async fn requests_for(
-        &self,
-        media_type: &str,
-        tmdb_id: i64,
-        is4k: i64,
-    ) -> Result<Vec<RequestRow>, StorageError> {
-        let sql = format!(
-            "SELECT {REQUEST_COLUMNS} FROM media_requests WHERE media_type = $1 AND tmdb_id = $2 AND is4k = $3"
-        );
-        with_db!(&self.db, |pool| Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
-            .bind(media_type)
-            .bind(tmdb_id)
-            .bind(is4k)
-            .fetch_all(pool)
-            .await?))
-    }
+            fn requests_for<'a>(&'a self, media_type: &'a str, tmdb_id: i64, is4k: i64) -> BoxFuture<'a, Result<Vec<RequestRow>>> {
+                Box::pin(async move {
+                    let sql = format!(
+                        "SELECT {REQUEST_COLUMNS} FROM media_requests WHERE media_type = $1 AND tmdb_id = $2 AND is4k = $3"
+                    );
+                    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(media_type).bind(tmdb_id).bind(is4k).fetch_all(&self.pool).await?)
+                })
+            }
 
-    pub async fn set_request_status(&self, id: i64, status: i64, by: &str, now: i64) -> Result<bool, StorageError> {
-        with_db!(&self.db, |pool| {
+            fn set_request_status<'a>(&'a self, id: i64, status: i64, by: &'a str, now: i64) -> BoxFuture<'a, Result<bool>> {
+                Box::pin(async move {
+        { let pool = &self.pool; {
             let r =
                 sqlx::query("UPDATE media_requests SET status = $2, modified_by = $3, updated_at = $4 WHERE id = $1")
                     .bind(id)
@@ -394,13 +454,21 @@ impl Store {
                     .execute(pool)
                     .await?;
             Ok(r.rows_affected() > 0)
-        })
-    }
+        } }
+    })
+            }
 
-    pub async fn delete_request(&self, id: i64) -> Result<bool, StorageError> {
-        with_db!(&self.db, |pool| {
+            fn delete_request<'a>(&'a self, id: i64) -> BoxFuture<'a, Result<bool>> {
+                Box::pin(async move {
+        { let pool = &self.pool; {
             let r = sqlx::query("DELETE FROM media_requests WHERE id = $1").bind(id).execute(pool).await?;
             Ok(r.rows_affected() > 0)
-        })
-    }
+        } }
+    })
+            }
+        }
+    };
 }
+
+dialect_impl!(SqliteStore);
+dialect_impl!(PostgresStore);

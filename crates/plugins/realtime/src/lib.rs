@@ -126,6 +126,7 @@ impl Plugin for RealtimePlugin {
         )
         .depends_on("identity", "*")
         .channel(ChannelSpec::new("events", None, &["*"]))
+        .config_type::<nexus_kernel::config::RealtimeConfig>()
     }
 
     fn start<'a>(&'a self, ctx: &'a mut StartContext) -> BoxFuture<'a, Result<Started, StartError>> {

@@ -53,6 +53,7 @@ impl Plugin for SecretsPlugin {
         .permission("secret.delete", "Delete secrets a policy grants")
         .permission("audit.read", "Read the audit log")
         .channel(ChannelSpec::new("secret_events", Some("secret.read"), &["secret.*"]))
+        .config_type::<nexus_kernel::config::SecretsConfig>()
     }
 
     fn migrations(&self) -> Option<&'static nexus_kernel::db::MigrationSet> {

@@ -120,7 +120,7 @@ pub struct SecretList {
 #[allow(dead_code)]
 pub struct ListParams {
     /// Page number, from 1.
-    #[param(value_type = Option<u32>)]
+    #[param(value_type = Option<u32>, minimum = 1)]
     pub page: Option<String>,
     /// Cursor pagination: empty for the first page, then a `next_cursor` / `prev_cursor`.
     pub cursor: Option<String>,
@@ -138,7 +138,7 @@ pub struct ListQuery {
     /// Only secrets whose path starts with this.
     pub prefix: Option<String>,
     /// Items per page (1 to `api.max_limit`); without it, every secret.
-    #[param(value_type = Option<u32>)]
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
 }
 
@@ -196,6 +196,7 @@ async fn create_secret(
 #[into_params(parameter_in = Query)]
 pub struct ReadQuery {
     /// Read this (older) version instead of the current one.
+    #[param(minimum = 1)]
     pub version: Option<i64>,
 }
 
@@ -222,7 +223,7 @@ async fn get_any(
 
 /// Read a secret's decrypted value (`?version=N` for an older version).
 #[utoipa::path(get, path = "/api/v1/secrets/{path}", tag = TAG, security(("bearer" = [])),
-    params(("path" = String, Path, description = "The secret path; may contain `/`"), ReadQuery),
+    params(("path" = String, Path, pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$", description = "The secret path; may contain `/` between segments of letters, digits, `.`, `_` and `-` (not `.` or `..`; the last not `versions`)"), ReadQuery),
     responses((status = 200, body = SecretWithValue), (status = 400, description = "Invalid path"),
         (status = 403, description = "Not permitted on this path"), (status = 404, description = "secret not found"),
         (status = 409, description = "Stored data failed its integrity check"),
@@ -281,7 +282,7 @@ pub struct VersionList {
 
 /// A secret's version history, newest first, without values.
 #[utoipa::path(get, path = "/api/v1/secrets/{path}/versions", tag = TAG, security(("bearer" = [])),
-    params(("path" = String, Path, description = "The secret path; may contain `/`")),
+    params(("path" = String, Path, pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$", description = "The secret path; may contain `/` between segments of letters, digits, `.`, `_` and `-` (not `.` or `..`; the last not `versions`)")),
     responses((status = 200, body = VersionList), (status = 404, description = "secret not found")))]
 async fn secret_versions(
     s: &Secrets,
@@ -318,7 +319,7 @@ async fn put_any(
 
 /// Update a secret: each update writes a new version.
 #[utoipa::path(put, path = "/api/v1/secrets/{path}", tag = TAG, request_body = UpdateBody, security(("bearer" = [])),
-    params(("path" = String, Path, description = "The secret path; may contain `/`")),
+    params(("path" = String, Path, pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$", description = "The secret path; may contain `/` between segments of letters, digits, `.`, `_` and `-` (not `.` or `..`; the last not `versions`)")),
     responses((status = 200, body = SecretView), (status = 400, description = "Invalid path or body"),
         (status = 404, description = "secret not found"), (status = 409, description = "cas mismatch")))]
 async fn update_secret(
@@ -344,7 +345,7 @@ async fn delete_any(
 
 /// Delete a secret with all its versions.
 #[utoipa::path(delete, path = "/api/v1/secrets/{path}", tag = TAG, security(("bearer" = [])),
-    params(("path" = String, Path, description = "The secret path; may contain `/`")),
+    params(("path" = String, Path, pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$", description = "The secret path; may contain `/` between segments of letters, digits, `.`, `_` and `-` (not `.` or `..`; the last not `versions`)")),
     responses((status = 204), (status = 404, description = "secret not found")))]
 async fn delete_secret(
     s: &Secrets,
@@ -363,8 +364,10 @@ async fn delete_secret(
 #[allow(dead_code)]
 pub struct AuditParams {
     /// Maximum entries (1 to `api.max_limit`, larger values are capped; default: no limit).
+    #[param(minimum = 1)]
     pub limit: Option<i64>,
     /// Entries to skip (not with `page` or `cursor`).
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
     /// User id.
     pub user: Option<String>,

@@ -11,8 +11,7 @@ use axum::response::{IntoResponse as _, Response};
 use nexus_identity::{Auth, MaybeAuth};
 use nexus_web::ApiError;
 use nexus_web::plugin::{BoxFuture, DynamicHandler, DynamicRoutes};
-use utoipa::openapi::path::{HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem};
-use utoipa::openapi::{OpenApi, Required};
+use serde_json::{Value, json};
 
 use crate::host::{Loaded, WasmHost};
 use crate::manifest::{Route, Segment};
@@ -33,57 +32,48 @@ impl DynamicRoutes for WasmRoutes {
         }))
     }
 
-    fn document(&self, openapi: &mut OpenApi) {
+    fn document(&self, openapi: &mut Value) {
+        let Some(Value::Object(paths)) = openapi.get_mut("paths") else { return };
         for loaded in self.0.all() {
             if !loaded.slot().is_enabled() {
                 continue;
             }
             for route in &loaded.routes {
-                let method = match route.method.as_str() {
-                    "POST" => HttpMethod::Post,
-                    "PUT" => HttpMethod::Put,
-                    "PATCH" => HttpMethod::Patch,
-                    "DELETE" => HttpMethod::Delete,
-                    _ => HttpMethod::Get,
-                };
-                let mut op = OperationBuilder::new()
-                    .summary(Some(route.description.clone()))
-                    .description(Some(format!(
-                        "Served by the WebAssembly plugin `{}` {}.",
-                        loaded.id(),
-                        loaded.manifest.version
-                    )))
-                    .tag(loaded.id())
-                    .operation_id(Some(format!(
-                        "{}_{}_{}",
-                        loaded.id(),
-                        route.method.to_lowercase(),
-                        openapi_id(route)
-                    )))
-                    .response("200", utoipa::openapi::Response::new("The plugin's answer"));
-                for seg in &route.segments {
-                    if let Segment::Param(name) | Segment::Rest(name) = seg {
-                        op = op.parameter(
-                            ParameterBuilder::new().name(name).parameter_in(ParameterIn::Path).required(Required::True),
-                        );
-                    }
-                }
-                let path = route
+                let parameters: Vec<Value> = route
                     .segments
                     .iter()
-                    .map(|s| match s {
-                        Segment::Literal(l) => l.clone(),
-                        Segment::Param(p) | Segment::Rest(p) => format!("{{{p}}}"),
+                    .filter_map(|s| match s {
+                        Segment::Param(name) | Segment::Rest(name) => {
+                            Some(json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+                        }
+                        Segment::Literal(_) => None,
                     })
-                    .collect::<Vec<_>>()
-                    .join("/");
-                let item = PathItem::new(method, op.build());
-                let path = format!("/{path}");
-                match openapi.paths.paths.get_mut(&path) {
-                    Some(existing) => existing.merge_operations(item),
-                    None => {
-                        openapi.paths.paths.insert(path, item);
+                    .collect();
+                let error = |description: &str| json!({"description": description, "content": {"application/json": {"schema": {"type": "object"}}}});
+                let mut op = json!({
+                    "tags": [loaded.id()],
+                    "summary": route.description,
+                    "description": format!("Served by the WebAssembly plugin `{}` {}.", loaded.id(), loaded.manifest.version),
+                    "operationId": format!("{}_{}_{}", loaded.id(), route.method.to_lowercase(), openapi_id(route)),
+                    "parameters": parameters,
+                    "responses": {
+                        "200": {"description": "The plugin's answer"},
+                        "500": error("PLUGIN_ERROR: the plugin trapped or exceeded its memory limit"),
+                        "503": error("The plugin is disabled"),
+                        "504": error("PLUGIN_ERROR: the plugin exceeded its time limit"),
+                    },
+                });
+                if !route.public
+                    && let Value::Object(map) = &mut op
+                {
+                    map.insert(String::from("security"), json!([{"bearer": []}, {"api_key": []}]));
+                    if let Some(Value::Object(responses)) = map.get_mut("responses") {
+                        responses.insert(String::from("401"), error("Not authenticated"));
                     }
+                }
+                let item = paths.entry(route.template.clone()).or_insert_with(|| json!({}));
+                if let Value::Object(item) = item {
+                    item.insert(route.method.to_lowercase(), op);
                 }
             }
         }

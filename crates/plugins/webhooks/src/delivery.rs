@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, KeyInit, Mac};
-use nexus_kernel::clock::Timestamp;
 use serde_json::json;
 use sha2::Sha256;
 use tokio::sync::broadcast::error::RecvError;
@@ -119,7 +118,7 @@ pub(crate) async fn work(webhooks: Arc<Webhooks>) {
         if bus.is_closed() {
             return;
         }
-        let now = Timestamp::now();
+        let now = webhooks.kernel.clock.now();
         let lease = now.add_seconds(webhooks.lease_secs()).as_micros();
         let batch = match webhooks.store.claim_due(now.as_micros(), lease, CONCURRENCY).await {
             Ok(batch) => batch,
@@ -137,6 +136,8 @@ pub(crate) async fn work(webhooks: Arc<Webhooks>) {
             tokio::select! {
                 () = &mut closed => return,
                 () = webhooks.wake.notified() => {}
+                // A test that moves the clock makes retries due without waiting for them.
+                () = webhooks.kernel.clock.advanced() => {}
                 () = tokio::time::sleep(wait) => {}
             }
             continue;
@@ -154,7 +155,7 @@ impl Webhooks {
     /// Makes one attempt of `d` (already leased) and records its outcome.
     pub(crate) async fn attempt(&self, d: DeliveryRow) {
         let cfg = &self.kernel.config.webhooks;
-        let now = || Timestamp::now().as_micros();
+        let now = || self.kernel.clock.now().as_micros();
         let webhook = match self.store.webhook(&d.webhook_id).await {
             Ok(Some(w)) => w,
             Ok(None) => return self.cancel(&d, "webhook deleted").await,
@@ -204,7 +205,7 @@ impl Webhooks {
     }
 
     async fn cancel(&self, d: &DeliveryRow, reason: &str) {
-        if let Err(e) = self.store.cancel_delivery(&d.id, reason, Timestamp::now().as_micros()).await {
+        if let Err(e) = self.store.cancel_delivery(&d.id, reason, self.kernel.clock.now().as_micros()).await {
             tracing::warn!(error = %e, "could not cancel a webhook delivery");
         }
     }
@@ -223,7 +224,7 @@ impl Webhooks {
             .header("x-nexus-event-id", &d.event_id)
             .header("x-nexus-delivery", &d.id)
             .header("x-nexus-delivery-attempt", (d.attempts + 1).to_string())
-            .header("x-nexus-timestamp", Timestamp::now().as_unix_seconds().to_string())
+            .header("x-nexus-timestamp", self.kernel.clock.unix_seconds().to_string())
             .body(body)
             .send()
             .await;

@@ -45,6 +45,7 @@ impl Plugin for WebhooksPlugin {
         .depends_on("identity", "*")
         .permission("webhook.read", "List webhooks and their deliveries")
         .permission("webhook.write", "Register, change, test and delete webhooks")
+        .config_type::<nexus_kernel::config::WebhooksConfig>()
     }
 
     fn migrations(&self) -> Option<&'static nexus_kernel::db::MigrationSet> {

@@ -29,13 +29,22 @@ pub fn all(webhooks: Arc<Webhooks>) -> nexus_web::Routes {
         .with_state(webhooks)
 }
 
+/// An event type (`user.created`), a pattern (`user.*`) or `*`.
+#[derive(ToSchema)]
+#[schema(pattern = r"^(\*|[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*(\.\*)?)$", min_length = 1, max_length = 200)]
+pub struct EventPattern(#[allow(dead_code)] String);
+
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateBody {
     /// `http(s)://…`; private and loopback targets are refused unless `webhooks.allow_private`.
+    #[schema(pattern = "^https?://[A-Za-z0-9][A-Za-z0-9.-]*(:[1-9][0-9]{0,3})?([/?#][!-~]*)?$", max_length = 2048)]
     pub url: String,
     /// Event types or patterns: `user.created`, `user.*`, `*`.
+    #[schema(value_type = Vec<EventPattern>, min_items = 1, max_items = 100)]
     pub events: Vec<String>,
     /// The HMAC-SHA256 signing key. Absent: one is generated and returned once.
+    #[schema(min_length = 1, max_length = 512)]
     pub secret: Option<String>,
     /// Default `true`.
     pub active: Option<bool>,
@@ -143,9 +152,13 @@ async fn get_one(State(hooks): Api, Auth(p): Auth, Path(id): Path<String>) -> Re
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateBody {
+    #[schema(pattern = "^https?://[A-Za-z0-9][A-Za-z0-9.-]*(:[1-9][0-9]{0,3})?([/?#][!-~]*)?$", max_length = 2048)]
     pub url: Option<String>,
+    #[schema(value_type = Option<Vec<EventPattern>>, min_items = 1, max_items = 100)]
     pub events: Option<Vec<String>>,
+    #[schema(min_length = 1, max_length = 512)]
     pub secret: Option<String>,
     /// `true` re-enables a disabled webhook and clears its failure streak.
     pub active: Option<bool>,
@@ -240,9 +253,12 @@ async fn test(State(hooks): Api, Auth(p): Auth, Path(id): Path<String>) -> Resul
 #[into_params(parameter_in = Query)]
 pub struct DeliveryQuery {
     /// `pending`, `delivering`, `delivered`, `failed` or `cancelled`.
+    #[param(pattern = "^(pending|delivering|delivered|failed|cancelled)$")]
     pub status: Option<String>,
     /// 1-100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
 }
 

@@ -212,7 +212,7 @@ impl Webhooks {
         Self::check_description(&description, &mut errors);
         let Some(url) = url.filter(|_| errors.is_empty()) else { return Err(WebhookError::Invalid(errors)) };
         let generated = new.secret.is_none().then(|| format!("whsec_{}", nexus_kernel::id::random_alphanumeric(32)));
-        let now = Timestamp::now().as_micros();
+        let now = self.kernel.clock.now().as_micros();
         let row = WebhookRow {
             id: format!("wh_{}", nexus_kernel::id::random_alphanumeric(16)),
             owner_id: actor.user_id.clone(),
@@ -286,7 +286,7 @@ impl Webhooks {
             }
             row.active = active;
         }
-        row.updated_at = Timestamp::now().as_micros();
+        row.updated_at = self.kernel.clock.now().as_micros();
         if !self.store.update_webhook(&row).await? {
             return Err(WebhookError::NotFound);
         }
@@ -311,7 +311,7 @@ impl Webhooks {
     pub async fn test(&self, actor: &Principal, id: &str) -> Result<Delivery, WebhookError> {
         actor.require(WRITE)?;
         let webhook = self.owned(actor, id).await?;
-        let now = Timestamp::now();
+        let now = self.kernel.clock.now();
         let event = self.kernel.events.envelope(
             "webhooks",
             "webhook.test",
@@ -342,7 +342,7 @@ impl Webhooks {
     /// Queues `event`, published on the bus only (not through the outbox), for every active
     /// webhook whose patterns match it.
     pub(crate) async fn enqueue(&self, event: &Event) -> Result<usize, WebhookError> {
-        let now = Timestamp::now().as_micros();
+        let now = self.kernel.clock.now().as_micros();
         let mut queued = 0;
         for d in plan(&self.store.active_webhooks().await?, event, now) {
             if self.store.enqueue(&d).await? {
@@ -358,7 +358,7 @@ impl Webhooks {
     /// Queues the deliveries of up to `limit` events the outbox holds for the webhooks; the
     /// number of events taken.
     pub(crate) async fn queue_from_outbox(&self, limit: i64) -> Result<usize, WebhookError> {
-        let now = Timestamp::now().as_micros();
+        let now = self.kernel.clock.now().as_micros();
         let (taken, queued) =
             self.store.queue_from_outbox(limit, &|webhooks, event| plan(webhooks, event, now)).await?;
         if queued > 0 {

@@ -62,9 +62,9 @@ pub async fn answer(state: &BatchState, req: Request) -> Response {
 
 /// One sub-request as sent.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SubRequest {
-    /// Echoed in the response entry.
-    #[schema(value_type = String)]
+    /// Echoed in the response entry (any JSON value).
     pub id: Option<Value>,
     /// `GET` unless given.
     pub method: Option<String>,
@@ -77,6 +77,7 @@ pub struct SubRequest {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BatchBody {
     #[schema(value_type = Vec<SubRequest>)]
     pub requests: Vec<Value>,
@@ -84,10 +85,11 @@ pub struct BatchBody {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SubResponse {
-    #[schema(value_type = String)]
+    /// The sub-request's `id`, as sent (`null` when it had none).
     pub id: Value,
     pub status: u16,
-    #[schema(value_type = Object)]
+    /// The sub-request's answer (`null` when it had no body).
+    #[schema(value_type = Option<Object>)]
     pub body: Value,
 }
 

@@ -50,6 +50,7 @@ struct Class {
     patterns: Vec<Pattern>,
     limit: u32,
     window: Duration,
+    anonymous_only: bool,
     /// The constant headers of this class, rendered once.
     limit_header: HeaderValue,
     premium_limit_header: HeaderValue,
@@ -66,6 +67,7 @@ impl Class {
             patterns,
             limit,
             window,
+            anonymous_only: false,
         }
     }
 }
@@ -95,7 +97,15 @@ impl RateLimits {
                     cfg.limit
                 });
                 let patterns = c.paths.iter().map(|p| Pattern::new(p)).collect();
-                Class::new(c.name.clone(), patterns, limit, Duration::from_secs(c.window_secs), cfg.premium_multiplier)
+                let mut class = Class::new(
+                    c.name.clone(),
+                    patterns,
+                    limit,
+                    Duration::from_secs(c.window_secs),
+                    cfg.premium_multiplier,
+                );
+                class.anonymous_only = c.anonymous_only;
+                class
             })
             .collect();
         let default = Class::new(
@@ -177,8 +187,9 @@ impl Admitted {
 /// Before routing, for a request [`RateLimits::applies_to`]: counts it, and gives it back
 /// with the headers for its answer, or answers 429. It authenticates the caller once and
 /// leaves the [`Principal`](nexus_identity::Principal) in the request for the handler's
-/// `Auth` extractor.
-pub async fn admit(rl: &RateLimits, req: Request) -> Result<(Request, Admitted), Response> {
+/// `Auth` extractor. An authenticated request to a class that counts anonymous callers only
+/// passes uncounted, without headers.
+pub async fn admit(rl: &RateLimits, req: Request) -> Result<(Request, Option<Admitted>), Response> {
     let path = req.uri().path();
     let class = rl.class_for(path);
     let (mut parts, body) = req.into_parts();
@@ -192,6 +203,10 @@ pub async fn admit(rl: &RateLimits, req: Request) -> Result<(Request, Admitted),
         None => None,
     };
     match principal {
+        Some(p) if class.anonymous_only => {
+            parts.extensions.insert(p);
+            return Ok((Request::from_parts(parts, body), None));
+        }
         Some(p) => {
             match &p.credential {
                 Credential::ApiKey { key_id, .. } => {
@@ -235,7 +250,7 @@ pub async fn admit(rl: &RateLimits, req: Request) -> Result<(Request, Admitted),
         }
         return Err(err.into_response());
     }
-    Ok((Request::from_parts(parts, body), admitted))
+    Ok((Request::from_parts(parts, body), Some(admitted)))
 }
 
 /// `3600` → `1h`, `60` → `1m`, else seconds (`90s`).

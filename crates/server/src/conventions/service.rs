@@ -109,7 +109,7 @@ async fn answer(mut routes: Router, plan: Plan, mut req: Request) -> Response {
         match Box::pin(ratelimit::admit(&rate_limits, req)).await {
             Ok((counted, headers)) => {
                 req = counted;
-                admitted = Some(headers);
+                admitted = headers;
             }
             Err(limited) => return limited,
         }

@@ -16,15 +16,7 @@ fn nexus(args: &[&str], env: &[(&str, &str)]) -> Output {
     }
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run nexus: {e}"));
-    let pid = child.id();
-    // A case that should fail but starts a server instead must fail the test, not hang it.
-    let watchdog = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(15));
-        let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-    });
-    let out = child.wait_with_output().unwrap_or_else(|e| panic!("cannot run nexus: {e}"));
-    drop(watchdog);
-    out
+    crate::output_within(child, Duration::from_secs(15))
 }
 
 fn stderr(o: &Output) -> String {

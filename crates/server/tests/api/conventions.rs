@@ -40,6 +40,8 @@ async fn rate_limit_headers_count_down_to_429_and_recover_after_the_window() {
     let s = TestServer::start_with(Backend::Sqlite, |c| {
         c.rate_limits.limit = 3;
         c.rate_limits.window_secs = 2;
+        // One class for every surface, so that they share the counter.
+        c.rate_limits.classes.clear();
     })
     .await;
     crate::fresh_window(&s, 2);
@@ -506,4 +508,87 @@ async fn etags_answer_304_until_the_resource_changes() {
     let headers = [("Authorization", auth.as_str()), ("Accept-Encoding", "gzip")];
     let r = s.call(Method::GET, "/api/users", None, &headers).await;
     assert_eq!(r.header("content-encoding"), Some("gzip"));
+}
+
+#[tokio::test]
+async fn request_bodies_with_unknown_fields_are_refused_naming_them() {
+    let s = TestServer::start_with(nexus_testkit::Backend::Sqlite, |c| c.webhooks.allow_private = true).await;
+    let admin = s.admin_token().await;
+    let cases = [
+        ("/api/webhooks", json!({ "url": "http://127.0.0.1:9/x", "events": ["user.*"], "is_admin": true }), "is_admin"),
+        ("/api/database/query", json!({ "collection": "p", "operation": "find", "filtre": {} }), "filtre"),
+        ("/api/database/collections", json!({ "name": "c1", "owner": "me" }), "owner"),
+        ("/api/batch", json!({ "requests": [], "atomic": true }), "atomic"),
+    ];
+    for (path, body, field) in cases {
+        let r = s.post_as(&admin, path, body).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.text);
+        assert_eq!(r.json["error"]["code"], "VALIDATION_ERROR", "{path}: {}", r.text);
+        assert_eq!(r.json["error"]["details"][0]["field"], field, "{path}: {}", r.text);
+    }
+    // A batch sub-request is a body too.
+    let r = s.post_as(&admin, "/api/batch", json!({ "requests": [{ "url": "/health", "verb": "GET" }] })).await;
+    assert!(r.status == 400 || r.json["responses"][0]["status"] == 400, "{}", r.text);
+    assert!(r.text.contains("verb"), "{}", r.text);
+
+    // Free-form objects keep their fields: documents and event properties.
+    let r = s
+        .post_as(
+            &admin,
+            "/api/database/query",
+            json!({ "collection": "p", "operation": "insert_one",
+            "document": { "anything": 1, "is_admin": true } }),
+        )
+        .await;
+    assert!(r.status.is_success(), "{}", r.text);
+    let r = s
+        .post_as(
+            &admin,
+            "/v2/analytics/events",
+            json!({ "event_name": "a", "event_category": "b",
+            "properties": { "whatever": true } }),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    // An unknown event field is refused for that event, named.
+    let r = s
+        .post_as(&admin, "/v2/analytics/events", json!({ "event_name": "a", "event_category": "b", "colour": "red" }))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert!(r.text.contains("colour"), "{}", r.text);
+}
+
+#[tokio::test]
+async fn authenticated_secrets_clients_are_not_limited_by_default_and_anonymous_ones_are() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let r = s.post_as(&admin, "/api/v1/secrets", json!({ "path": "app/poll", "value": "v" })).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // Twice the old hourly default, in well under a minute, as an exporting CLI or a poller does.
+    let url = s.url("/api/v1/secrets/app/poll");
+    let client = s.client.clone();
+    let statuses = futures::future::join_all((0..16).map(|_| {
+        let (client, url, admin) = (client.clone(), url.clone(), admin.clone());
+        async move {
+            let mut seen = Vec::new();
+            for _ in 0..320 {
+                let r = client.get(&url).bearer_auth(&admin).send().await.unwrap_or_else(|e| panic!("{e}"));
+                seen.push((r.status().as_u16(), r.headers().contains_key("x-ratelimit-limit")));
+            }
+            seen
+        }
+    }))
+    .await;
+    let all: Vec<(u16, bool)> = statuses.into_iter().flatten().collect();
+    assert_eq!(all.len(), 5_120);
+    assert!(all.iter().all(|(status, _)| *status == 200), "{:?}", all.iter().find(|(st, _)| *st != 200));
+    assert!(all.iter().all(|(_, limited)| !limited), "no limit headers for an authenticated secrets client");
+
+    // Without a credential the caller is counted per IP.
+    let r = s.get("/api/v1/secrets/app/poll").await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert_eq!(r.header("x-ratelimit-limit"), Some("600"), "{}", r.text);
+    // The framework surface keeps its documented default.
+    let r = s.get_as(&admin, "/api/users").await;
+    assert_eq!(r.header("x-ratelimit-limit"), Some("1000"));
 }

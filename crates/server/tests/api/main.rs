@@ -10,6 +10,7 @@ mod conventions;
 mod docs;
 mod documents;
 mod edge;
+mod fuzz;
 mod health;
 mod identity;
 mod identity_core_v2;
@@ -34,4 +35,39 @@ pub fn fresh_window(s: &nexus_testkit::TestServer, window_secs: u64) {
     let window = i64::try_from(window_secs * 1_000_000).unwrap_or(i64::MAX);
     let into = clock.now().as_micros().rem_euclid(window);
     clock.advance(std::time::Duration::from_micros(u64::try_from(window - into).unwrap_or(0)));
+}
+
+/// The output of `child` (with piped stdout and stderr), killed if it has not exited within
+/// `within`: a command that should fail but serves instead fails its test rather than hanging
+/// it. The child is killed through its handle, never by a pid that may since name another
+/// process.
+pub fn output_within(mut child: std::process::Child, within: std::time::Duration) -> std::process::Output {
+    use std::io::Read;
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let (out, err) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    let deadline = std::time::Instant::now() + within;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                break child.wait().unwrap_or_else(|e| panic!("{e}"));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    std::process::Output { status, stdout, stderr }
 }

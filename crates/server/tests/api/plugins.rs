@@ -275,8 +275,29 @@ async fn configuration_is_validated_stored_and_applied_at_the_next_start() {
     assert_eq!(r.json["config"]["timeout_secs"], 7);
     let d = s.get_as(&admin, "/api/plugins/webhooks").await;
     assert_eq!(d.json["configuration"]["timeout_secs"], 7);
+    // The schema says what the check enforces, with the defaults.
+    let schema = &d.json["config_schema"];
+    assert_eq!(schema["properties"]["timeout_secs"]["type"], "integer", "{schema}");
+    assert_eq!(schema["default"]["timeout_secs"], 10, "{schema}");
+    let identity = s.get_as(&admin, "/api/plugins/identity").await;
+    assert_eq!(identity.json["configuration"]["jwt_secret"], Value::Null, "{}", identity.text);
+    assert!(identity.json["config_schema"]["properties"]["access_token_ttl_secs"].is_object());
+    let r = s
+        .call_as(&admin, Method::PUT, "/api/plugins/documents/config", Some(put(json!({ "max_document_bytes": 64 }))))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
 
     s.restart().await;
+    let admin = s.admin_token().await;
+    let r = s
+        .post_as(
+            &admin,
+            "/api/database/query",
+            json!({ "collection": "c", "operation": "insert_one",
+            "document": { "text": "more than sixty-four bytes of JSON, once the _id is added to it" } }),
+        )
+        .await;
+    assert_eq!(r.status, 400, "documents.max_document_bytes applies after the restart: {}", r.text);
     assert_eq!(s.kernel().config.webhooks.timeout_secs, 7, "the stored change is applied at start");
     let admin = s.admin_token().await;
     let d = s.get_as(&admin, "/api/plugins/webhooks").await;

@@ -419,13 +419,23 @@ async fn events_cross_instances_through_redis() {
     assert_eq!(ev["data"]["payload"]["username"], "crossinstance");
 
     // Published on b itself: delivered once, not echoed back through Redis.
+    let mut on_a = a.kernel().events.subscribe();
     b.kernel().events.publish("system", "user.echo_check", json!({}));
     let ev = ws.recv_type("event").await;
     assert_eq!(ev["data"]["event_type"], "user.echo_check");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    ws.send(json!({ "type": "ping" })).await;
-    let next = ws.recv().await;
-    assert_eq!(next["type"], "pong", "an event came twice: {next}");
+    // Once a has it, Redis has fanned it out to b's subscription too; a marker published
+    // through Redis after that reaches b after any echo would have.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, on_a.recv()).await {
+            Ok(Ok(e)) if e.kind == "user.echo_check" => break,
+            Ok(Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+            other => panic!("a never saw b's event through Redis: {other:?}"),
+        }
+    }
+    a.kernel().events.publish("system", "user.marker", json!({}));
+    let next = ws.recv_type("event").await;
+    assert_eq!(next["data"]["event_type"], "user.marker", "an event came twice: {next}");
 }
 
 #[tokio::test]

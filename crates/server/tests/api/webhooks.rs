@@ -273,22 +273,31 @@ async fn a_delivery_survives_a_restart_and_arrives_once() {
         let receiver = Receiver::start(vec![500, 200]).await;
         let mut s = TestServer::start_with(backend, |c| {
             c.webhooks.allow_private = true;
-            c.webhooks.retry_base_ms = 3000;
+            c.webhooks.retry_base_ms = 3_600_000;
         })
         .await;
         let admin = s.admin_token().await;
-        create_webhook(&s, &admin, &receiver.url, json!(["user.created"])).await;
+        let hook = create_webhook(&s, &admin, &receiver.url, json!(["user.created"])).await;
         create_user(&s, &admin, "restarted1").await;
         receiver.wait_for(1, Duration::from_secs(10)).await;
 
-        // The retry is due in 3 s; the server goes away before that and comes back.
+        // The retry is due in an hour; the server goes away before that and comes back.
         s.restart().await;
+        s.kernel().clock.advance(Duration::from_secs(3_601));
         let got = receiver.wait_for(2, Duration::from_secs(20)).await;
         assert_eq!(got[0].header("x-nexus-delivery"), got[1].header("x-nexus-delivery"));
         verify(&got[1], SECRET);
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let got = receiver.received();
-        assert_eq!(got.len(), 2, "{backend:?}: delivered exactly once after the failure");
+
+        // Recorded as delivered, so never sent again: the next event is the next request.
+        let admin = s.admin_token().await;
+        let path = format!("/api/webhooks/{}/deliveries", hook["id"].as_str().unwrap_or_default());
+        let deliveries = s.get_as(&admin, &path).await.json;
+        assert_eq!(deliveries["deliveries"][0]["status"], "delivered", "{backend:?}: {deliveries}");
+        assert_eq!(deliveries["deliveries"][0]["attempts"], 2, "{backend:?}: {deliveries}");
+        create_user(&s, &admin, "marker1").await;
+        let got = receiver.wait_for(3, Duration::from_secs(20)).await;
+        assert_eq!(got.len(), 3, "{backend:?}: delivered exactly once after the failure");
+        assert_eq!(got[2].json()["data"]["username"], "marker1", "{backend:?}");
     }
 }
 
@@ -319,8 +328,12 @@ async fn a_webhook_that_keeps_failing_is_disabled_with_a_reason() {
         view["disabled_reason"].as_str().is_some_and(|r| r.contains("3 consecutive") && r.contains("HTTP 500")),
         "{view}"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(receiver.received().len(), 3, "nothing more is sent to a disabled webhook");
+    // A test ping is sent even to a disabled webhook: it is the next request the receiver gets.
+    let r = s.post_as(&admin, &format!("/api/webhooks/{id}/test"), json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let got = receiver.wait_for(4, Duration::from_secs(10)).await;
+    assert_eq!(got.len(), 4, "nothing more is sent to a disabled webhook");
+    assert_eq!(got[3].json()["type"], "webhook.test");
 
     // Re-enabling clears the streak.
     let r = s.call_as(&admin, Method::PATCH, &format!("/api/webhooks/{id}"), Some(json!({ "active": true }))).await;
@@ -343,6 +356,9 @@ async fn https_targets_are_attempted_over_tls() {
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json["success"], false, "{}", r.text);
     assert!(!r.text.contains("not supported"), "{}", r.text);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(receiver.received().is_empty(), "nothing reached the receiver in clear text");
+    // A plain request sent now is the first the receiver gets if nothing came in clear text.
+    let marker = nexus_testkit::reqwest::Client::new().post(&receiver.url).body("marker").send().await;
+    assert!(marker.is_ok(), "{marker:?}");
+    let got = receiver.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(got[0].body, "marker", "nothing reached the receiver in clear text");
 }

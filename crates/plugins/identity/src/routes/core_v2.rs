@@ -122,15 +122,18 @@ async fn refresh(
 #[allow(dead_code)]
 pub struct V2UserListQuery {
     /// Maximum number of users to return (1-100, default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// Number of users to skip (default 0; not with `page` or `cursor`).
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
     /// `active`, `inactive` or `suspended`.
+    #[param(pattern = "^(active|inactive|suspended)$")]
     pub status: Option<String>,
     /// Only users holding this role.
     pub role: Option<String>,
     /// Page number, from 1 (instead of `offset`).
-    #[param(value_type = Option<u32>)]
+    #[param(value_type = Option<u32>, minimum = 1)]
     pub page: Option<String>,
     /// Cursor pagination: empty for the first page, then a `next_cursor` / `prev_cursor`.
     pub cursor: Option<String>,

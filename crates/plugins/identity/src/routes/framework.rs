@@ -221,12 +221,15 @@ async fn revoke_key(
 pub struct UserListQuery {
     pub role: Option<String>,
     /// `active`, `inactive` or `suspended`
+    #[param(pattern = "^(active|inactive|suspended)$")]
     pub status: Option<String>,
     /// Substring of username or email.
     pub search: Option<String>,
     /// Page number, from 1 (offset pagination).
+    #[param(minimum = 1)]
     pub page: Option<u32>,
     /// Items per page (default 20; at most `api.max_limit`, 100 by default).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// Cursor pagination: empty for the first page, then a `next_cursor` / `prev_cursor`.
     pub cursor: Option<String>,

@@ -168,6 +168,7 @@ async fn create_key(
 #[into_params(parameter_in = Query)]
 pub struct RevokeQuery {
     /// The id of the key to revoke.
+    #[param(required = true, min_length = 1)]
     pub id: Option<String>,
 }
 

@@ -1,0 +1,123 @@
+"""Helpers of bench/documents.sh: load documents through the API, write wrk scripts, and time
+the same queries as hand-written SQL on the same SQLite file (the physical limit).
+
+    documents.py token PORT PASSWORD
+    documents.py insert-lua TOKEN N          # wrk script: POST insert_many of N documents
+    documents.py find-lua TOKEN              # wrk script: the indexed find
+    documents.py load PORT TOKEN COLLECTION N [INDEX_FIELD]   # N documents, 1,000 a request
+    documents.py time PORT TOKEN RUNS BODY   # median ms of POST /api/database/query BODY
+    documents.py sql DB RUNS SQL             # median ms of SQL on the SQLite file DB
+"""
+
+import json
+import sqlite3
+import statistics
+import sys
+import threading
+import time
+import urllib.request
+
+CATEGORIES = 20
+
+
+def doc(i):
+    """A document of about 300 bytes."""
+    return {
+        "sku": f"SKU-{i:09d}",
+        "name": f"Product number {i} with a reasonably descriptive name",
+        "category": f"c{i % CATEGORIES}",
+        "price": round(5 + (i * 7919 % 100_000) / 100, 2),
+        "stock": i % 500,
+        "tags": ["bench", "docs", f"t{i % 7}"],
+        "description": "A plain product used to measure the document database under load.",
+    }
+
+
+def request(port, path, token, body):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=300) as r:
+        return json.load(r)
+
+
+def token(port, password):
+    body = json.dumps({"username": "admin", "password": password}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/auth/login", data=body,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        print(json.load(r)["access_token"])
+
+
+def wrk_post(tok, body):
+    print("wrk.method = 'POST'")
+    print(f"wrk.body = {json.dumps(json.dumps(body))}")
+    print("wrk.headers['Content-Type'] = 'application/json'")
+    print(f"wrk.headers['Authorization'] = 'Bearer {tok}'")
+
+
+FIND = {"collection": "products", "operation": "find",
+        "filter": {"category": "c7", "price": {"$gte": 100, "$lte": 600}},
+        "sort": {"price": -1}, "limit": 20}
+
+
+def load(port, tok, collection, n, index_field=None):
+    if index_field:
+        request(port, f"/api/database/collections", tok,
+                {"name": collection, "indexes": [{"keys": {index_field: 1, "price": 1}}]})
+    per = 1000
+    batches = list(range(0, n, per))
+    lock = threading.Lock()
+
+    def worker():
+        while True:
+            with lock:
+                if not batches:
+                    return
+                start = batches.pop()
+            docs = [doc(i) for i in range(start, min(start + per, n))]
+            request(port, "/api/database/query", tok,
+                    {"collection": collection, "operation": "insert_many", "documents": docs})
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def time_query(port, tok, runs, body):
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        request(port, "/api/database/query", tok, body)
+        times.append((time.perf_counter() - t) * 1000)
+    print(f"{statistics.median(times):.1f}")
+
+
+def time_sql(path, runs, sql):
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        db.execute(sql).fetchall()
+        times.append((time.perf_counter() - t) * 1000)
+    print(f"{statistics.median(times):.1f}")
+
+
+if __name__ == "__main__":
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "token":
+        token(args[0], args[1])
+    elif cmd == "insert-lua":
+        wrk_post(args[0], {"collection": "ingest", "operation": "insert_many",
+                           "documents": [doc(i) for i in range(int(args[1]))]})
+    elif cmd == "find-lua":
+        wrk_post(args[0], FIND)
+    elif cmd == "load":
+        load(args[0], args[1], args[2], int(args[3]), args[4] if len(args) > 4 else None)
+    elif cmd == "time":
+        time_query(args[0], args[1], int(args[2]), json.loads(args[3]))
+    elif cmd == "sql":
+        time_sql(args[0], int(args[1]), args[2])
+    else:
+        sys.exit(f"unknown command {cmd}")

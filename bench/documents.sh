@@ -1,0 +1,92 @@
+# Document database scenarios of bench/run (issue 13; sourced by it, uses its helpers). On
+# SQLite; the baselines run the same query as hand-written SQL on the same data file.
+#   scenario=docs_insert_many docs_per_s=<..> p99_ms=<..>
+#     POST /api/database/query insert_many, 1,000 documents of ~300 bytes a request, 64
+#     connections; acknowledged = committed (target: >= 50,000 documents/s).
+#   scenario=docs_find_indexed rps=<..> p50_ms=<..> p99_ms=<..> users_get_bearer_rps=<..> ratio=<..>
+#     find with an indexed equality + range filter, sort, limit 20 over 100k documents, 64
+#     connections (target: >= 70% of users_get_bearer's requests/s in the same run).
+#   scenario=docs_count ms=<..> sql_ms=<..> ratio=<..>
+#     count with an indexed filter over 1M documents, median of 5 (target: ratio <= 1.5).
+#   scenario=docs_group ms=<..> sql_ms=<..> ratio=<..>
+#     $group by a field with $sum and $avg over 1M documents, median of 5 (target: <= 1.5).
+
+DOCS_PY="$BENCH/documents.py"
+DOCS_FIND_N=${BENCH_DOCS_FIND_N:-100000}
+DOCS_BIG_N=${BENCH_DOCS_BIG_N:-1000000}
+DOCS_RUNS=5
+
+docs_server() {
+    [[ -n ${DOCS_PID:-} ]] && return
+    NEXUS_ENV=(NEXUS_ADMIN_PASSWORD="$BENCH_ADMIN_PASSWORD" NEXUS_RATE_LIMITS__ENABLED=false
+        NEXUS_SERVER__BODY_LIMIT_BYTES=8388608)
+    start_nexus
+    NEXUS_ENV=()
+    DOCS_PID=$NEXUS_PID
+    DOCS_PORT=$NEXUS_PORT
+    DOCS_DB="$NEXUS_DATA_DIR/nexus.db"
+    DOCS_TOKEN=$(python3 "$DOCS_PY" token "$DOCS_PORT" "$BENCH_ADMIN_PASSWORD")
+}
+
+scenario_docs_insert_many() {
+    docs_server
+    local lua
+    scratch_file lua docs-insert-lua
+    python3 "$DOCS_PY" insert-lua "$DOCS_TOKEN" 1000 >"$lua"
+    local out line
+    scratch_file out docs-insert-line
+    run_wrk docs_insert_many_requests "http://127.0.0.1:$DOCS_PORT/api/database/query" -s "$lua" >"$out"
+    line=$(<"$out")
+    local rps docs
+    rps=$(field rps "$line")
+    docs=$(awk -v r="$rps" 'BEGIN { printf "%d", r * 1000 }')
+    emit docs_insert_many "scenario=docs_insert_many docs_per_s=$docs p99_ms=$(field p99_ms "$line")\
+$(sed -n 's/.*\( errors=.*\)/\1/p' <<<"$line")"
+}
+
+scenario_docs_find_indexed() {
+    [[ -n ${RPS[users_get_bearer]:-} ]] || scenario_users_get_bearer >/dev/null
+    docs_server
+    log "docs_find_indexed: loading $DOCS_FIND_N documents"
+    child python3 "$DOCS_PY" load "$DOCS_PORT" "$DOCS_TOKEN" products "$DOCS_FIND_N" category
+    local lua out line rps ratio
+    scratch_file lua docs-find-lua
+    python3 "$DOCS_PY" find-lua "$DOCS_TOKEN" >"$lua"
+    scratch_file out docs-find-line
+    run_wrk docs_find_indexed "http://127.0.0.1:$DOCS_PORT/api/database/query" -s "$lua" >"$out"
+    line=$(<"$out")
+    rps=$(field rps "$line")
+    ratio=$(awk -v a="$rps" -v b="${RPS[users_get_bearer]}" 'BEGIN { printf "%.0f%%", 100 * a / b }')
+    emit docs_find_indexed "$line users_get_bearer_rps=${RPS[users_get_bearer]} ratio=$ratio"
+}
+
+# docs_big: the 1M-document collection with an index on (category, price), loaded once.
+docs_big() {
+    docs_server
+    [[ -n ${DOCS_BIG:-} ]] && return
+    log "docs: loading $DOCS_BIG_N documents"
+    child python3 "$DOCS_PY" load "$DOCS_PORT" "$DOCS_TOKEN" big "$DOCS_BIG_N" category
+    DOCS_BIG=1
+}
+
+# docs_compare NAME BODY SQL: the median time of BODY through the API and of SQL on the file.
+docs_compare() {
+    local name=$1 body=$2 sql=$3 ms sql_ms ratio
+    docs_big
+    ms=$(child python3 "$DOCS_PY" time "$DOCS_PORT" "$DOCS_TOKEN" "$DOCS_RUNS" "$body")
+    sql_ms=$(child python3 "$DOCS_PY" sql "$DOCS_DB" "$DOCS_RUNS" "$sql")
+    ratio=$(awk -v a="$ms" -v b="$sql_ms" 'BEGIN { printf "%.2f", a / b }')
+    emit "$name" "scenario=$name ms=$ms sql_ms=$sql_ms ratio=$ratio"
+}
+
+scenario_docs_count() {
+    docs_compare docs_count \
+        '{"collection": "big", "operation": "count", "filter": {"category": "c7"}}' \
+        "SELECT count(*) FROM documents WHERE collection = 'big' AND json_extract(doc, '\$.category') = 'c7'"
+}
+
+scenario_docs_group() {
+    docs_compare docs_group \
+        '{"collection": "big", "operation": "aggregate", "pipeline": [{"$group": {"_id": "$category", "total": {"$sum": "$price"}, "avg": {"$avg": "$price"}}}]}' \
+        "SELECT json_extract(doc, '\$.category'), sum(json_extract(doc, '\$.price')), avg(json_extract(doc, '\$.price')) FROM documents WHERE collection = 'big' GROUP BY 1"
+}
