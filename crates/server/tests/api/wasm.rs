@@ -565,13 +565,15 @@ async fn rpc_methods_subscribed_events_and_published_events() {
     assert_eq!(rpc(&mut vs, "v1", "plugin.stats.reset").await["error"]["code"], "PERMISSION_DENIED");
     assert_eq!(rpc(&mut socket, "x1", "plugin.stats.nothing").await["error"]["code"], "RESOURCE_NOT_FOUND");
 
-    // What it publishes reaches the plugin_events channel, under its own source.
-    send(&mut socket, json!({"type": "subscribe", "channel": "plugin_events"})).await;
-    assert_eq!(recv_type(&mut socket, "subscribed").await["channel"], "plugin_events");
+    // What it publishes reaches the plugin_events channel, under its own source (watched on a
+    // connection of its own: the event may arrive before the RPC's answer).
+    let mut events = ws(&t.s, &t.admin).await;
+    send(&mut events, json!({"type": "subscribe", "channel": "plugin_events"})).await;
+    assert_eq!(recv_type(&mut events, "subscribed").await["channel"], "plugin_events");
     let r = rpc(&mut socket, "r1", "plugin.stats.reset").await;
     assert_eq!(r["result"]["reset"], true, "{r}");
     let ev = loop {
-        let ev = recv_type(&mut socket, "event").await;
+        let ev = recv_type(&mut events, "event").await;
         if ev["data"]["type"] == "stats.reset" {
             break ev;
         }
