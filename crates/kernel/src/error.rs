@@ -25,10 +25,14 @@ pub enum ErrorCode {
     NotImplemented,
     InternalError,
     ServiceUnavailable,
+    /// A WebAssembly plugin failed (trapped, ran out of memory); the body names the plugin.
+    PluginError,
+    /// A WebAssembly plugin ran past its time limit. Sent as `PLUGIN_ERROR` with 504.
+    PluginTimeout,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 16] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::AuthenticationRequired,
         ErrorCode::InvalidCredentials,
         ErrorCode::TokenExpired,
@@ -45,6 +49,8 @@ impl ErrorCode {
         ErrorCode::NotImplemented,
         ErrorCode::InternalError,
         ErrorCode::ServiceUnavailable,
+        ErrorCode::PluginError,
+        ErrorCode::PluginTimeout,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +71,9 @@ impl ErrorCode {
             ErrorCode::NotImplemented => "NOT_IMPLEMENTED",
             ErrorCode::InternalError => "INTERNAL_ERROR",
             ErrorCode::ServiceUnavailable => "SERVICE_UNAVAILABLE",
+            // One code for the client whatever went wrong inside the plugin; the status tells
+            // a timeout (504) from a failure (500).
+            ErrorCode::PluginError | ErrorCode::PluginTimeout => "PLUGIN_ERROR",
         }
     }
 
@@ -85,6 +94,8 @@ impl ErrorCode {
             ErrorCode::NotImplemented => 501,
             ErrorCode::InternalError => 500,
             ErrorCode::ServiceUnavailable => 503,
+            ErrorCode::PluginError => 500,
+            ErrorCode::PluginTimeout => 504,
         }
     }
 
@@ -127,6 +138,8 @@ impl ErrorCode {
             ErrorCode::NotImplemented => "This feature is not available in this build",
             ErrorCode::InternalError => "An unexpected server error; quote the request id",
             ErrorCode::ServiceUnavailable => "A dependency is unavailable; retry later",
+            ErrorCode::PluginError => "A WebAssembly plugin failed (trapped or exceeded its memory); the body names it",
+            ErrorCode::PluginTimeout => "A WebAssembly plugin exceeded its time limit (sent as PLUGIN_ERROR with 504)",
         }
     }
 }

@@ -308,6 +308,11 @@ impl Slot {
         }
     }
 
+    /// Clears a failure (a plugin installed at run time that an operator enables again).
+    pub fn clear_failure(&self) {
+        self.failed.store(false, Ordering::Relaxed);
+    }
+
     /// Marks the plugin as failed to start, with the reason shown to operators.
     pub fn fail(&self, reason: String) {
         self.failed.store(true, Ordering::Relaxed);
@@ -329,6 +334,26 @@ impl Registry {
         if let Ok(mut slots) = self.slots.write() {
             slots.push(slot);
         }
+    }
+
+    /// Adds `slot`, or replaces the slot with its id (a plugin installed or upgraded at run
+    /// time).
+    pub fn put(&self, slot: Arc<Slot>) {
+        if let Ok(mut slots) = self.slots.write() {
+            match slots.iter_mut().find(|s| s.id() == slot.id()) {
+                Some(existing) => *existing = slot,
+                None => slots.push(slot),
+            }
+        }
+    }
+
+    /// Removes plugin `id` (a plugin uninstalled at run time); whether it was there.
+    pub fn remove(&self, id: &str) -> bool {
+        self.slots.write().is_ok_and(|mut slots| {
+            let before = slots.len();
+            slots.retain(|s| s.id() != id);
+            slots.len() != before
+        })
     }
 
     pub fn all(&self) -> Vec<Arc<Slot>> {

@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header::{ACCEPT_ENCODING, ORIGIN};
 use axum::http::{Extensions, HeaderValue, Method, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse as _, Response};
 use futures::FutureExt as _;
 use futures::future::Either;
 use hyper::body::Incoming;
@@ -63,9 +63,11 @@ pub fn app(kernel: Arc<Kernel>, identity: Arc<Identity>, plugins: Vec<(Arc<Slot>
     let mut document = crate::openapi::Document::new(&ApiDoc::openapi());
     let mut mounts = Vec::new();
     let mut tags = Vec::new();
+    let mut dynamic = Vec::new();
     // Paths of the plugins that can be disabled, whose routes may then answer 503.
     let mut optional_paths = std::collections::BTreeSet::new();
     for (slot, started) in plugins {
+        dynamic.extend(started.dynamic);
         if let Some(mut routes) = started.routes {
             let part = std::mem::take(routes.get_openapi_mut());
             slot.set_endpoints(endpoints(&part));
@@ -106,11 +108,22 @@ pub fn app(kernel: Arc<Kernel>, identity: Arc<Identity>, plugins: Vec<(Arc<Slot>
     let server = &kernel.config.server;
     let limit = server.body_limit_bytes;
 
-    let mut docs = nexus_web::docs::router(openapi);
+    let mut docs = nexus_web::docs::router(openapi, dynamic.clone());
     if let Some(system) = kernel.plugins.get("system") {
         docs = docs.route_layer(NoteRouteLayer::new(system));
     }
-    let mut routes = api.merge(docs).fallback(|| async { StatusCode::NOT_FOUND });
+    // Routes added at run time (WebAssembly plugins) are asked before the 404.
+    let fallback = move |req: Request| {
+        let dynamic = dynamic.clone();
+        async move {
+            let handler = dynamic.iter().find_map(|routes| routes.route(req.method(), req.uri().path()));
+            match handler {
+                Some(handler) => handler(req).await,
+                None => StatusCode::NOT_FOUND.into_response(),
+            }
+        }
+    };
+    let mut routes = api.merge(docs).fallback(fallback);
     // The edge cuts every body off at the limit; axum's extractors add their own default
     // limit, which needs lifting only when the configured one is larger.
     if limit > AXUM_BODY_LIMIT {

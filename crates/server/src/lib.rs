@@ -6,6 +6,7 @@ pub mod analytics_cmd;
 mod app;
 pub mod conventions;
 mod openapi;
+pub mod plugin_cmd;
 pub mod plugins;
 mod serve;
 pub mod telemetry;

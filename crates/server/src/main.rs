@@ -56,6 +56,9 @@ enum Command {
     /// Import or export analytics events.
     #[command(subcommand)]
     Analytics(nexus::analytics_cmd::AnalyticsCommand),
+    /// WebAssembly plugins: scaffold, build, sign, make keys.
+    #[command(subcommand)]
+    Plugin(nexus::plugin_cmd::PluginCommand),
     /// Secrets manager maintenance.
     Secrets {
         #[command(subcommand)]
@@ -84,6 +87,13 @@ fn main() -> ExitCode {
     if matches!(cli.command, Some(Command::Version)) {
         println!("nexus {}", nexus_kernel::VERSION);
         return ExitCode::SUCCESS;
+    }
+    // Works on files only: no configuration, no database.
+    if let Some(Command::Plugin(command)) = cli.command {
+        return match nexus::plugin_cmd::run(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e, 1),
+        };
     }
     let overrides = Overrides {
         data_dir: cli.data_dir.clone(),

@@ -25,7 +25,23 @@ pub struct RequestContext {
     id: String,
     peer: Option<SocketAddr>,
     services: Arc<Extensions>,
-    route: OnceLock<(MatchedPath, Arc<Slot>)>,
+    route: OnceLock<(Template, Arc<Slot>)>,
+}
+
+/// A route template: axum's, or one a plugin installed at run time matched itself.
+#[derive(Debug)]
+enum Template {
+    Matched(MatchedPath),
+    Dynamic(Arc<str>),
+}
+
+impl Template {
+    fn as_str(&self) -> &str {
+        match self {
+            Template::Matched(m) => m.as_str(),
+            Template::Dynamic(d) => d,
+        }
+    }
 }
 
 impl RequestContext {
@@ -91,5 +107,11 @@ pub fn service<T: Clone + Send + Sync + 'static>() -> Option<T> {
 
 /// Notes the route template that matched, and its plugin.
 pub(crate) fn note_route(route: &MatchedPath, slot: &Arc<Slot>) {
-    let _ = REQUEST.try_with(|ctx| ctx.route.set((route.clone(), slot.clone())));
+    let _ = REQUEST.try_with(|ctx| ctx.route.set((Template::Matched(route.clone()), slot.clone())));
+}
+
+/// Notes the template of a route matched outside the router (a WebAssembly plugin's), and its
+/// plugin, for the edge's metrics and the plugin's traffic.
+pub fn note_dynamic_route(template: Arc<str>, slot: &Arc<Slot>) {
+    let _ = REQUEST.try_with(|ctx| ctx.route.set((Template::Dynamic(template), slot.clone())));
 }

@@ -9,8 +9,11 @@ use axum::routing::get;
 use serde_json::json;
 use utoipa_swagger_ui::SwaggerUi;
 
+use std::sync::Arc;
+
 use crate::error::{ApiError, ErrorCode};
 use crate::extract::{Json, Path};
+use crate::plugin::DynamicRoutes;
 
 const REDOC_JS: &str = include_str!("../assets/redoc/redoc.standalone.js");
 
@@ -30,10 +33,30 @@ const REDOC_HTML: &str = r#"<!DOCTYPE html>
 "#;
 
 /// `/openapi.json`, `/docs` (Swagger UI) and `/redoc`. The error catalogue handlers below are
-/// mounted (and documented) by the system plugin.
-pub fn router(openapi: serde_json::Value) -> Router {
+/// mounted (and documented) by the system plugin. `/openapi.json` is `openapi` with the routes
+/// `dynamic` has at the time of the request added: rendered once when there are none, and on
+/// each request otherwise.
+pub fn router(openapi: serde_json::Value, dynamic: Vec<Arc<dyn DynamicRoutes>>) -> Router {
+    let rendered: Arc<str> = Arc::from(openapi.to_string());
+    let openapi = Arc::new(openapi);
+    let document = move || {
+        let (rendered, openapi, dynamic) = (rendered.clone(), openapi.clone(), dynamic.clone());
+        async move {
+            let body = if dynamic.is_empty() {
+                rendered.to_string()
+            } else {
+                let mut live = (*openapi).clone();
+                for routes in &dynamic {
+                    routes.document(&mut live);
+                }
+                live.to_string()
+            };
+            ([(CONTENT_TYPE, "application/json")], body).into_response()
+        }
+    };
     Router::new()
-        .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", openapi))
+        .merge(SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::new(["/openapi.json"])))
+        .route("/openapi.json", get(document))
         .route("/redoc", get(|| async { Html(REDOC_HTML) }))
         .route(
             "/redoc/redoc.standalone.js",

@@ -55,6 +55,21 @@ impl Mount {
     }
 }
 
+/// A handler found at run time for one request.
+pub type DynamicHandler =
+    Box<dyn FnOnce(axum::extract::Request) -> BoxFuture<'static, axum::response::Response> + Send>;
+
+/// Routes that appear and disappear while the server runs (WebAssembly plugins): asked, in
+/// order, about every request no route of the router matched, before the 404.
+pub trait DynamicRoutes: Send + Sync + 'static {
+    /// The handler of `method path`, if one of its routes matches.
+    fn route(&self, method: &axum::http::Method, path: &str) -> Option<DynamicHandler>;
+
+    /// Adds its routes, as they are now, to the OpenAPI document served at `/openapi.json`
+    /// (as JSON).
+    fn document(&self, openapi: &mut serde_json::Value);
+}
+
 /// What a started plugin hands back.
 #[derive(Default)]
 pub struct Started {
@@ -64,6 +79,8 @@ pub struct Started {
     pub tags: Vec<(&'static str, &'static str)>,
     /// Background tasks that end after the event bus closes.
     pub tasks: Vec<JoinHandle<()>>,
+    /// Routes it adds and removes at run time.
+    pub dynamic: Option<Arc<dyn DynamicRoutes>>,
 }
 
 impl Started {
@@ -83,6 +100,11 @@ impl Started {
 
     pub fn task(mut self, task: JoinHandle<()>) -> Self {
         self.tasks.push(task);
+        self
+    }
+
+    pub fn dynamic(mut self, routes: Arc<dyn DynamicRoutes>) -> Self {
+        self.dynamic = Some(routes);
         self
     }
 }

@@ -23,6 +23,9 @@ pub enum ManagerError {
     Forbidden(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// What the installer refused or failed, as it tells it.
+    #[error("{0}")]
+    Install(Failure),
 }
 
 impl From<nexus_kernel::principal::Denied> for ManagerError {
@@ -47,6 +50,7 @@ impl From<ManagerError> for Failure {
             ManagerError::Invalid(details) => Failure::invalid(details),
             ManagerError::Forbidden(permission) => Failure::forbidden(&permission),
             ManagerError::Storage(e) => Failure::internal(e),
+            ManagerError::Install(failure) => failure,
         }
     }
 }

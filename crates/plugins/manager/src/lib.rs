@@ -11,7 +11,7 @@ use nexus_kernel::events::Event;
 use nexus_kernel::plugin::{ChannelSpec, Handles, Manifest};
 use nexus_web::plugin::{BoxFuture, Plugin, StartContext, StartError, Started};
 
-pub use service::PluginManager;
+pub use service::{InstallRequest, InstallSource, Installer, PluginManager};
 
 #[derive(Debug, Default)]
 pub struct ManagerPlugin;
@@ -33,6 +33,8 @@ impl Plugin for ManagerPlugin {
         Box::pin(async move {
             let handles = ctx.require::<Handles>()?;
             let manager = PluginManager::new(ctx.kernel.clone(), handles);
+            // For the plugin host that installs plugins at run time (`Installer`).
+            ctx.provide(manager.clone());
             // Changes made on other instances arrive as their events.
             let bus = ctx.kernel.events.clone();
             bus.follow(Arc::downgrade(&manager), |m: &PluginManager, event: Option<&Event>| {

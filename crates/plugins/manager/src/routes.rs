@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{FromRequest as _, State};
+use axum::http::StatusCode;
 use nexus_identity::Auth;
 use nexus_kernel::plugin::{Reconfigured, Slot, Status};
 use nexus_web::{ApiError, Json, Path, Query};
@@ -13,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::error::ManagerError;
-use crate::service::{ListFilter, PluginManager};
+use crate::service::{InstallRequest, InstallSource, ListFilter, PluginManager};
 
 type Api = State<Arc<PluginManager>>;
 
@@ -30,6 +31,7 @@ pub fn routes(manager: Arc<PluginManager>) -> nexus_web::Routes {
         .routes(routes!(get_plugin, uninstall_plugin))
         .routes(routes!(set_status))
         .routes(routes!(set_config))
+        .routes(routes!(rollback_plugin))
         .with_state(manager)
 }
 
@@ -312,26 +314,120 @@ async fn set_config(
     Ok(Json(ConfigAnswer { plugin_id: id, config: slot.config(), restart_required, message: message.into() }))
 }
 
-/// Uninstall a plugin installed at run time (built-in plugins cannot be uninstalled).
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct UninstallParams {
+    /// Also delete the plugin's data (its key-value store); kept otherwise.
+    purge: Option<bool>,
+}
+
+/// Uninstall a plugin installed at run time: its routes and RPC methods disappear at once;
+/// its data is kept unless `purge=true`. Built-in plugins cannot be uninstalled.
 #[utoipa::path(delete, path = "/api/plugins/{plugin_id}", tag = "plugins",
-    params(("plugin_id" = String, Path)), security(("bearer" = []), ("api_key" = [])),
+    params(("plugin_id" = String, Path), UninstallParams), security(("bearer" = []), ("api_key" = [])),
     responses((status = 200, description = "Uninstalled"),
               (status = 401, description = "Not authenticated"),
               (status = 403, description = "Needs plugins.admin"),
               (status = 404, description = "No such plugin"),
-              (status = 409, description = "A built-in plugin")))]
-async fn uninstall_plugin(State(m): Api, Auth(p): Auth, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    m.uninstall(&p, &id)?;
-    Ok(Json(json!({ "plugin_id": id, "status": "uninstalled", "message": "Plugin uninstalled successfully" })))
+              (status = 409, description = "A built-in plugin, or needed by enabled plugins")))]
+async fn uninstall_plugin(
+    State(m): Api,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    Query(q): Query<UninstallParams>,
+) -> Result<Json<Value>, ApiError> {
+    let purge = q.purge.unwrap_or(false);
+    m.uninstall(&p, &id, purge).await?;
+    Ok(Json(json!({
+        "plugin_id": id, "status": "uninstalled", "data_purged": purge,
+        "message": "Plugin uninstalled successfully",
+    })))
 }
 
-/// Install a plugin from the registry or an upload (needs WebAssembly plugin support).
-#[utoipa::path(post, path = "/api/plugins/install", tag = "plugins",
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstallBody {
+    /// `registry`: from `plugins.registry_dir`.
+    source: String,
+    /// A plugin id or package name in the registry.
+    package: String,
+    /// Newest when absent.
+    version: Option<String>,
+    /// Capabilities granted, a subset of those the manifest asks for; all of them when absent.
+    grant: Option<Vec<String>>,
+}
+
+/// Install or upgrade a WebAssembly plugin, from the registry directory
+/// (`{"source": "registry", "package", "version"}`) or as a `multipart/form-data` upload (the
+/// package in part `file`, an optional detached signature in part `signature`, optional
+/// `grant`: capabilities, comma separated). All or nothing: validate, check dependencies,
+/// compile, test (`init`), activate.
+#[utoipa::path(post, path = "/api/plugins/install", tag = "plugins", request_body = InstallBody,
     security(("bearer" = []), ("api_key" = [])),
-    responses((status = 401, description = "Not authenticated"),
+    responses((status = 201, description = "Installed or upgraded; the steps taken"),
+              (status = 400, description = "Invalid package, manifest, signature or request"),
+              (status = 401, description = "Not authenticated"),
               (status = 403, description = "Needs plugins.admin"),
-              (status = 501, description = "Not available in this build")))]
-async fn install_plugin(State(m): Api, Auth(p): Auth) -> Result<Json<Value>, ApiError> {
-    m.install(&p)?;
-    Ok(Json(Value::Null))
+              (status = 404, description = "No such package in the registry"),
+              (status = 409, description = "Route collision, missing dependency, or not newer than installed"),
+              (status = 501, description = "The WebAssembly plugin host is not running")))]
+async fn install_plugin(
+    State(m): Api,
+    Auth(p): Auth,
+    req: axum::extract::Request,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let multipart = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"));
+    let request = if multipart {
+        let mut form = axum::extract::Multipart::from_request(req, &())
+            .await
+            .map_err(|e| ApiError::invalid_field("body", e.body_text()))?;
+        let (mut file, mut signature, mut grant) = (None, None, None);
+        while let Some(field) = form.next_field().await.map_err(|e| ApiError::invalid_field("body", e.body_text()))? {
+            let name = field.name().unwrap_or_default().to_string();
+            let bytes = field.bytes().await.map_err(|e| ApiError::invalid_field(name.clone(), e.body_text()))?;
+            match name.as_str() {
+                "file" => file = Some(bytes.to_vec()),
+                "signature" => signature = Some(bytes.to_vec()),
+                "grant" => {
+                    let text = String::from_utf8_lossy(&bytes).into_owned();
+                    grant =
+                        Some(text.split(',').map(str::trim).filter(|g| !g.is_empty()).map(str::to_string).collect());
+                }
+                other => return Err(ApiError::invalid_field(other, "unknown part; expected file, signature or grant")),
+            }
+        }
+        let file = file.ok_or_else(|| ApiError::invalid_field("file", "the package is required in part `file`"))?;
+        InstallRequest { source: InstallSource::Upload { file, signature }, grant }
+    } else {
+        let Json(body) = Json::<InstallBody>::from_request(req, &()).await?;
+        if body.source != "registry" {
+            return Err(ApiError::invalid_field(
+                "source",
+                "must be `registry` (or upload the package as multipart/form-data)",
+            ));
+        }
+        InstallRequest {
+            source: InstallSource::Registry { package: body.package, version: body.version },
+            grant: body.grant,
+        }
+    };
+    let answer = m.install(&p, request).await?;
+    Ok((StatusCode::CREATED, Json(answer)))
+}
+
+/// Return a plugin installed at run time to the version it had before its last upgrade.
+#[utoipa::path(post, path = "/api/plugins/{plugin_id}/rollback", tag = "plugins",
+    params(("plugin_id" = String, Path)), security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "Rolled back"),
+              (status = 401, description = "Not authenticated"),
+              (status = 403, description = "Needs plugins.admin"),
+              (status = 404, description = "No such plugin"),
+              (status = 409, description = "A built-in plugin, or no previous version")))]
+async fn rollback_plugin(State(m): Api, Auth(p): Auth, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(m.rollback(&p, &id).await?))
 }

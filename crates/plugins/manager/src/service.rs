@@ -1,11 +1,11 @@
 //! Plugin management as a domain service: every operation takes the caller and checks its
 //! permission here, so HTTP, batch and WebSocket callers get the same rules.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use nexus_kernel::Kernel;
 use nexus_kernel::clock::Timestamp;
-use nexus_kernel::error::FieldError;
+use nexus_kernel::error::{Failure, FieldError};
 use nexus_kernel::events::Event;
 use nexus_kernel::plugin::{Handles, Reconfigured, Slot, Status};
 use nexus_kernel::principal::Principal;
@@ -27,11 +27,55 @@ pub struct ListFilter {
 pub struct PluginManager {
     kernel: Arc<Kernel>,
     handles: Handles,
+    /// Installs plugins at run time, once a plugin that can has started (WebAssembly plugins).
+    installer: OnceLock<Arc<dyn Installer>>,
+}
+
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Where a package to install comes from.
+#[derive(Debug, Clone)]
+pub enum InstallSource {
+    /// `plugins.registry_dir`: `package` (a plugin id or package name), newest or `version`.
+    Registry { package: String, version: Option<String> },
+    /// An uploaded package and its optional detached signature.
+    Upload { file: Vec<u8>, signature: Option<Vec<u8>> },
+}
+
+/// An install request: where from, and the capabilities granted (`None`: all it asks for).
+#[derive(Debug, Clone)]
+pub struct InstallRequest {
+    pub source: InstallSource,
+    pub grant: Option<Vec<String>>,
+}
+
+/// Installs, upgrades, rolls back and uninstalls plugins at run time. Checks nothing about the
+/// caller: the manager has.
+pub trait Installer: Send + Sync + std::fmt::Debug {
+    /// The seed's answer: `{status, plugin: {id, name, version, status}, message}`, with the
+    /// steps taken.
+    fn install<'a>(&'a self, caller: &'a Principal, request: InstallRequest) -> BoxFuture<'a, Result<Value, Failure>>;
+    fn rollback<'a>(&'a self, caller: &'a Principal, id: &'a str) -> BoxFuture<'a, Result<Value, Failure>>;
+    /// Removes plugin `id`; its data too when `purge`.
+    fn uninstall<'a>(&'a self, caller: &'a Principal, id: &'a str, purge: bool) -> BoxFuture<'a, Result<(), Failure>>;
 }
 
 impl PluginManager {
     pub fn new(kernel: Arc<Kernel>, handles: Handles) -> Arc<Self> {
-        Arc::new(Self { kernel, handles })
+        Arc::new(Self { kernel, handles, installer: OnceLock::new() })
+    }
+
+    /// Makes run-time installs possible; the first installer set stays.
+    pub fn set_installer(&self, installer: Arc<dyn Installer>) {
+        let _ = self.installer.set(installer);
+    }
+
+    fn installer(&self) -> Result<&Arc<dyn Installer>, ManagerError> {
+        self.installer.get().ok_or_else(|| {
+            ManagerError::NotAvailable(String::from(
+                "installing plugins needs the WebAssembly plugin host (plugin `wasm`), which is not running",
+            ))
+        })
     }
 
     /// An event of this plugin's (source `plugins`), to write with the change it announces.
@@ -151,22 +195,35 @@ impl PluginManager {
         Ok((slot, applied))
     }
 
-    /// Built-in plugins cannot be uninstalled; installed ones arrive with WebAssembly plugins.
-    pub fn uninstall(&self, caller: &Principal, id: &str) -> Result<(), ManagerError> {
+    /// Uninstalls a plugin installed at run time (built-in plugins cannot be); its data is
+    /// kept unless `purge`.
+    pub async fn uninstall(&self, caller: &Principal, id: &str, purge: bool) -> Result<(), ManagerError> {
         caller.require(ADMIN)?;
         let slot = self.get(caller, id)?;
         if slot.manifest.builtin {
             return Err(ManagerError::Builtin(id.to_string()));
         }
-        Err(ManagerError::NotAvailable(String::from("uninstalling plugins is not available in this build")))
+        let dependents = self.kernel.plugins.enabled_dependents(id);
+        if !dependents.is_empty() {
+            return Err(ManagerError::HasDependents { plugin: id.to_string(), dependents });
+        }
+        self.installer()?.uninstall(caller, id, purge).await.map_err(ManagerError::Install)
     }
 
-    pub fn install(&self, caller: &Principal) -> Result<(), ManagerError> {
+    /// Installs (or upgrades to) a package; see [`Installer::install`].
+    pub async fn install(&self, caller: &Principal, request: InstallRequest) -> Result<Value, ManagerError> {
         caller.require(ADMIN)?;
-        Err(ManagerError::NotAvailable(String::from(
-            "installing plugins needs WebAssembly plugin support, which this build does not have yet; \
-             the built-in plugins are listed at GET /api/plugins",
-        )))
+        self.installer()?.install(caller, request).await.map_err(ManagerError::Install)
+    }
+
+    /// Returns plugin `id` to the version it had before its last upgrade.
+    pub async fn rollback(&self, caller: &Principal, id: &str) -> Result<Value, ManagerError> {
+        caller.require(ADMIN)?;
+        let slot = self.get(caller, id)?;
+        if slot.manifest.builtin {
+            return Err(ManagerError::Builtin(id.to_string()));
+        }
+        self.installer()?.rollback(caller, id).await.map_err(ManagerError::Install)
     }
 
     /// Enabled plugins that need `id`.

@@ -25,6 +25,7 @@ mod secrets;
 mod serving;
 mod storage;
 mod store_contracts;
+mod wasm;
 mod webhooks;
 
 /// Rate-limit windows are aligned to the clock (`kernel::ratelimit`). Moves `s`'s clock to

@@ -239,7 +239,9 @@ async fn disabling_is_refused_for_essentials_and_plugins_others_need_and_to_non_
     let r = s
         .post_as(&admin, "/api/plugins/install", json!({ "source": "registry", "package": "x", "version": "1.0.0" }))
         .await;
-    assert_eq!((r.status.as_u16(), r.json["error"]["code"].as_str()), (501, Some("NOT_IMPLEMENTED")), "{}", r.text);
+    // Without a registry folder configured, installs come by upload only (see `wasm.rs`).
+    assert_eq!((r.status.as_u16(), r.json["error"]["code"].as_str()), (400, Some("VALIDATION_ERROR")), "{}", r.text);
+    assert!(r.text.contains("plugins.registry_dir"), "{}", r.text);
 }
 
 #[tokio::test]
