@@ -39,6 +39,8 @@ pub struct Kernel {
     pub started_at: Timestamp,
     /// The clock every expiry is judged by (tests move it).
     pub clock: Arc<crate::clock::Clock>,
+    /// Background tasks with progress, persisted (see [`crate::tasks`]).
+    pub tasks: Arc<crate::tasks::Tasks>,
     started: Instant,
 }
 
@@ -113,6 +115,7 @@ impl Kernel {
         let audit = AuditLog::start(db.clone());
         let outbox = Outbox::new();
         outbox.start_relay(db.clone(), events.clone());
+        let tasks = crate::tasks::Tasks::start(&db, events.clone(), clock.clone());
         Ok(Arc::new(Self {
             config,
             db,
@@ -129,6 +132,7 @@ impl Kernel {
             cursor_key,
             started_at: Timestamp::now(),
             clock,
+            tasks,
             started: Instant::now(),
         }))
     }

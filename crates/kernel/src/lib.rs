@@ -23,6 +23,7 @@ pub mod principal;
 pub mod query;
 pub mod ratelimit;
 pub mod rpc;
+pub mod tasks;
 
 pub use kernel::Kernel;
 

@@ -92,6 +92,11 @@ pub async fn start_with(config: Config, plugins: Vec<Arc<dyn Plugin>>) -> Result
         background.append(&mut result.tasks);
         started.push((slot, result));
     }
+    // Every plugin has registered how its tasks resume: tasks an earlier process left
+    // running are resumed or failed now.
+    if let Err(e) = kernel.tasks.recover().await {
+        tracing::warn!(error = %e, "interrupted tasks not recovered");
+    }
     let identity = services
         .get::<Arc<nexus_identity::Identity>>()
         .ok_or_else(|| nexus_web::plugin::StartError { plugin: "identity".into(), reason: "not started".into() })?;
