@@ -116,10 +116,12 @@ impl Kernel {
         let outbox = Outbox::new();
         outbox.start_relay(db.clone(), events.clone());
         let tasks = crate::tasks::Tasks::start(&db, events.clone(), clock.clone());
+        let metrics = Metrics::new();
+        metrics.series.use_clock(clock.clone());
         Ok(Arc::new(Self {
             config,
             db,
-            metrics: Metrics::new(),
+            metrics,
             health_cache: Default::default(),
             audit,
             rate_limits,

@@ -24,6 +24,7 @@ pub mod query;
 pub mod ratelimit;
 pub mod rpc;
 pub mod tasks;
+pub mod timeseries;
 
 pub use kernel::Kernel;
 
