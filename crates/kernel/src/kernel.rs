@@ -41,6 +41,8 @@ pub struct Kernel {
     pub clock: Arc<crate::clock::Clock>,
     /// Background tasks with progress, persisted (see [`crate::tasks`]).
     pub tasks: Arc<crate::tasks::Tasks>,
+    /// Named in-process caches and the Redis level (see [`crate::cache`]).
+    pub cache: Arc<crate::cache::Cache>,
     started: Instant,
 }
 
@@ -116,6 +118,7 @@ impl Kernel {
         let outbox = Outbox::new();
         outbox.start_relay(db.clone(), events.clone());
         let tasks = crate::tasks::Tasks::start(&db, events.clone(), clock.clone());
+        let cache = crate::cache::Cache::start(redis.clone(), &server_id, events.clone());
         let metrics = Metrics::new();
         metrics.series.use_clock(clock.clone());
         Ok(Arc::new(Self {
@@ -135,6 +138,7 @@ impl Kernel {
             started_at: Timestamp::now(),
             clock,
             tasks,
+            cache,
             started: Instant::now(),
         }))
     }

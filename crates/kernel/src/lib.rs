@@ -5,6 +5,7 @@
 //! tables).
 
 pub mod audit;
+pub mod cache;
 pub mod client;
 pub mod clock;
 pub mod config;
