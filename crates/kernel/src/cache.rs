@@ -72,6 +72,27 @@ impl<V> std::fmt::Debug for L1<V> {
 }
 
 impl<V: Clone + Send + Sync + 'static> L1<V> {
+    /// A counted cache outside any registry (for unit tests and tools without a kernel);
+    /// [`Cache::l1`] makes registered ones.
+    pub fn standalone(
+        name: &str,
+        builder: moka::sync::CacheBuilder<String, V, moka::sync::Cache<String, V>>,
+        weight_unit: &'static str,
+    ) -> Self {
+        let counters = Arc::new(Counters::default());
+        let weak: Weak<Counters> = Arc::downgrade(&counters);
+        let inner = builder
+            .eviction_listener(move |_key, _value, cause| {
+                if cause.was_evicted()
+                    && let Some(c) = weak.upgrade()
+                {
+                    c.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .build();
+        L1 { name: Arc::from(name), inner, counters, weight_unit }
+    }
+
     pub fn get(&self, key: &str) -> Option<V> {
         self.get_if(key, |_| true)
     }
@@ -242,18 +263,7 @@ impl Cache {
         builder: moka::sync::CacheBuilder<String, V, moka::sync::Cache<String, V>>,
         weight_unit: &'static str,
     ) -> L1<V> {
-        let counters = Arc::new(Counters::default());
-        let weak: Weak<Counters> = Arc::downgrade(&counters);
-        let inner = builder
-            .eviction_listener(move |_key, _value, cause| {
-                if cause.was_evicted()
-                    && let Some(c) = weak.upgrade()
-                {
-                    c.evictions.fetch_add(1, Ordering::Relaxed);
-                }
-            })
-            .build();
-        let cache = L1 { name: Arc::from(name), inner, counters, weight_unit };
+        let cache = L1::standalone(name, builder, weight_unit);
         if let Ok(mut registry) = self.registry.lock() {
             registry.push(Arc::new(cache.clone()));
         }

@@ -110,7 +110,7 @@ impl Secrets {
         let policies = Policies::new(kernel.config.secrets.policies.clone(), identity.roles().clone());
         policies.validate().map_err(SecretsError::MasterKey)?;
         let keyring = Keyring::open(&kernel.config, &store).await?;
-        let cache = Arc::new(ReadCache::default());
+        let cache = Arc::new(ReadCache::new(&kernel.cache));
         ReadCache::follow(Arc::downgrade(&cache), &kernel.events);
         Ok(Arc::new(Self { kernel, store, keyring, policies, cache }))
     }
