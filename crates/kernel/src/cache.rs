@@ -42,6 +42,8 @@ pub struct CacheStats {
     /// else entries (see `weight_unit`).
     pub weighted_size: u64,
     pub weight_unit: &'static str,
+    /// The most it holds, in `weight_unit`s, when bounded.
+    pub capacity: Option<u64>,
     pub hits: u64,
     pub misses: u64,
     /// Entries pushed out by capacity or expiry (not explicit invalidations).
@@ -139,6 +141,7 @@ impl<V: Clone + Send + Sync + 'static> Registered for L1<V> {
             entries: self.inner.entry_count(),
             weighted_size: self.inner.weighted_size(),
             weight_unit: self.weight_unit,
+            capacity: self.inner.policy().max_capacity(),
             hits: self.counters.hits.load(Ordering::Relaxed),
             misses: self.counters.misses.load(Ordering::Relaxed),
             evictions: self.counters.evictions.load(Ordering::Relaxed),
@@ -309,6 +312,7 @@ impl Cache {
             entries,
             weighted_size: entries,
             weight_unit: "entries",
+            capacity: None,
             hits: self.l2.hits.load(Ordering::Relaxed),
             misses: self.l2.misses.load(Ordering::Relaxed),
             evictions: 0,

@@ -82,6 +82,16 @@ impl Kernel {
                 }
             }
         }
+        // Changes to the kernel's own sections (`server`, `log`…) made through the operations
+        // API: `{section: patch}`, applied over the file's sections like a plugin's.
+        if let Some(sections) = patch_of(crate::plugin::KERNEL_STATE).as_ref().and_then(serde_json::Value::as_object) {
+            for (section, patch) in sections {
+                match config.patched(section, patch) {
+                    Ok(patched) => config = patched,
+                    Err(e) => tracing::warn!(section = %section, error = %e, "stored configuration change ignored"),
+                }
+            }
+        }
         let registry = crate::plugin::Registry::default();
         let shown = config.masked();
         for manifest in plugins {

@@ -22,6 +22,7 @@ pub fn builtin() -> Vec<Arc<dyn Plugin>> {
         Arc::new(nexus_analytics::AnalyticsPlugin),
         Arc::new(nexus_documents::DocumentsPlugin),
         Arc::new(nexus_media::MediaPlugin),
+        Arc::new(nexus_ops::OpsPlugin::default()),
     ]
 }
 
