@@ -348,7 +348,11 @@ impl Tasks {
             status: TaskStatus::Pending,
             progress: 0.0,
             details: new.details,
-            steps: new.steps.into_iter().map(|name| Step { name, status: TaskStatus::Pending, progress: None }).collect(),
+            steps: new
+                .steps
+                .into_iter()
+                .map(|name| Step { name, status: TaskStatus::Pending, progress: None })
+                .collect(),
             logs: Vec::new(),
             result: None,
             error: None,
@@ -554,7 +558,7 @@ async fn heartbeat(tasks: Weak<Tasks>, closed: impl Future<Output = ()>) {
         let Some(tasks) = tasks.upgrade() else { return };
         tasks.beat().await;
         beats = beats.wrapping_add(1);
-        if beats % 3 == 0
+        if beats.is_multiple_of(3)
             && let Err(e) = tasks.recover().await
         {
             tracing::warn!(error = %e, "interrupted tasks not recovered");
@@ -800,8 +804,13 @@ pub trait TaskStore: Send + Sync {
     /// Live tasks of other instances whose heartbeat is older than `stale_before`.
     fn orphans<'a>(&'a self, instance: &'a str, stale_before: i64) -> BoxFuture<'a, Result<Vec<Row>, StorageError>>;
     /// Moves a live task from instance `from` to `to`; `false` when another instance was faster.
-    fn claim<'a>(&'a self, id: &'a str, from: &'a str, to: &'a str, at: i64)
-    -> BoxFuture<'a, Result<bool, StorageError>>;
+    fn claim<'a>(
+        &'a self,
+        id: &'a str,
+        from: &'a str,
+        to: &'a str,
+        at: i64,
+    ) -> BoxFuture<'a, Result<bool, StorageError>>;
     /// Fails an orphaned task unless it changed meanwhile (`false` then).
     fn fail_orphan<'a>(&'a self, row: &'a Row) -> BoxFuture<'a, Result<bool, StorageError>>;
 }

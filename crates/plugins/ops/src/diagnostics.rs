@@ -74,8 +74,9 @@ pub async fn run(
     let finished = tokio::time::timeout(wait, async {
         loop {
             match events.recv().await {
-                Ok(e) if e.data.get("id").and_then(Value::as_str) == Some(id.as_str())
-                    && matches!(e.kind.as_str(), "task.completed" | "task.failed" | "task.cancelled") =>
+                Ok(e)
+                    if e.data.get("id").and_then(Value::as_str) == Some(id.as_str())
+                        && matches!(e.kind.as_str(), "task.completed" | "task.failed" | "task.cancelled") =>
                 {
                     return;
                 }
@@ -90,7 +91,9 @@ pub async fn run(
     match (&task.result, finished || task.status.is_finished()) {
         (Some(result), true) => {
             let mut result = result.clone();
-            result["task_id"] = json!(task.id);
+            if let Some(map) = result.as_object_mut() {
+                map.insert("task_id".into(), json!(task.id));
+            }
             Ok(result)
         }
         _ => Ok(json!({
@@ -103,7 +106,12 @@ pub async fn run(
     }
 }
 
-async fn work(ops: Arc<Ops>, task: TaskHandle, components: Vec<String>, tests: Vec<String>) -> Result<Value, TaskError> {
+async fn work(
+    ops: Arc<Ops>,
+    task: TaskHandle,
+    components: Vec<String>,
+    tests: Vec<String>,
+) -> Result<Value, TaskError> {
     let started = Instant::now();
     let total = (components.len() * tests.len()).max(1);
     let mut done = 0usize;
@@ -251,9 +259,11 @@ async fn one(ops: &Arc<Ops>, component: &str, test: &str) -> (&'static str, Valu
                         errors += 1;
                     }
                 }
-                details["l2_operations"] = json!(m * 2);
-                details["l2_errors"] = json!(errors);
-                details["l2_operations_per_second"] = json!(per_second(m * 2, t0.elapsed()));
+                if let Some(map) = details.as_object_mut() {
+                    map.insert("l2_operations".into(), json!(m * 2));
+                    map.insert("l2_errors".into(), json!(errors));
+                    map.insert("l2_operations_per_second".into(), json!(per_second(m * 2, t0.elapsed())));
+                }
                 // The probe keys leave after their 60 s expiry; clear them now.
                 let _ = ops.kernel.cache.clear("diagnostics:*", nexus_kernel::cache::Level::L2).await;
                 if errors > 0 {

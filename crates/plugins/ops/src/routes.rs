@@ -141,11 +141,13 @@ fn parse_bool(field: &str, value: Option<&str>, default: bool) -> Result<bool, A
 #[utoipa::path(get, path = "/api/v1/config", tag = "ops", params(ConfigQuery), security(("bearer" = []), ("api_key" = [])),
     responses((status = 200, description = "Configuration sections")))]
 async fn get_config(State(ops): Api, Auth(p): Auth, Query(q): Query<ConfigQuery>) -> Response {
-    no_store(async {
-        let mask = parse_bool("mask_secrets", q.mask_secrets.as_deref(), true)?;
-        ok(ops.config(&p, q.section.as_deref(), mask)?)
-    }
-    .await)
+    no_store(
+        async {
+            let mask = parse_bool("mask_secrets", q.mask_secrets.as_deref(), true)?;
+            ok(ops.config(&p, q.section.as_deref(), mask)?)
+        }
+        .await,
+    )
 }
 
 /// Changes configuration sections: validated, stored, applied live where possible
@@ -176,12 +178,14 @@ fn time(field: &str, value: Option<&str>) -> Result<Option<Timestamp>, ApiError>
 #[utoipa::path(get, path = "/api/v1/metrics", tag = "ops", params(MetricsQuery), security(("bearer" = []), ("api_key" = [])),
     responses((status = 200, description = "Time series")))]
 async fn metrics(State(ops): Api, Auth(p): Auth, Query(q): Query<MetricsQuery>) -> Response {
-    no_store(async {
-        let start = time("start_time", q.start_time.as_deref())?;
-        let end = time("end_time", q.end_time.as_deref())?;
-        ok(ops.metrics(&p, start, end, q.resolution.as_deref())?)
-    }
-    .await)
+    no_store(
+        async {
+            let start = time("start_time", q.start_time.as_deref())?;
+            let end = time("end_time", q.end_time.as_deref())?;
+            ok(ops.metrics(&p, start, end, q.resolution.as_deref())?)
+        }
+        .await,
+    )
 }
 
 /// Totals, success rate, percentiles, errors by status and resources (`read:metrics`).
@@ -233,7 +237,13 @@ struct ClearParams {
 /// Clears cache entries by pattern and level, here and on the other instances (`write:cache`).
 #[utoipa::path(delete, path = "/api/v1/cache", tag = "ops", params(ClearParams), security(("bearer" = []), ("api_key" = [])),
     responses((status = 200, description = "`cleared_keys`, `pattern`, `levels`")))]
-async fn clear_cache(State(ops): Api, Auth(p): Auth, Query(q): Query<ClearParams>, _h: HeaderMap, body: Bytes) -> Answer {
+async fn clear_cache(
+    State(ops): Api,
+    Auth(p): Auth,
+    Query(q): Query<ClearParams>,
+    _h: HeaderMap,
+    body: Bytes,
+) -> Answer {
     let body: ClearParams = optional_body(&body)?.unwrap_or_default();
     let pattern = q.pattern.or(body.pattern);
     let level = q.level.or(body.level);
@@ -296,7 +306,8 @@ struct ScanBody {
     security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "Started")))]
 async fn security_scan(State(ops): Api, Auth(p): Auth, body: Bytes) -> Answer {
     let body: Option<ScanBody> = optional_body(&body)?;
-    let (kind, components, threshold) = body.map_or((None, None, None), |b| (b.kind, b.components, b.severity_threshold));
+    let (kind, components, threshold) =
+        body.map_or((None, None, None), |b| (b.kind, b.components, b.severity_threshold));
     ok(crate::security::scan(&ops, &p, kind, components, threshold).await?)
 }
 

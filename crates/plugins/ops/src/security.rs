@@ -21,6 +21,14 @@ const DAY_SECS: i64 = 24 * 3600;
 /// Failed logins read at most per status (the newest).
 const MAX_FAILURES: i64 = 10_000;
 
+fn count(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+fn severity(finding: &Value) -> &str {
+    finding.get("severity").and_then(Value::as_str).unwrap_or("info")
+}
+
 fn rank(severity: &str) -> usize {
     SEVERITIES.iter().position(|s| *s == severity).unwrap_or(0)
 }
@@ -85,9 +93,9 @@ pub async fn status(ops: &Arc<Ops>, caller: &Principal) -> Result<Value, OpsErro
         .as_ref()
         .and_then(|t| t.result.as_ref())
         .and_then(|r| r.get("summary"))
-        .map(|s| s["high"].as_u64().unwrap_or(0) + s["critical"].as_u64().unwrap_or(0))
+        .map(|s| count(s, "high") + count(s, "critical"))
         .unwrap_or(0);
-    let status = if alerts.iter().any(|a| a["severity"] == "high") || scan_high > 0 {
+    let status = if alerts.iter().any(|a| crate::service::is(a, "severity", "high")) || scan_high > 0 {
         "at_risk"
     } else if alerts.is_empty() {
         "secure"
@@ -143,9 +151,9 @@ pub async fn scan(
     }
     // Estimated from how long the last completed scan took, when there is one.
     let previous = ops.kernel.tasks.list(Some(TaskStatus::Completed), Some("security_scan"), 1).await?;
-    let estimated = previous.first().and_then(|t| {
-        Some((t.finished_at?.as_micros() - t.started_at?.as_micros()).max(0) as f64 / 1000.0)
-    });
+    let estimated = previous
+        .first()
+        .and_then(|t| Some((t.finished_at?.as_micros() - t.started_at?.as_micros()).max(0) as f64 / 1000.0));
     let step_refs: Vec<&str> = components.iter().map(String::as_str).collect();
     let worker = ops.clone();
     let (cs, th) = (components.clone(), threshold.clone());
@@ -189,11 +197,11 @@ async fn work(ops: Arc<Ops>, task: TaskHandle, components: Vec<String>, threshol
         task.progress((i + 1) as f64 / total as f64).await?;
     }
     let min = rank(&threshold);
-    findings.retain(|f| rank(f["severity"].as_str().unwrap_or("info")) >= min);
-    findings.sort_by_key(|f| std::cmp::Reverse(rank(f["severity"].as_str().unwrap_or("info"))));
+    findings.retain(|f| rank(severity(f)) >= min);
+    findings.sort_by_key(|f| std::cmp::Reverse(rank(severity(f))));
     let mut summary: BTreeMap<&str, u64> = SEVERITIES.iter().map(|s| (*s, 0)).collect();
     for f in &findings {
-        if let Some(n) = summary.get_mut(f["severity"].as_str().unwrap_or("info")) {
+        if let Some(n) = summary.get_mut(severity(f)) {
             *n += 1;
         }
     }
@@ -226,7 +234,10 @@ fn configuration(ops: &Ops) -> Vec<Value> {
             "high",
             "configuration",
             "jwt_secret_weak",
-            format!("auth.jwt_secret is {} bytes long; tokens signed with it can be forged by brute force", secret.len()),
+            format!(
+                "auth.jwt_secret is {} bytes long; tokens signed with it can be forged by brute force",
+                secret.len()
+            ),
             "Set NEXUS_JWT_SECRET to at least 32 random bytes (e.g. `openssl rand -base64 48`)",
         )),
         None if ops.kernel.db.backend() == nexus_kernel::db::Backend::Postgres => out.push(finding(

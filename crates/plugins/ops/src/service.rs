@@ -118,13 +118,14 @@ impl Ops {
             "l2": null,
         });
         if let Some(l2) = self.kernel.cache.l2_stats().await {
-            out["l2"] = match l2 {
-                Ok(s) => json!({ "status": "healthy", "entries": s.entries, "hit_rate": s.hit_rate() }),
-                Err(e) => {
-                    out["status"] = json!("unhealthy");
-                    json!({ "status": "unhealthy", "error": e.to_string() })
-                }
+            let (status, l2) = match l2 {
+                Ok(s) => ("healthy", json!({ "status": "healthy", "entries": s.entries, "hit_rate": s.hit_rate() })),
+                Err(e) => ("unhealthy", json!({ "status": "unhealthy", "error": e.to_string() })),
             };
+            if let Some(map) = out.as_object_mut() {
+                map.insert("l2".into(), l2);
+                map.insert("status".into(), json!(status));
+            }
         }
         out
     }
@@ -136,8 +137,8 @@ impl Ops {
         let bus = self.kernel.events.stats();
         let (loaded, active, failed, failed_list) = self.plugin_counts();
         let cache = self.cache_summary().await;
-        let db_ok = database["status"] == "healthy";
-        let cache_ok = cache["status"] == "healthy";
+        let db_ok = is(&database, "status", "healthy");
+        let cache_ok = is(&cache, "status", "healthy");
         let status = if !db_ok {
             "unhealthy"
         } else if failed > 0 || !cache_ok {
@@ -197,7 +198,8 @@ impl Ops {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "database check failed");
-                db_checks.push(json!({ "name": "connection", "status": "fail", "error": "database connection failed" }));
+                db_checks
+                    .push(json!({ "name": "connection", "status": "fail", "error": "database connection failed" }));
                 false
             }
         };
@@ -268,9 +270,9 @@ impl Ops {
 
         components.push(component("storage", vec![self.data_dir_check().await]));
 
-        let overall = if components.iter().any(|c| c["status"] == "unhealthy") {
+        let overall = if components.iter().any(|c| is(c, "status", "unhealthy")) {
             "unhealthy"
-        } else if components.iter().any(|c| c["status"] == "degraded") {
+        } else if components.iter().any(|c| is(c, "status", "degraded")) {
             "degraded"
         } else {
             "healthy"
@@ -292,7 +294,9 @@ impl Ops {
         })
         .await;
         match result {
-            Ok(Ok(())) => json!({ "name": "data_dir_writable", "status": "pass", "response_time_ms": ms(started.elapsed()) }),
+            Ok(Ok(())) => {
+                json!({ "name": "data_dir_writable", "status": "pass", "response_time_ms": ms(started.elapsed()) })
+            }
             Ok(Err(e)) => json!({ "name": "data_dir_writable", "status": "fail", "error": e.kind().to_string() }),
             Err(_) => json!({ "name": "data_dir_writable", "status": "fail" }),
         }
@@ -329,16 +333,12 @@ impl Ops {
         let stats = nexus_kernel::metrics::ProcessStats::read();
         self.kernel.metrics.series.sample();
         let now = self.kernel.metrics.series.now_minute();
-        let cpu = self
-            .kernel
-            .metrics
-            .series
-            .minutes(now - 5, now)
-            .iter()
-            .rev()
-            .find_map(|m| m.cpu_percent.last().copied());
-        let active_sessions =
-            nexus_identity::overview::read(&self.kernel.db, self.kernel.clock.now()).await.ok().map(|o| o.active_sessions);
+        let cpu =
+            self.kernel.metrics.series.minutes(now - 5, now).iter().rev().find_map(|m| m.cpu_percent.last().copied());
+        let active_sessions = nexus_identity::overview::read(&self.kernel.db, self.kernel.clock.now())
+            .await
+            .ok()
+            .map(|o| o.active_sessions);
         Ok(json!({
             "framework_version": nexus_kernel::VERSION,
             "rust_version": null,
@@ -484,7 +484,10 @@ impl Ops {
                     OpsError::Invalid(
                         errs.into_iter()
                             .map(|e| {
-                                let field = e.field.strip_prefix("config").map_or(e.field.clone(), |rest| format!("{key}{rest}"));
+                                let field = e
+                                    .field
+                                    .strip_prefix("config")
+                                    .map_or(e.field.clone(), |rest| format!("{key}{rest}"));
                                 FieldError::new(field, e.message)
                             })
                             .collect(),
@@ -641,9 +644,9 @@ impl Ops {
                 let db = self.database().await;
                 json!({
                     "name": "database", "type": "DatabaseAdapter", "kind": "kernel",
-                    "status": "running", "health": db["status"], "version": nexus_kernel::VERSION,
+                    "status": "running", "health": at(&db, "status"), "version": nexus_kernel::VERSION,
                     "dependencies": [], "dependents": self.kernel.plugins.all().iter().map(|s| s.id().to_string()).collect::<Vec<_>>(),
-                    "metrics": { "uptime": uptime, "response_time_ms": db["response_time_ms"], "connection_pool": db["connection_pool"] },
+                    "metrics": { "uptime": uptime, "response_time_ms": at(&db, "response_time_ms"), "connection_pool": at(&db, "connection_pool") },
                     "config": { "backend": self.kernel.db.backend().name(), "max_connections": self.kernel.db.pool_stats().2 },
                     "restartable": true,
                 })
@@ -665,10 +668,10 @@ impl Ops {
                 let summary = self.cache_summary().await;
                 json!({
                     "name": "cache", "type": "Cache", "kind": "kernel",
-                    "status": "running", "health": summary["status"], "version": nexus_kernel::VERSION,
+                    "status": "running", "health": at(&summary, "status"), "version": nexus_kernel::VERSION,
                     "dependencies": if self.kernel.redis.is_some() { json!(["redis"]) } else { json!([]) },
                     "dependents": ["identity", "secrets"],
-                    "metrics": { "uptime": uptime, "hits": summary["hits"], "misses": summary["misses"], "hit_rate": summary["hit_rate"], "entries": summary["entries"] },
+                    "metrics": { "uptime": uptime, "hits": at(&summary, "hits"), "misses": at(&summary, "misses"), "hit_rate": at(&summary, "hit_rate"), "entries": at(&summary, "entries") },
                     "config": { "l2": self.kernel.cache.has_l2() },
                     "restartable": false,
                 })
@@ -797,7 +800,10 @@ impl Ops {
         };
         let duration = started.elapsed();
         tracing::info!(service = name, by = %caller.user_id, duration_ms = duration.as_millis() as u64, "service restarted");
-        self.events.publish("service.restarted", json!({ "service": name, "duration_ms": ms(duration), "by": caller.user_id }));
+        self.events.publish(
+            "service.restarted",
+            json!({ "service": name, "duration_ms": ms(duration), "by": caller.user_id }),
+        );
         Ok(json!({
             "service": name,
             "action": "restart",
@@ -817,8 +823,7 @@ impl Ops {
         let misses: u64 = l1.iter().map(|c| c.misses).sum();
         let evictions: u64 = l1.iter().map(|c| c.evictions).sum();
         let used_bytes: u64 = l1.iter().filter(|c| c.weight_unit == "bytes").map(|c| c.weighted_size).sum();
-        let limit_bytes: u64 =
-            l1.iter().filter(|c| c.weight_unit == "bytes").filter_map(|c| c.capacity).sum();
+        let limit_bytes: u64 = l1.iter().filter(|c| c.weight_unit == "bytes").filter_map(|c| c.capacity).sum();
         let l2 = self.kernel.cache.l2_stats().await;
         let (l2_hits, l2_misses) = match &l2 {
             Some(Ok(s)) => (s.hits, s.misses),
@@ -890,8 +895,9 @@ impl Ops {
         }
         let level = match level {
             None => nexus_kernel::cache::Level::All,
-            Some(l) => nexus_kernel::cache::Level::parse(l)
-                .ok_or_else(|| OpsError::field("level", "must be L1, L2 or all"))?,
+            Some(l) => {
+                nexus_kernel::cache::Level::parse(l).ok_or_else(|| OpsError::field("level", "must be L1, L2 or all"))?
+            }
         };
         let cleared = self.kernel.cache.clear(pattern, level).await?;
         tracing::info!(pattern, cleared = cleared.cleared_keys, by = %caller.user_id, "cache cleared");
@@ -948,10 +954,20 @@ fn summary(task: &Task, now: Timestamp) -> Value {
     v
 }
 
+/// Whether `v.key` is the string `expected`.
+pub(crate) fn is(v: &Value, key: &str, expected: &str) -> bool {
+    v.get(key).and_then(Value::as_str) == Some(expected)
+}
+
+/// `v.key`, `null` when absent.
+fn at(v: &Value, key: &str) -> Value {
+    v.get(key).cloned().unwrap_or(Value::Null)
+}
+
 fn component(name: &str, checks: Vec<Value>) -> Value {
-    let status = if checks.iter().any(|c| c["status"] == "fail") {
+    let status = if checks.iter().any(|c| is(c, "status", "fail")) {
         "unhealthy"
-    } else if checks.iter().any(|c| c["status"] == "warning") {
+    } else if checks.iter().any(|c| is(c, "status", "warning")) {
         "degraded"
     } else {
         "healthy"

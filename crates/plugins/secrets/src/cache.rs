@@ -48,18 +48,16 @@ impl ReadCache {
 }
 
 fn builder() -> moka::sync::CacheBuilder<String, Arc<Cached>, moka::sync::Cache<String, Arc<Cached>>> {
-    moka::sync::Cache::builder()
-                .max_capacity(CAPACITY_BYTES)
-                .weigher(|path: &String, c: &Arc<Cached>| {
-                    let r = &c.row;
-                    let bytes = ENTRY_OVERHEAD
-                        + path.len()
-                        + r.id.len()
-                        + r.metadata.len() * 2
-                        + r.wrapped_key.len()
-                        + r.v_ciphertext.as_ref().map_or(0, Vec::len);
-                    u32::try_from(bytes).unwrap_or(u32::MAX)
-                })
+    moka::sync::Cache::builder().max_capacity(CAPACITY_BYTES).weigher(|path: &String, c: &Arc<Cached>| {
+        let r = &c.row;
+        let bytes = ENTRY_OVERHEAD
+            + path.len()
+            + r.id.len()
+            + r.metadata.len() * 2
+            + r.wrapped_key.len()
+            + r.v_ciphertext.as_ref().map_or(0, Vec::len);
+        u32::try_from(bytes).unwrap_or(u32::MAX)
+    })
 }
 
 impl ReadCache {

@@ -224,7 +224,8 @@ async fn config_is_masked_validated_persisted_and_survives_a_restart() {
         assert_eq!(r.status, 400, "{}", r.text);
         let r = put(json!({ "ops": { "stress_concurrency": 1000 } })).await;
         assert_eq!(r.status, 400, "{}", r.text);
-        let r = s.call_as(&viewer, Method::PUT, "/api/v1/config", Some(json!({ "ops": { "stress_operations": 1 } }))).await;
+        let r =
+            s.call_as(&viewer, Method::PUT, "/api/v1/config", Some(json!({ "ops": { "stress_operations": 1 } }))).await;
         assert_eq!(r.status, 403);
 
         s.restart().await;
@@ -243,7 +244,8 @@ async fn config_is_masked_validated_persisted_and_survives_a_restart() {
 async fn diagnostics_run_as_a_task_with_measured_numbers() {
     let s = TestServer::start().await;
     let admin = s.admin_token().await;
-    let body = json!({ "components": ["database", "cache", "event_bus"], "tests": ["connectivity", "performance", "stress"] });
+    let body =
+        json!({ "components": ["database", "cache", "event_bus"], "tests": ["connectivity", "performance", "stress"] });
     let r = s.post_as(&admin, "/api/v1/components/diagnostics", body.clone()).await;
     assert_eq!(r.status, 200, "{}", r.text);
     let d = data(&r).clone();
@@ -537,7 +539,8 @@ async fn security_status_counts_failed_logins_and_the_scan_finds_real_issues() {
     let viewer = s.user_token("viewer1", &["viewer"]).await;
     assert_eq!(s.get_as(&viewer, "/api/v1/security/status").await.status, 403);
     assert_eq!(s.post_as(&viewer, "/api/v1/security/scan", json!({})).await.status, 403);
-    let r = s.post_as(&admin, "/api/v1/security/scan", json!({ "type": "full", "severity_threshold": "sideways" })).await;
+    let r =
+        s.post_as(&admin, "/api/v1/security/scan", json!({ "type": "full", "severity_threshold": "sideways" })).await;
     assert_eq!(r.status, 400, "{}", r.text);
     let body = json!({ "type": "full", "components": ["plugins", "configuration", "permissions"], "severity_threshold": "low" });
     let r = s.post_as(&admin, "/api/v1/security/scan", body.clone()).await;
