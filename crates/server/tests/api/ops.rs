@@ -567,3 +567,39 @@ async fn security_status_counts_failed_logins_and_the_scan_finds_real_issues() {
     let r = s.get_as(&admin, "/api/v1/security/status").await;
     assert!(data(&r)["last_scan"].is_string(), "{}", r.text);
 }
+
+#[tokio::test]
+async fn task_progress_reaches_the_websocket_tasks_channel() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let url = s.url("/ws").replacen("http://", "ws://", 1);
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap_or_else(|e| panic!("ws connect: {e}"));
+    let mut recv = async |ws: &mut tokio_tungstenite::WebSocketStream<_>| -> Value {
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
+            match next {
+                Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(t.as_str()).unwrap_or_default(),
+                Ok(Some(Ok(_))) => {}
+                other => panic!("no message: {other:?}"),
+            }
+        }
+    };
+    let send = |v: Value| Message::text(v.to_string());
+    ws.send(send(json!({ "type": "auth", "token": admin }))).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(recv(&mut ws).await["type"], "auth_success");
+    ws.send(send(json!({ "type": "subscribe", "channel": "tasks" }))).await.unwrap_or_else(|e| panic!("{e}"));
+    let ack = recv(&mut ws).await;
+    assert_eq!((ack["type"].as_str(), ack["channel"].as_str()), (Some("subscribed"), Some("tasks")), "{ack}");
+    let r = s.post_as(&admin, "/api/v1/components/diagnostics", json!({ "components": ["database"], "tests": ["connectivity"] })).await;
+    let id = data(&r)["test_run_id"].as_str().unwrap_or_default().to_string();
+    let mut seen = Vec::new();
+    while !seen.contains(&"task.completed".to_string()) {
+        let m = recv(&mut ws).await;
+        if m["type"] == "event" && m["channel"] == "tasks" && m["data"]["payload"]["id"] == id.as_str() {
+            seen.push(m["data"]["type"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    assert!(seen.contains(&"task.progress".to_string()), "{seen:?}");
+}
