@@ -603,3 +603,23 @@ async fn task_progress_reaches_the_websocket_tasks_channel() {
     }
     assert!(seen.contains(&"task.progress".to_string()), "{seen:?}");
 }
+
+#[tokio::test]
+async fn nexus_config_shows_changes_stored_through_the_api() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let body = json!({ "server": { "request_timeout_secs": 77 }, "webhooks": { "max_attempts": 3 } });
+    let r = s.call_as(&admin, Method::PUT, "/api/v1/config", Some(body)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let dir = s.config.data_dir.to_string_lossy().to_string();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nexus"))
+        .args(["config", "--data-dir", &dir])
+        .env_remove("NEXUS_DATABASE_URL")
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run nexus: {e}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("request_timeout_secs = 77"), "{text}");
+    assert!(text.contains("max_attempts = 3"), "{text}");
+}
