@@ -138,11 +138,7 @@ impl Kernel {
 /// plugin's over its section, then the kernel's own sections (row
 /// [`KERNEL_STATE`](crate::plugin::KERNEL_STATE), `{section: patch}`, written by
 /// `PUT /api/v1/config`). A stored change that no longer validates is skipped with a warning.
-pub fn with_stored_changes(
-    mut config: Config,
-    stored: &[crate::plugin::StoredState],
-    plugins: &[Manifest],
-) -> Config {
+pub fn with_stored_changes(mut config: Config, stored: &[crate::plugin::StoredState], plugins: &[Manifest]) -> Config {
     let patch_of = |id: &str| -> Option<serde_json::Value> {
         stored
             .iter()

@@ -592,7 +592,13 @@ async fn task_progress_reaches_the_websocket_tasks_channel() {
     ws.send(send(json!({ "type": "subscribe", "channel": "tasks" }))).await.unwrap_or_else(|e| panic!("{e}"));
     let ack = recv(&mut ws).await;
     assert_eq!((ack["type"].as_str(), ack["channel"].as_str()), (Some("subscribed"), Some("tasks")), "{ack}");
-    let r = s.post_as(&admin, "/api/v1/components/diagnostics", json!({ "components": ["database"], "tests": ["connectivity"] })).await;
+    let r = s
+        .post_as(
+            &admin,
+            "/api/v1/components/diagnostics",
+            json!({ "components": ["database"], "tests": ["connectivity"] }),
+        )
+        .await;
     let id = data(&r)["test_run_id"].as_str().unwrap_or_default().to_string();
     let mut seen = Vec::new();
     while !seen.contains(&"task.completed".to_string()) {
@@ -622,4 +628,48 @@ async fn nexus_config_shows_changes_stored_through_the_api() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("request_timeout_secs = 77"), "{text}");
     assert!(text.contains("max_attempts = 3"), "{text}");
+}
+
+#[tokio::test]
+async fn with_redis_a_clear_reaches_the_other_instances_and_l2() {
+    let Some(redis) = nexus_testkit::redis_url() else {
+        eprintln!("NEXUS_TEST_REDIS_URL is not set; skipping");
+        return;
+    };
+    let backend = if nexus_testkit::postgres_url().is_some() { Backend::Postgres } else { Backend::Sqlite };
+    let share = move |c: &mut nexus_kernel::config::Config| {
+        c.auth.jwt_secret = Some("k".repeat(40));
+        c.secrets.master_key = Some(String::from("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="));
+        c.redis.url = Some(redis.clone());
+    };
+    let a = TestServer::start_with(backend, share.clone()).await;
+    let db = a.config.database_url();
+    let b = TestServer::start_with(Backend::Sqlite, |c| {
+        share(c);
+        c.database.url = Some(db);
+    })
+    .await;
+    let admin = a.admin_token().await;
+    for _ in 0..3 {
+        assert_eq!(a.get_as(&admin, "/api/users").await.status, 200);
+    }
+    let tokens_on_a = || a.kernel().cache.l1_stats().into_iter().find(|c| c.name == "token").map_or(0, |c| c.entries);
+    assert!(tokens_on_a() >= 1);
+    b.kernel().cache.l2_set("user:probe", b"x", Duration::from_secs(60)).await.unwrap_or_else(|e| panic!("l2: {e}"));
+    let r = b.get_as(&admin, "/api/v1/cache/status").await;
+    let levels = data(&r)["cache_levels"].as_array().cloned().unwrap_or_default();
+    assert!(levels.iter().any(|l| l["level"] == "L2" && l["entries"].as_u64().is_some_and(|n| n >= 1)), "{}", r.text);
+
+    let r = b.call_as(&admin, Method::DELETE, "/api/v1/cache", Some(json!({ "pattern": "*", "level": "all" }))).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(data(&r)["levels"], json!(["L1", "L2"]));
+    assert!(data(&r)["cleared_keys"].as_u64().is_some_and(|n| n >= 2), "{}", r.text);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokens_on_a() > 0 {
+        assert!(Instant::now() < deadline, "the clear did not reach the other instance");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let r = b.get_as(&admin, "/api/v1/cache/status").await;
+    let levels = data(&r)["cache_levels"].as_array().cloned().unwrap_or_default();
+    assert!(levels.iter().any(|l| l["level"] == "L2" && l["entries"] == 0), "{}", r.text);
 }
