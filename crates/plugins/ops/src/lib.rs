@@ -5,8 +5,10 @@
 //! `/api/system/config`. Every route is under `/api/v1/...` and its alias `/api/v1/core/...`,
 //! in the v1 envelope. See `docs/operations.md`.
 
+pub mod backup;
 pub mod config;
 mod diagnostics;
+mod dump;
 pub mod error;
 mod routes;
 mod security;

@@ -51,7 +51,10 @@ pub fn routes(ops: Arc<Ops>) -> nexus_web::Routes {
         .routes(routes!(livez))
         .routes(routes!(readyz))
         .routes(routes!(system_info))
-        .routes(routes!(system_config));
+        .routes(routes!(system_config))
+        .routes(routes!(create_backup, list_backups))
+        .routes(routes!(download_backup))
+        .routes(routes!(restore_backup));
     // The seed's base URL `/api/v1/core`: the same handlers (documented once, above).
     let alias = OpenApiRouter::new()
         .route("/api/v1/core/health", get(core_health))
@@ -69,7 +72,10 @@ pub fn routes(ops: Arc<Ops>) -> nexus_web::Routes {
         .route("/api/v1/core/tasks", get(tasks))
         .route("/api/v1/core/tasks/{id}", get(task).delete(cancel_task))
         .route("/api/v1/core/security/status", get(security_status))
-        .route("/api/v1/core/security/scan", post(security_scan));
+        .route("/api/v1/core/security/scan", post(security_scan))
+        .route("/api/v1/core/backup", get(list_backups).post(create_backup))
+        .route("/api/v1/core/backup/{id}/download", get(download_backup))
+        .route("/api/v1/core/backup/{id}/restore", post(restore_backup));
     documented.merge(alias).with_state(ops)
 }
 
@@ -347,4 +353,89 @@ async fn system_info(State(ops): Api, Auth(p): Auth) -> Result<Response, ApiErro
     responses((status = 200, description = "System configuration")))]
 async fn system_config(State(ops): Api, Auth(p): Auth) -> Result<Json<Value>, ApiError> {
     Ok(Json(ops.system_config(&p)?))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+struct BackupBody {
+    /// `configuration`, `database`, `plugins` (default: all).
+    include: Option<Vec<String>>,
+    /// zstd (default `true`).
+    compression: Option<bool>,
+    /// AES-256-GCM under a key derived from the master key (default `false`).
+    encryption: Option<bool>,
+}
+
+/// Creates a backup as a task and answers when it is written (`admin:backup`).
+#[utoipa::path(post, path = "/api/v1/backup", tag = "ops", request_body = BackupBody,
+    security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "The backup, or its task still running")))]
+async fn create_backup(State(ops): Api, Auth(p): Auth, body: Bytes) -> Answer {
+    let body: Option<BackupBody> = optional_body(&body)?;
+    let (include, compression, encryption) =
+        body.map_or((None, None, None), |b| (b.include, b.compression, b.encryption));
+    ok(crate::backup::create(&ops, &p, include, compression.unwrap_or(true), encryption.unwrap_or(false)).await?)
+}
+
+/// Backups, newest first (`admin:backup`).
+#[utoipa::path(get, path = "/api/v1/backup", tag = "ops", security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "Backups")))]
+async fn list_backups(State(ops): Api, Auth(p): Auth) -> Response {
+    no_store(async { ok(crate::backup::list(&ops, &p)?) }.await)
+}
+
+/// The backup's archive; one `Range: bytes=…` is honoured (`admin:backup`).
+#[utoipa::path(get, path = "/api/v1/backup/{id}/download", tag = "ops", security(("bearer" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "Backup id")),
+    responses((status = 200, description = "The archive"), (status = 206, description = "Part of it"),
+              (status = 404, description = "RESOURCE_NOT_FOUND"), (status = 416, description = "Range not satisfiable")))]
+async fn download_backup(
+    State(ops): Api,
+    Auth(p): Auth,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    use axum::http::header::{ACCEPT_RANGES, CONTENT_DISPOSITION, CONTENT_RANGE, CONTENT_TYPE, RANGE};
+    let (path, meta) = crate::backup::archive(&ops, &p, &id)?;
+    let len = meta.size_bytes;
+    let disposition = format!("attachment; filename=\"{}\"", meta.file);
+    let common = [
+        (CONTENT_TYPE, String::from("application/octet-stream")),
+        (CONTENT_DISPOSITION, disposition),
+        (ACCEPT_RANGES, String::from("bytes")),
+    ];
+    if let Some(range) = headers.get(RANGE).and_then(|v| v.to_str().ok()) {
+        let Some((start, end)) = crate::backup::byte_range(range, len) else {
+            let mut r = StatusCode::RANGE_NOT_SATISFIABLE.into_response();
+            if let Ok(v) = format!("bytes */{len}").parse() {
+                r.headers_mut().insert(CONTENT_RANGE, v);
+            }
+            return Ok(r);
+        };
+        let bytes = tokio::task::spawn_blocking(move || crate::backup::read_range(&path, start, end))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)?;
+        let range = (CONTENT_RANGE, format!("bytes {start}-{end}/{len}"));
+        return Ok((StatusCode::PARTIAL_CONTENT, common, [range], bytes).into_response());
+    }
+    let bytes = tokio::fs::read(&path).await.map_err(ApiError::internal)?;
+    Ok((StatusCode::OK, common, bytes).into_response())
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+struct RestoreBody {
+    /// `configuration`, `database`, `plugins` (default: what the backup includes).
+    components: Option<Vec<String>>,
+    /// Must be `true`.
+    confirm: Option<bool>,
+}
+
+/// Restores a backup as a task: every hash is checked before anything changes (`admin:backup`).
+#[utoipa::path(post, path = "/api/v1/backup/{id}/restore", tag = "ops", request_body = RestoreBody,
+    security(("bearer" = []), ("api_key" = [])), params(("id" = String, Path, description = "Backup id")),
+    responses((status = 200, description = "Started"), (status = 400, description = "Not confirmed"),
+              (status = 404, description = "RESOURCE_NOT_FOUND")))]
+async fn restore_backup(State(ops): Api, Auth(p): Auth, Path(id): Path<String>, body: Bytes) -> Answer {
+    let body: Option<RestoreBody> = optional_body(&body)?;
+    let (components, confirm) = body.map_or((None, None), |b| (b.components, b.confirm));
+    ok(crate::backup::start_restore(&ops, &p, &id, components, confirm.unwrap_or(false)).await?)
 }

@@ -673,3 +673,117 @@ async fn with_redis_a_clear_reaches_the_other_instances_and_l2() {
     let levels = data(&r)["cache_levels"].as_array().cloned().unwrap_or_default();
     assert!(levels.iter().any(|l| l["level"] == "L2" && l["entries"] == 0), "{}", r.text);
 }
+
+async fn user_exists(s: &TestServer, admin: &str, name: &str) -> bool {
+    let r = s.get_as(admin, &format!("/api/users?filter[username]={name}")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json["users"].as_array().is_some_and(|u| !u.is_empty())
+}
+
+async fn create_named(s: &TestServer, admin: &str, name: &str) {
+    let body = json!({ "username": name, "email": format!("{name}@example.com"), "password": "user-Pass1" });
+    let r = s.post_as(admin, "/api/users", body).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+}
+
+async fn finished_task(s: &TestServer, admin: &str, id: &str) -> Value {
+    until("the task to end", move || async move {
+        let r = s.get_as(admin, &format!("/api/v1/tasks/{id}")).await;
+        let status = r.json["data"]["status"].as_str().unwrap_or("").to_string();
+        matches!(status.as_str(), "completed" | "failed" | "cancelled").then(|| r.json["data"].clone())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn backup_then_change_then_restore_brings_the_data_back() {
+    for backend in backends() {
+        for encryption in [false, true] {
+            let s = TestServer::start_on(backend).await;
+            let admin = s.admin_token().await;
+            create_named(&s, &admin, "kept").await;
+            let body =
+                json!({ "include": ["configuration", "database"], "compression": true, "encryption": encryption });
+            let r = s.post_as(&admin, "/api/v1/backup", body).await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            let b = data(&r).clone();
+            assert_eq!(b["status"], "created", "{b}");
+            assert!(b["size_bytes"].as_u64().is_some_and(|n| n > 0), "{b}");
+            assert_eq!(b["encryption"], encryption);
+            let id = b["backup_id"].as_str().unwrap_or_default().to_string();
+            let r = s.get_as(&admin, "/api/v1/backup").await;
+            assert_eq!(data(&r)["backups"][0]["id"], id.as_str(), "{}", r.text);
+
+            // The download is the archive, whole or by range.
+            let url = format!("/api/v1/backup/{id}/download");
+            let full = s.client.get(s.url(&url)).bearer_auth(&admin).send().await.unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(full.status(), 200);
+            let bytes = full.bytes().await.unwrap_or_default();
+            assert_eq!(bytes.len() as u64, b["size_bytes"].as_u64().unwrap_or(0));
+            let part = s
+                .client
+                .get(s.url(&url))
+                .bearer_auth(&admin)
+                .header("Range", "bytes=0-9")
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(part.status(), 206);
+            assert_eq!(part.bytes().await.unwrap_or_default().as_ref(), bytes.get(..10).unwrap_or_default());
+
+            create_named(&s, &admin, "added").await;
+            let path = format!("/api/v1/backup/{id}/restore");
+            let r = s.post_as(&admin, &path, json!({ "components": ["database"] })).await;
+            assert_eq!(r.status, 400, "confirm is required: {}", r.text);
+            let r = s.post_as(&admin, &path, json!({ "components": ["database"], "confirm": true })).await;
+            assert_eq!(r.status, 200, "{}", r.text);
+            assert_eq!(data(&r)["status"], "started");
+            let task_id = data(&r)["restore_id"].as_str().unwrap_or_default().to_string();
+            let t = finished_task(&s, &admin, &task_id).await;
+            assert_eq!(t["status"], "completed", "{backend:?} encryption={encryption}: {t}");
+            assert!(t["result"]["rows_restored"].as_u64().is_some_and(|n| n > 0), "{t}");
+            assert!(user_exists(&s, &admin, "kept").await);
+            assert!(!user_exists(&s, &admin, "added").await, "{backend:?} encryption={encryption}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_flipped_byte_is_refused_with_nothing_changed() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    let r = s.post_as(&admin, "/api/v1/backup", json!({ "include": ["database"], "compression": false })).await;
+    let b = data(&r).clone();
+    let id = b["backup_id"].as_str().unwrap_or_default().to_string();
+    create_named(&s, &admin, "after.backup").await;
+    let dir = s.config.data_dir.join("backups");
+    let file = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains(&id) && !p.to_string_lossy().ends_with(".json"))
+        .unwrap_or_else(|| panic!("no archive in {}", dir.display()));
+    let mut bytes = std::fs::read(&file).unwrap_or_default();
+    let middle = bytes.len() / 2;
+    if let Some(b) = bytes.get_mut(middle) {
+        *b ^= 0x01;
+    }
+    std::fs::write(&file, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let r = s.post_as(&admin, &format!("/api/v1/backup/{id}/restore"), json!({ "confirm": true })).await;
+    let task_id = data(&r)["restore_id"].as_str().unwrap_or_default().to_string();
+    let t = finished_task(&s, &admin, &task_id).await;
+    assert_eq!(t["status"], "failed", "{t}");
+    assert!(t["error"].as_str().is_some_and(|e| e.contains("SHA-256")), "{t}");
+    assert!(user_exists(&s, &admin, "after.backup").await, "nothing changed");
+
+    // Permissions and unknown ids.
+    let viewer = s.user_token("viewer1", &["viewer"]).await;
+    assert_eq!(s.get_as(&viewer, "/api/v1/backup").await.status, 403);
+    assert_eq!(s.post_as(&viewer, "/api/v1/backup", json!({})).await.status, 403);
+    let r = s.post_as(&admin, "/api/v1/backup/backup_nope/restore", json!({ "confirm": true })).await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    assert_eq!(s.get_as(&admin, "/api/v1/backup/..%2Fx/download").await.status, 404);
+    let r = s.post_as(&admin, "/api/v1/backup", json!({ "include": ["everything"] })).await;
+    assert_eq!(r.status, 400);
+}
