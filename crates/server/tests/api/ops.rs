@@ -576,7 +576,7 @@ async fn task_progress_reaches_the_websocket_tasks_channel() {
     let admin = s.admin_token().await;
     let url = s.url("/ws").replacen("http://", "ws://", 1);
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap_or_else(|e| panic!("ws connect: {e}"));
-    let mut recv = async |ws: &mut tokio_tungstenite::WebSocketStream<_>| -> Value {
+    let recv = async |ws: &mut tokio_tungstenite::WebSocketStream<_>| -> Value {
         loop {
             let next = tokio::time::timeout(Duration::from_secs(10), ws.next()).await;
             match next {
