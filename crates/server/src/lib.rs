@@ -4,6 +4,7 @@
 pub mod alloc;
 pub mod analytics_cmd;
 mod app;
+pub mod backup_cmd;
 pub mod conventions;
 pub mod plugins;
 mod serve;

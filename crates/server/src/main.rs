@@ -56,6 +56,9 @@ enum Command {
     /// Import or export analytics events.
     #[command(subcommand)]
     Analytics(nexus::analytics_cmd::AnalyticsCommand),
+    /// Create, list, verify and restore backups.
+    #[command(subcommand)]
+    Backup(nexus::backup_cmd::BackupCommand),
     /// Secrets manager maintenance.
     Secrets {
         #[command(subcommand)]
@@ -114,6 +117,10 @@ fn main() -> ExitCode {
             Some(Command::Migrate) => migrate(config).await,
             Some(Command::Secrets { command: SecretsCommand::RotateMasterKey }) => rotate_master_key(config).await,
             Some(Command::Analytics(command)) => match nexus::analytics_cmd::run(config, command).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e, 1),
+            },
+            Some(Command::Backup(command)) => match nexus::backup_cmd::run(config, command).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e, 1),
             },

@@ -135,6 +135,37 @@ pub async fn create(
     compression: bool,
     encryption: bool,
 ) -> Result<Value, OpsError> {
+    let (id, task_id) = start_backup(ops, caller, include, compression, encryption).await?;
+    let mut events = ops.kernel.events.subscribe();
+    if !ops.kernel.tasks.get(&task_id).await?.is_some_and(|t| t.status.is_finished()) {
+        wait(&mut events, &task_id, Duration::from_millis(ops.settings().diagnostics_wait_ms)).await;
+    }
+    let done = ops.kernel.tasks.get(&task_id).await?.ok_or_else(|| OpsError::NotFound(String::from("Task")))?;
+    match (&done.result, done.status) {
+        (Some(result), nexus_kernel::tasks::TaskStatus::Completed) => {
+            let mut out = result.clone();
+            if let Some(map) = out.as_object_mut() {
+                map.insert("task_id".into(), json!(done.id));
+            }
+            Ok(out)
+        }
+        (_, status) => Ok(json!({
+            "backup_id": id,
+            "task_id": done.id,
+            "status": status.as_str(),
+            "error": done.error,
+        })),
+    }
+}
+
+/// Starts the backup task; returns the backup's id and the task's.
+pub async fn start_backup(
+    ops: &Arc<Ops>,
+    caller: &Principal,
+    include: Option<Vec<String>>,
+    compression: bool,
+    encryption: bool,
+) -> Result<(String, String), OpsError> {
     caller.require(ADMIN_BACKUP)?;
     let include = include.unwrap_or_else(|| INCLUDES.iter().map(|s| (*s).to_string()).collect());
     if include.is_empty() {
@@ -153,7 +184,6 @@ pub async fn create(
     steps.push("archive");
     let worker = ops.clone();
     let (wid, winclude) = (id.clone(), include.clone());
-    let mut events = ops.kernel.events.subscribe();
     let task = ops
         .kernel
         .tasks
@@ -164,23 +194,7 @@ pub async fn create(
             move |task| async move { run_backup(worker, task, wid, winclude, compression, encryption).await },
         )
         .await?;
-    wait(&mut events, &task.id, Duration::from_millis(ops.settings().diagnostics_wait_ms)).await;
-    let done = ops.kernel.tasks.get(&task.id).await?.ok_or_else(|| OpsError::NotFound(String::from("Task")))?;
-    match (&done.result, done.status) {
-        (Some(result), nexus_kernel::tasks::TaskStatus::Completed) => {
-            let mut out = result.clone();
-            if let Some(map) = out.as_object_mut() {
-                map.insert("task_id".into(), json!(done.id));
-            }
-            Ok(out)
-        }
-        (_, status) => Ok(json!({
-            "backup_id": id,
-            "task_id": done.id,
-            "status": status.as_str(),
-            "error": done.error,
-        })),
-    }
+    Ok((id, task.id))
 }
 
 async fn wait(
@@ -484,51 +498,10 @@ async fn restore_from(
     let (path, expected, id, compression) =
         (base.join(&meta.file), meta.sha256.clone(), meta.id.clone(), meta.compression);
     let dest = work.to_path_buf();
-    let manifest = tokio::task::spawn_blocking(move || -> Result<Manifest, TaskError> {
-        let bytes = std::fs::read(&path).map_err(io("cannot read the archive"))?;
-        if hex_sha256(&bytes) != expected {
-            return Err(TaskError::Failed(String::from(
-                "the archive does not match its recorded SHA-256 (changed or truncated); nothing was restored",
-            )));
-        }
-        let bytes = match &key {
-            Some(key) => key.open(&bytes, id.as_bytes()).map(|p| p.to_vec()).map_err(|_| {
-                TaskError::Failed(String::from(
-                    "the archive cannot be decrypted with this master key; nothing was restored",
-                ))
-            })?,
-            None => bytes,
-        };
-        let reader: Box<dyn std::io::Read> = if compression {
-            Box::new(zstd::Decoder::new(std::io::Cursor::new(bytes)).map_err(io("cannot decompress the archive"))?)
-        } else {
-            Box::new(std::io::Cursor::new(bytes))
-        };
-        let mut archive = tar::Archive::new(reader);
-        for entry in archive.entries().map_err(io("cannot read the archive"))? {
-            let mut entry = entry.map_err(io("cannot read the archive"))?;
-            // `unpack_in` refuses paths that leave the directory.
-            entry.unpack_in(&dest).map_err(io("cannot unpack the archive"))?;
-        }
-        let manifest: Manifest = serde_json::from_slice(
-            &std::fs::read(dest.join("manifest.json")).map_err(io("the archive has no manifest"))?,
-        )
-        .map_err(|_| TaskError::Failed(String::from("the archive's manifest is not valid")))?;
-        for f in &manifest.files {
-            let (sha, size) = file_sha256(&dest.join(&f.path)).map_err(|_| {
-                TaskError::Failed(format!("{} is missing from the archive; nothing was restored", f.path))
-            })?;
-            if sha != f.sha256 || size != f.size {
-                return Err(TaskError::Failed(format!(
-                    "{} does not match the manifest's SHA-256; nothing was restored",
-                    f.path
-                )));
-            }
-        }
-        Ok(manifest)
-    })
-    .await
-    .map_err(|_| TaskError::Failed(String::from("the archive reader stopped")))??;
+    let manifest =
+        tokio::task::spawn_blocking(move || open_archive(&path, &expected, &id, compression, key.as_ref(), &dest))
+            .await
+            .map_err(|_| TaskError::Failed(String::from("the archive reader stopped")))??;
     if manifest.format != FORMAT || manifest.id != meta.id {
         return Err(TaskError::Failed(String::from("the archive is not this backup; nothing was restored")));
     }
@@ -563,6 +536,82 @@ async fn restore_from(
     }
     task.step("apply", StepStatus::Completed, None).await?;
     Ok(rows)
+}
+
+/// Checks the archive at `path` against its recorded SHA-256, opens it (decrypting and
+/// decompressing) into `dest` and checks every file against the manifest. Changes nothing
+/// outside `dest`.
+fn open_archive(
+    path: &Path,
+    expected: &str,
+    id: &str,
+    compression: bool,
+    key: Option<&nexus_secrets::crypto::Key>,
+    dest: &Path,
+) -> Result<Manifest, TaskError> {
+    let bytes = std::fs::read(&path).map_err(io("cannot read the archive"))?;
+    if hex_sha256(&bytes) != *expected {
+        return Err(TaskError::Failed(String::from(
+            "the archive does not match its recorded SHA-256 (changed or truncated); nothing was restored",
+        )));
+    }
+    let bytes = match key {
+        Some(key) => key.open(&bytes, id.as_bytes()).map(|p| p.to_vec()).map_err(|_| {
+            TaskError::Failed(String::from(
+                "the archive cannot be decrypted with this master key; nothing was restored",
+            ))
+        })?,
+        None => bytes,
+    };
+    let reader: Box<dyn std::io::Read> = if compression {
+        Box::new(zstd::Decoder::new(std::io::Cursor::new(bytes)).map_err(io("cannot decompress the archive"))?)
+    } else {
+        Box::new(std::io::Cursor::new(bytes))
+    };
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries().map_err(io("cannot read the archive"))? {
+        let mut entry = entry.map_err(io("cannot read the archive"))?;
+        // `unpack_in` refuses paths that leave the directory.
+        entry.unpack_in(dest).map_err(io("cannot unpack the archive"))?;
+    }
+    let manifest: Manifest =
+        serde_json::from_slice(&std::fs::read(dest.join("manifest.json")).map_err(io("the archive has no manifest"))?)
+            .map_err(|_| TaskError::Failed(String::from("the archive's manifest is not valid")))?;
+    for f in &manifest.files {
+        let (sha, size) = file_sha256(&dest.join(&f.path))
+            .map_err(|_| TaskError::Failed(format!("{} is missing from the archive; nothing was restored", f.path)))?;
+        if sha != f.sha256 || size != f.size {
+            return Err(TaskError::Failed(format!(
+                "{} does not match the manifest's SHA-256; nothing was restored",
+                f.path
+            )));
+        }
+    }
+    Ok(manifest)
+}
+
+/// `nexus backup verify`: checks a backup without restoring it.
+pub async fn verify(ops: &Arc<Ops>, caller: &Principal, id: &str) -> Result<Value, OpsError> {
+    caller.require(ADMIN_BACKUP)?;
+    let meta = read_meta(ops, id)?;
+    let key = if meta.encryption { Some(key(ops)?) } else { None };
+    let base = dir(ops);
+    let work = base.join(format!(".verify-{}", nexus_kernel::id::random_alphanumeric(8)));
+    std::fs::create_dir_all(&work)
+        .map_err(|e| OpsError::Unavailable(format!("cannot create {}: {e}", work.display())))?;
+    let (path, expected, mid, compression, dest) =
+        (base.join(&meta.file), meta.sha256.clone(), meta.id.clone(), meta.compression, work.clone());
+    let outcome =
+        tokio::task::spawn_blocking(move || open_archive(&path, &expected, &mid, compression, key.as_ref(), &dest))
+            .await
+            .map_err(|_| OpsError::Unavailable(String::from("the archive reader stopped")));
+    let _ = std::fs::remove_dir_all(&work);
+    let manifest = outcome??;
+    Ok(json!({
+        "backup_id": meta.id,
+        "valid": true,
+        "files": manifest.files.iter().map(|f| json!({ "path": f.path, "size": f.size, "sha256": f.sha256 })).collect::<Vec<_>>(),
+    }))
 }
 
 /// Bytes `start..=end` of a file of `len` bytes for a `Range: bytes=…` header; `None` for

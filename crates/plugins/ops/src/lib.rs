@@ -114,3 +114,12 @@ impl Plugin for OpsPlugin {
         })
     }
 }
+
+/// The service for commands that act on the data without serving (`nexus backup …`), on a
+/// kernel opened with every built-in plugin's manifest.
+pub async fn offline(kernel: Arc<nexus_kernel::Kernel>) -> Result<Arc<Ops>, String> {
+    let slot = kernel.plugins.get("ops").ok_or("the ops plugin is not installed")?;
+    let identity = nexus_identity::Identity::start(kernel.clone()).await.map_err(|e| e.to_string())?;
+    let events = nexus_kernel::plugin::Publisher::new(kernel.events.clone(), slot);
+    Ok(Ops::new(kernel, identity, Handles::default(), config::SharedConfig::default(), events))
+}

@@ -787,3 +787,45 @@ async fn a_flipped_byte_is_refused_with_nothing_changed() {
     let r = s.post_as(&admin, "/api/v1/backup", json!({ "include": ["everything"] })).await;
     assert_eq!(r.status, 400);
 }
+
+async fn nexus_cli(dir: &str, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_nexus"))
+        .args(args)
+        .args(["--data-dir", dir])
+        .env_remove("NEXUS_DATABASE_URL")
+        .env_remove("NEXUS_REDIS_URL")
+        .env_remove("NEXUS_MASTER_KEY")
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run nexus: {e}"))
+}
+
+#[tokio::test]
+async fn nexus_backup_creates_lists_verifies_and_restores_from_the_shell() {
+    let s = TestServer::start().await;
+    let admin = s.admin_token().await;
+    create_named(&s, &admin, "before.cli").await;
+    let dir = s.config.data_dir.to_string_lossy().to_string();
+    let out = nexus_cli(&dir, &["backup", "create", "--include", "database", "--encrypt"]).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id = stdout.split_whitespace().nth(1).unwrap_or_default().trim_end_matches(':').to_string();
+    assert!(id.starts_with("backup_"), "{stdout}");
+    let out = nexus_cli(&dir, &["backup", "list"]).await;
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&id));
+    let out = nexus_cli(&dir, &["backup", "verify", &id]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("intact"));
+    // The server sees the backup too.
+    let r = s.get_as(&admin, "/api/v1/backup").await;
+    assert!(data(&r)["backups"].as_array().is_some_and(|b| b.iter().any(|b| b["id"] == id.as_str())));
+
+    create_named(&s, &admin, "after.cli").await;
+    let out = nexus_cli(&dir, &["backup", "restore", &id]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("confirm"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = nexus_cli(&dir, &["backup", "restore", &id, "--yes"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(user_exists(&s, &admin, "before.cli").await);
+    assert!(!user_exists(&s, &admin, "after.cli").await);
+}
