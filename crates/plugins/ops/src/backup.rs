@@ -549,7 +549,7 @@ fn open_archive(
     key: Option<&nexus_secrets::crypto::Key>,
     dest: &Path,
 ) -> Result<Manifest, TaskError> {
-    let bytes = std::fs::read(&path).map_err(io("cannot read the archive"))?;
+    let bytes = std::fs::read(path).map_err(io("cannot read the archive"))?;
     if hex_sha256(&bytes) != *expected {
         return Err(TaskError::Failed(String::from(
             "the archive does not match its recorded SHA-256 (changed or truncated); nothing was restored",
