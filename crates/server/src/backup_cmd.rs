@@ -57,43 +57,51 @@ pub async fn run(config: Config, command: BackupCommand) -> Result<(), String> {
             let result = follow(&kernel, &task).await?;
             println!(
                 "backup {id}: {} bytes, sha256 {}",
-                result["size_bytes"].as_u64().unwrap_or(0),
-                result["sha256"].as_str().unwrap_or("")
+                at(&result, "size_bytes").as_u64().unwrap_or(0),
+                at(&result, "sha256").as_str().unwrap_or("")
             );
             Ok(())
         }
         BackupCommand::List => {
             let list = nexus_ops::backup::list(&ops, &system).map_err(describe)?;
-            for b in list["backups"].as_array().into_iter().flatten() {
+            for b in at(&list, "backups").as_array().into_iter().flatten() {
                 println!(
                     "{}\t{}\t{} bytes\t{}{}",
-                    b["id"].as_str().unwrap_or(""),
-                    b["created_at"].as_str().unwrap_or(""),
-                    b["size_bytes"].as_u64().unwrap_or(0),
-                    b["includes"]
+                    at(b, "id").as_str().unwrap_or(""),
+                    at(b, "created_at").as_str().unwrap_or(""),
+                    at(b, "size_bytes").as_u64().unwrap_or(0),
+                    at(b, "includes")
                         .as_array()
                         .map(|i| i.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
                         .unwrap_or_default(),
-                    if b["encryption"] == true { "\tencrypted" } else { "" },
+                    if at(b, "encryption") == true { "\tencrypted" } else { "" },
                 );
             }
             Ok(())
         }
         BackupCommand::Verify { id } => {
             let v = nexus_ops::backup::verify(&ops, &system, &id).await.map_err(describe)?;
-            println!("backup {id} is intact: {} files match the manifest", v["files"].as_array().map_or(0, Vec::len));
+            println!(
+                "backup {id} is intact: {} files match the manifest",
+                at(&v, "files").as_array().map_or(0, Vec::len)
+            );
             Ok(())
         }
         BackupCommand::Restore { id, components, yes } => {
             let components = (!components.is_empty()).then_some(components);
             let started =
                 nexus_ops::backup::start_restore(&ops, &system, &id, components, yes).await.map_err(describe)?;
-            let task = started["task_id"].as_str().unwrap_or_default().to_string();
+            let task = at(&started, "task_id").as_str().unwrap_or_default().to_string();
             let result = follow(&kernel, &task).await?;
-            println!("restored {id}: {} rows", result["rows_restored"].as_u64().unwrap_or(0));
+            println!("restored {id}: {} rows", at(&result, "rows_restored").as_u64().unwrap_or(0));
             Ok(())
         }
     }
+}
+
+/// `v.key`, `null` when absent.
+fn at<'a>(v: &'a Value, key: &str) -> &'a Value {
+    v.get(key).unwrap_or(&Value::Null)
 }
 
 /// Shows task `id`'s progress until it ends; its result, or its error.
