@@ -208,6 +208,10 @@ impl Task {
 /// A task to start.
 #[derive(Debug, Clone)]
 pub struct NewTask {
+    /// A fixed id, for work that must run once across instances (a scheduled job): on the
+    /// other instances [`Tasks::spawn`] then fails with a unique violation
+    /// ([`StorageError::is_unique_violation`]). `None`: a fresh `task_…` id.
+    pub id: Option<String>,
     pub kind: String,
     pub created_by: String,
     pub details: Value,
@@ -216,7 +220,19 @@ pub struct NewTask {
 
 impl NewTask {
     pub fn new(kind: &str, created_by: impl Into<String>) -> Self {
-        Self { kind: kind.to_string(), created_by: created_by.into(), details: Value::Null, steps: Vec::new() }
+        Self {
+            id: None,
+            kind: kind.to_string(),
+            created_by: created_by.into(),
+            details: Value::Null,
+            steps: Vec::new(),
+        }
+    }
+
+    /// Its fixed id (see [`NewTask::id`]).
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
     }
 
     /// Its input, shown under `details`.
@@ -343,7 +359,7 @@ impl Tasks {
     {
         let now = self.clock.now();
         let task = Task {
-            id: format!("task_{}", crate::id::random_alphanumeric(20)),
+            id: new.id.unwrap_or_else(|| format!("task_{}", crate::id::random_alphanumeric(20))),
             kind: new.kind,
             status: TaskStatus::Pending,
             progress: 0.0,

@@ -191,10 +191,54 @@ pub async fn start_backup(
             NewTask::new("backup", caller.user_id.clone())
                 .details(json!({ "backup_id": id, "include": include, "compression": compression, "encryption": encryption }))
                 .steps(&steps),
-            move |task| async move { run_backup(worker, task, wid, winclude, compression, encryption).await },
+            move |task| async move { run_backup(worker, task, wid, winclude, compression, encryption, "manual").await },
         )
         .await?;
     Ok((id, task.id))
+}
+
+/// Starts this minute's scheduled backup (everything, compressed) under the fixed task id
+/// `task_id`; on an instance that lost the race, the insert is a unique violation. Deletes
+/// the scheduled backups beyond `ops.backup_keep` once it is written.
+pub async fn start_scheduled(
+    ops: &Arc<Ops>,
+    caller: &Principal,
+    task_id: &str,
+) -> Result<(), nexus_kernel::db::StorageError> {
+    let id = format!("backup_{}", nexus_kernel::id::random_alphanumeric(16));
+    let include: Vec<String> = INCLUDES.iter().map(|s| (*s).to_string()).collect();
+    let mut steps: Vec<&str> = include.iter().map(String::as_str).collect();
+    steps.push("archive");
+    let worker = ops.clone();
+    let (wid, winclude) = (id.clone(), include.clone());
+    ops.kernel
+        .tasks
+        .spawn(
+            NewTask::new("backup", caller.user_id.clone())
+                .with_id(task_id)
+                .details(json!({ "backup_id": id, "include": include, "compression": true, "encryption": false, "scheduled": true }))
+                .steps(&steps),
+            move |task| async move {
+                let out = run_backup(worker.clone(), task, wid, winclude, true, false, "scheduled").await?;
+                prune(&worker);
+                Ok(out)
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+/// Deletes the oldest scheduled backups beyond `ops.backup_keep`.
+fn prune(ops: &Ops) {
+    let keep = usize::try_from(ops.settings().backup_keep).unwrap_or(usize::MAX);
+    let mut scheduled: Vec<Meta> = all_metas(ops).into_iter().filter(|m| m.kind == "scheduled").collect();
+    scheduled.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+    for old in scheduled.iter().skip(keep) {
+        let base = dir(ops);
+        let _ = std::fs::remove_file(base.join(&old.file));
+        let _ = std::fs::remove_file(base.join(format!("{}.json", old.id)));
+        tracing::info!(backup = %old.id, "old scheduled backup deleted");
+    }
 }
 
 async fn wait(
@@ -226,11 +270,12 @@ async fn run_backup(
     include: Vec<String>,
     compression: bool,
     encryption: bool,
+    kind: &'static str,
 ) -> Result<Value, TaskError> {
     let base = dir(&ops);
     let work = base.join(format!(".tmp-{id}"));
     std::fs::create_dir_all(&work).map_err(io("cannot create the backup directory"))?;
-    let outcome = build(&ops, &task, &id, &include, compression, encryption, &base, &work).await;
+    let outcome = build(&ops, &task, &id, &include, compression, encryption, kind, &base, &work).await;
     let _ = std::fs::remove_dir_all(&work);
     let meta = outcome?;
     ops.kernel
@@ -261,6 +306,7 @@ async fn build(
     include: &[String],
     compression: bool,
     encryption: bool,
+    kind: &str,
     base: &Path,
     work: &Path,
 ) -> Result<Meta, TaskError> {
@@ -364,7 +410,7 @@ async fn build(
     let meta = Meta {
         id: id.to_string(),
         created_at,
-        kind: String::from("manual"),
+        kind: kind.to_string(),
         includes: include.to_vec(),
         compression,
         encryption,
@@ -393,7 +439,13 @@ fn read_meta(ops: &Ops, id: &str) -> Result<Meta, OpsError> {
 /// `GET /api/v1/backup`: newest first.
 pub fn list(ops: &Ops, caller: &Principal) -> Result<Value, OpsError> {
     caller.require(ADMIN_BACKUP)?;
-    let mut metas: Vec<Meta> = std::fs::read_dir(dir(ops))
+    let mut metas = all_metas(ops);
+    metas.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+    Ok(json!({ "backups": metas.iter().map(Meta::to_json).collect::<Vec<_>>() }))
+}
+
+fn all_metas(ops: &Ops) -> Vec<Meta> {
+    std::fs::read_dir(dir(ops))
         .map(|entries| {
             entries
                 .flatten()
@@ -402,9 +454,7 @@ pub fn list(ops: &Ops, caller: &Principal) -> Result<Value, OpsError> {
                 .filter_map(|b| serde_json::from_slice::<Meta>(&b).ok())
                 .collect()
         })
-        .unwrap_or_default();
-    metas.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
-    Ok(json!({ "backups": metas.iter().map(Meta::to_json).collect::<Vec<_>>() }))
+        .unwrap_or_default()
 }
 
 /// The archive of backup `id`: its path, size and record.

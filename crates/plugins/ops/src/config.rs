@@ -19,6 +19,12 @@ pub struct OpsConfig {
     /// How long `POST /api/v1/components/diagnostics` waits for its task before answering
     /// with the task still running.
     pub diagnostics_wait_ms: u64,
+    /// When to back up by itself: a cron expression (`minute hour day month weekday`, UTC,
+    /// with `*`, lists, ranges and steps). Unset: never. Each run happens once across the
+    /// instances sharing the database.
+    pub backup_schedule: Option<String>,
+    /// Scheduled backups kept; older ones are deleted after each run.
+    pub backup_keep: u32,
 }
 
 impl Default for OpsConfig {
@@ -29,6 +35,8 @@ impl Default for OpsConfig {
             stress_concurrency: 8,
             stress_operations: 100,
             diagnostics_wait_ms: 30_000,
+            backup_schedule: None,
+            backup_keep: 7,
         }
     }
 }
@@ -47,6 +55,14 @@ impl OpsConfig {
         }
         if !(1..=10_000).contains(&self.stress_operations) {
             return Err(field("stress_operations", "must be between 1 and 10000"));
+        }
+        if let Some(cron) = &self.backup_schedule
+            && let Err(e) = crate::schedule::Cron::parse(cron)
+        {
+            return Err(field("backup_schedule", &e));
+        }
+        if self.backup_keep == 0 {
+            return Err(field("backup_keep", "must be greater than 0"));
         }
         Ok(())
     }

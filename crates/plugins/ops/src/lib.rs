@@ -11,6 +11,7 @@ mod diagnostics;
 mod dump;
 pub mod error;
 mod routes;
+mod schedule;
 mod security;
 pub mod service;
 
@@ -90,7 +91,9 @@ impl Plugin for OpsPlugin {
                 "diagnostics_operations": {"type": "integer", "minimum": 1, "maximum": 100000, "default": 200},
                 "stress_concurrency": {"type": "integer", "minimum": 1, "maximum": 64, "default": 8},
                 "stress_operations": {"type": "integer", "minimum": 1, "maximum": 10000, "default": 100},
-                "diagnostics_wait_ms": {"type": "integer", "minimum": 0, "default": 30000}
+                "diagnostics_wait_ms": {"type": "integer", "minimum": 0, "default": 30000},
+                "backup_schedule": {"type": ["string", "null"], "description": "cron: minute hour day month weekday (UTC)"},
+                "backup_keep": {"type": "integer", "minimum": 1, "default": 7}
             },
             "additionalProperties": false
         }))
@@ -107,6 +110,7 @@ impl Plugin for OpsPlugin {
             let ops = Ops::new(ctx.kernel.clone(), identity, handles, self.live.clone(), ctx.events());
             let _ = self.running.set(ops.clone());
             restart_sampler(&ops, &self.sampler);
+            tokio::spawn(schedule::run(Arc::downgrade(&ops)));
             ctx.provide(ops.clone());
             Ok(Started::routes(routes::routes(ops))
                 .tag("ops", "Operations: status, config, metrics, services, cache, tasks, security")

@@ -878,3 +878,46 @@ async fn a_backup_under_write_load_delays_no_write_past_the_bound() {
         assert!(p99 <= bound, "{backend:?}: writes p99 {p99:?} (max {max:?}) during a backup");
     }
 }
+
+#[tokio::test]
+async fn scheduled_backups_run_each_matching_minute_and_old_ones_go() {
+    let s = TestServer::start_with(Backend::Sqlite, |c| {
+        c.plugins.insert("ops".into(), json!({ "backup_schedule": "* * * * *", "backup_keep": 1 }));
+    })
+    .await;
+    let admin = s.admin_token().await;
+    let scheduled = |r: &Reply| -> Vec<String> {
+        r.json["data"]["backups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|b| b["type"] == "scheduled")
+            .filter_map(|b| b["id"].as_str().map(str::to_string))
+            .collect()
+    };
+    let (sr, ar) = (&s, admin.as_str());
+    let first = until("the first scheduled backup", move || async move {
+        let r = sr.get_as(ar, "/api/v1/backup").await;
+        let ids = scheduled(&r);
+        (ids.len() == 1).then(|| json!(ids))
+    })
+    .await;
+    // The next minute's run replaces it (keep = 1).
+    s.kernel().clock.advance(Duration::from_secs(60));
+    let first = &first;
+    let second = until("the next minute's backup", move || async move {
+        let r = sr.get_as(ar, "/api/v1/backup").await;
+        let ids = scheduled(&r);
+        (ids.len() == 1 && json!(ids) != *first).then(|| json!(ids))
+    })
+    .await;
+    let r = s.get_as(&admin, "/api/v1/tasks?type=backup&status=completed").await;
+    assert!(data(&r)["tasks"].as_array().is_some_and(|t| t.len() >= 2), "{}", r.text);
+    let r = s.get_as(&admin, "/api/v1/config?section=ops").await;
+    assert_eq!(data(&r)["ops"]["backup_schedule"], "* * * * *");
+    assert!(second.is_array());
+    let r = s
+        .call_as(&admin, Method::PUT, "/api/v1/config", Some(json!({ "ops": { "backup_schedule": "61 * * * *" } })))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+}
