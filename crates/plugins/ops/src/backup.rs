@@ -138,7 +138,7 @@ pub async fn create(
     let (id, task_id) = start_backup(ops, caller, include, compression, encryption).await?;
     let mut events = ops.kernel.events.subscribe();
     if !ops.kernel.tasks.get(&task_id).await?.is_some_and(|t| t.status.is_finished()) {
-        wait(&mut events, &task_id, Duration::from_millis(ops.settings().diagnostics_wait_ms)).await;
+        wait(&mut events, &task_id, crate::service::answer_within(ops)).await;
     }
     let done = ops.kernel.tasks.get(&task_id).await?.ok_or_else(|| OpsError::NotFound(String::from("Task")))?;
     match (&done.result, done.status) {

@@ -69,7 +69,7 @@ pub async fn run(
             move |handle| async move { work(worker, handle, cs, ts).await },
         )
         .await?;
-    let wait = Duration::from_millis(ops.settings().diagnostics_wait_ms);
+    let wait = crate::service::answer_within(ops);
     let id = task.id.clone();
     let finished = tokio::time::timeout(wait, async {
         loop {

@@ -417,8 +417,23 @@ async fn download_backup(
         let range = (CONTENT_RANGE, format!("bytes {start}-{end}/{len}"));
         return Ok((StatusCode::PARTIAL_CONTENT, common, [range], bytes).into_response());
     }
-    let bytes = tokio::fs::read(&path).await.map_err(ApiError::internal)?;
-    Ok((StatusCode::OK, common, bytes).into_response())
+    // Streamed in 64 KiB reads: an archive can be larger than memory should hold.
+    let file = tokio::fs::File::open(&path).await.map_err(ApiError::internal)?;
+    let stream = futures::stream::unfold(Some(file), |file| async move {
+        use tokio::io::AsyncReadExt as _;
+        let mut file = file?;
+        let mut buf = vec![0u8; 64 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(Bytes::from(buf)), Some(file)))
+            }
+            Err(e) => Some((Err(e), None)),
+        }
+    });
+    let length = (axum::http::header::CONTENT_LENGTH, len.to_string());
+    Ok((StatusCode::OK, common, [length], axum::body::Body::from_stream(stream)).into_response())
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -954,6 +954,14 @@ fn summary(task: &Task, now: Timestamp) -> Value {
     v
 }
 
+/// How long a request waits for its task before answering with the task still running:
+/// `ops.diagnostics_wait_ms`, but a second short of the request timeout.
+pub(crate) fn answer_within(ops: &Ops) -> Duration {
+    let timeout =
+        Duration::from_secs(ops.kernel.config.server.request_timeout_secs).saturating_sub(Duration::from_secs(1));
+    Duration::from_millis(ops.settings().diagnostics_wait_ms).min(timeout)
+}
+
 /// Whether `v.key` is the string `expected`.
 pub(crate) fn is(v: &Value, key: &str, expected: &str) -> bool {
     v.get(key).and_then(Value::as_str) == Some(expected)
