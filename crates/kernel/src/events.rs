@@ -66,6 +66,18 @@ pub struct EventBus {
     /// Where events for other instances go, once Redis is connected.
     relay: Arc<OnceLock<mpsc::Sender<Arc<Event>>>>,
     closing: Arc<watch::Sender<bool>>,
+    /// Events delivered to this instance's subscribers since it started.
+    delivered: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// What the bus has done, for the operations API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BusStats {
+    /// Events still buffered for the slowest subscriber.
+    pub queue_size: usize,
+    /// Events delivered to this instance's subscribers since it started.
+    pub processed_events: u64,
+    pub subscribers: usize,
 }
 
 impl Default for EventBus {
@@ -83,6 +95,7 @@ impl EventBus {
             instance: Arc::from(format!("inst_{}", crate::id::random_alphanumeric(16))),
             relay: Arc::new(OnceLock::new()),
             closing: Arc::new(closing),
+            delivered: Arc::default(),
         }
     }
 
@@ -128,6 +141,7 @@ impl EventBus {
             self.send_to_redis(&event);
         }
         // No subscriber is not an error: the event simply has no one to reach.
+        self.delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = self.tx.send(event);
     }
 
@@ -135,7 +149,17 @@ impl EventBus {
     /// other instance: the outbox hands each event to one instance's relay only.
     pub fn publish_from_outbox(&self, event: Arc<Event>) {
         self.send_to_redis(&event);
+        self.delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = self.tx.send(event);
+    }
+
+    /// Queue size, events processed and subscribers of this instance's bus.
+    pub fn stats(&self) -> BusStats {
+        BusStats {
+            queue_size: self.tx.len(),
+            processed_events: self.delivered.load(std::sync::atomic::Ordering::Relaxed),
+            subscribers: self.tx.receiver_count(),
+        }
     }
 
     fn send_to_redis(&self, event: &Arc<Event>) {
@@ -290,6 +314,7 @@ async fn relay_in(bus: EventBus, client: redis::Client, channel: String, first: 
             event.durable = wire.durable;
             // Here only: this instance's own events (even one another instance relayed from
             // the outbox) must not go back out.
+            bus.delivered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let _ = bus.tx.send(Arc::new(event));
         }
         tracing::warn!("redis event subscription ended; reconnecting");

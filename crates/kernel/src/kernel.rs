@@ -39,6 +39,10 @@ pub struct Kernel {
     pub started_at: Timestamp,
     /// The clock every expiry is judged by (tests move it).
     pub clock: Arc<crate::clock::Clock>,
+    /// Background tasks with progress, persisted (see [`crate::tasks`]).
+    pub tasks: Arc<crate::tasks::Tasks>,
+    /// Named in-process caches and the Redis level (see [`crate::cache`]).
+    pub cache: Arc<crate::cache::Cache>,
     started: Instant,
 }
 
@@ -63,21 +67,7 @@ impl Kernel {
         let db = Db::connect(&config.database_url(), config.database.max_connections).await?;
         db.migrate(migrations).await?;
         let stored = crate::plugin::store::load(&db).await?;
-        let patch_of = |id: &str| {
-            stored
-                .iter()
-                .find(|s| s.plugin_id == id)
-                .and_then(|s| s.config.as_deref())
-                .and_then(|c| serde_json::from_str(c).ok())
-        };
-        for manifest in plugins {
-            if let Some(patch) = patch_of(&manifest.id) {
-                match config.patched(&manifest.config_key, &patch) {
-                    Ok(patched) => config = patched,
-                    Err(e) => tracing::warn!(plugin = %manifest.id, error = %e, "stored plugin configuration ignored"),
-                }
-            }
-        }
+        config = with_stored_changes(config, &stored, plugins);
         let registry = crate::plugin::Registry::default();
         let shown = config.masked();
         for manifest in plugins {
@@ -113,10 +103,14 @@ impl Kernel {
         let audit = AuditLog::start(db.clone());
         let outbox = Outbox::new();
         outbox.start_relay(db.clone(), events.clone());
+        let tasks = crate::tasks::Tasks::start(&db, events.clone(), clock.clone());
+        let cache = crate::cache::Cache::start(redis.clone(), &server_id, events.clone());
+        let metrics = Metrics::new();
+        metrics.series.use_clock(clock.clone());
         Ok(Arc::new(Self {
             config,
             db,
-            metrics: Metrics::new(),
+            metrics,
             health_cache: Default::default(),
             audit,
             rate_limits,
@@ -129,6 +123,8 @@ impl Kernel {
             cursor_key,
             started_at: Timestamp::now(),
             clock,
+            tasks,
+            cache,
             started: Instant::now(),
         }))
     }
@@ -136,6 +132,37 @@ impl Kernel {
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
     }
+}
+
+/// `config` with the configuration changes operators stored (`nexus_plugin_state`): each
+/// plugin's over its section, then the kernel's own sections (row
+/// [`KERNEL_STATE`](crate::plugin::KERNEL_STATE), `{section: patch}`, written by
+/// `PUT /api/v1/config`). A stored change that no longer validates is skipped with a warning.
+pub fn with_stored_changes(mut config: Config, stored: &[crate::plugin::StoredState], plugins: &[Manifest]) -> Config {
+    let patch_of = |id: &str| -> Option<serde_json::Value> {
+        stored
+            .iter()
+            .find(|s| s.plugin_id == id)
+            .and_then(|s| s.config.as_deref())
+            .and_then(|c| serde_json::from_str(c).ok())
+    };
+    for manifest in plugins {
+        if let Some(patch) = patch_of(&manifest.id) {
+            match config.patched(&manifest.config_key, &patch) {
+                Ok(patched) => config = patched,
+                Err(e) => tracing::warn!(plugin = %manifest.id, error = %e, "stored plugin configuration ignored"),
+            }
+        }
+    }
+    if let Some(serde_json::Value::Object(sections)) = patch_of(crate::plugin::KERNEL_STATE) {
+        for (section, patch) in &sections {
+            match config.patched(section, patch) {
+                Ok(patched) => config = patched,
+                Err(e) => tracing::warn!(section = %section, error = %e, "stored configuration change ignored"),
+            }
+        }
+    }
+    config
 }
 
 async fn connect_redis(url: &str) -> Result<redis::aio::ConnectionManager, KernelError> {

@@ -5,6 +5,7 @@
 //! tables).
 
 pub mod audit;
+pub mod cache;
 pub mod client;
 pub mod clock;
 pub mod config;
@@ -23,6 +24,8 @@ pub mod principal;
 pub mod query;
 pub mod ratelimit;
 pub mod rpc;
+pub mod tasks;
+pub mod timeseries;
 
 pub use kernel::Kernel;
 

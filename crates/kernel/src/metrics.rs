@@ -48,6 +48,8 @@ pub struct Metrics {
     /// A fast hash without flooding resistance: route templates come from the code, not from
     /// clients.
     handles: RwLock<HashMap<Arc<str>, Vec<Handles>, foldhash::fast::FixedState>>,
+    /// Requests, response times, memory and CPU per minute for the last day.
+    pub series: crate::timeseries::Series,
 }
 
 /// One label set's counter and histogram (both share their state with the family's).
@@ -78,13 +80,20 @@ impl Metrics {
             http_duration.clone(),
         );
         registry.register_collector(Box::new(ProcessCollector));
-        Self { registry: RwLock::new(registry), http_requests, http_duration, handles: RwLock::default() }
+        Self {
+            registry: RwLock::new(registry),
+            http_requests,
+            http_duration,
+            handles: RwLock::default(),
+            series: crate::timeseries::Series::default(),
+        }
     }
 
     /// Records one served request; `route` is the matched template, `None` when none matched.
     /// Runs on every request: once a label set has been seen, this is a read-locked lookup
     /// with a cheap hash and no allocation (the families hash every label with SipHash).
     pub fn observe_request(&self, method: &str, route: Option<&str>, status: u16, seconds: f64) {
+        self.series.observe(status, (seconds * 1_000_000.0) as u64);
         let method = method_label(method);
         let route = route.unwrap_or(UNMATCHED);
         let found = self.handles.read().ok().and_then(|map| {

@@ -379,6 +379,10 @@ impl Registry {
     }
 }
 
+/// The row of `nexus_plugin_state` that holds configuration changes to the kernel's own
+/// sections (not a plugin id: those are lowercase letters).
+pub const KERNEL_STATE: &str = "@kernel";
+
 /// An operator's change to a plugin, as stored so that it outlives the process.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct StoredState {
@@ -605,6 +609,19 @@ pub trait Reconfigure: Send + Sync + std::fmt::Debug {
         } else {
             Err(vec![FieldError::new("config", "must be an object")])
         }
+    }
+
+    /// What the plugin reports about itself beyond what the registry measures (counters,
+    /// queue lengths, recent errors), for the operations API's service view. `None`: nothing.
+    fn report(&self) -> Option<Value> {
+        None
+    }
+
+    /// Restarts what the plugin runs in the background, in place (reconnects, respawns a
+    /// worker), for `POST /api/v1/services/{name}/restart`. `None`: it cannot be restarted
+    /// in place (disable and enable it, or restart the server).
+    fn restart(&self) -> Option<futures::future::BoxFuture<'static, Result<(), String>>> {
+        None
     }
 }
 

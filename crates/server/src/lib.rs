@@ -4,6 +4,7 @@
 pub mod alloc;
 pub mod analytics_cmd;
 mod app;
+pub mod backup_cmd;
 pub mod conventions;
 mod openapi;
 pub mod plugin_cmd;
@@ -93,6 +94,11 @@ pub async fn start_with(config: Config, plugins: Vec<Arc<dyn Plugin>>) -> Result
         let mut result = plugin.start(&mut ctx).await?;
         background.append(&mut result.tasks);
         started.push((slot, result));
+    }
+    // Every plugin has registered how its tasks resume: tasks an earlier process left
+    // running are resumed or failed now.
+    if let Err(e) = kernel.tasks.recover().await {
+        tracing::warn!(error = %e, "interrupted tasks not recovered");
     }
     let identity = services
         .get::<Arc<nexus_identity::Identity>>()

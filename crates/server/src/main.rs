@@ -59,6 +59,9 @@ enum Command {
     /// WebAssembly plugins: scaffold, build, sign, make keys.
     #[command(subcommand)]
     Plugin(nexus::plugin_cmd::PluginCommand),
+    /// Create, list, verify and restore backups.
+    #[command(subcommand)]
+    Backup(nexus::backup_cmd::BackupCommand),
     /// Secrets manager maintenance.
     Secrets {
         #[command(subcommand)]
@@ -109,7 +112,7 @@ fn main() -> ExitCode {
         Err(e) => return fail(&e.to_string(), 2),
     };
     if matches!(cli.command, Some(Command::Config)) {
-        print!("{}", config.to_masked_toml());
+        print!("{}", with_stored_changes(config).to_masked_toml());
         return ExitCode::SUCCESS;
     }
     if let Err(e) = nexus::telemetry::init(&config.log) {
@@ -124,6 +127,10 @@ fn main() -> ExitCode {
             Some(Command::Migrate) => migrate(config).await,
             Some(Command::Secrets { command: SecretsCommand::RotateMasterKey }) => rotate_master_key(config).await,
             Some(Command::Analytics(command)) => match nexus::analytics_cmd::run(config, command).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e, 1),
+            },
+            Some(Command::Backup(command)) => match nexus::backup_cmd::run(config, command).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e, 1),
             },
@@ -219,6 +226,38 @@ async fn rotate_master_key(config: Config) -> ExitCode {
         Err(e) => {
             bar.abandon();
             fail(&format!("{e}; nothing is lost: run the command again to resume"), 1)
+        }
+    }
+}
+
+/// `config` with the changes stored through the API (`PUT /api/v1/config`,
+/// `PUT /api/plugins/{id}/config`), when its database exists and answers within a few
+/// seconds; otherwise `config` as it is, with a note on stderr.
+fn with_stored_changes(config: Config) -> Config {
+    let url = config.database_url();
+    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))
+        && !std::path::Path::new(path.split('?').next().unwrap_or(path)).is_file()
+    {
+        return config;
+    }
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return config };
+    let stored = runtime.block_on(async {
+        let read = async {
+            let db = nexus_kernel::db::Db::connect(&url, Some(1)).await?;
+            let stored = nexus_kernel::plugin::store::load(&db).await;
+            db.close().await;
+            stored
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(3), read).await
+    });
+    match stored {
+        Ok(Ok(stored)) => {
+            let manifests: Vec<_> = nexus::plugins::builtin().iter().map(|p| p.manifest()).collect();
+            nexus_kernel::kernel::with_stored_changes(config, &stored, &manifests)
+        }
+        _ => {
+            eprintln!("nexus: changes stored in the database are not shown (it could not be read)");
+            config
         }
     }
 }

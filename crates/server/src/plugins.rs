@@ -23,6 +23,7 @@ pub fn builtin() -> Vec<Arc<dyn Plugin>> {
         Arc::new(nexus_documents::DocumentsPlugin),
         Arc::new(nexus_media::MediaPlugin),
         Arc::new(nexus_wasm::WasmPlugin),
+        Arc::new(nexus_ops::OpsPlugin::default()),
     ]
 }
 

@@ -6,6 +6,7 @@
 //! [`Principal::require`].
 
 pub mod error;
+pub mod overview;
 pub mod password;
 pub mod principal;
 pub mod roles;

@@ -63,7 +63,8 @@ pub struct JwtKeys {
 /// tokens that verified are remembered, so clients cannot fill the cache with tokens of their
 /// own making.
 struct VerifiedTokens {
-    entries: moka::sync::Cache<String, Arc<Verified>>,
+    /// The kernel cache `token` when the service runs (keys are token signatures).
+    entries: nexus_kernel::cache::L1<Arc<Verified>>,
 }
 
 struct Verified {
@@ -79,6 +80,15 @@ impl std::fmt::Debug for JwtKeys {
 
 impl JwtKeys {
     pub fn new(secret: &[u8]) -> Self {
+        Self::build(secret, nexus_kernel::cache::L1::standalone("token", verified_builder(), "entries"))
+    }
+
+    /// [`new`](Self::new), its verified-token cache registered with the kernel cache as `token`.
+    pub fn new_cached(secret: &[u8], cache: &nexus_kernel::cache::Cache) -> Self {
+        Self::build(secret, cache.l1("token", verified_builder(), "entries"))
+    }
+
+    fn build(secret: &[u8], verified: nexus_kernel::cache::L1<Arc<Verified>>) -> Self {
         // Only HS256 is accepted: a token naming `none` or any other algorithm is refused.
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[ISSUER]);
@@ -90,12 +100,7 @@ impl JwtKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
-            verified: VerifiedTokens {
-                entries: moka::sync::Cache::builder()
-                    .max_capacity(VERIFIED_CAPACITY)
-                    .time_to_live(VERIFIED_TTL)
-                    .build(),
-            },
+            verified: VerifiedTokens { entries: verified },
         }
     }
 
@@ -130,6 +135,10 @@ impl JwtKeys {
             })?;
         if is_expired(claims.exp, now_secs) { Err(TokenError::Expired) } else { Ok(claims) }
     }
+}
+
+fn verified_builder() -> moka::sync::CacheBuilder<String, Arc<Verified>, moka::sync::Cache<String, Arc<Verified>>> {
+    moka::sync::Cache::builder().max_capacity(VERIFIED_CAPACITY).time_to_live(VERIFIED_TTL)
 }
 
 /// Whether `a` and `b` are equal, in a time that depends on their lengths only.

@@ -30,27 +30,34 @@ pub struct Cached {
 
 #[derive(Debug)]
 pub struct ReadCache {
-    entries: moka::sync::Cache<String, Arc<Cached>>,
+    /// The kernel cache `secret` when the service runs (keys are secret paths).
+    entries: nexus_kernel::cache::L1<Arc<Cached>>,
 }
 
 impl Default for ReadCache {
     fn default() -> Self {
-        Self {
-            entries: moka::sync::Cache::builder()
-                .max_capacity(CAPACITY_BYTES)
-                .weigher(|path: &String, c: &Arc<Cached>| {
-                    let r = &c.row;
-                    let bytes = ENTRY_OVERHEAD
-                        + path.len()
-                        + r.id.len()
-                        + r.metadata.len() * 2
-                        + r.wrapped_key.len()
-                        + r.v_ciphertext.as_ref().map_or(0, Vec::len);
-                    u32::try_from(bytes).unwrap_or(u32::MAX)
-                })
-                .build(),
-        }
+        Self { entries: nexus_kernel::cache::L1::standalone("secret", builder(), "bytes") }
     }
+}
+
+impl ReadCache {
+    /// The cache, registered with the kernel cache as `secret`.
+    pub fn new(cache: &nexus_kernel::cache::Cache) -> Self {
+        Self { entries: cache.l1("secret", builder(), "bytes") }
+    }
+}
+
+fn builder() -> moka::sync::CacheBuilder<String, Arc<Cached>, moka::sync::Cache<String, Arc<Cached>>> {
+    moka::sync::Cache::builder().max_capacity(CAPACITY_BYTES).weigher(|path: &String, c: &Arc<Cached>| {
+        let r = &c.row;
+        let bytes = ENTRY_OVERHEAD
+            + path.len()
+            + r.id.len()
+            + r.metadata.len() * 2
+            + r.wrapped_key.len()
+            + r.v_ciphertext.as_ref().map_or(0, Vec::len);
+        u32::try_from(bytes).unwrap_or(u32::MAX)
+    })
 }
 
 impl ReadCache {

@@ -57,6 +57,20 @@ impl Key {
         Self::from_slice(&decoded)
     }
 
+    /// A key for `purpose` derived from this one (HMAC-SHA256 of the purpose under this key),
+    /// for data other than secrets that is encrypted under the master key (backups): the
+    /// master key itself never leaves this crate.
+    pub fn derive(&self, purpose: &str) -> Key {
+        use hmac::{KeyInit, Mac};
+        let mut bytes = [0u8; 32];
+        if let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(self.0.as_ref()) {
+            mac.update(b"nexus:derive:");
+            mac.update(purpose.as_bytes());
+            bytes.copy_from_slice(&mac.finalize().into_bytes());
+        }
+        Key(Zeroizing::new(bytes))
+    }
+
     /// Base64 of the key, for writing a key file.
     pub fn to_base64(&self) -> Zeroizing<String> {
         use base64::Engine;

@@ -284,3 +284,14 @@ pub async fn rotate(
     };
     Ok(Rotation { new_key_id: new_id, rewrapped: done, key_location })
 }
+
+/// A key for `purpose` derived from the master key in effect (`secrets.master_key`, else the
+/// key file), for other plugins' encrypted data (backups). `None` when there is no master key
+/// yet (the secrets plugin creates the key file at its first start).
+pub fn derived_key(config: &Config, purpose: &str) -> Result<Option<Key>, SecretsError> {
+    let master = match configured_key(config)? {
+        Some(key) => Some(key),
+        None => read_key_file(&key_file(config))?,
+    };
+    Ok(master.map(|k| k.derive(purpose)))
+}

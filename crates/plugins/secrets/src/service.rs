@@ -122,7 +122,7 @@ impl Secrets {
                  with e.g. `secrets.policies.user = [\"team/*\"]` (`[\"*\"]` restores access to every path)"
             );
         }
-        let cache = Arc::new(ReadCache::default());
+        let cache = Arc::new(ReadCache::new(&kernel.cache));
         ReadCache::follow(Arc::downgrade(&cache), &kernel.events);
         Ok(Arc::new(Self { kernel, store, keyring, policies, cache }))
     }

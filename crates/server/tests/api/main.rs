@@ -18,6 +18,7 @@ mod identity_media;
 mod layering;
 mod lists;
 mod media;
+mod ops;
 mod outbox;
 mod plugins;
 mod realtime;

@@ -54,25 +54,32 @@ pub struct Ticket {
 
 #[derive(Debug)]
 pub struct UserCache {
-    entries: moka::sync::Cache<String, Arc<Entry>>,
+    /// The kernel cache `user` (its statistics and clears are the operations API's).
+    entries: nexus_kernel::cache::L1<Arc<Entry>>,
     /// Counts invalidations. A load stores its result only if no invalidation happened since
     /// it began; checking and storing under this lock orders them against invalidations.
     generation: Mutex<u64>,
 }
 
+fn builder() -> moka::sync::CacheBuilder<String, Arc<Entry>, moka::sync::Cache<String, Arc<Entry>>> {
+    moka::sync::Cache::builder().max_capacity(CAPACITY).time_to_live(TTL)
+}
+
 impl Default for UserCache {
     fn default() -> Self {
-        Self {
-            entries: moka::sync::Cache::builder().max_capacity(CAPACITY).time_to_live(TTL).build(),
-            generation: Mutex::new(0),
-        }
+        Self { entries: nexus_kernel::cache::L1::standalone("user", builder(), "entries"), generation: Mutex::new(0) }
     }
 }
 
 impl UserCache {
+    /// The cache, registered with the kernel cache as `user`.
+    pub fn new(cache: &nexus_kernel::cache::Cache) -> Self {
+        Self { entries: cache.l1("user", builder(), "entries"), generation: Mutex::new(0) }
+    }
+
     /// The entry of user `id`, if one is fresh enough to serve.
     pub fn get(&self, id: &str) -> Option<Arc<Entry>> {
-        self.entries.get(id).filter(|e| e.fetched.elapsed() < TTL)
+        self.entries.get_if(id, |e| e.fetched.elapsed() < TTL)
     }
 
     /// Call before reading a user from the database; hand the ticket to [`store`](Self::store).

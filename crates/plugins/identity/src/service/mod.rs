@@ -63,14 +63,14 @@ impl Identity {
         let secret = signing_secret(&kernel)?;
         let identity = Arc::new(Self {
             store: crate::store::open(&kernel.db, kernel.outbox.clone()),
-            jwt: JwtKeys::new(&secret),
+            jwt: JwtKeys::new_cached(&secret, &kernel.cache),
             roles: Roles::new(&auth.roles),
             revoked: revocation::Revoked::default(),
             broadcast: kernel
                 .redis
                 .clone()
                 .map(|conn| revocation::Broadcast::new(conn, &kernel.server_id, kernel.events.instance_id())),
-            users: cache::UserCache::default(),
+            users: cache::UserCache::new(&kernel.cache),
             keys: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(10)).build(),
             touched: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build(),
             kernel,
