@@ -127,6 +127,7 @@ async fn diagnostics(State(ops): Api, Auth(p): Auth, body: Bytes) -> Answer {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ConfigQuery {
     /// One section (`server`, `database`, …).
     section: Option<String>,
@@ -165,6 +166,7 @@ async fn put_config(State(ops): Api, Auth(p): Auth, Json(body): Json<Value>) -> 
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct MetricsQuery {
     /// RFC 3339; default: an hour before `end_time`.
     start_time: Option<String>,
@@ -233,6 +235,7 @@ async fn cache_status(State(ops): Api, Auth(p): Auth) -> Response {
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams, utoipa::ToSchema)]
+#[into_params(parameter_in = Query)]
 struct ClearParams {
     /// Glob over `<cache>:<key>` (`user:*`); default `*`.
     pattern: Option<String>,
@@ -257,6 +260,7 @@ async fn clear_cache(
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TasksQuery {
     /// `pending`, `running`, `completed`, `failed` or `cancelled`.
     status: Option<String>,

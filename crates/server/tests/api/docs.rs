@@ -18,6 +18,23 @@ async fn openapi_document_is_3_1_and_lists_the_routes() {
         let name: String = rest.chars().take_while(|c| *c != '"').collect();
         assert!(schemas.contains_key(&name), "schema {name} referenced but not defined");
     }
+    // A path parameter is a `{name}` segment of its path, and each segment is declared once: a
+    // query struct documented without `parameter_in = Query` breaks every OpenAPI validator.
+    for (path, item) in &paths {
+        let segments: Vec<&str> =
+            path.split('/').filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}'))).collect();
+        for (method, op) in item.as_object().into_iter().flatten() {
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            let in_path: Vec<&str> =
+                params.iter().filter(|p| p["in"] == "path").filter_map(|p| p["name"].as_str()).collect();
+            for name in &in_path {
+                assert!(segments.contains(name), "{method} {path}: path parameter `{name}` is not in the path");
+            }
+            for name in &segments {
+                assert_eq!(in_path.iter().filter(|n| *n == name).count(), 1, "{method} {path}: `{name}` declared once");
+            }
+        }
+    }
 }
 
 /// Fetches every `src`/`href` asset of an HTML page and checks the server serves it.
