@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::header::{ACCEPT_ENCODING, ORIGIN};
-use axum::http::{Extensions, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse as _, Response};
 use futures::FutureExt as _;
 use futures::future::Either;
@@ -101,10 +101,6 @@ pub fn app(kernel: Arc<Kernel>, identity: Arc<Identity>, plugins: Vec<(Arc<Slot>
             can_be_disabled: &|path| optional_paths.contains(path),
         },
     );
-    // Shared services reachable through `nexus_web::context::service` (the media plugin still
-    // reads the identity service there; `Auth` takes it from the layer above).
-    let mut services = Extensions::new();
-    services.insert(identity.clone());
     let server = &kernel.config.server;
     let limit = server.body_limit_bytes;
 
@@ -135,7 +131,7 @@ pub fn app(kernel: Arc<Kernel>, identity: Arc<Identity>, plugins: Vec<(Arc<Slot>
     let batch = BatchState { core: core.clone(), max: kernel.config.api.max_batch, dialects: dialects.clone() };
     let conventions = core.with_batch(batch);
     let inner = Application { conventions, cors: cors(&server.cors_origins) };
-    Arc::new(App { edge: Edge::new(inner, kernel.clone(), services, dialects), compression: compression() })
+    Arc::new(App { edge: Edge::new(inner, kernel.clone(), dialects), compression: compression() })
 }
 
 /// The endpoints an OpenAPI document describes, for `/api/plugins/{id}`.

@@ -5,15 +5,14 @@
 //! poll), while a task-local is set once and read only by the rare log line that needs it
 //! (the log formatter in `nexus::telemetry` prints it on every line of the request). The route
 //! template is noted here by the router for the edge's metrics, instead of travelling back on
-//! the response. The peer address and the application's shared services are here too,
-//! rather than inserted into each request's extensions (axum's `ConnectInfo`, `Extension`):
-//! they are known before the request arrives, and few requests read them.
+//! the response. The peer address is here too, rather than inserted into each request's
+//! extensions (axum's `ConnectInfo`): it is known before the request arrives, and few requests
+//! read it. Services are not: plugins are handed theirs at start.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::MatchedPath;
-use axum::http::Extensions;
 use nexus_kernel::plugin::Slot;
 
 tokio::task_local! {
@@ -24,7 +23,6 @@ tokio::task_local! {
 pub struct RequestContext {
     id: String,
     peer: Option<SocketAddr>,
-    services: Arc<Extensions>,
     route: OnceLock<(Template, Arc<Slot>)>,
 }
 
@@ -45,9 +43,9 @@ impl Template {
 }
 
 impl RequestContext {
-    /// The context of request `id` from `peer`, served by an application with `services`.
-    pub fn new(id: String, peer: Option<SocketAddr>, services: Arc<Extensions>) -> Arc<Self> {
-        Arc::new(Self { id, peer, services, route: OnceLock::new() })
+    /// The context of request `id` from `peer`.
+    pub fn new(id: String, peer: Option<SocketAddr>) -> Arc<Self> {
+        Arc::new(Self { id, peer, route: OnceLock::new() })
     }
 
     pub fn id(&self) -> &str {
@@ -97,12 +95,6 @@ pub fn request_id() -> Option<String> {
 /// The peer address of the connection of the request this task is serving, if known.
 pub fn peer() -> Option<SocketAddr> {
     REQUEST.try_with(|ctx| ctx.peer).ok().flatten()
-}
-
-/// The application's shared service of type `T` (such as the identity service), if the
-/// request this task is serving has one.
-pub fn service<T: Clone + Send + Sync + 'static>() -> Option<T> {
-    REQUEST.try_with(|ctx| ctx.services.get::<T>().cloned()).ok().flatten()
 }
 
 /// Notes the route template that matched, and its plugin.

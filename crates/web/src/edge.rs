@@ -15,7 +15,7 @@ use std::time::Instant;
 use axum::body::{Body, HttpBody};
 use axum::extract::{MatchedPath, Request};
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use axum::http::{Extensions, HeaderName, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::IntoResponse as _;
 use axum::response::Response;
 use futures::FutureExt as _;
@@ -120,16 +120,14 @@ pub struct Edge<S> {
     inner: S,
     kernel: Arc<Kernel>,
     body_limit: usize,
-    services: Arc<Extensions>,
     dialects: Arc<DialectMap>,
 }
 
 impl<S: Inner> Edge<S> {
-    /// The edge around `inner`. `services` are the application's shared services, for
-    /// handlers and extractors to find ([`crate::context::service`]).
-    pub fn new(inner: S, kernel: Arc<Kernel>, services: Extensions, dialects: Arc<DialectMap>) -> Self {
+    /// The edge around `inner`.
+    pub fn new(inner: S, kernel: Arc<Kernel>, dialects: Arc<DialectMap>) -> Self {
         let body_limit = kernel.config.server.body_limit_bytes;
-        Self { inner, kernel, body_limit, services: Arc::new(services), dialects }
+        Self { inner, kernel, body_limit, dialects }
     }
 
     /// Answers `req`, which came from `peer` ([`crate::context::peer`]).
@@ -141,7 +139,7 @@ impl<S: Inner> Edge<S> {
             .and_then(|v| v.to_str().ok())
             .filter(|v| acceptable_request_id(v))
             .map_or_else(nexus_kernel::id::request_id, str::to_owned);
-        let ctx = RequestContext::new(request_id, peer, self.services.clone());
+        let ctx = RequestContext::new(request_id, peer);
         let method = req.method().clone();
         let uri = req.uri().clone();
         let too_large = declared_length(&req).is_some_and(|len| len > self.body_limit);
