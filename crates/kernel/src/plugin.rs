@@ -127,6 +127,29 @@ pub struct ChannelSpec {
     pub events: Vec<String>,
     /// Whether it also carries every event of a plugin that is not built in.
     pub third_party: bool,
+    /// What a subscription's `filters.query` means on this channel, if it takes one.
+    #[serde(skip)]
+    pub query: Option<QueryLanguage>,
+}
+
+/// A test a subscription runs on each event of its channel.
+pub type EventTest = Arc<dyn Fn(&crate::events::Event) -> bool + Send + Sync>;
+
+/// A channel's query language: compiles a subscription's `filters.query` once, when the client
+/// subscribes, into the test its events must pass (the documents channel takes a document
+/// filter, evaluated on each changed document).
+pub trait ChannelQuery: Send + Sync {
+    /// The test, or why `query` is not one (a message naming the place).
+    fn compile(&self, query: &Value) -> Result<EventTest, String>;
+}
+
+#[derive(Clone)]
+pub struct QueryLanguage(pub Arc<dyn ChannelQuery>);
+
+impl std::fmt::Debug for QueryLanguage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("QueryLanguage")
+    }
 }
 
 impl ChannelSpec {
@@ -136,11 +159,18 @@ impl ChannelSpec {
             permission: permission.map(str::to_string),
             events: events.iter().map(|e| (*e).to_string()).collect(),
             third_party: false,
+            query: None,
         }
     }
 
     pub fn third_party(mut self) -> Self {
         self.third_party = true;
+        self
+    }
+
+    /// Subscriptions may narrow the channel with a `filters.query` in `language`.
+    pub fn with_query(mut self, language: impl ChannelQuery + 'static) -> Self {
+        self.query = Some(QueryLanguage(Arc::new(language)));
         self
     }
 }

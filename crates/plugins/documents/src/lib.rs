@@ -2,6 +2,7 @@
 //! sorting, paging, counting and the common `$group` stages are compiled to SQL; the engine
 //! evaluates in Rust only what SQL cannot express exactly. See `docs/documents.md`.
 
+pub mod cursor;
 pub mod engine;
 pub mod operation;
 mod routes;
@@ -57,6 +58,20 @@ pub fn routes(documents: Arc<Documents>) -> nexus_web::Routes {
 #[derive(Debug, Default)]
 pub struct DocumentsPlugin;
 
+/// The `documents` channel's `filters.query`: a document filter, evaluated on each event's
+/// `document` (inserted, or updated as it now is); a deletion carries only its `_id`.
+struct ChangeQuery;
+
+impl nexus_kernel::plugin::ChannelQuery for ChangeQuery {
+    fn compile(&self, query: &serde_json::Value) -> Result<nexus_kernel::plugin::EventTest, String> {
+        let filter = engine::filter::Filter::parse(query, "filters.query").map_err(|e| e.to_string())?;
+        Ok(std::sync::Arc::new(move |event: &nexus_kernel::events::Event| match event.data.get("document") {
+            Some(doc) => filter.matches(doc),
+            None => filter.matches(&serde_json::json!({ "_id": event.data.get("id") })),
+        }))
+    }
+}
+
 /// Its configuration is applied at the next start.
 impl nexus_kernel::plugin::Reconfigure for DocumentsPlugin {}
 
@@ -72,7 +87,7 @@ impl Plugin for DocumentsPlugin {
         .permission("documents.read", "Read documents (optionally `documents.read:<collection>`)")
         .permission("documents.write", "Write documents (optionally `documents.write:<collection>`)")
         .permission("documents.admin", "Create and drop collections and indexes")
-        .channel(ChannelSpec::new("documents", Some("documents.read"), &["document.*"]))
+        .channel(ChannelSpec::new("documents", Some("documents.read"), &["document.*"]).with_query(ChangeQuery))
         .config_type::<DocumentsConfig>()
     }
 

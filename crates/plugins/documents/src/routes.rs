@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::cursor;
 use crate::engine::Invalid;
 use crate::engine::filter::Filter;
 use crate::engine::project::Projection;
@@ -231,11 +232,15 @@ fn typed(v: &str) -> Value {
 }
 
 /// The list conventions (`page`, `limit`, `filter[f]`, `filter[f][$op]`, `sort=-price,name`,
-/// `fields=a,b`) turned into a `find`.
+/// `fields=a,b`, or `cursor` for keyset pages) turned into a `find`.
 struct ListParams {
     find: Find,
     page: u64,
     limit: u64,
+    /// `Some` in cursor mode (a `cursor` parameter, even empty): the token given.
+    cursor: Option<String>,
+    /// The filter and sort parameters, which a cursor is bound to.
+    query: Vec<(String, String)>,
 }
 
 const MAX_LIMIT: u64 = 100;
@@ -246,9 +251,17 @@ fn list_params(raw: Option<&str>) -> Result<ListParams, ApiError> {
     let mut limit = 20u64;
     let mut sort = Sort::default();
     let mut fields = None;
+    let mut cursor = None;
+    let mut page_given = false;
+    let mut query = Vec::new();
     for (name, value) in form_urlencoded::parse(raw.unwrap_or_default().as_bytes()) {
+        if name == "sort" || name.starts_with("filter[") {
+            query.push((name.to_string(), value.to_string()));
+        }
         match name.as_ref() {
+            "cursor" => cursor = Some(value.into_owned()),
             "page" => {
+                page_given = true;
                 page = value
                     .trim()
                     .parse()
@@ -308,6 +321,10 @@ fn list_params(raw: Option<&str>) -> Result<ListParams, ApiError> {
             _ => {}
         }
     }
+    if cursor.is_some() && page_given {
+        return Err(ApiError::invalid_field("cursor", "Use either `page` or `cursor`, not both"));
+    }
+    query.sort();
     let filter = Filter::parse(&Value::Object(filter), "filter").map_err(invalid)?;
     Ok(ListParams {
         find: Find {
@@ -319,6 +336,8 @@ fn list_params(raw: Option<&str>) -> Result<ListParams, ApiError> {
         },
         page,
         limit,
+        cursor,
+        query,
     })
 }
 
@@ -329,6 +348,9 @@ async fn list_in(
     raw: Option<&str>,
 ) -> Result<Json<Value>, ApiError> {
     let params = list_params(raw)?;
+    if let Some(token) = &params.cursor {
+        return list_keyset(docs, p, name, &params, token).await;
+    }
     let (data, _) = docs.find(p, name, &params.find).await.map_err(api_error)?;
     let total = docs.count(p, name, params.find.filter.as_ref().unwrap_or(&Filter::all())).await.map_err(api_error)?;
     let total_pages = total.div_ceil(params.limit);
@@ -337,6 +359,52 @@ async fn list_in(
         "pagination": {
             "page": params.page, "limit": params.limit, "total": total, "total_pages": total_pages,
             "has_next": params.page < total_pages, "has_prev": params.page > 1,
+        }
+    })))
+}
+
+/// A cursor page: `next_cursor` / `prev_cursor` point past its last / before its first row,
+/// `null` at either end.
+async fn list_keyset(
+    docs: &Documents,
+    p: &nexus_identity::Principal,
+    name: &str,
+    params: &ListParams,
+    token: &str,
+) -> Result<Json<Value>, ApiError> {
+    let key = &docs.kernel().cursor_key;
+    let signature = cursor::signature(key, name, &params.query);
+    let from = match token.trim() {
+        "" => None,
+        t => {
+            let c = cursor::open(key, t).filter(|c| c.q == signature).ok_or_else(|| {
+                ApiError::invalid_field(
+                    "cursor",
+                    "Not a cursor of this list: cursors come from `next_cursor`/`prev_cursor` of the same collection, filter and sort",
+                )
+            })?;
+            Some(c)
+        }
+    };
+    let back = from.as_ref().is_some_and(|c| c.back);
+    let page =
+        docs.find_keyset(p, name, &params.find, from.as_ref().map(|c| &c.edge), back).await.map_err(api_error)?;
+    // Rows lie beyond the page in the direction read when `more`; the other way whenever the
+    // page started from a cursor.
+    let (has_next, has_prev) = if back { (true, page.more) } else { (page.more, from.is_some()) };
+    let seal = |edge: Option<crate::service::Edge>, back: bool| {
+        edge.map(|edge| cursor::seal(key, &cursor::Cursor { q: signature.clone(), edge, back }))
+    };
+    let next = if has_next { seal(page.last.clone(), false) } else { None };
+    let prev = if has_prev { seal(page.first.clone(), true) } else { None };
+    Ok(Json(json!({
+        "data": page.docs,
+        "pagination": {
+            "cursor": (!token.is_empty()).then_some(token),
+            "next_cursor": next,
+            "prev_cursor": prev,
+            "has_more": next.is_some(),
+            "limit": params.limit,
         }
     })))
 }

@@ -112,6 +112,41 @@ pub struct Plan {
     pub paging: &'static str,
 }
 
+/// The row on the edge of a keyset page: where the next (or previous) page starts.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Edge {
+    /// The row's [`Sort::keys_of`] under the page's sort.
+    #[serde(with = "edge_keys")]
+    pub keys: Vec<Option<Value>>,
+    pub id: String,
+}
+
+/// Each key as `[value]`, or `[]` for `None`: serde would read a `Some(null)` back as `None`.
+mod edge_keys {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::Value;
+
+    pub fn serialize<S: Serializer>(keys: &[Option<Value>], s: S) -> Result<S::Ok, S::Error> {
+        let wrapped: Vec<Vec<&Value>> = keys.iter().map(|k| k.iter().collect()).collect();
+        wrapped.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Option<Value>>, D::Error> {
+        let wrapped: Vec<Vec<Value>> = Vec::deserialize(d)?;
+        Ok(wrapped.into_iter().map(|k| k.into_iter().next()).collect())
+    }
+}
+
+/// One keyset page: its rows in order and whether more lie beyond them in the direction read.
+#[derive(Debug, Clone, Default)]
+pub struct KeysetPage {
+    pub docs: Vec<Value>,
+    pub more: bool,
+    /// The first and last rows' edges (before projection), for the cursors either side.
+    pub first: Option<Edge>,
+    pub last: Option<Edge>,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct UpdateResult {
     pub matched: u64,
@@ -332,6 +367,78 @@ impl Documents {
             docs = docs.into_iter().map(|d| proj.apply(d)).collect();
         }
         Ok((docs, plan))
+    }
+
+    /// A keyset page of `q` (its `skip` is ignored): the `q.limit` rows after `from`, or
+    /// before it when `backward`, or the first ones without `from`. The order is `q.sort`
+    /// then `_id`, so that a row inserted or deleted elsewhere neither repeats nor skips one.
+    /// Unsorted pages run in SQL on the primary key; sorted ones sort in the engine, because
+    /// MongoDB's order over mixed types has no SQL row comparison.
+    pub async fn find_keyset(
+        &self,
+        p: &Principal,
+        collection: &str,
+        q: &Find,
+        from: Option<&Edge>,
+        backward: bool,
+    ) -> Result<KeysetPage, DocError> {
+        self.require(p, Access::Read, Some(collection))?;
+        valid_collection(collection, "collection")?;
+        let all = Filter::all();
+        let filter = q.filter.as_ref().unwrap_or(&all);
+        let limit = usize::try_from(q.limit.unwrap_or(u64::MAX)).unwrap_or(usize::MAX).max(1);
+        let (mut where_sql, params, exact) = self.compile(collection, filter).await?;
+        let mut rows = if q.sort.is_empty() && exact {
+            let mut b = Builder::new(self.store.dialect());
+            b.params = params;
+            if let Some(edge) = from {
+                let at = b.bind(Param::Text(edge.id.clone()));
+                where_sql = format!("{where_sql} AND id {} {at}", if backward { "<" } else { ">" });
+            }
+            let order = if backward { "id DESC" } else { "id ASC" };
+            let take = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+            let mut rows = self.store.select(&where_sql, &b.params, order, Some(take), 0).await?;
+            let more = rows.len() > limit;
+            rows.truncate(limit);
+            if backward {
+                rows.reverse();
+            }
+            (rows, more)
+        } else {
+            let mut rows = self.store.select(&where_sql, &params, "id ASC", None, 0).await?;
+            if !exact {
+                rows.retain(|d| filter.matches(d));
+            }
+            let mut keyed: Vec<(Edge, Value)> =
+                rows.into_iter().map(|d| (Edge { keys: q.sort.keys_of(&d), id: id_of(&d) }, d)).collect();
+            let order = |a: &Edge, b: &Edge| q.sort.compare_keys(&a.keys, &b.keys).then_with(|| a.id.cmp(&b.id));
+            keyed.sort_by(|a, b| order(&a.0, &b.0));
+            if let Some(edge) = from {
+                let wanted = if backward { std::cmp::Ordering::Less } else { std::cmp::Ordering::Greater };
+                keyed.retain(|(e, _)| order(e, edge) == wanted);
+            }
+            let mut rows: Vec<Value> = keyed.into_iter().map(|(_, d)| d).collect();
+            let more = rows.len() > limit;
+            if backward {
+                let cut = rows.len().saturating_sub(limit);
+                rows.drain(..cut);
+            } else {
+                rows.truncate(limit);
+            }
+            (rows, more)
+        };
+        let edge = |d: &Value| Edge { keys: q.sort.keys_of(d), id: id_of(d) };
+        let mut page = KeysetPage {
+            first: rows.0.first().map(edge),
+            last: rows.0.last().map(edge),
+            more: rows.1,
+            docs: Vec::new(),
+        };
+        if let Some(proj) = &q.projection {
+            rows.0 = rows.0.into_iter().map(|d| proj.apply(d)).collect();
+        }
+        page.docs = rows.0;
+        Ok(page)
     }
 
     pub async fn count(&self, p: &Principal, collection: &str, filter: &Filter) -> Result<u64, DocError> {

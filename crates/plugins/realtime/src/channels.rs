@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use nexus_kernel::events::{self, Event};
-use nexus_kernel::plugin::{ChannelSpec, Registry};
+use nexus_kernel::plugin::{ChannelSpec, EventTest, QueryLanguage, Registry};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -65,6 +65,11 @@ impl ChannelTable {
         self.channels.iter().position(|c| c.name == channel)
     }
 
+    /// The query language of `channel`'s `filters.query`, if it takes one.
+    pub fn query_language(&self, channel: &str) -> Option<&QueryLanguage> {
+        self.channels.iter().find(|c| c.name == channel).and_then(|c| c.query.as_ref())
+    }
+
     /// Whether the channel at `index` carries `event`.
     pub fn carries(&self, index: usize, event: &Event) -> bool {
         self.channels.get(index).is_some_and(|c| {
@@ -96,6 +101,21 @@ pub struct Filters {
     pub event_categories: Option<Vec<String>>,
     /// Channel `documents`: only events of documents in these collections.
     pub collections: Option<Vec<String>>,
+    /// A query in the channel's own language ([`ChannelTable::query_language`]); the
+    /// `documents` channel takes a document filter (`{"price": {"$gt": 100}}`).
+    pub query: Option<Value>,
+    /// `query`, compiled when the client subscribed.
+    #[serde(skip)]
+    pub test: Option<Test>,
+}
+
+#[derive(Clone)]
+pub struct Test(pub EventTest);
+
+impl std::fmt::Debug for Test {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Test")
+    }
 }
 
 impl Filters {
@@ -129,6 +149,11 @@ impl Filters {
         {
             return false;
         }
+        if let Some(test) = &self.test
+            && !(test.0)(event)
+        {
+            return false;
+        }
         match &self.event_types {
             None => true,
             Some(patterns) => {
@@ -148,6 +173,9 @@ impl Filters {
             if let (Some(list), Some(obj)) = (list, shown.as_object_mut()) {
                 obj.insert(name.into(), json!(list));
             }
+        }
+        if let (Some(query), Some(obj)) = (&self.query, shown.as_object_mut()) {
+            obj.insert("query".into(), query.clone());
         }
         shown
     }

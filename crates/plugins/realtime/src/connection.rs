@@ -305,7 +305,7 @@ fn subscribe(rt: &Arc<Realtime>, state: &mut State, out: &mut Outbox, msg: &Valu
         out.send(&error("PERMISSION_DENIED", &message, with_channel));
         return;
     }
-    let filters = match msg.get("filters") {
+    let mut filters = match msg.get("filters") {
         None | Some(Value::Null) => Filters::default(),
         Some(v) => match serde_json::from_value::<Filters>(v.clone()) {
             Ok(f) => f,
@@ -318,6 +318,20 @@ fn subscribe(rt: &Arc<Realtime>, state: &mut State, out: &mut Outbox, msg: &Valu
     if let Err(why) = filters.validate() {
         out.send(&error("VALIDATION_ERROR", &format!("invalid filters: {why}"), with_channel));
         return;
+    }
+    if let Some(query) = &filters.query {
+        let Some(language) = rt.hub.channels.query_language(&channel) else {
+            let message = format!("invalid filters: channel `{channel}` takes no `query`");
+            out.send(&error("VALIDATION_ERROR", &message, with_channel));
+            return;
+        };
+        match language.0.compile(query) {
+            Ok(test) => filters.test = Some(crate::channels::Test(test)),
+            Err(why) => {
+                out.send(&error("VALIDATION_ERROR", &format!("invalid filters.query: {why}"), with_channel));
+                return;
+            }
+        }
     }
     // The acknowledgement is queued before the hub may queue the channel's first event.
     out.send(&json!({ "type": "subscribed", "channel": channel, "filters": filters.to_json() }));

@@ -537,4 +537,155 @@ async fn the_documents_channel_filters_by_collection() {
     let e = ws_next(&mut ws, "event").await;
     assert_eq!(e["data"]["payload"]["collection"], "products", "{e}");
     assert_eq!(e["data"]["payload"]["id"], "p1", "{e}");
+
+    // A query narrows the channel to the changes whose document matches it, evaluated on each
+    // event: the cheap insert and the update that leaves the price low are not delivered; the
+    // update that raises it is, and so is the marker after it.
+    ws.send(send(json!({ "type": "unsubscribe", "channel": "documents" }))).await.unwrap_or_else(|e| panic!("{e}"));
+    ws_next(&mut ws, "unsubscribed").await;
+    let sub = json!({ "type": "subscribe", "channel": "documents",
+        "filters": { "collections": ["products"], "query": { "$or": [{ "price": { "$gt": 100 } }, { "_id": "marker" }] } } });
+    ws.send(send(sub)).await.unwrap_or_else(|e| panic!("{e}"));
+    let ack = ws_next(&mut ws, "subscribed").await;
+    assert_eq!(ack["filters"]["query"]["$or"][0]["price"]["$gt"], 100, "{ack}");
+    let steps = [
+        json!({ "operation": "insert_one", "document": { "_id": "cheap", "price": 5 } }),
+        json!({ "operation": "update_one", "filter": { "_id": "cheap" }, "update": { "$inc": { "price": 1 } } }),
+        json!({ "operation": "update_one", "filter": { "_id": "cheap" }, "update": { "$set": { "price": 500 } } }),
+        json!({ "operation": "insert_one", "document": { "_id": "marker" } }),
+    ];
+    for mut step in steps {
+        step["collection"] = json!("products");
+        let r = s.post_as(&admin, "/api/database/query", step).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+    let e = ws_next(&mut ws, "event").await;
+    assert_eq!(e["data"]["type"], "document.updated", "{e}");
+    assert_eq!(e["data"]["payload"]["document"]["price"], 500, "{e}");
+    let e = ws_next(&mut ws, "event").await;
+    assert_eq!(e["data"]["payload"]["id"], "marker", "{e}");
+
+    // A bad query, or one on a channel without a query language, is refused.
+    for (channel, query) in [("documents", json!({ "price": { "$where": "1" } })), ("user_events", json!({ "a": 1 }))] {
+        let sub = json!({ "type": "subscribe", "channel": channel, "filters": { "query": query } });
+        ws.send(send(sub)).await.unwrap_or_else(|e| panic!("{e}"));
+        let e = ws_next(&mut ws, "error").await;
+        assert_eq!(e["code"], "VALIDATION_ERROR", "{e}");
+    }
+}
+
+/// Walks a cursor list from its first page to its end: the ids in order, and the cursors.
+async fn walk(s: &TestServer, token: &str, path: &str) -> (Vec<String>, Vec<Value>) {
+    let (mut ids, mut pages) = (Vec::new(), Vec::new());
+    let mut url = format!("{path}&cursor=");
+    for _ in 0..50 {
+        let r = s.get_as(token, &url).await;
+        assert_eq!(r.status, StatusCode::OK, "{url}: {}", r.text);
+        ids.extend(
+            r.json["data"].as_array().into_iter().flatten().map(|d| d["_id"].as_str().unwrap_or_default().to_string()),
+        );
+        pages.push(r.json["pagination"].clone());
+        match r.json["pagination"]["next_cursor"].as_str() {
+            Some(next) => url = format!("{path}&cursor={next}"),
+            None => return (ids, pages),
+        }
+    }
+    panic!("{path}: no end after 50 pages");
+}
+
+#[tokio::test]
+async fn cursor_pages_follow_the_sort_over_mixed_types_and_survive_changes() {
+    for backend in backends() {
+        let s = TestServer::start_on(backend).await;
+        let token = s.admin_token().await;
+        // Prices of every type bracket, missing and arrays (which sort by their least element
+        // ascending, their greatest descending), with ties broken by `_id`.
+        let mut docs = Vec::new();
+        for i in 0..23 {
+            let price = match i % 6 {
+                0 => json!(i),
+                1 => json!(format!("s{}", i % 4)),
+                2 => Value::Null,
+                3 => json!([i, 100 - i]),
+                4 => json!(f64::from(i) / 2.0),
+                _ => json!(true),
+            };
+            let mut d = json!({"_id": format!("d{i:02}"), "kind": if i % 2 == 0 { "even" } else { "odd" }});
+            if i % 7 != 5 {
+                d["price"] = price;
+            }
+            docs.push(d);
+        }
+        let r = s
+            .post_as(
+                &token,
+                "/api/database/query",
+                json!({"collection": "mixed", "operation": "insert_many", "documents": docs}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+
+        for query in ["sort=-price", "sort=price,-kind", "filter[kind]=even&sort=price", "filter[kind]=odd"] {
+            let all = s.get_as(&token, &format!("/api/mixed?{query}&limit=100")).await;
+            assert_eq!(all.status, StatusCode::OK, "{}", all.text);
+            let expected: Vec<String> = all.json["data"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| d["_id"].as_str().unwrap_or_default().to_string())
+                .collect();
+            let (ids, pages) = walk(&s, &token, &format!("/api/mixed?{query}&limit=4")).await;
+            assert_eq!(ids, expected, "{backend:?} {query}");
+            assert_eq!(pages[0]["prev_cursor"], Value::Null);
+            assert_eq!(pages[0]["cursor"], Value::Null);
+            assert_eq!(pages.last().map(|p| p["has_more"].clone()), Some(json!(false)));
+
+            // The second page's prev_cursor leads back to the first page.
+            if let Some(prev) = pages.get(1).and_then(|p| p["prev_cursor"].as_str()) {
+                let r = s.get_as(&token, &format!("/api/mixed?{query}&limit=4&cursor={prev}")).await;
+                let back: Vec<&str> =
+                    r.json["data"].as_array().into_iter().flatten().filter_map(|d| d["_id"].as_str()).collect();
+                assert_eq!(
+                    back,
+                    expected.iter().take(4).map(String::as_str).collect::<Vec<_>>(),
+                    "{backend:?} {query}"
+                );
+                assert_eq!(r.json["pagination"]["prev_cursor"], Value::Null);
+                assert!(r.json["pagination"]["next_cursor"].is_string());
+            }
+        }
+
+        // A row deleted and one inserted before the position change nothing after it.
+        let first = s.get_as(&token, "/api/mixed?sort=price&limit=5&cursor=").await;
+        let next = first.json["pagination"]["next_cursor"].as_str().unwrap_or_default().to_string();
+        let before: Vec<Value> =
+            s.get_as(&token, &format!("/api/mixed?sort=price&limit=5&cursor={next}")).await.json["data"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+        let gone = first.json["data"][0]["_id"].as_str().unwrap_or_default().to_string();
+        assert_eq!(
+            s.call_as(&token, Method::DELETE, &format!("/api/mixed/{gone}"), None).await.status,
+            StatusCode::NO_CONTENT
+        );
+        assert_eq!(
+            s.post_as(&token, "/api/mixed", json!({"_id": "a-new", "price": null})).await.status,
+            StatusCode::CREATED
+        );
+        let after = s.get_as(&token, &format!("/api/mixed?sort=price&limit=5&cursor={next}")).await;
+        assert_eq!(after.json["data"].as_array().cloned().unwrap_or_default(), before, "{backend:?}");
+
+        // A cursor belongs to its query; page and cursor exclude each other; forgeries fail.
+        for url in [
+            format!("/api/mixed?sort=-price&limit=5&cursor={next}"),
+            format!("/api/mixed?sort=price&filter[kind]=odd&cursor={next}"),
+            format!("/api/collections/mixed/documents?sort=price&cursor={next}x"),
+            String::from("/api/mixed?cursor=abc.def"),
+            String::from("/api/mixed?cursor=&page=2"),
+        ] {
+            let r = s.get_as(&token, &url).await;
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{url}: {}", r.text);
+            assert_eq!(r.json["error"]["code"], "VALIDATION_ERROR", "{url}");
+        }
+    }
 }

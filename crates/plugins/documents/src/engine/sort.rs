@@ -78,6 +78,24 @@ impl Sort {
         Ordering::Equal
     }
 
+    /// The values `doc` sorts by, one per key (`None`: an empty array): what a keyset cursor
+    /// keeps of the row on its edge.
+    pub fn keys_of(&self, doc: &Value) -> Vec<Option<Value>> {
+        self.0.iter().map(|key| sort_value(doc, key)).collect()
+    }
+
+    /// How a row whose [`Self::keys_of`] are `a` sorts against one whose are `b`.
+    pub fn compare_keys(&self, a: &[Option<Value>], b: &[Option<Value>]) -> Ordering {
+        for ((key, ka), kb) in self.0.iter().zip(a).zip(b) {
+            let o = cmp_key(ka, kb);
+            let o = if key.desc { o.reverse() } else { o };
+            if o != Ordering::Equal {
+                return o;
+            }
+        }
+        Ordering::Equal
+    }
+
     /// Sorts stably, so equal keys keep their order (the store's `_id` order).
     pub fn apply(&self, docs: &mut [Value]) {
         if !self.is_empty() {
