@@ -229,16 +229,28 @@ impl std::fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
+fn overloaded(err: &crate::db::StorageError) -> Failure {
+    tracing::warn!(error = %err, "the database is overloaded");
+    Failure::new(ErrorCode::ServiceUnavailable, "The database is busy; retry shortly").with_extra("retry_after", 1)
+}
+
 impl From<crate::db::StorageError> for Failure {
     fn from(err: crate::db::StorageError) -> Self {
         use crate::db::StorageError;
         match err {
             // Every connection stayed busy: the server is overloaded, not broken. The client
             // may retry; the operator sees it in the log.
-            StorageError::Query(sqlx::Error::PoolTimedOut) | StorageError::Timeout(_) => {
-                tracing::warn!(error = %err, "the database is overloaded");
-                Failure::new(ErrorCode::ServiceUnavailable, "The database is busy; retry shortly")
-                    .with_extra("retry_after", 1)
+            StorageError::Query(sqlx::Error::PoolTimedOut) | StorageError::Timeout(_) => overloaded(&err),
+            // SQLite's write lock stayed taken past the busy timeout (`SQLITE_BUSY`, or
+            // `SQLITE_LOCKED` in shared cache): the same overload, one writer at a time.
+            StorageError::Query(sqlx::Error::Database(ref db))
+                if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some()
+                    && matches!(
+                        db.code().as_deref().and_then(|c| c.parse::<i32>().ok()).map(|c| c & 0xff),
+                        Some(5 | 6)
+                    ) =>
+            {
+                overloaded(&err)
             }
             err => Failure::internal(err),
         }

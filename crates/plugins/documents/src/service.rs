@@ -112,6 +112,40 @@ pub struct Plan {
     pub paging: &'static str,
 }
 
+/// The indexes of a collection whose keys hold no array yet (multikey off), with their key
+/// paths: read once per write, then checked against each document written.
+struct FlatIndexes(Vec<(String, Vec<Vec<String>>)>);
+
+impl FlatIndexes {
+    async fn read(docs: &Documents, tx: &mut Tx, collection: &str) -> Result<Self, DocError> {
+        let mut out = Vec::new();
+        for i in docs.store.list_indexes_in(tx, collection).await?.into_iter().filter(|i| !i.multikey) {
+            let Ok(Value::Object(keys)) = serde_json::from_str::<Value>(&i.keys) else { continue };
+            let paths = keys.keys().map(|k| k.split('.').map(str::to_string).collect()).collect();
+            out.push((i.name, paths));
+        }
+        Ok(Self(out))
+    }
+
+    /// Turns multikey on for each index `doc` holds an array on (on a key path or a prefix).
+    async fn note(&mut self, docs: &Documents, tx: &mut Tx, collection: &str, doc: &Value) -> Result<(), DocError> {
+        let mut i = 0;
+        while let Some((name, paths)) = self.0.get(i) {
+            let arrays = paths.iter().any(|segs| {
+                (1..=segs.len())
+                    .any(|n| segs.get(..n).and_then(|p| crate::engine::path::get(doc, p)).is_some_and(Value::is_array))
+            });
+            if arrays {
+                docs.store.set_multikey(tx, collection, name).await?;
+                self.0.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The row on the edge of a keyset page: where the next (or previous) page starts.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Edge {
@@ -278,18 +312,8 @@ impl Documents {
 
     /// Flags the indexes whose path `doc` holds an array on as multikey, in `tx`.
     async fn note_arrays(&self, tx: &mut Tx, collection: &str, doc: &Value) -> Result<(), DocError> {
-        for i in self.store.list_indexes_in(tx, collection).await?.into_iter().filter(|i| !i.multikey) {
-            let Ok(Value::Object(keys)) = serde_json::from_str::<Value>(&i.keys) else { continue };
-            let arrays = keys.keys().any(|k| {
-                let segs: Vec<String> = k.split('.').map(str::to_string).collect();
-                (1..=segs.len())
-                    .any(|n| segs.get(..n).and_then(|p| crate::engine::path::get(doc, p)).is_some_and(Value::is_array))
-            });
-            if arrays {
-                self.store.set_multikey(tx, collection, &i.name).await?;
-            }
-        }
-        Ok(())
+        let mut flat = FlatIndexes::read(self, tx, collection).await?;
+        flat.note(self, tx, collection, doc).await
     }
 
     /// SQL for `filter` in `collection`: (WHERE text, parameters, exact).
@@ -706,11 +730,12 @@ impl Documents {
         self.store.create_collection(tx, collection, None, now).await?;
         let schema = self.schema_of(tx, collection).await?;
         let mut ids = Vec::with_capacity(docs.len());
+        let mut flat = FlatIndexes::read(self, tx, collection).await?;
         for (i, d) in docs.into_iter().enumerate() {
             let at =
                 if place.ends_with(']') || place == "document" { place.to_string() } else { format!("{place}[{i}]") };
             let (id, doc) = self.prepare(d, &at, schema.as_ref())?;
-            self.note_arrays(tx, collection, &doc).await?;
+            flat.note(self, tx, collection, &doc).await?;
             self.store.insert(tx, collection, &id, &doc.to_string(), now).await.map_err(|e| match e {
                 WriteError::Duplicate => {
                     DocError::Conflict(format!("{at}: a document with `_id` {id} or another unique key already exists"))

@@ -30,7 +30,8 @@ macro_rules! bound {
 
 /// One transaction on whichever backend is configured.
 pub enum Tx {
-    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    /// With the turn at SQLite's write lock ([`SqliteStore::gate`]), held until it ends.
+    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>, tokio::sync::OwnedMutexGuard<()>),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
 }
 
@@ -43,7 +44,7 @@ impl std::fmt::Debug for Tx {
 macro_rules! on_tx {
     ($tx:expr, |$c:ident| $body:expr) => {
         match $tx {
-            Tx::Sqlite(t) => {
+            Tx::Sqlite(t, _) => {
                 let $c = &mut **t;
                 $body
             }
@@ -58,7 +59,7 @@ macro_rules! on_tx {
 impl Tx {
     pub async fn commit(self) -> Result<(), StorageError> {
         match self {
-            Tx::Sqlite(t) => t.commit().await?,
+            Tx::Sqlite(t, _) => t.commit().await?,
             Tx::Postgres(t) => t.commit().await?,
         }
         Ok(())
@@ -191,7 +192,7 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug {
 /// The store for `db`'s dialect.
 pub fn open(db: &Db) -> Arc<dyn DocumentStore> {
     match db {
-        Db::Sqlite(pool) => Arc::new(SqliteStore { pool: pool.clone() }),
+        Db::Sqlite(pool) => Arc::new(SqliteStore { pool: pool.clone(), gate: Arc::default() }),
         Db::Postgres(pool) => Arc::new(PostgresStore { pool: pool.clone() }),
     }
 }
@@ -199,6 +200,11 @@ pub fn open(db: &Db) -> Arc<dyn DocumentStore> {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: sqlx::SqlitePool,
+    /// Writers queue here for SQLite's one write lock, in order, instead of all taking a pool
+    /// connection and retrying `BEGIN IMMEDIATE` in SQLite's busy handler, whose sleeps grow
+    /// to 100 ms: under many concurrent writers that backoff, not the writing, set the pace,
+    /// and a writer could wait out the busy timeout.
+    gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 #[derive(Debug, Clone)]
@@ -225,12 +231,13 @@ fn doc_col(dialect: Dialect) -> &'static str {
 // IMMEDIATE: these transactions read and then write. A deferred one that read first could not
 // take the write lock after another connection committed (`SQLITE_BUSY_SNAPSHOT`, at once,
 // without waiting).
-async fn begin_sqlite(pool: &sqlx::SqlitePool) -> Result<Tx> {
-    Ok(Tx::Sqlite(pool.begin_with("BEGIN IMMEDIATE").await?))
+async fn begin_sqlite(store: &SqliteStore) -> Result<Tx> {
+    let turn = store.gate.clone().lock_owned().await;
+    Ok(Tx::Sqlite(store.pool.begin_with("BEGIN IMMEDIATE").await?, turn))
 }
 
-async fn begin_postgres(pool: &sqlx::PgPool) -> Result<Tx> {
-    Ok(Tx::Postgres(pool.begin().await?))
+async fn begin_postgres(store: &PostgresStore) -> Result<Tx> {
+    Ok(Tx::Postgres(store.pool.begin().await?))
 }
 
 /// The implementation of [`DocumentStore`] for one dialect: the SQL differs only where the
@@ -244,15 +251,13 @@ macro_rules! dialect_impl {
 
             fn write_events<'a>(&'a self, tx: &'a mut Tx, events: &'a [Event]) -> BoxFuture<'a, Result<()>> {
                 Box::pin(async move {
-                    for event in events {
-                        on_tx!(tx, |c| c.write_event(event).await)?;
-                    }
+                    on_tx!(tx, |c| c.write_events(events).await)?;
                     Ok(())
                 })
             }
 
             fn begin<'a>(&'a self) -> BoxFuture<'a, Result<Tx>> {
-                Box::pin($begin(&self.pool))
+                Box::pin($begin(self))
             }
 
             fn get_collection<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<CollectionRow>, StorageError>> {
