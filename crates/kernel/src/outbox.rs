@@ -181,7 +181,8 @@ macro_rules! outbox_tx {
             }
 
             async fn write_events(&mut self, events: &[Event]) -> Result<(), sqlx::Error> {
-                let now = Timestamp::now().as_micros();
+                // One microsecond apart, so that they are taken in the order written.
+                let mut at = Timestamp::now().as_micros();
                 for chunk in events.chunks(EVENTS_PER_STATEMENT) {
                     // Placeholders only: the values are bound.
                     let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_events_sql(chunk.len())));
@@ -193,7 +194,8 @@ macro_rules! outbox_tx {
                             .bind(event.data.to_string())
                             .bind(&event.timestamp)
                             .bind(&event.origin)
-                            .bind(now);
+                            .bind(at);
+                        at += 1;
                     }
                     q.execute(&mut *self).await?;
                     let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_pending_sql(chunk.len())));

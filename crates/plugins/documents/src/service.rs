@@ -112,6 +112,10 @@ pub struct Plan {
     pub paging: &'static str,
 }
 
+/// Documents per multi-row `INSERT` (4 parameters each with the shared ones: well under
+/// SQLite's 32,766).
+const ROWS_PER_INSERT: usize = 200;
+
 /// The indexes of a collection whose keys hold no array yet (multikey off), with their key
 /// paths: read once per write, then checked against each document written.
 struct FlatIndexes(Vec<(String, Vec<Vec<String>>)>);
@@ -349,12 +353,23 @@ impl Documents {
         valid_collection(collection, "collection")?;
         let all = Filter::all();
         let filter = q.filter.as_ref().unwrap_or(&all);
-        let (where_sql, params, exact) = self.compile(collection, filter).await?;
+        let flat = self.flat_paths(collection, None).await?;
+        // Sort paths the filter pins to one type bracket, on paths that hold no arrays.
+        let pinned: Vec<_> = q
+            .sort
+            .0
+            .iter()
+            .map_while(|k| flat.contains(&k.path.segments).then(|| filter.pinned_bracket(&k.path)).flatten())
+            .collect();
+        let (where_sql, params, exact) = self.compile_with(flat, collection, filter);
         let mut plan = Plan { sql: where_sql.clone(), filter_exact: exact, ..Plan::default() };
         plan.filter = if exact { "sql" } else { "sql (superset) + engine" };
         let b = Builder::new(self.store.dialect());
         let sql_order = if q.sort.is_empty() {
             Some("id ASC".to_string())
+        } else if exact && pinned.len() == q.sort.0.len() {
+            // No array or object can be at a pinned path: no guard to probe.
+            b.order_by_pinned(&q.sort, &pinned)
         } else if exact {
             match (b.order_by(&q.sort), b.sort_guard(&q.sort)) {
                 (Some(order), Some(guard)) => {
@@ -731,17 +746,15 @@ impl Documents {
         let schema = self.schema_of(tx, collection).await?;
         let mut ids = Vec::with_capacity(docs.len());
         let mut flat = FlatIndexes::read(self, tx, collection).await?;
+        let mut rows = Vec::with_capacity(docs.len());
+        let mut places = Vec::with_capacity(docs.len());
         for (i, d) in docs.into_iter().enumerate() {
             let at =
                 if place.ends_with(']') || place == "document" { place.to_string() } else { format!("{place}[{i}]") };
             let (id, doc) = self.prepare(d, &at, schema.as_ref())?;
             flat.note(self, tx, collection, &doc).await?;
-            self.store.insert(tx, collection, &id, &doc.to_string(), now).await.map_err(|e| match e {
-                WriteError::Duplicate => {
-                    DocError::Conflict(format!("{at}: a document with `_id` {id} or another unique key already exists"))
-                }
-                WriteError::Storage(s) => DocError::Storage(s),
-            })?;
+            rows.push((id.clone(), doc.to_string()));
+            places.push(at);
             changes.push(Change {
                 kind: "document.inserted",
                 collection: collection.into(),
@@ -749,6 +762,27 @@ impl Documents {
                 data: json!({ "document": doc }),
             });
             ids.push(id);
+        }
+        let conflict = |at: &str, id: &str| {
+            DocError::Conflict(format!("{at}: a document with `_id` {id} or another unique key already exists"))
+        };
+        for (chunk, at) in rows.chunks(ROWS_PER_INSERT).zip(places.chunks(ROWS_PER_INSERT)) {
+            match self.store.insert_rows(tx, collection, chunk, now).await {
+                Ok(()) => {}
+                // None of the chunk stayed: one at a time names the document that conflicts.
+                Err(WriteError::Duplicate) => {
+                    for ((id, doc), at) in chunk.iter().zip(at) {
+                        self.store.insert(tx, collection, id, doc, now).await.map_err(|e| match e {
+                            WriteError::Duplicate => conflict(at, id),
+                            WriteError::Storage(s) => DocError::Storage(s),
+                        })?;
+                    }
+                    // One at a time, the repeat of a key (in the chunk or stored) failed above;
+                    // a key taken meanwhile by another writer is named here.
+                    return Err(DocError::Conflict(format!("{place}: a unique key already exists")));
+                }
+                Err(WriteError::Storage(s)) => return Err(DocError::Storage(s)),
+            }
         }
         Ok(ids)
     }

@@ -577,6 +577,31 @@ impl Builder {
         Some(terms.join(", "))
     }
 
+    /// `ORDER BY` terms for `sort` when the filter pins every sort path to one type bracket
+    /// ([`crate::engine::filter::Filter::pinned_bracket`], on paths without arrays): the
+    /// bare values, as the expression indexes hold them, so that the database can read an
+    /// index in order and stop at the limit instead of sorting the whole match.
+    pub fn order_by_pinned(&self, sort: &Sort, brackets: &[Bracket]) -> Option<String> {
+        let mut terms = Vec::new();
+        for (key, b) in sort.0.iter().zip(brackets) {
+            let dir = if key.desc { "DESC" } else { "ASC" };
+            let e = match (self.dialect, b) {
+                (Dialect::Sqlite, Bracket::Number | Bracket::String) => {
+                    format!("json_extract(doc, '{}')", sqlite_path(&key.path.segments)?)
+                }
+                (Dialect::Postgres, Bracket::Number) => Self::index_expr(self.dialect, &key.path)?,
+                (Dialect::Postgres, Bracket::String) => {
+                    format!("({} #>> '{{}}') COLLATE \"C\"", pg_path("doc", &key.path.segments)?)
+                }
+                _ => return None,
+            };
+            terms.push(format!("{e} {dir}"));
+        }
+        (terms.len() == sort.0.len()).then_some(())?;
+        terms.push("id ASC".into());
+        Some(terms.join(", "))
+    }
+
     fn sort_exprs(&self, path: &Path) -> Option<Vec<String>> {
         match self.dialect {
             Dialect::Sqlite => {

@@ -178,6 +178,16 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug {
         doc: &'a str,
         now: i64,
     ) -> BoxFuture<'a, Result<(), WriteError>>;
+    /// Inserts `rows` (`_id`, JSON text) in one statement, all or none: on a duplicate key
+    /// nothing of them stays written and the transaction goes on (a savepoint), so that the
+    /// caller can find which one it was.
+    fn insert_rows<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        collection: &'a str,
+        rows: &'a [(String, String)],
+        now: i64,
+    ) -> BoxFuture<'a, Result<(), WriteError>>;
     fn replace<'a>(
         &'a self,
         tx: &'a mut Tx,
@@ -468,6 +478,30 @@ macro_rules! dialect_impl {
             .map(|_| ())
             .map_err(write_err))?;
         Ok(())
+    })
+            }
+
+            fn insert_rows<'a>(&'a self, tx: &'a mut Tx, collection: &'a str, rows: &'a [(String, String)], now: i64) -> BoxFuture<'a, Result<(), WriteError>> {
+                Box::pin(async move {
+        let values: Vec<String> =
+            (0..rows.len()).map(|i| format!("($1, ${}, {}, $2, $2)", 3 + 2 * i, doc_param($dialect, 4 + 2 * i))).collect();
+        let sql = format!(
+            "INSERT INTO documents (collection, id, doc, created_at, updated_at) VALUES {}",
+            values.join(", ")
+        );
+        on_tx!(tx, |c| sqlx::query("SAVEPOINT insert_rows").execute(&mut *c).await.map(|_| ()).map_err(write_err))?;
+        let done = on_tx!(tx, |c| {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(collection).bind(now);
+            for (id, doc) in rows {
+                q = q.bind(id).bind(doc);
+            }
+            q.execute(&mut *c).await.map(|_| ()).map_err(write_err)
+        });
+        if done.is_err() {
+            on_tx!(tx, |c| sqlx::query("ROLLBACK TO SAVEPOINT insert_rows").execute(&mut *c).await.map(|_| ()).map_err(write_err))?;
+        }
+        on_tx!(tx, |c| sqlx::query("RELEASE SAVEPOINT insert_rows").execute(&mut *c).await.map(|_| ()).map_err(write_err))?;
+        done
     })
             }
 

@@ -93,6 +93,23 @@ impl Filter {
         matches!(self, Filter::And(v) if v.is_empty())
     }
 
+    /// The one type bracket (numbers or strings) every document this filter selects holds at
+    /// `path`, when a comparison or equality on `path` that every match must pass says so and
+    /// `path` holds no arrays (a scalar comparison matches only within its bracket; over
+    /// arrays it would match by an element).
+    pub fn pinned_bracket(&self, path: &Path) -> Option<Bracket> {
+        match self {
+            Filter::Field(p, conds) if p == path => conds.iter().find_map(|c| match c {
+                Cond::Eq(v) | Cond::Cmp(_, v) => {
+                    Some(bracket(v)).filter(|b| matches!(b, Bracket::Number | Bracket::String))
+                }
+                _ => None,
+            }),
+            Filter::And(all) => all.iter().find_map(|f| f.pinned_bracket(path)),
+            _ => None,
+        }
+    }
+
     pub fn matches(&self, doc: &Value) -> bool {
         match self {
             Filter::And(fs) => fs.iter().all(|f| f.matches(doc)),
