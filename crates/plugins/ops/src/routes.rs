@@ -239,7 +239,9 @@ async fn cache_status(State(ops): Api, Auth(p): Auth) -> Response {
 struct ClearParams {
     /// Glob over `<cache>:<key>` (`user:*`); default `*`.
     pattern: Option<String>,
-    /// `L1`, `L2` or `all` (default).
+    /// `L1`, `L2` or `all` (default; any case).
+    #[param(pattern = "^([Ll][12]|[Aa][Ll][Ll])?$")]
+    #[schema(pattern = "^([Ll][12]|[Aa][Ll][Ll])?$")]
     level: Option<String>,
 }
 

@@ -898,7 +898,7 @@ impl Ops {
         if pattern.len() > 256 {
             return Err(OpsError::field("pattern", "must be at most 256 characters"));
         }
-        let level = match level {
+        let level = match level.map(str::trim).filter(|l| !l.is_empty()) {
             None => nexus_kernel::cache::Level::All,
             Some(l) => {
                 nexus_kernel::cache::Level::parse(l).ok_or_else(|| OpsError::field("level", "must be L1, L2 or all"))?
