@@ -119,6 +119,8 @@ pub fn app(kernel: Arc<Kernel>, identity: Arc<Identity>, plugins: Vec<(Arc<Slot>
             }
         }
     };
+    // Behind the identity layer like every plugin's routes: their handlers take the caller.
+    let fallback = axum::handler::Handler::layer(fallback, nexus_identity::principal::layer(identity.clone()));
     let mut routes = api.merge(docs).fallback(fallback);
     // The edge cuts every body off at the limit; axum's extractors add their own default
     // limit, which needs lifting only when the configured one is larger.

@@ -175,6 +175,9 @@ async fn the_shortener_installs_from_the_registry_and_serves_its_routes() {
         assert_eq!(r.json["sha256"].as_str().map(str::len), Some(64));
 
         // A public route, with the configuration of the manifest.
+        // With credentials too: the caller is authenticated for the plugin's handler.
+        let r = t.s.get_as(&t.admin, "/api/plugins/shortener/hello").await;
+        assert_eq!(r.status, 200, "{}", r.text);
         let r = t.s.get("/api/plugins/shortener/hello").await;
         assert_eq!(r.status, 200, "{}", r.text);
         assert_eq!(r.json["message"], "hello from shortener");
