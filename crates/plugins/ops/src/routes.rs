@@ -438,6 +438,9 @@ async fn download_backup(
             Err(e) => Some((Err(e), None)),
         }
     });
+    // Fused: a body can be polled again after its end (once the declared length is sent),
+    // which an unfused `unfold` answers with a panic.
+    let stream = futures::StreamExt::fuse(stream);
     let length = (axum::http::header::CONTENT_LENGTH, len.to_string());
     Ok((StatusCode::OK, common, [length], axum::body::Body::from_stream(stream)).into_response())
 }
