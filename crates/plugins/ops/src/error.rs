@@ -39,7 +39,8 @@ impl From<nexus_kernel::principal::Denied> for OpsError {
 impl From<nexus_kernel::cache::CacheError> for OpsError {
     fn from(e: nexus_kernel::cache::CacheError) -> Self {
         match e {
-            nexus_kernel::cache::CacheError::NoL2 => OpsError::field("level", e.to_string()),
+            // A well-formed request this server cannot serve as configured.
+            nexus_kernel::cache::CacheError::NoL2 => OpsError::Conflict(e.to_string()),
             nexus_kernel::cache::CacheError::Redis(_) => OpsError::Unavailable(e.to_string()),
         }
     }

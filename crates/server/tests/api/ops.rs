@@ -512,7 +512,7 @@ async fn cache_stats_move_with_reads_and_clears_count_keys() {
     let r = with_key(&s, &key, Method::DELETE, "/api/v1/cache?level=L9", None).await;
     assert_eq!(r.status, 400, "{}", r.text);
     let r = with_key(&s, &key, Method::DELETE, "/api/v1/cache?level=L2", None).await;
-    assert_eq!(r.status, 400, "no L2 without redis: {}", r.text);
+    assert_eq!(r.status, 409, "no L2 without redis: {}", r.text);
 }
 
 #[tokio::test]
