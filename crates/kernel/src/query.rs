@@ -350,13 +350,24 @@ pub struct CursorState {
 
 /// An opaque, tamper-evident token for `state`.
 pub fn sign_cursor(key: &[u8], state: &CursorState) -> String {
-    let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(state).unwrap_or_default());
-    let mac = hmac_sha256(key, body.as_bytes());
-    format!("{body}.{}", URL_SAFE_NO_PAD.encode(mac.get(..16).unwrap_or_default()))
+    seal(key, state)
 }
 
 /// The state of a token made by [`sign_cursor`] with `key`; `None` when forged or malformed.
 pub fn open_cursor(key: &[u8], token: &str) -> Option<CursorState> {
+    unseal(key, token)
+}
+
+/// `value` as a tamper-evident token under `key`: base64url JSON and a truncated HMAC. Any
+/// list's cursor (a plugin's own position type too) is one of these.
+pub fn seal<T: Serialize>(key: &[u8], value: &T) -> String {
+    let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap_or_default());
+    let mac = hmac_sha256(key, body.as_bytes());
+    format!("{body}.{}", URL_SAFE_NO_PAD.encode(mac.get(..16).unwrap_or_default()))
+}
+
+/// The value in a token made by [`seal`] with `key`; `None` when forged or malformed.
+pub fn unseal<T: serde::de::DeserializeOwned>(key: &[u8], token: &str) -> Option<T> {
     let (body, mac) = token.split_once('.')?;
     let given = URL_SAFE_NO_PAD.decode(mac).ok()?;
     let expected = hmac_sha256(key, body.as_bytes());

@@ -33,21 +33,12 @@ pub fn signature(key: &[u8], collection: &str, filter_and_sort: &[(String, Strin
 }
 
 pub fn seal(key: &[u8], cursor: &Cursor) -> String {
-    let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(cursor).unwrap_or_default());
-    let mac = hmac_sha256(key, body.as_bytes());
-    format!("{body}.{}", URL_SAFE_NO_PAD.encode(mac.get(..16).unwrap_or_default()))
+    nexus_kernel::query::seal(key, cursor)
 }
 
 /// The cursor in `token`; `None` when it was not made by [`seal`] with `key`.
 pub fn open(key: &[u8], token: &str) -> Option<Cursor> {
-    let (body, mac) = token.split_once('.')?;
-    let given = URL_SAFE_NO_PAD.decode(mac).ok()?;
-    let expected = hmac_sha256(key, body.as_bytes());
-    let expected = expected.get(..16)?;
-    if given.len() != expected.len() || given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) != 0 {
-        return None;
-    }
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).ok()?).ok()
+    nexus_kernel::query::unseal(key, token)
 }
 
 #[cfg(test)]
