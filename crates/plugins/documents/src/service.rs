@@ -314,12 +314,6 @@ impl Documents {
         Ok(out)
     }
 
-    /// Flags the indexes whose path `doc` holds an array on as multikey, in `tx`.
-    async fn note_arrays(&self, tx: &mut Tx, collection: &str, doc: &Value) -> Result<(), DocError> {
-        let mut flat = FlatIndexes::read(self, tx, collection).await?;
-        flat.note(self, tx, collection, doc).await
-    }
-
     /// SQL for `filter` in `collection`: (WHERE text, parameters, exact).
     async fn compile(&self, collection: &str, filter: &Filter) -> Result<(String, Vec<Param>, bool), DocError> {
         let flat = self.flat_paths(collection, None).await?;
@@ -838,6 +832,7 @@ impl Documents {
         };
         let found = self.matching(tx, collection, filter, !many).await?;
         let mut result = UpdateResult { matched: found.len() as u64, ..UpdateResult::default() };
+        let mut flat = FlatIndexes::read(self, tx, collection).await?;
         for old in &found {
             let id = id_of(old);
             let new = match op {
@@ -858,7 +853,7 @@ impl Documents {
                 continue;
             }
             let (_, new) = self.prepare(new, "update", schema.as_ref())?;
-            self.note_arrays(tx, collection, &new).await?;
+            flat.note(self, tx, collection, &new).await?;
             self.store.replace(tx, collection, &id, &new.to_string(), now).await?;
             result.modified += 1;
             let data = match op {
