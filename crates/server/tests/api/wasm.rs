@@ -28,6 +28,15 @@ fn components() -> PathBuf {
     let out = repo().join("examples/plugins/target/wasm32-wasip2/release");
     let mut built = BUILD.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if !*built {
+        // The README's `cargo test --workspace` on a fresh machine: the target the examples
+        // build for is added as `.ci/run` adds it (rustup is how the toolchain came).
+        let installed = std::process::Command::new("rustup")
+            .args(["target", "list", "--installed"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == "wasm32-wasip2"));
+        if !installed {
+            let _ = std::process::Command::new("rustup").args(["target", "add", "wasm32-wasip2"]).status();
+        }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| String::from("cargo"));
         let status = std::process::Command::new(cargo)
             .args(["build", "--release", "--target", "wasm32-wasip2", "--manifest-path"])
