@@ -21,7 +21,7 @@ use crate::engine::sort::Sort;
 use crate::engine::update::Update;
 use crate::schema;
 use crate::sql::{Builder, Dialect, Param};
-use crate::store::{DocumentStore, Tx, WriteError};
+use crate::store::{DocumentStore, ShapeProbes, Tx, WriteError};
 
 /// Documents one `insert_many` or bulk request may carry.
 pub const MAX_BATCH: usize = 10_000;
@@ -116,38 +116,60 @@ pub struct Plan {
 /// SQLite's 32,766).
 const ROWS_PER_INSERT: usize = 200;
 
-/// The indexes of a collection whose keys hold no array yet (multikey off), with their key
-/// paths: read once per write, then checked against each document written.
-struct FlatIndexes(Vec<(String, Vec<Vec<String>>)>);
+/// The indexes of a collection with a flag still off (multikey: no array on a key path or a
+/// prefix; mixed: no boolean or object on a key path), with their key paths: read once per
+/// write, then checked against each document written.
+struct IndexShapes(Vec<Shape>);
 
-impl FlatIndexes {
+struct Shape {
+    name: String,
+    paths: Vec<Vec<String>>,
+    multikey: bool,
+    mixed: bool,
+}
+
+impl IndexShapes {
     async fn read(docs: &Documents, tx: &mut Tx, collection: &str) -> Result<Self, DocError> {
         let mut out = Vec::new();
-        for i in docs.store.list_indexes_in(tx, collection).await?.into_iter().filter(|i| !i.multikey) {
+        for i in docs.store.list_indexes_in(tx, collection).await?.into_iter().filter(|i| !(i.multikey && i.mixed)) {
             let Ok(Value::Object(keys)) = serde_json::from_str::<Value>(&i.keys) else { continue };
             let paths = keys.keys().map(|k| k.split('.').map(str::to_string).collect()).collect();
-            out.push((i.name, paths));
+            out.push(Shape { name: i.name, paths, multikey: i.multikey, mixed: i.mixed });
         }
         Ok(Self(out))
     }
 
-    /// Turns multikey on for each index `doc` holds an array on (on a key path or a prefix).
+    /// Turns an index's flags on for what `doc` holds on its paths.
     async fn note(&mut self, docs: &Documents, tx: &mut Tx, collection: &str, doc: &Value) -> Result<(), DocError> {
-        let mut i = 0;
-        while let Some((name, paths)) = self.0.get(i) {
-            let arrays = paths.iter().any(|segs| {
-                (1..=segs.len())
-                    .any(|n| segs.get(..n).and_then(|p| crate::engine::path::get(doc, p)).is_some_and(Value::is_array))
-            });
-            if arrays {
-                docs.store.set_multikey(tx, collection, name).await?;
-                self.0.remove(i);
-            } else {
-                i += 1;
+        use crate::engine::path::get;
+        for shape in &mut self.0 {
+            if !shape.multikey
+                && shape.paths.iter().any(|segs| {
+                    (1..=segs.len()).any(|n| segs.get(..n).and_then(|p| get(doc, p)).is_some_and(Value::is_array))
+                })
+            {
+                docs.store.set_multikey(tx, collection, &shape.name).await?;
+                shape.multikey = true;
+            }
+            if !shape.mixed
+                && shape.paths.iter().any(|segs| matches!(get(doc, segs), Some(Value::Bool(_) | Value::Object(_))))
+            {
+                docs.store.set_mixed(tx, collection, &shape.name).await?;
+                shape.mixed = true;
             }
         }
+        self.0.retain(|s| !(s.multikey && s.mixed));
         Ok(())
     }
+}
+
+/// What a collection's indexes say about the values on their key paths, for the compiler.
+#[derive(Debug, Default, Clone)]
+struct Paths {
+    /// No document holds an array on these (see [`Builder::with_flat_paths`]).
+    flat: Vec<Vec<String>>,
+    /// Nor a boolean or an object (see [`Builder::with_plain_paths`]).
+    plain: Vec<Vec<String>>,
 }
 
 /// The row on the edge of a keyset page: where the next (or previous) page starts.
@@ -298,17 +320,20 @@ impl Documents {
         Ok(())
     }
 
-    /// Key paths of the collection's indexes that no document holds an array on.
-    /// The paths of `collection`'s indexes that hold no arrays, read inside `tx` when given.
-    async fn flat_paths(&self, collection: &str, tx: Option<&mut Tx>) -> Result<Vec<Vec<String>>, DocError> {
+    /// The flat and plain key paths of `collection`'s indexes, read inside `tx` when given.
+    async fn flat_paths(&self, collection: &str, tx: Option<&mut Tx>) -> Result<Paths, DocError> {
         let indexes = match tx {
             Some(tx) => self.store.list_indexes_in(tx, collection).await?,
             None => self.store.list_indexes(collection).await?,
         };
-        let mut out = Vec::new();
+        let mut out = Paths::default();
         for i in indexes.into_iter().filter(|i| !i.multikey) {
             if let Ok(Value::Object(keys)) = serde_json::from_str::<Value>(&i.keys) {
-                out.extend(keys.keys().map(|k| k.split('.').map(str::to_string).collect::<Vec<_>>()));
+                let paths: Vec<Vec<String>> = keys.keys().map(|k| k.split('.').map(str::to_string).collect()).collect();
+                if !i.mixed {
+                    out.plain.extend(paths.iter().cloned());
+                }
+                out.flat.extend(paths);
             }
         }
         Ok(out)
@@ -331,8 +356,8 @@ impl Documents {
         Ok(self.compile_with(flat, collection, filter))
     }
 
-    fn compile_with(&self, flat: Vec<Vec<String>>, collection: &str, filter: &Filter) -> (String, Vec<Param>, bool) {
-        let mut b = Builder::new(self.store.dialect()).with_flat_paths(flat);
+    fn compile_with(&self, paths: Paths, collection: &str, filter: &Filter) -> (String, Vec<Param>, bool) {
+        let mut b = Builder::new(self.store.dialect()).with_flat_paths(paths.flat).with_plain_paths(paths.plain);
         let c = b.filter(filter);
         let base = Self::exists_filter(collection);
         let sql = match c.sql {
@@ -353,7 +378,7 @@ impl Documents {
             .sort
             .0
             .iter()
-            .map_while(|k| flat.contains(&k.path.segments).then(|| filter.pinned_bracket(&k.path)).flatten())
+            .map_while(|k| flat.flat.contains(&k.path.segments).then(|| filter.pinned_bracket(&k.path)).flatten())
             .collect();
         let (where_sql, params, exact) = self.compile_with(flat, collection, filter);
         let mut plan = Plan { sql: where_sql.clone(), filter_exact: exact, ..Plan::default() };
@@ -589,11 +614,12 @@ impl Documents {
         filter: &Filter,
         stage: &Stage,
     ) -> Result<Option<Vec<Value>>, DocError> {
-        let (where_sql, params, exact) = self.compile(collection, filter).await?;
+        let paths = self.flat_paths(collection, None).await?;
+        let b = Builder::new(self.store.dialect()).with_plain_paths(paths.plain.clone());
+        let (where_sql, params, exact) = self.compile_with(paths, collection, filter);
         if !exact {
             return Ok(None);
         }
-        let b = Builder::new(self.store.dialect());
         match stage {
             Stage::Count(name) => {
                 let n = self.store.scalar(format!("SELECT count(*) FROM documents WHERE {where_sql}"), &params).await?;
@@ -739,7 +765,7 @@ impl Documents {
         self.store.create_collection(tx, collection, None, now).await?;
         let schema = self.schema_of(tx, collection).await?;
         let mut ids = Vec::with_capacity(docs.len());
-        let mut flat = FlatIndexes::read(self, tx, collection).await?;
+        let mut flat = IndexShapes::read(self, tx, collection).await?;
         let mut rows = Vec::with_capacity(docs.len());
         let mut places = Vec::with_capacity(docs.len());
         for (i, d) in docs.into_iter().enumerate() {
@@ -832,7 +858,7 @@ impl Documents {
         };
         let found = self.matching(tx, collection, filter, !many).await?;
         let mut result = UpdateResult { matched: found.len() as u64, ..UpdateResult::default() };
-        let mut flat = FlatIndexes::read(self, tx, collection).await?;
+        let mut flat = IndexShapes::read(self, tx, collection).await?;
         for old in &found {
             let id = id_of(old);
             let new = match op {
@@ -1114,7 +1140,7 @@ impl Documents {
             return Err(Invalid::new(at("keys"), "An index has 1 to 8 keys").into());
         }
         let mut exprs = Vec::new();
-        let mut probes = Vec::new();
+        let (mut arrays, mut mixed) = (Vec::new(), Vec::new());
         let mut names = Vec::new();
         for (k, dir) in m {
             let here = at(&format!("keys.{k}"));
@@ -1125,14 +1151,16 @@ impl Documents {
             let expr = Builder::index_expr(self.store.dialect(), &path)
                 .ok_or_else(|| Invalid::new(&here, "Index keys are field names of letters, digits, `_` and `-`"))?;
             exprs.push(expr);
-            probes.push(Builder::array_probe(self.store.dialect(), &path).unwrap_or_else(|| "1 = 1".into()));
+            arrays.push(Builder::array_probe(self.store.dialect(), &path).unwrap_or_else(|| "1 = 1".into()));
+            mixed.push(Builder::mixed_probe(self.store.dialect(), &path).unwrap_or_else(|| "1 = 1".into()));
             names.push(format!("{k}_{dir}"));
         }
         let name = format!("dx_{}_{}", collection.replace('-', "_"), names.join("_").replace(['-', '.'], "_"));
         let name: String = if name.len() > 60 { format!("dx_{:016x}", fnv(&name)) } else { name };
+        let probes = ShapeProbes { arrays: arrays.join(" OR "), mixed: mixed.join(" OR ") };
         let created = self
             .store
-            .create_index(collection, &name, &exprs, &keys.to_string(), unique, now_micros(), &probes.join(" OR "))
+            .create_index(collection, &name, &exprs, &keys.to_string(), unique, now_micros(), &probes)
             .await
             .map_err(|e| match e {
                 WriteError::Duplicate => {

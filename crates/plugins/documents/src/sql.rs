@@ -57,8 +57,14 @@ pub struct Builder {
     aliases: usize,
     /// Paths no document of the collection holds an array on (indexed, not multikey).
     flat: Vec<Vec<String>>,
+    /// Flat paths that hold no boolean or object either: on SQLite, `json_extract` alone
+    /// tells their values' types apart (NULL for null or missing, numbers, text), so their
+    /// conditions need no `json_type` and an expression index answers them alone.
+    plain: Vec<Vec<String>>,
     /// Set while compiling a condition on a flat path.
     no_arrays: bool,
+    /// Set while compiling a condition on a plain path.
+    plain_now: bool,
 }
 
 /// Whether a field name may be written into SQL (as part of a JSON path literal).
@@ -104,13 +110,32 @@ struct Loc(String);
 
 impl Builder {
     pub fn new(dialect: Dialect) -> Self {
-        Self { dialect, params: Vec::new(), aliases: 0, flat: Vec::new(), no_arrays: false }
+        Self {
+            dialect,
+            params: Vec::new(),
+            aliases: 0,
+            flat: Vec::new(),
+            plain: Vec::new(),
+            no_arrays: false,
+            plain_now: false,
+        }
     }
 
     /// Declares paths that hold no array in any document (an index's multikey flag is off).
     pub fn with_flat_paths(mut self, paths: Vec<Vec<String>>) -> Self {
         self.flat = paths;
         self
+    }
+
+    /// Declares paths that hold no array, boolean or object in any document (an index's
+    /// multikey and mixed flags are off).
+    pub fn with_plain_paths(mut self, paths: Vec<Vec<String>>) -> Self {
+        self.plain = paths;
+        self
+    }
+
+    fn is_plain(&self, path: &Path) -> bool {
+        self.dialect == Dialect::Sqlite && self.plain.contains(&path.segments)
     }
 
     /// `collection = 'name'`, written out so that partial expression indexes
@@ -333,8 +358,10 @@ impl Builder {
             positive => {
                 let root = self.root();
                 self.no_arrays = self.flat.contains(&path.segments);
+                self.plain_now = self.is_plain(path);
                 let walked = self.walk(&root, &path.segments, positive);
                 self.no_arrays = false;
+                self.plain_now = false;
                 match walked {
                     Some(sql) => Compiled::exact(sql),
                     None => Compiled::superset(),
@@ -395,6 +422,11 @@ impl Builder {
 
     /// The positive `cond` on the value at `loc`, or on one of its elements if it is an array.
     fn leaf(&mut self, loc: &Loc, cond: &Cond) -> Option<String> {
+        if self.plain_now
+            && let Some(sql) = self.plain_leaf(&self.val(loc), cond)
+        {
+            return Some(sql);
+        }
         let t = self.typ(loc);
         let x = self.val(loc);
         let missing = if self.holds_on_missing(cond) { Some(format!("{t} IS NULL")) } else { None };
@@ -529,6 +561,67 @@ impl Builder {
             return Some(never.to_string());
         }
         Some(format!("({})", branches.join(" OR ")))
+    }
+
+    /// The positive `cond` on a plain path's value `x` (SQLite; see [`Builder::plain`]), where
+    /// it needs no type test: `x` is NULL (null or missing), a number, or text, and SQLite
+    /// orders every number before every text (`x < ''` holds for numbers only). `None` for
+    /// conditions the general form compiles.
+    fn plain_leaf(&mut self, x: &str, cond: &Cond) -> Option<String> {
+        let scalar = |v: &Value| matches!(bracket(v), Bracket::Number | Bracket::String);
+        match cond {
+            Cond::Eq(Value::Null) => Some(format!("({x} IS NULL)")),
+            Cond::Eq(v) if scalar(v) => {
+                let p = self.bind_scalar(v);
+                Some(format!("({x} = {p})"))
+            }
+            Cond::In(vs, ps) if ps.is_empty() && vs.iter().all(|v| v.is_null() || scalar(v)) => {
+                let mut parts = Vec::new();
+                if vs.iter().any(Value::is_null) {
+                    parts.push(format!("{x} IS NULL"));
+                }
+                let ps: Vec<String> = vs.iter().filter(|v| !v.is_null()).map(|v| self.bind_scalar(v)).collect();
+                if !ps.is_empty() {
+                    parts.push(format!("{x} IN ({})", ps.join(", ")));
+                }
+                if parts.is_empty() {
+                    return Some(self.bool_lit(false).to_string());
+                }
+                Some(format!("({})", parts.join(" OR ")))
+            }
+            Cond::Cmp(op, Value::Null) => Some(match op {
+                Cmp::Gte | Cmp::Lte => format!("({x} IS NULL)"),
+                Cmp::Gt | Cmp::Lt => self.bool_lit(false).to_string(),
+            }),
+            Cond::Cmp(op, v) if scalar(v) => {
+                let p = self.bind_scalar(v);
+                let number = bracket(v) == Bracket::Number;
+                Some(match (op, number) {
+                    // Above a number: also every text; below a text: also every number.
+                    (Cmp::Gt, true) => format!("({x} > {p} AND {x} < '')"),
+                    (Cmp::Gte, true) => format!("({x} >= {p} AND {x} < '')"),
+                    (Cmp::Lt, false) => format!("({x} < {p} AND {x} >= '')"),
+                    (Cmp::Lte, false) => format!("({x} <= {p} AND {x} >= '')"),
+                    (Cmp::Gt, false) => format!("({x} > {p})"),
+                    (Cmp::Gte, false) => format!("({x} >= {p})"),
+                    (Cmp::Lt, true) => format!("({x} < {p})"),
+                    (Cmp::Lte, true) => format!("({x} <= {p})"),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Binds a number or a string as SQLite compares it with `json_extract`'s result.
+    fn bind_scalar(&mut self, v: &Value) -> String {
+        match v {
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => self.bind(Param::Int(i)),
+                None => self.bind(Param::Float(n.as_f64().unwrap_or(0.0))),
+            },
+            Value::String(s) => self.bind(Param::Text(s.clone())),
+            other => self.bind(Param::Text(other.to_string())),
+        }
     }
 
     /// Equality with a scalar `v`: the value itself, or an element of it.
@@ -667,8 +760,23 @@ impl Builder {
         Some(parts.join(" OR "))
     }
 
-    /// A group key and numeric-field expressions for a `$group` pushed to SQL.
+    /// True for documents holding a boolean or an object on `path` (the mixed flag).
+    pub fn mixed_probe(dialect: Dialect, path: &Path) -> Option<String> {
+        Some(match dialect {
+            Dialect::Sqlite => {
+                format!("json_type(doc, '{}') IN ('true', 'false', 'object')", sqlite_path(&path.segments)?)
+            }
+            Dialect::Postgres => format!("jsonb_typeof({}) IN ('boolean', 'object')", pg_path("doc", &path.segments)?),
+        })
+    }
+
+    /// A group key and its JSON text for a `$group` pushed to SQL.
     pub fn group_key(&self, path: &Path) -> Option<(String, String)> {
+        if self.is_plain(path) {
+            // NULL (null and missing: one group, as MongoDB's), numbers, text.
+            let x = format!("json_extract(doc, '{}')", sqlite_path(&path.segments)?);
+            return Some((x.clone(), format!("json_quote({x})")));
+        }
         match self.dialect {
             Dialect::Sqlite => {
                 let p = sqlite_path(&path.segments)?;
@@ -692,6 +800,10 @@ impl Builder {
 
     /// `SUM`/`AVG` argument: the numeric value at `path`, NULL otherwise.
     pub fn numeric(&self, path: &Path) -> Option<String> {
+        if self.is_plain(path) {
+            let x = format!("json_extract(doc, '{}')", sqlite_path(&path.segments)?);
+            return Some(format!("(CASE WHEN {x} < '' THEN {x} END)"));
+        }
         match self.dialect {
             Dialect::Sqlite => {
                 let p = sqlite_path(&path.segments)?;

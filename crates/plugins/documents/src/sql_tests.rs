@@ -42,7 +42,16 @@ async fn load(store: &dyn DocumentStore, collection: &str, docs: &[Value]) {
 
 /// The ids SQL selects for `filter` (re-checked by the engine when the SQL is a superset).
 async fn sql_ids(store: &dyn DocumentStore, collection: &str, filter: &Filter) -> (Vec<String>, bool) {
-    let mut b = Builder::new(store.dialect());
+    sql_ids_with(store, collection, filter, Builder::new(store.dialect())).await
+}
+
+/// [`sql_ids`] with a builder that may declare flat and plain paths.
+async fn sql_ids_with(
+    store: &dyn DocumentStore,
+    collection: &str,
+    filter: &Filter,
+    mut b: Builder,
+) -> (Vec<String>, bool) {
     let c = b.filter(filter);
     let mut sql = Builder::collection(collection);
     if let Some(cond) = &c.sql {
@@ -101,8 +110,13 @@ async fn indexed_paths_use_the_expression_index() {
     load(store.as_ref(), "items", &docs).await;
     let path = crate::engine::path::Path::parse("price", "keys").unwrap();
     let expr = Builder::index_expr(store.dialect(), &path).unwrap();
-    let probe = Builder::array_probe(store.dialect(), &path).unwrap();
-    assert!(store.create_index("items", "dx_items_price_1", &[expr], "{\"price\":1}", false, 0, &probe).await.unwrap());
+    let probes = crate::store::ShapeProbes {
+        arrays: Builder::array_probe(store.dialect(), &path).unwrap(),
+        mixed: Builder::mixed_probe(store.dialect(), &path).unwrap(),
+    };
+    assert!(
+        store.create_index("items", "dx_items_price_1", &[expr], "{\"price\":1}", false, 0, &probes).await.unwrap()
+    );
     let f = Filter::parse(&json!({"price": {"$gte": 190}}), "filter").unwrap();
     let mut b = Builder::new(store.dialect()).with_flat_paths(vec![vec!["price".into()]]);
     let c = b.filter(&f);
@@ -139,8 +153,28 @@ fn value() -> impl Strategy<Value = Value> {
     ]
 }
 
+/// Numbers, strings and nulls only: the values a plain path holds.
+fn plain_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        (-3i64..4).prop_map(Value::from),
+        prop_oneof![Just(1.5), Just(-0.5), Just(2.0)].prop_map(Value::from),
+        prop_oneof![Just("a"), Just("b"), Just("B"), Just("ab"), Just(""), Just("[1]"), Just("{")]
+            .prop_map(Value::from),
+        Just(Value::Null),
+        plain_scalar_object(),
+    ]
+}
+
+fn plain_scalar_object() -> impl Strategy<Value = Value> {
+    (-3i64..4).prop_map(|v| json!({"b": v}))
+}
+
 fn doc() -> impl Strategy<Value = Value> {
-    (prop::option::of(value()), prop::option::of(value())).prop_map(|(a, b)| {
+    prop_oneof![document(value().boxed()), document(plain_value().boxed())]
+}
+
+fn document(value: BoxedStrategy<Value>) -> impl Strategy<Value = Value> {
+    (prop::option::of(value.clone()), prop::option::of(value)).prop_map(|(a, b)| {
         let mut m = serde_json::Map::new();
         if let Some(a) = a {
             m.insert("a".into(), a);
@@ -213,9 +247,24 @@ fn random_filters() {
             let mut want: Vec<String> =
                 docs.iter().filter(|d| parsed.matches(d)).map(|d| d["_id"].as_str().unwrap().to_string()).collect();
             want.sort();
+            // Declare the paths as an index's flags would: flat without arrays on them, plain
+            // also without booleans or objects.
+            let (mut flat, mut plain) = (Vec::new(), Vec::new());
+            for path in [vec!["a"], vec!["b"], vec!["a", "b"]] {
+                let segs: Vec<String> = path.iter().map(|s| s.to_string()).collect();
+                let get = |d: &Value, n: usize| crate::engine::path::get(d, &segs[..n]).cloned();
+                if docs.iter().any(|d| (1..=segs.len()).any(|n| get(d, n).is_some_and(|v| v.is_array()))) {
+                    continue;
+                }
+                if !docs.iter().any(|d| matches!(get(d, segs.len()), Some(Value::Bool(_) | Value::Object(_)))) {
+                    plain.push(segs.clone());
+                }
+                flat.push(segs);
+            }
+            let b = Builder::new(store.dialect()).with_flat_paths(flat).with_plain_paths(plain);
             let (got, exact) = rt.block_on(async {
                 load(store.as_ref(), &collection, &docs).await;
-                sql_ids(store.as_ref(), &collection, &parsed).await
+                sql_ids_with(store.as_ref(), &collection, &parsed, b).await
             });
             prop_assert_eq!(got, want, "filter {} (exact {}) docs {}", f, exact, Value::Array(docs.clone()));
             Ok(())

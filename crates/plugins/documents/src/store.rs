@@ -79,6 +79,16 @@ pub struct IndexRow {
     pub keys: String,
     pub unique: bool,
     pub multikey: bool,
+    /// Whether some document holds a boolean or an object on a key path.
+    pub mixed: bool,
+}
+
+/// SQL conditions true for a document that would turn an index's flags on (from
+/// [`Builder::array_probe`] and [`Builder::mixed_probe`]).
+#[derive(Debug, Clone)]
+pub struct ShapeProbes {
+    pub arrays: String,
+    pub mixed: String,
 }
 
 /// Why a write failed.
@@ -132,6 +142,9 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug {
     fn list_indexes_in<'a>(&'a self, tx: &'a mut Tx, collection: &'a str) -> BoxFuture<'a, Result<Vec<IndexRow>>>;
     /// Marks an index multikey, in the transaction of the write that put an array on its path.
     fn set_multikey<'a>(&'a self, tx: &'a mut Tx, collection: &'a str, name: &'a str) -> BoxFuture<'a, Result<()>>;
+    /// Marks an index mixed, in the transaction of the write that put a boolean or an object
+    /// on its path.
+    fn set_mixed<'a>(&'a self, tx: &'a mut Tx, collection: &'a str, name: &'a str) -> BoxFuture<'a, Result<()>>;
     /// Creates an expression index over `exprs` (from [`Builder::index_expr`]), partial on the
     /// collection. A unique index that existing documents violate fails with `Duplicate`.
     #[allow(clippy::too_many_arguments)]
@@ -143,7 +156,7 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug {
         keys: &'a str,
         unique: bool,
         now: i64,
-        array_probe: &'a str,
+        probes: &'a ShapeProbes,
     ) -> BoxFuture<'a, Result<bool, WriteError>>;
     /// `(id, document)` rows for `SELECT … WHERE {where_sql} ORDER BY {order} LIMIT/OFFSET`.
     fn select<'a>(
@@ -340,19 +353,19 @@ macro_rules! dialect_impl {
 
             fn list_indexes<'a>(&'a self, collection: &'a str) -> BoxFuture<'a, Result<Vec<IndexRow>, StorageError>> {
                 Box::pin(async move {
-        let sql = "SELECT name, keys, is_unique, multikey FROM document_indexes WHERE collection = $1 ORDER BY name";
-        let rows: Vec<(String, String, bool, bool)> =
+        let sql = "SELECT name, keys, is_unique, multikey, mixed FROM document_indexes WHERE collection = $1 ORDER BY name";
+        let rows: Vec<(String, String, bool, bool, bool)> =
             { let pool = &self.pool; sqlx::query_as(sql).bind(collection).fetch_all(pool).await }?;
-        Ok(rows.into_iter().map(|(name, keys, unique, multikey)| IndexRow { name, keys, unique, multikey }).collect())
+        Ok(rows.into_iter().map(|(name, keys, unique, multikey, mixed)| IndexRow { name, keys, unique, multikey, mixed }).collect())
     })
             }
 
             fn list_indexes_in<'a>(&'a self, tx: &'a mut Tx, collection: &'a str) -> BoxFuture<'a, Result<Vec<IndexRow>, StorageError>> {
                 Box::pin(async move {
-        let sql = "SELECT name, keys, is_unique, multikey FROM document_indexes WHERE collection = $1 ORDER BY name";
-        let rows: Vec<(String, String, bool, bool)> =
+        let sql = "SELECT name, keys, is_unique, multikey, mixed FROM document_indexes WHERE collection = $1 ORDER BY name";
+        let rows: Vec<(String, String, bool, bool, bool)> =
             on_tx!(tx, |c| sqlx::query_as(sql).bind(collection).fetch_all(c).await)?;
-        Ok(rows.into_iter().map(|(name, keys, unique, multikey)| IndexRow { name, keys, unique, multikey }).collect())
+        Ok(rows.into_iter().map(|(name, keys, unique, multikey, mixed)| IndexRow { name, keys, unique, multikey, mixed }).collect())
     })
             }
 
@@ -364,17 +377,30 @@ macro_rules! dialect_impl {
     })
             }
 
+            fn set_mixed<'a>(&'a self, tx: &'a mut Tx, collection: &'a str, name: &'a str) -> BoxFuture<'a, Result<(), StorageError>> {
+                Box::pin(async move {
+        let sql = "UPDATE document_indexes SET mixed = TRUE WHERE collection = $1 AND name = $2";
+        on_tx!(tx, |c| sqlx::query(sql).bind(collection).bind(name).execute(c).await.map(|_| ()))?;
+        Ok(())
+    })
+            }
+
     #[allow(clippy::too_many_arguments)]
-            fn create_index<'a>(&'a self, collection: &'a str, name: &'a str, exprs: &'a [String], keys: &'a str, unique: bool, now: i64, array_probe: &'a str) -> BoxFuture<'a, Result<bool, WriteError>> {
+            fn create_index<'a>(&'a self, collection: &'a str, name: &'a str, exprs: &'a [String], keys: &'a str, unique: bool, now: i64, probes: &'a ShapeProbes) -> BoxFuture<'a, Result<bool, WriteError>> {
                 Box::pin(async move {
         let mut tx = DocumentStore::begin(self).await?;
-        // Whether existing documents already hold arrays on the path (the multikey flag).
-        let probe =
-            format!("SELECT count(*) FROM documents WHERE {} AND ({array_probe})", Builder::collection(collection));
-        let (arrays,): (i64,) =
+        // Whether existing documents already hold arrays (the multikey flag), booleans or
+        // objects (the mixed flag) on the paths.
+        let probe = format!(
+            "SELECT count(CASE WHEN {} THEN 1 END), count(CASE WHEN {} THEN 1 END) FROM documents WHERE {}",
+            probes.arrays,
+            probes.mixed,
+            Builder::collection(collection)
+        );
+        let (arrays, mixed): (i64, i64) =
             on_tx!(&mut tx, |c| sqlx::query_as(sqlx::AssertSqlSafe(probe)).fetch_one(c).await.map_err(write_err))?;
-        let sql = "INSERT INTO document_indexes (collection, name, keys, is_unique, created_at, multikey) \
-                   VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (collection, name) DO NOTHING";
+        let sql = "INSERT INTO document_indexes (collection, name, keys, is_unique, created_at, multikey, mixed) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (collection, name) DO NOTHING";
         let created = on_tx!(&mut tx, |c| sqlx::query(sql)
             .bind(collection)
             .bind(name)
@@ -382,6 +408,7 @@ macro_rules! dialect_impl {
             .bind(unique)
             .bind(now)
             .bind(arrays > 0)
+            .bind(mixed > 0)
             .execute(c)
             .await
             .map_err(write_err)?

@@ -772,3 +772,79 @@ async fn a_sort_the_filter_pins_to_one_type_reads_the_index_in_order() {
         }
     }
 }
+
+#[tokio::test]
+async fn counts_and_groups_on_plain_indexed_paths_compile_to_the_bare_index() {
+    for backend in backends() {
+        let s = TestServer::start_on(backend).await;
+        let token = s.admin_token().await;
+        let query = |body: Value| {
+            let (s, token) = (&s, &token);
+            async move {
+                let r = s.post_as(token, "/api/database/query", body).await;
+                assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+                r.json
+            }
+        };
+        let r = s
+            .post_as(
+                &token,
+                "/api/database/collections",
+                json!({"name": "ledger", "indexes": [{"keys": {"cat": 1, "amount": 1}}]}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        // Numbers of both kinds, a string, a null and a missing amount; a missing category.
+        let docs = json!([
+            {"cat": "a", "amount": 1}, {"cat": "a", "amount": 2.5}, {"cat": "a", "amount": "x"},
+            {"cat": "b", "amount": 10}, {"cat": "b", "amount": null}, {"cat": "b"},
+            {"amount": 4}
+        ]);
+        query(json!({"collection": "ledger", "operation": "insert_many", "documents": docs})).await;
+        let group = json!({"collection": "ledger", "operation": "aggregate", "pipeline": [
+            {"$group": {"_id": "$cat", "total": {"$sum": "$amount"}, "avg": {"$avg": "$amount"}, "n": {"$sum": 1}}},
+            {"$sort": {"_id": 1}}
+        ]});
+        let expected = json!([
+            {"_id": null, "total": 4, "avg": 4.0, "n": 1},
+            {"_id": "a", "total": 3.5, "avg": 1.75, "n": 3},
+            {"_id": "b", "total": 10, "avg": 10.0, "n": 3}
+        ]);
+        let r = query(group.clone()).await;
+        assert_eq!(r["data"], expected, "{backend:?}");
+        let count = |filter: Value| json!({"collection": "ledger", "operation": "count", "filter": filter});
+        for (filter, n) in [
+            (json!({"cat": "a"}), 3),
+            (json!({"cat": "a", "amount": {"$gte": 1}}), 2),
+            (json!({"amount": {"$lt": "y"}}), 1),
+            (json!({"amount": {"$lte": 4}}), 3),
+            (json!({"amount": null}), 2),
+            (json!({"cat": {"$in": ["b", null]}}), 4),
+            (json!({"amount": {"$ne": 10}}), 6),
+        ] {
+            assert_eq!(query(count(filter.clone())).await["count"], n, "{backend:?} {filter}");
+        }
+        let explain =
+            json!({"collection": "ledger", "operation": "explain", "filter": {"cat": "a", "amount": {"$gte": 1}}});
+        let plain_sql = query(explain.clone()).await["plan"]["sql"].to_string();
+        if backend == nexus_testkit::Backend::Sqlite {
+            // No type test reads the documents: the index answers alone.
+            assert!(!plain_sql.contains("json_type"), "{plain_sql}");
+        }
+        // A boolean on the path turns the index's mixed flag on: answers stay right.
+        query(json!({"collection": "ledger", "operation": "insert_many", "documents": [
+            {"cat": true, "amount": 1}, {"cat": "a", "amount": true}
+        ]}))
+        .await;
+        let mut expected = expected.as_array().cloned().unwrap_or_default();
+        expected[1] = json!({"_id": "a", "total": 3.5, "avg": 1.75, "n": 4});
+        expected.push(json!({"_id": true, "total": 1, "avg": 1.0, "n": 1}));
+        assert_eq!(query(group).await["data"], Value::Array(expected), "{backend:?}");
+        assert_eq!(query(count(json!({"cat": "a", "amount": {"$gte": 1}}))).await["count"], 2, "{backend:?}");
+        assert_eq!(query(count(json!({"amount": 1}))).await["count"], 2, "{backend:?}");
+        if backend == nexus_testkit::Backend::Sqlite {
+            let sql = query(explain).await["plan"]["sql"].to_string();
+            assert!(sql.contains("json_type"), "{sql}");
+        }
+    }
+}
