@@ -244,7 +244,21 @@ pub struct Documents {
     kernel: Arc<Kernel>,
     store: Arc<dyn DocumentStore>,
     config: crate::DocumentsConfig,
+    /// Each collection's index shapes as last read: reads compile against them without a
+    /// query, and check in their own statement that they still hold ([`Documents::shapes`]).
+    shapes: std::sync::RwLock<std::collections::HashMap<String, Arc<Shapes>>>,
 }
+
+/// A collection's flat and plain paths and the index fingerprint they were read under.
+#[derive(Debug)]
+struct Shapes {
+    fingerprint: String,
+    paths: Paths,
+}
+
+/// How often a read recompiles after finding the index flags changed under it (each change
+/// turns a flag on for good, so a few suffice).
+const SHAPE_ATTEMPTS: usize = 5;
 
 fn now_micros() -> i64 {
     Timestamp::now().as_micros()
@@ -268,7 +282,7 @@ pub fn new_id() -> String {
 impl Documents {
     pub fn new(kernel: Arc<Kernel>, config: crate::DocumentsConfig) -> Self {
         let store = crate::store::open(&kernel.db);
-        Self { kernel, store, config }
+        Self { kernel, store, config, shapes: std::sync::RwLock::default() }
     }
 
     pub fn kernel(&self) -> &Arc<Kernel> {
@@ -339,6 +353,68 @@ impl Documents {
         Ok(out)
     }
 
+    /// `collection`'s index shapes, from the cache or read afresh.
+    async fn shapes(&self, collection: &str) -> Result<Arc<Shapes>, DocError> {
+        let cached = self.shapes.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(collection).cloned();
+        if let Some(s) = cached {
+            return Ok(s);
+        }
+        // The fingerprint first: flags that change between the two reads leave paths newer
+        // than their fingerprint, which the next checked read notices (the reverse would go
+        // unnoticed).
+        let (fingerprint, _) = self.store.read_checked(collection, "SELECT NULL", &[]).await?;
+        let paths = self.flat_paths(collection, None).await?;
+        let shapes = Arc::new(Shapes { fingerprint, paths });
+        self.shapes
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(collection.to_string(), shapes.clone());
+        Ok(shapes)
+    }
+
+    /// Runs `payload` (one text column) with the check that `shapes` still hold; `None` when
+    /// they do not (the cache entry is gone: compile again).
+    async fn read_checked(
+        &self,
+        collection: &str,
+        shapes: &Shapes,
+        payload: &str,
+        params: &[Param],
+    ) -> Result<Option<Option<String>>, DocError> {
+        let (fingerprint, out) = self.store.read_checked(collection, payload, params).await?;
+        if fingerprint == shapes.fingerprint {
+            return Ok(Some(out));
+        }
+        self.shapes.write().unwrap_or_else(std::sync::PoisonError::into_inner).remove(collection);
+        Ok(None)
+    }
+
+    /// The documents `SELECT … WHERE {where_sql} ORDER BY {order}` pages to, in one checked
+    /// read (see [`Documents::read_checked`]).
+    #[allow(clippy::too_many_arguments)]
+    async fn select_checked(
+        &self,
+        collection: &str,
+        shapes: &Shapes,
+        where_sql: &str,
+        params: &[Param],
+        order: &str,
+        limit: Option<u64>,
+        offset: u64,
+    ) -> Result<Option<Vec<Value>>, DocError> {
+        let payload = crate::sql::json_docs(self.store.dialect(), where_sql, order, limit, offset);
+        Ok(self
+            .read_checked(collection, shapes, &payload, params)
+            .await?
+            .map(|text| text.and_then(|t| serde_json::from_str::<Vec<Value>>(&t).ok()).unwrap_or_default()))
+    }
+
+    fn stale() -> DocError {
+        DocError::Storage(StorageError::Unavailable(
+            "The collection's indexes kept changing during the query; try again".into(),
+        ))
+    }
+
     /// SQL for `filter` in `collection`: (WHERE text, parameters, exact).
     async fn compile(&self, collection: &str, filter: &Filter) -> Result<(String, Vec<Param>, bool), DocError> {
         let flat = self.flat_paths(collection, None).await?;
@@ -370,9 +446,25 @@ impl Documents {
     pub async fn find(&self, p: &Principal, collection: &str, q: &Find) -> Result<(Vec<Value>, Plan), DocError> {
         self.require(p, Access::Read, Some(collection))?;
         valid_collection(collection, "collection")?;
+        for _ in 0..SHAPE_ATTEMPTS {
+            let shapes = self.shapes(collection).await?;
+            if let Some(found) = self.find_with(collection, q, &shapes).await? {
+                return Ok(found);
+            }
+        }
+        Err(Self::stale())
+    }
+
+    /// [`Documents::find`] compiled against `shapes`; `None` when they no longer hold.
+    async fn find_with(
+        &self,
+        collection: &str,
+        q: &Find,
+        shapes: &Shapes,
+    ) -> Result<Option<(Vec<Value>, Plan)>, DocError> {
         let all = Filter::all();
         let filter = q.filter.as_ref().unwrap_or(&all);
-        let flat = self.flat_paths(collection, None).await?;
+        let flat = &shapes.paths;
         // Sort paths the filter pins to one type bracket, on paths that hold no arrays.
         let pinned: Vec<_> = q
             .sort
@@ -380,7 +472,7 @@ impl Documents {
             .iter()
             .map_while(|k| flat.flat.contains(&k.path.segments).then(|| filter.pinned_bracket(&k.path)).flatten())
             .collect();
-        let (where_sql, params, exact) = self.compile_with(flat, collection, filter);
+        let (where_sql, params, exact) = self.compile_with(flat.clone(), collection, filter);
         let mut plan = Plan { sql: where_sql.clone(), filter_exact: exact, ..Plan::default() };
         plan.filter = if exact { "sql" } else { "sql (superset) + engine" };
         let b = Builder::new(self.store.dialect());
@@ -406,12 +498,21 @@ impl Documents {
             (true, Some(order)) => {
                 plan.sort = if q.sort.is_empty() { "none" } else { "sql" };
                 plan.paging = "sql";
-                self.store.select(&where_sql, &params, &order, q.limit, q.skip).await?
+                let Some(docs) =
+                    self.select_checked(collection, shapes, &where_sql, &params, &order, q.limit, q.skip).await?
+                else {
+                    return Ok(None);
+                };
+                docs
             }
             (exact, _) => {
                 plan.sort = if q.sort.is_empty() { "none" } else { "engine" };
                 plan.paging = "engine";
-                let mut rows = self.store.select(&where_sql, &params, "id ASC", None, 0).await?;
+                let Some(mut rows) =
+                    self.select_checked(collection, shapes, &where_sql, &params, "id ASC", None, 0).await?
+                else {
+                    return Ok(None);
+                };
                 if !exact {
                     rows.retain(|d| filter.matches(d));
                 }
@@ -424,7 +525,7 @@ impl Documents {
         if let Some(proj) = &q.projection {
             docs = docs.into_iter().map(|d| proj.apply(d)).collect();
         }
-        Ok((docs, plan))
+        Ok(Some((docs, plan)))
     }
 
     /// A keyset page of `q` (its `skip` is ignored): the `q.limit` rows after `from`, or
@@ -502,13 +603,21 @@ impl Documents {
     pub async fn count(&self, p: &Principal, collection: &str, filter: &Filter) -> Result<u64, DocError> {
         self.require(p, Access::Read, Some(collection))?;
         valid_collection(collection, "collection")?;
-        let (where_sql, params, exact) = self.compile(collection, filter).await?;
-        if exact {
-            let n = self.store.scalar(format!("SELECT count(*) FROM documents WHERE {where_sql}"), &params).await?;
-            return Ok(u64::try_from(n).unwrap_or(0));
+        for _ in 0..SHAPE_ATTEMPTS {
+            let shapes = self.shapes(collection).await?;
+            let (where_sql, params, exact) = self.compile_with(shapes.paths.clone(), collection, filter);
+            if exact {
+                let payload = format!("SELECT CAST(count(*) AS TEXT) FROM documents WHERE {where_sql}");
+                if let Some(n) = self.read_checked(collection, &shapes, &payload, &params).await? {
+                    return Ok(n.and_then(|n| n.parse().ok()).unwrap_or(0));
+                }
+            } else if let Some(rows) =
+                self.select_checked(collection, &shapes, &where_sql, &params, "id ASC", None, 0).await?
+            {
+                return Ok(rows.iter().filter(|d| filter.matches(d)).count() as u64);
+            }
         }
-        let rows = self.store.select(&where_sql, &params, "id ASC", None, 0).await?;
-        Ok(rows.iter().filter(|d| filter.matches(d)).count() as u64)
+        Err(Self::stale())
     }
 
     pub async fn distinct(
@@ -614,16 +723,38 @@ impl Documents {
         filter: &Filter,
         stage: &Stage,
     ) -> Result<Option<Vec<Value>>, DocError> {
-        let paths = self.flat_paths(collection, None).await?;
-        let b = Builder::new(self.store.dialect()).with_plain_paths(paths.plain.clone());
-        let (where_sql, params, exact) = self.compile_with(paths, collection, filter);
+        for _ in 0..SHAPE_ATTEMPTS {
+            let shapes = self.shapes(collection).await?;
+            if let Some(out) = self.group_with(collection, filter, stage, &shapes).await? {
+                return Ok(out);
+            }
+        }
+        Err(Self::stale())
+    }
+
+    /// [`Documents::group_in_sql`] compiled against `shapes`: `None` when they no longer
+    /// hold, `Some(None)` when the stage cannot run in SQL.
+    async fn group_with(
+        &self,
+        collection: &str,
+        filter: &Filter,
+        stage: &Stage,
+        shapes: &Shapes,
+    ) -> Result<Option<Option<Vec<Value>>>, DocError> {
+        let dialect = self.store.dialect();
+        let b = Builder::new(dialect).with_plain_paths(shapes.paths.plain.clone());
+        let (where_sql, params, exact) = self.compile_with(shapes.paths.clone(), collection, filter);
         if !exact {
-            return Ok(None);
+            return Ok(Some(None));
         }
         match stage {
             Stage::Count(name) => {
-                let n = self.store.scalar(format!("SELECT count(*) FROM documents WHERE {where_sql}"), &params).await?;
-                Ok(Some(if n == 0 { Vec::new() } else { vec![json!({ name.clone(): n })] }))
+                let payload = format!("SELECT CAST(count(*) AS TEXT) FROM documents WHERE {where_sql}");
+                let Some(n) = self.read_checked(collection, shapes, &payload, &params).await? else {
+                    return Ok(None);
+                };
+                let n: i64 = n.and_then(|n| n.parse().ok()).unwrap_or(0);
+                Ok(Some(Some(if n == 0 { Vec::new() } else { vec![json!({ name.clone(): n })] })))
             }
             Stage::Group(g) => {
                 let (group_by, key_json) = match &g.key {
@@ -632,10 +763,10 @@ impl Documents {
                         let path = Path { text: segs.join("."), segments: segs.clone() };
                         match b.group_key(&path) {
                             Some((g, k)) => (Some(g), k),
-                            None => return Ok(None),
+                            None => return Ok(Some(None)),
                         }
                     }
-                    _ => return Ok(None),
+                    _ => return Ok(Some(None)),
                 };
                 let mut cols = vec![key_json];
                 for (_, acc, e) in &g.fields {
@@ -645,24 +776,38 @@ impl Documents {
                         }
                         (Acc::Sum | Acc::Avg, Expr::Field(segs)) => {
                             let path = Path { text: segs.join("."), segments: segs.clone() };
-                            let Some(num) = b.numeric(&path) else { return Ok(None) };
+                            let Some(num) = b.numeric(&path) else { return Ok(Some(None)) };
                             if *acc == Acc::Sum {
                                 format!("CAST(COALESCE(SUM({num}), 0) AS TEXT)")
                             } else {
                                 format!("CAST(AVG({num}) AS TEXT)")
                             }
                         }
-                        _ => return Ok(None),
+                        _ => return Ok(Some(None)),
                     };
                     cols.push(col);
                 }
-                let mut sql = format!("SELECT {} FROM documents WHERE {where_sql}", cols.join(", "));
-                if let Some(g) = &group_by {
-                    sql.push_str(&format!(" GROUP BY {g}"));
+                // Without a group key, an empty match yields no group at all: the last column
+                // counts the match.
+                if group_by.is_none() {
+                    cols.push("CAST(count(*) AS TEXT)".into());
                 }
-                let rows = self.store.text_rows(sql, &params, cols.len()).await?;
+                let aliased: Vec<String> = cols.iter().enumerate().map(|(i, c)| format!("{c} AS c{i}")).collect();
+                let mut inner = format!("SELECT {} FROM documents WHERE {where_sql}", aliased.join(", "));
+                if let Some(g) = &group_by {
+                    inner.push_str(&format!(" GROUP BY {g}"));
+                }
+                let payload = crate::sql::json_rows(dialect, &inner, cols.len());
+                let Some(text) = self.read_checked(collection, shapes, &payload, &params).await? else {
+                    return Ok(None);
+                };
+                let rows: Vec<Vec<Option<String>>> =
+                    text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
                 let mut out = Vec::new();
                 for r in rows {
+                    if group_by.is_none() && r.last().cloned().flatten().as_deref() == Some("0") {
+                        continue;
+                    }
                     let mut m = Map::new();
                     let key =
                         r.first().cloned().flatten().and_then(|k| serde_json::from_str(&k).ok()).unwrap_or(Value::Null);
@@ -674,16 +819,9 @@ impl Documents {
                     }
                     out.push(Value::Object(m));
                 }
-                // Without a group key, an empty collection yields no group at all.
-                if group_by.is_none()
-                    && self.store.scalar(format!("SELECT count(*) FROM documents WHERE {where_sql}"), &params).await?
-                        == 0
-                {
-                    out.clear();
-                }
-                Ok(Some(out))
+                Ok(Some(Some(out)))
             }
-            _ => Ok(None),
+            _ => Ok(Some(None)),
         }
     }
 

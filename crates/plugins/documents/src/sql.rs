@@ -826,3 +826,72 @@ struct Elem {
     typ: String,
     val: String,
 }
+
+/// `LIMIT`/`OFFSET` text; SQL counts rows in a signed 64-bit integer, so more than that many
+/// is all of them.
+pub fn paging(dialect: Dialect, limit: Option<u64>, offset: u64) -> String {
+    const MAX: u64 = i64::MAX.unsigned_abs();
+    let (limit, offset) = (limit.map(|n| n.min(MAX)), offset.min(MAX));
+    let mut sql = String::new();
+    if let Some(n) = limit {
+        let _ = write!(sql, " LIMIT {n}");
+    } else if offset > 0 {
+        sql.push_str(match dialect {
+            Dialect::Sqlite => " LIMIT -1",
+            Dialect::Postgres => " LIMIT ALL",
+        });
+    }
+    if offset > 0 {
+        let _ = write!(sql, " OFFSET {offset}");
+    }
+    sql
+}
+
+/// The selected documents as one JSON array, in `order`: one row however many documents, so
+/// that SQLite's worker thread hands over one value instead of one per document.
+pub fn json_docs(dialect: Dialect, where_sql: &str, order: &str, limit: Option<u64>, offset: u64) -> String {
+    let page = paging(dialect, limit, offset);
+    let inner = format!("SELECT doc, id FROM documents WHERE {where_sql} ORDER BY {order}{page}");
+    match dialect {
+        Dialect::Sqlite => format!("SELECT json_group_array(json(doc) ORDER BY {order}) FROM ({inner})"),
+        Dialect::Postgres => {
+            format!("SELECT coalesce(jsonb_agg(doc ORDER BY {order}), '[]'::jsonb)::text FROM ({inner}) AS t")
+        }
+    }
+}
+
+/// The rows of `inner` (columns `c0`, `c1`, … of text or NULL) as one JSON array of arrays.
+pub fn json_rows(dialect: Dialect, inner: &str, columns: usize) -> String {
+    match dialect {
+        Dialect::Sqlite => {
+            // `|| ''` drops the JSON subtype a column from `json_quote` carries, which would
+            // make `json_array` embed it as JSON instead of as text.
+            let cols: Vec<String> = (0..columns).map(|i| format!("c{i} || ''")).collect();
+            format!("SELECT json_group_array(json_array({})) FROM ({inner})", cols.join(", "))
+        }
+        Dialect::Postgres => {
+            let cols: Vec<String> = (0..columns).map(|i| format!("c{i}")).collect();
+            format!(
+                "SELECT coalesce(json_agg(json_build_array({})), '[]'::json)::text FROM ({inner}) AS t",
+                cols.join(", ")
+            )
+        }
+    }
+}
+
+/// What the compiled SQL of `collection` depends on: its indexes and their multikey and mixed
+/// flags, as one text (see `Documents::shapes`).
+pub fn index_fingerprint(dialect: Dialect, collection: &str) -> String {
+    let flags = match dialect {
+        Dialect::Sqlite => "name || ':' || multikey || mixed",
+        Dialect::Postgres => "name || ':' || multikey::int || mixed::int",
+    };
+    let agg = match dialect {
+        Dialect::Sqlite => "group_concat",
+        Dialect::Postgres => "string_agg",
+    };
+    format!(
+        "SELECT coalesce({agg}({flags}, ',' ORDER BY name), '') FROM document_indexes WHERE {}",
+        Builder::collection(collection)
+    )
+}

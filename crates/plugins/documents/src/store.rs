@@ -176,6 +176,15 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug {
         limit: Option<u64>,
     ) -> BoxFuture<'a, Result<Vec<Value>>>;
     fn scalar<'a>(&'a self, sql: String, params: &'a [Param]) -> BoxFuture<'a, Result<i64>>;
+    /// `SELECT (<collection's index fingerprint>), (<payload>)`: a read, and the index flags
+    /// as they were in the same snapshot, so that the caller can tell whether it compiled
+    /// `payload` against flags that still hold ([`crate::sql::index_fingerprint`]).
+    fn read_checked<'a>(
+        &'a self,
+        collection: &'a str,
+        payload: &'a str,
+        params: &'a [Param],
+    ) -> BoxFuture<'a, Result<(String, Option<String>)>>;
     /// Rows of text columns (group results, `EXPLAIN` output).
     fn text_rows<'a>(
         &'a self,
@@ -432,20 +441,11 @@ macro_rules! dialect_impl {
 
             fn select<'a>(&'a self, where_sql: &'a str, params: &'a [Param], order: &'a str, limit: Option<u64>, offset: u64) -> BoxFuture<'a, Result<Vec<Value>, StorageError>> {
                 Box::pin(async move {
-        let mut sql = format!("SELECT {} FROM documents WHERE {where_sql} ORDER BY {order}", doc_col($dialect));
-        // SQL counts rows in a signed 64-bit integer; more than that many is all of them.
-        let (limit, offset) = (limit.map(|n| n.min(SQL_MAX_ROWS)), offset.min(SQL_MAX_ROWS));
-        if let Some(n) = limit {
-            sql.push_str(&format!(" LIMIT {n}"));
-        } else if offset > 0 {
-            sql.push_str(match $dialect {
-                Dialect::Sqlite => " LIMIT -1",
-                Dialect::Postgres => " LIMIT ALL",
-            });
-        }
-        if offset > 0 {
-            sql.push_str(&format!(" OFFSET {offset}"));
-        }
+        let sql = format!(
+            "SELECT {} FROM documents WHERE {where_sql} ORDER BY {order}{}",
+            doc_col($dialect),
+            crate::sql::paging($dialect, limit, offset)
+        );
         let rows: Vec<(String,)> =
             { let pool = &self.pool; bound!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), params)
                 .fetch_all(pool)
@@ -473,6 +473,17 @@ macro_rules! dialect_impl {
                 .fetch_one(pool)
                 .await }?;
         Ok(n)
+    })
+            }
+
+            fn read_checked<'a>(&'a self, collection: &'a str, payload: &'a str, params: &'a [Param]) -> BoxFuture<'a, Result<(String, Option<String>), StorageError>> {
+                Box::pin(async move {
+        let sql = format!("SELECT ({}), ({payload})", crate::sql::index_fingerprint($dialect, collection));
+        let (fingerprint, payload): (Option<String>, Option<String>) =
+            { let pool = &self.pool; bound!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), params)
+                .fetch_one(pool)
+                .await }?;
+        Ok((fingerprint.unwrap_or_default(), payload))
     })
             }
 
