@@ -99,6 +99,13 @@ impl Db {
                 // wrong, since there is no socket to lose. sqlx still pings on release.
                 .test_before_acquire(false)
                 .acquire_timeout(Duration::from_secs(10))
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        let mut handle = conn.lock_handle().await?;
+                        busy::install(&mut handle);
+                        Ok(())
+                    })
+                })
                 .connect_with(options)
                 .await
                 .map_err(connect_err)?;
@@ -169,6 +176,61 @@ impl Db {
         match self {
             Db::Sqlite(pool) => pool.close().await,
             Db::Postgres(pool) => pool.close().await,
+        }
+    }
+}
+
+/// How a connection waits for SQLite's write lock that another one holds.
+///
+/// SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50 then 100 ms between
+/// attempts. Write transactions here last a few milliseconds, so a writer that lost the race
+/// for the lock once sleeps far past its release, and while every waiter sleeps the lock sits
+/// idle: under concurrent writers (documents, the outbox relay, webhooks, audit) the sleeps,
+/// not the writes, set the pace. This handler retries after 50 µs at first, backing off to
+/// 2 ms, and gives up after the same 10 s as the pool's busy timeout.
+mod busy {
+    use std::ffi::{c_int, c_void};
+    use std::time::Duration;
+
+    /// The pause before attempt `count + 1`, or `None` to give up (about 10 s in all).
+    pub fn pause(count: u32) -> Option<Duration> {
+        match count {
+            0..20 => Some(Duration::from_micros(50)),
+            20..200 => Some(Duration::from_micros(250)),
+            200..5177 => Some(Duration::from_millis(2)),
+            _ => None,
+        }
+    }
+
+    extern "C" fn handler(_: *mut c_void, count: c_int) -> c_int {
+        match pause(u32::try_from(count).unwrap_or(u32::MAX)) {
+            Some(d) => {
+                // SQLite calls this on the connection's own worker thread, inside the step
+                // that met the lock: sleeping here holds up no other task.
+                std::thread::sleep(d);
+                1
+            }
+            None => 0,
+        }
+    }
+
+    #[allow(unsafe_code)]
+    pub fn install(conn: &mut sqlx::sqlite::LockedSqliteHandle<'_>) {
+        let db = conn.as_raw_handle().as_ptr();
+        // SAFETY: `db` is this connection's open handle, locked for us by sqlx while we
+        // hold `conn`; the handler is a plain function that keeps no state.
+        unsafe {
+            libsqlite3_sys::sqlite3_busy_handler(db, Some(handler), std::ptr::null_mut());
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn waits_short_first_and_about_ten_seconds_in_all() {
+            assert_eq!(super::pause(0), Some(std::time::Duration::from_micros(50)));
+            let total: std::time::Duration = (0..).map_while(super::pause).sum();
+            assert!(total.as_secs_f64() > 9.9 && total.as_secs_f64() < 10.1, "{total:?}");
         }
     }
 }

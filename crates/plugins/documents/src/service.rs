@@ -232,6 +232,15 @@ pub struct BulkCounts {
 
 /// A change, published after its transaction commits.
 #[derive(Debug, Clone)]
+/// A document checked for storage: its `_id`, value, stored JSON text and place in the
+/// request.
+struct Prepared {
+    id: String,
+    doc: Value,
+    text: String,
+    at: String,
+}
+
 struct Change {
     kind: &'static str,
     collection: String,
@@ -859,6 +868,17 @@ impl Documents {
     /// absent), no `$`-prefixed or dotted field names, within the size limit, valid against
     /// the collection's schema.
     fn prepare(&self, doc: Value, place: &str, schema: Option<&Value>) -> Result<(String, Value), DocError> {
+        let (id, doc, _) = self.prepare_text(doc, place, schema)?;
+        Ok((id, doc))
+    }
+
+    /// [`Documents::prepare`], with the document's JSON text as it is stored.
+    fn prepare_text(
+        &self,
+        doc: Value,
+        place: &str,
+        schema: Option<&Value>,
+    ) -> Result<(String, Value, String), DocError> {
         let Value::Object(mut m) = doc else {
             return Err(Invalid::new(place, "A document must be a JSON object").into());
         };
@@ -871,15 +891,15 @@ impl Documents {
         m.insert("_id".into(), Value::String(id.clone()));
         let doc = Value::Object(m);
         check_names(&doc, place, 0)?;
-        let size = doc.to_string().len();
-        let max = self.config.max_document_bytes;
+        let text = doc.to_string();
+        let (size, max) = (text.len(), self.config.max_document_bytes);
         if size > max {
             return Err(Invalid::new(place, format!("The document is {size} bytes; at most {max} are allowed")).into());
         }
         if let Some(s) = schema {
             schema::validate(s, &doc, place)?;
         }
-        Ok((id, doc))
+        Ok((id, doc, text))
     }
 
     async fn schema_of(&self, tx: &mut Tx, collection: &str) -> Result<Option<Value>, DocError> {
@@ -891,6 +911,18 @@ impl Documents {
             .and_then(|s| serde_json::from_str(&s).ok()))
     }
 
+    /// Checks and completes `docs` (see [`Documents::prepare`]) against `schema`.
+    fn prepare_all(&self, docs: Vec<Value>, place: &str, schema: Option<&Value>) -> Result<Vec<Prepared>, DocError> {
+        let mut out = Vec::with_capacity(docs.len());
+        for (i, d) in docs.into_iter().enumerate() {
+            let at =
+                if place.ends_with(']') || place == "document" { place.to_string() } else { format!("{place}[{i}]") };
+            let (id, doc, text) = self.prepare_text(d, &at, schema)?;
+            out.push(Prepared { id, doc, text, at });
+        }
+        Ok(out)
+    }
+
     async fn insert_in(
         &self,
         tx: &mut Tx,
@@ -899,19 +931,29 @@ impl Documents {
         place: &str,
         changes: &mut Vec<Change>,
     ) -> Result<Vec<String>, DocError> {
-        let now = now_micros();
-        self.store.create_collection(tx, collection, None, now).await?;
+        self.store.create_collection(tx, collection, None, now_micros()).await?;
         let schema = self.schema_of(tx, collection).await?;
+        let docs = self.prepare_all(docs, place, schema.as_ref())?;
+        self.insert_prepared(tx, collection, docs, place, changes).await
+    }
+
+    /// Writes documents checked against the collection's schema as it is inside `tx`.
+    async fn insert_prepared(
+        &self,
+        tx: &mut Tx,
+        collection: &str,
+        docs: Vec<Prepared>,
+        place: &str,
+        changes: &mut Vec<Change>,
+    ) -> Result<Vec<String>, DocError> {
+        let now = now_micros();
         let mut ids = Vec::with_capacity(docs.len());
         let mut flat = IndexShapes::read(self, tx, collection).await?;
         let mut rows = Vec::with_capacity(docs.len());
         let mut places = Vec::with_capacity(docs.len());
-        for (i, d) in docs.into_iter().enumerate() {
-            let at =
-                if place.ends_with(']') || place == "document" { place.to_string() } else { format!("{place}[{i}]") };
-            let (id, doc) = self.prepare(d, &at, schema.as_ref())?;
+        for Prepared { id, doc, text, at } in docs {
             flat.note(self, tx, collection, &doc).await?;
-            rows.push((id.clone(), doc.to_string()));
+            rows.push((id.clone(), text));
             places.push(at);
             changes.push(Change {
                 kind: "document.inserted",
@@ -952,9 +994,22 @@ impl Documents {
             return Err(Invalid::new("documents", format!("At most {MAX_BATCH} documents per request")).into());
         }
         let place = if docs.len() == 1 { "document" } else { "documents" };
+        // Checked and serialised before the transaction, which holds SQLite's one write lock:
+        // against the schema as read now, and again inside should it have changed meanwhile.
+        let read_schema = |c: Option<crate::store::CollectionRow>| {
+            c.and_then(|c| c.schema).and_then(|s| serde_json::from_str::<Value>(&s).ok())
+        };
+        let schema = read_schema(self.store.get_collection(collection).await?);
+        let mut docs = self.prepare_all(docs, place, schema.as_ref())?;
+        let mut changes = Vec::with_capacity(docs.len());
         let mut tx = self.store.begin().await?;
-        let mut changes = Vec::new();
-        let ids = self.insert_in(&mut tx, collection, docs, place, &mut changes).await?;
+        self.store.create_collection(&mut tx, collection, None, now_micros()).await?;
+        let now_schema = self.schema_of(&mut tx, collection).await?;
+        if now_schema != schema {
+            let again: Vec<Value> = docs.into_iter().map(|d| d.doc).collect();
+            docs = self.prepare_all(again, place, now_schema.as_ref())?;
+        }
+        let ids = self.insert_prepared(&mut tx, collection, docs, place, &mut changes).await?;
         self.commit(tx, changes).await?;
         Ok(ids)
     }
