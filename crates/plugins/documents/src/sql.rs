@@ -65,6 +65,12 @@ pub struct Builder {
     no_arrays: bool,
     /// Set while compiling a condition on a plain path.
     plain_now: bool,
+    /// Set while compiling the conditions of one plain path when they hold a numeric upper
+    /// bound and a string lower bound: those already keep text out of a numeric range and
+    /// numbers out of a string range, so the bracket guards (`< ''`, `>= ''`) can go. They
+    /// must, for SQLite picks one bound per side for an index range and may pick the guard,
+    /// scanning the whole bracket.
+    closed: (bool, bool),
 }
 
 /// Whether a field name may be written into SQL (as part of a JSON path literal).
@@ -118,6 +124,7 @@ impl Builder {
             plain: Vec::new(),
             no_arrays: false,
             plain_now: false,
+            closed: (false, false),
         }
     }
 
@@ -309,7 +316,14 @@ impl Builder {
                 }
             }
             Filter::Field(path, conds) => {
+                let bound = |ops: &[Cmp], b: Bracket| {
+                    conds.iter().any(|c| matches!(c, Cond::Cmp(op, v) if ops.contains(op) && bracket(v) == b))
+                };
+                let closed =
+                    (bound(&[Cmp::Lt, Cmp::Lte], Bracket::Number), bound(&[Cmp::Gt, Cmp::Gte], Bracket::String));
+                let outer = std::mem::replace(&mut self.closed, closed);
                 let parts: Vec<Compiled> = conds.iter().map(|c| self.field(path, c)).collect();
+                self.closed = outer;
                 self.filter_and(parts)
             }
         }
@@ -348,7 +362,9 @@ impl Builder {
             Cond::Nin(vs, ps) => self.negate(path, &Cond::In(vs.clone(), ps.clone())),
             Cond::Exists(false) => self.negate(path, &Cond::Exists(true)),
             Cond::Not(conds) => {
+                let outer = std::mem::take(&mut self.closed);
                 let parts: Vec<Compiled> = conds.iter().map(|c| self.field(path, c)).collect();
+                self.closed = outer;
                 let all = self.filter_and(parts);
                 match (all.exact, all.sql) {
                     (true, Some(sql)) => Compiled::exact(self.not(&sql)),
@@ -371,7 +387,11 @@ impl Builder {
     }
 
     fn negate(&mut self, path: &Path, positive: &Cond) -> Compiled {
-        match self.field(path, positive) {
+        // A negated condition stands alone: its siblings' bounds do not close it.
+        let outer = std::mem::take(&mut self.closed);
+        let c = self.field(path, positive);
+        self.closed = outer;
+        match c {
             Compiled { sql: Some(sql), exact: true } => Compiled::exact(self.not(&sql)),
             _ => Compiled::superset(),
         }
@@ -596,7 +616,12 @@ impl Builder {
             Cond::Cmp(op, v) if scalar(v) => {
                 let p = self.bind_scalar(v);
                 let number = bracket(v) == Bracket::Number;
+                let (num_upper, str_lower) = self.closed;
                 Some(match (op, number) {
+                    (Cmp::Gt, true) if num_upper => format!("({x} > {p})"),
+                    (Cmp::Gte, true) if num_upper => format!("({x} >= {p})"),
+                    (Cmp::Lt, false) if str_lower => format!("({x} < {p})"),
+                    (Cmp::Lte, false) if str_lower => format!("({x} <= {p})"),
                     // Above a number: also every text; below a text: also every number.
                     (Cmp::Gt, true) => format!("({x} > {p} AND {x} < '')"),
                     (Cmp::Gte, true) => format!("({x} >= {p} AND {x} < '')"),
@@ -853,7 +878,11 @@ pub fn json_docs(dialect: Dialect, where_sql: &str, order: &str, limit: Option<u
     let page = paging(dialect, limit, offset);
     let inner = format!("SELECT doc, id FROM documents WHERE {where_sql} ORDER BY {order}{page}");
     match dialect {
-        Dialect::Sqlite => format!("SELECT json_group_array(json(doc) ORDER BY {order}) FROM ({inner})"),
+        // The stored texts joined as they are (each a JSON object written by this plugin). The
+        // aggregate takes the rows in the order the subquery yields them: SQLite cannot
+        // flatten a subquery with a LIMIT into an aggregate, so it runs as a co-routine in its
+        // ORDER BY order (an ORDER BY inside the aggregate would re-sort, at 3× the cost).
+        Dialect::Sqlite => format!("SELECT '[' || coalesce(group_concat(doc, ','), '') || ']' FROM ({inner})"),
         Dialect::Postgres => {
             format!("SELECT coalesce(jsonb_agg(doc ORDER BY {order}), '[]'::jsonb)::text FROM ({inner}) AS t")
         }

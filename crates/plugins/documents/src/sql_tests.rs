@@ -203,6 +203,10 @@ fn cond() -> impl Strategy<Value = Value> {
             .prop_map(|t| json!({"$type": t})),
         prop::collection::vec(scalar(), 1..3).prop_map(|v| json!({"$all": v})),
         scalar().prop_map(|v| json!({"$not": {"$gt": v}})),
+        // Two bounds on one path, as ranges are written (and compiled together).
+        (scalar(), scalar()).prop_map(|(x, y)| json!({"$gte": x, "$lte": y})),
+        (scalar(), scalar()).prop_map(|(x, y)| json!({"$gt": x, "$lt": y})),
+        (scalar(), scalar()).prop_map(|(x, y)| json!({"$lt": x, "$not": {"$gte": y}})),
         (scalar(), scalar()).prop_map(|(x, y)| json!({"$elemMatch": {"$gte": x, "$lte": y}})),
     ]
 }
