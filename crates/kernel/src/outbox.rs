@@ -129,26 +129,27 @@ impl From<EventRow> for Event {
 /// SQLite's 32,766).
 const EVENTS_PER_STATEMENT: usize = 100;
 
-fn insert_events_sql(n: usize) -> String {
-    let rows: Vec<String> = (0..n)
-        .map(|i| {
-            let b = i * 7;
-            format!("(${}, ${}, ${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7)
-        })
-        .collect();
+/// `n` placeholders numbered from `first` (`$1`, `$2`, …), or anonymous (`?`) on SQLite:
+/// SQLite looks a numbered parameter's name up by a linear scan, so binding many of them costs
+/// the square of their number.
+fn placeholders(sqlite: bool, first: usize, n: usize) -> Vec<String> {
+    (first..first + n).map(|i| if sqlite { "?".to_string() } else { format!("${i}") }).collect()
+}
+
+fn insert_events_sql(sqlite: bool, n: usize) -> String {
+    let rows: Vec<String> = (0..n).map(|i| format!("({})", placeholders(sqlite, i * 7 + 1, 7).join(", "))).collect();
     format!(
         "INSERT INTO nexus_outbox (id, kind, source, data, timestamp, origin, created_at) VALUES {}",
         rows.join(", ")
     )
 }
 
-fn insert_pending_sql(n: usize) -> String {
-    let ids: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+fn insert_pending_sql(sqlite: bool, n: usize) -> String {
     format!(
         "INSERT INTO nexus_outbox_pending (consumer, event_id, origin, created_at) \
          SELECT c.name, e.id, e.origin, e.created_at FROM nexus_outbox_consumers c \
          JOIN nexus_outbox e ON e.id IN ({})",
-        ids.join(", ")
+        placeholders(sqlite, 1, n).join(", ")
     )
 }
 
@@ -162,7 +163,7 @@ fn select_events_sql(n: usize) -> String {
 
 /// The implementation for one dialect; `$lock` is what the row selection adds to claim rows.
 macro_rules! outbox_tx {
-    ($conn:ty, $lock:expr) => {
+    ($conn:ty, $lock:expr, $sqlite:expr) => {
         impl OutboxTx for $conn {
             async fn write_event(&mut self, event: &Event) -> Result<(), sqlx::Error> {
                 let now = Timestamp::now().as_micros();
@@ -185,7 +186,7 @@ macro_rules! outbox_tx {
                 let mut at = Timestamp::now().as_micros();
                 for chunk in events.chunks(EVENTS_PER_STATEMENT) {
                     // Placeholders only: the values are bound.
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_events_sql(chunk.len())));
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_events_sql($sqlite, chunk.len())));
                     for event in chunk {
                         q = q
                             .bind(&event.id)
@@ -198,7 +199,7 @@ macro_rules! outbox_tx {
                         at += 1;
                     }
                     q.execute(&mut *self).await?;
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_pending_sql(chunk.len())));
+                    let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_pending_sql($sqlite, chunk.len())));
                     for event in chunk {
                         q = q.bind(&event.id);
                     }
@@ -245,9 +246,9 @@ macro_rules! outbox_tx {
     };
 }
 
-outbox_tx!(SqliteConnection, "");
+outbox_tx!(SqliteConnection, "", true);
 // Another instance's relay skips the rows this one holds instead of waiting for them.
-outbox_tx!(PgConnection, " FOR UPDATE SKIP LOCKED");
+outbox_tx!(PgConnection, " FOR UPDATE SKIP LOCKED", false);
 
 impl Outbox {
     pub fn new() -> Self {

@@ -521,17 +521,34 @@ macro_rules! dialect_impl {
 
             fn insert_rows<'a>(&'a self, tx: &'a mut Tx, collection: &'a str, rows: &'a [(String, String)], now: i64) -> BoxFuture<'a, Result<(), WriteError>> {
                 Box::pin(async move {
-        let values: Vec<String> =
-            (0..rows.len()).map(|i| format!("($1, ${}, {}, $2, $2)", 3 + 2 * i, doc_param($dialect, 4 + 2 * i))).collect();
+        // Anonymous placeholders on SQLite, which looks a numbered one's name up by a linear
+        // scan (the square of their number per statement); numbered ones on PostgreSQL.
+        let sqlite = $dialect == Dialect::Sqlite;
+        let values: Vec<String> = (0..rows.len())
+            .map(|i| {
+                if sqlite {
+                    "(?, ?, ?, ?, ?)".to_string()
+                } else {
+                    format!("($1, ${}, {}, $2, $2)", 3 + 2 * i, doc_param($dialect, 4 + 2 * i))
+                }
+            })
+            .collect();
         let sql = format!(
             "INSERT INTO documents (collection, id, doc, created_at, updated_at) VALUES {}",
             values.join(", ")
         );
         on_tx!(tx, |c| sqlx::query("SAVEPOINT insert_rows").execute(&mut *c).await.map(|_| ()).map_err(write_err))?;
         let done = on_tx!(tx, |c| {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(collection).bind(now);
-            for (id, doc) in rows {
-                q = q.bind(id).bind(doc);
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+            if sqlite {
+                for (id, doc) in rows {
+                    q = q.bind(collection).bind(id).bind(doc).bind(now).bind(now);
+                }
+            } else {
+                q = q.bind(collection).bind(now);
+                for (id, doc) in rows {
+                    q = q.bind(id).bind(doc);
+                }
             }
             q.execute(&mut *c).await.map(|_| ()).map_err(write_err)
         });
