@@ -231,6 +231,30 @@ fn typed(v: &str) -> Value {
     Value::String(v.to_string())
 }
 
+/// The query of the list routes, for the OpenAPI document: [`list_in`] reads the raw query,
+/// where `filter` nests (`filter[price][$gte]=100`).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct ListQuery {
+    /// The page, from 1 (not with `cursor`).
+    #[param(minimum = 1)]
+    page: Option<u64>,
+    /// Documents per page (default 20; more than 100 is 100).
+    #[param(minimum = 1)]
+    limit: Option<u64>,
+    /// `next_cursor` or `prev_cursor` of an earlier page of the same list: keyset pages.
+    cursor: Option<String>,
+    /// Sort keys, comma separated, `-` for descending: `-price,name`.
+    sort: Option<String>,
+    /// The fields to return, comma separated.
+    fields: Option<String>,
+    /// `filter[field]=value` (equality) or `filter[field][$op]=value` with `$eq $ne $gt $gte
+    /// $lt $lte $in $nin $exists $regex` (lists comma separated).
+    #[param(style = DeepObject, explode, value_type = Object)]
+    filter: Option<std::collections::HashMap<String, String>>,
+}
+
 /// The list conventions (`page`, `limit`, `filter[f]`, `filter[f][$op]`, `sort=-price,name`,
 /// `fields=a,b`, or `cursor` for keyset pages) turned into a `find`.
 struct ListParams {
@@ -484,7 +508,7 @@ async fn delete_in(
 }
 
 /// List a collection's documents with the list conventions.
-#[utoipa::path(get, path = "/api/collections/{name}/documents", tag = "documents", params(("name" = String, Path, pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$", description = "The collection")), responses((status = 200)))]
+#[utoipa::path(get, path = "/api/collections/{name}/documents", tag = "documents", params(("name" = String, Path, pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$", description = "The collection"), ListQuery), responses((status = 200), (status = 400)))]
 async fn list_documents(
     State(docs): Api,
     Auth(p): Auth,
@@ -561,7 +585,7 @@ async fn existing(
 }
 
 /// A collection as a REST resource, for names no other route owns (`/api/products`).
-#[utoipa::path(get, path = "/api/{name}", tag = "documents", params(("name" = String, Path, pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$", description = "The collection")), responses((status = 200)))]
+#[utoipa::path(get, path = "/api/{name}", tag = "documents", params(("name" = String, Path, pattern = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$", description = "The collection"), ListQuery), responses((status = 200), (status = 400)))]
 async fn list_short(
     State(docs): Api,
     auth: Result<Auth, ApiError>,
