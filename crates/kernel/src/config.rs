@@ -740,6 +740,16 @@ fn describe_figment_error(err: figment::Error) -> ConfigError {
     }
 }
 
+/// Whether the values under `key` are credentials, wherever the key appears: masked when shown,
+/// sealed when stored (see [`crate::seal`]).
+pub fn is_credential_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "token", "api_key", "apikey", "master_key", "private_key", "credential"]
+        .iter()
+        .any(|k| key.contains(k))
+        && !key.ends_with("_ttl_secs")
+}
+
 /// What a masked credential shows.
 pub const MASK: &str = "***masked***";
 

@@ -18,6 +18,7 @@ mod identity_media;
 mod layering;
 mod lists;
 mod media;
+mod media_arr_keys;
 mod ops;
 mod outbox;
 mod plugins;
