@@ -6,6 +6,7 @@
 pub mod arr;
 pub mod catalog;
 pub mod error;
+pub mod fulfilment;
 pub mod jobs;
 pub mod metrics;
 pub mod naming;
@@ -57,7 +58,8 @@ pub async fn start(kernel: Arc<Kernel>, identity: Arc<nexus_identity::Identity>)
         tasks.push(tokio::spawn(media.clone().watch(Duration::from_millis(interval))));
     }
     let gateway = Arc::new(arr::Gateway::new(&kernel));
-    let requests = Arc::new(requests::Requests::new(kernel.clone(), gateway.clone()));
+    let requests = Arc::new(requests::Requests::new(kernel.clone(), gateway.clone(), media.clone()));
+    tasks.push(tokio::spawn(requests.clone().complete_as_scanned()));
     Ok(Started { media, gateway, requests, tasks })
 }
 

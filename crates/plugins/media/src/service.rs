@@ -87,6 +87,8 @@ pub struct Media {
     pub(crate) identity: Arc<nexus_identity::Identity>,
     pub(crate) store: Arc<dyn MediaStore>,
     catalog: RwLock<Arc<Catalog>>,
+    /// Counts catalog reloads, for those who act on what a scan added (requests completing).
+    reloads: tokio::sync::watch::Sender<u64>,
     pub(crate) jobs: ScanJobs,
     pub sessions: Sessions,
     pub(crate) metrics: MediaMetrics,
@@ -142,6 +144,7 @@ impl Media {
             identity,
             store,
             catalog: RwLock::new(Arc::new(Catalog::default())),
+            reloads: tokio::sync::watch::Sender::new(0),
             jobs: ScanJobs::default(),
             sessions: Sessions::default(),
             metrics,
@@ -168,7 +171,13 @@ impl Media {
             Ok(mut c) => *c = catalog,
             Err(poisoned) => *poisoned.into_inner() = catalog,
         }
+        self.reloads.send_modify(|n| *n += 1);
         Ok(())
+    }
+
+    /// Changes each time the catalog is reloaded (after a scan that changed something).
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reloads.subscribe()
     }
 
     pub(crate) fn count_streamed(&self, bytes: u64) {

@@ -19,6 +19,7 @@ mod layering;
 mod lists;
 mod media;
 mod media_arr_keys;
+mod media_requests_completed;
 mod ops;
 mod outbox;
 mod plugins;
