@@ -74,6 +74,18 @@ pub struct Catalog {
     pub sorted: Vec<Arc<Item>>,
     /// Children of each item or library, by sort name.
     pub children: HashMap<String, Vec<Arc<Item>>>,
+    /// Everything under each item or library at any depth, by sort name, whole and per item
+    /// type: a recursive query (`ParentId=…&Recursive=true&IncludeItemTypes=Movie`) pages a
+    /// ready list instead of testing every item of the catalog.
+    descendants: HashMap<String, Descendants>,
+    /// Every item per item type.
+    by_kind: HashMap<String, Vec<Arc<Item>>>,
+}
+
+#[derive(Debug, Default)]
+struct Descendants {
+    all: Vec<Arc<Item>>,
+    by_kind: HashMap<String, Vec<Arc<Item>>>,
 }
 
 impl Catalog {
@@ -117,8 +129,38 @@ impl Catalog {
             let parent = item.row.parent_id.clone().unwrap_or_else(|| item.row.library_id.clone());
             children.entry(parent).or_default().push(item.clone());
         }
+        let mut descendants: HashMap<String, Descendants> = HashMap::new();
+        let mut by_kind: HashMap<String, Vec<Arc<Item>>> = HashMap::new();
+        for item in &all {
+            for ancestor in &item.ancestors {
+                let under = descendants.entry(ancestor.clone()).or_default();
+                under.all.push(item.clone());
+                under.by_kind.entry(item.row.kind.clone()).or_default().push(item.clone());
+            }
+            by_kind.entry(item.row.kind.clone()).or_default().push(item.clone());
+        }
         let items = all.iter().map(|i| (i.row.id.clone(), i.clone())).collect();
-        Self { libraries, items, sorted: all, children }
+        Self { libraries, items, sorted: all, children, descendants, by_kind }
+    }
+
+    /// The items under `ancestor` at any depth (every item for `None`), of type `kind` when
+    /// given (compared as Jellyfin does, ignoring case), by sort name.
+    pub fn descendants(&self, ancestor: Option<&str>, kind: Option<&str>) -> &[Arc<Item>] {
+        let (all, by_kind) = match ancestor {
+            None => (self.sorted.as_slice(), &self.by_kind),
+            Some(id) => match self.descendants.get(id) {
+                Some(d) => (d.all.as_slice(), &d.by_kind),
+                None => return &[],
+            },
+        };
+        match kind {
+            None => all,
+            Some(kind) => by_kind
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(kind))
+                .map(|(_, list)| list.as_slice())
+                .unwrap_or_default(),
+        }
     }
 
     pub fn library(&self, id: &str) -> Option<&Arc<Library>> {

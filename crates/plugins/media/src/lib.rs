@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod metrics;
 pub mod naming;
 pub mod probe;
+pub mod query;
 pub mod requests;
 mod routes;
 pub mod scan;

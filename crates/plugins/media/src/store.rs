@@ -153,6 +153,12 @@ pub trait MediaStore: Send + Sync + std::fmt::Debug {
     /// Every item's data for `user_id`.
     fn user_data<'a>(&'a self, user_id: &'a str) -> BoxFuture<'a, Result<Vec<UserDataRow>>>;
     fn user_item_data<'a>(&'a self, user_id: &'a str, item_id: &'a str) -> BoxFuture<'a, Result<Option<UserDataRow>>>;
+    /// `user_id`'s data on `item_ids` (those it has any on).
+    fn user_items_data<'a>(
+        &'a self,
+        user_id: &'a str,
+        item_ids: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<UserDataRow>>>;
     fn put_user_data<'a>(&'a self, d: &'a UserDataRow) -> BoxFuture<'a, Result<()>>;
     fn put_playback<'a>(&'a self, p: &'a PlaybackRow) -> BoxFuture<'a, Result<()>>;
     /// The latest playbacks, newest first.
@@ -344,6 +350,27 @@ macro_rules! dialect_impl {
         let sql = format!("SELECT {USER_DATA_COLUMNS} FROM media_user_data WHERE user_id = $1");
         { let pool = &self.pool; Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user_id).fetch_all(pool).await?) }
     })
+            }
+
+            fn user_items_data<'a>(&'a self, user_id: &'a str, item_ids: &'a [String]) -> BoxFuture<'a, Result<Vec<UserDataRow>>> {
+                Box::pin(async move {
+                    let mut rows = Vec::new();
+                    // A page at a time; bounded so that no statement exceeds a dialect's limit
+                    // on bound parameters.
+                    for chunk in item_ids.chunks(500) {
+                        let marks: Vec<String> = (2..chunk.len() + 2).map(|n| format!("${n}")).collect();
+                        let sql = format!(
+                            "SELECT {USER_DATA_COLUMNS} FROM media_user_data WHERE user_id = $1 AND item_id IN ({})",
+                            marks.join(", ")
+                        );
+                        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user_id);
+                        for id in chunk {
+                            query = query.bind(id);
+                        }
+                        rows.extend(query.fetch_all(&self.pool).await?);
+                    }
+                    Ok(rows)
+                })
             }
 
             fn user_item_data<'a>(&'a self, user_id: &'a str, item_id: &'a str) -> BoxFuture<'a, Result<Option<UserDataRow>>> {
