@@ -46,6 +46,10 @@ pub struct Item {
     pub files: Vec<FileRow>,
     /// The ids above this item, nearest first, ending with its library's.
     pub ancestors: Vec<String>,
+    /// `DateCreated` and `PremiereDate` as shown, formatted once per catalog rather than on
+    /// every page that shows the item.
+    pub date_created: String,
+    pub premiere_date: Option<String>,
 }
 
 impl Item {
@@ -121,7 +125,9 @@ impl Catalog {
                 ancestors.push(row.library_id.clone());
             }
             let files = files_by_item.remove(&row.id).unwrap_or_default();
-            all.push(Arc::new(Item { row, files, ancestors }));
+            let date_created = nexus_kernel::clock::Timestamp::from_micros(row.created_at).to_rfc3339();
+            let premiere_date = row.year.map(|y| format!("{y:04}-01-01T00:00:00.0000000Z"));
+            all.push(Arc::new(Item { row, files, ancestors, date_created, premiere_date }));
         }
         all.sort_by(|a, b| a.row.sort_name.cmp(&b.row.sort_name).then_with(|| a.row.id.cmp(&b.row.id)));
         let mut children: HashMap<String, Vec<Arc<Item>>> = HashMap::new();

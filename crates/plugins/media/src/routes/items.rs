@@ -65,17 +65,17 @@ async fn query(
     p: &nexus_identity::Principal,
     user: Option<&str>,
     raw: Option<&str>,
-) -> Result<Json<QueryResult>, ApiError> {
+) -> Result<Response, ApiError> {
     let params = Params::parse(raw)?;
     let q = item_query(&params)?;
     let user = user.map(str::to_string).or_else(|| params.string("UserId"));
     let page = media.query(p, user.as_deref(), &q).await?;
     let fields = Fields::from_list(&params.list("Fields"));
     let items = page.items.iter().map(|f| dto::base_item(f, media.server_id(), fields, album_of(media, f))).collect();
-    Ok(Json(QueryResult { items, total_record_count: page.total, start_index: page.start_index }))
+    Ok(Json(QueryResult { items, total_record_count: page.total, start_index: page.start_index }).into_response())
 }
 
-pub async fn list(State(media): Api, Auth(p): Auth, RawQuery(raw): RawQuery) -> Result<Json<QueryResult>, ApiError> {
+pub async fn list(State(media): Api, Auth(p): Auth, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     query(&media, &p, None, raw.as_deref()).await
 }
 
@@ -84,7 +84,7 @@ pub async fn list_for_user(
     Auth(p): Auth,
     Id(user_id): Id,
     RawQuery(raw): RawQuery,
-) -> Result<Json<QueryResult>, ApiError> {
+) -> Result<Response, ApiError> {
     query(&media, &p, Some(&user_id), raw.as_deref()).await
 }
 
@@ -93,50 +93,33 @@ async fn single(
     p: &nexus_identity::Principal,
     user: Option<&str>,
     id: &str,
-) -> Result<Json<dto::BaseItem>, ApiError> {
+) -> Result<Response, ApiError> {
     let found = media.item(p, user, id).await?;
     let album = album_of(media, &found);
-    Ok(Json(dto::base_item(&found, media.server_id(), Fields::all(), album)))
+    Ok(Json(dto::base_item(&found, media.server_id(), Fields::all(), album)).into_response())
 }
 
-pub async fn one(
-    State(media): Api,
-    Auth(p): Auth,
-    Id(id): Id,
-    RawQuery(raw): RawQuery,
-) -> Result<Json<dto::BaseItem>, ApiError> {
+pub async fn one(State(media): Api, Auth(p): Auth, Id(id): Id, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let params = Params::parse(raw.as_deref())?;
     single(&media, &p, params.get("UserId"), &id).await
 }
 
-pub async fn one_for_user(
-    State(media): Api,
-    Auth(p): Auth,
-    IdAnd(id, user_id): IdAnd,
-) -> Result<Json<dto::BaseItem>, ApiError> {
+pub async fn one_for_user(State(media): Api, Auth(p): Auth, IdAnd(id, user_id): IdAnd) -> Result<Response, ApiError> {
     single(&media, &p, Some(&user_id), &id).await
 }
 
-async fn views_of(
-    media: &Media,
-    p: &nexus_identity::Principal,
-    user: Option<&str>,
-) -> Result<Json<QueryResult>, ApiError> {
+async fn views_of(media: &Media, p: &nexus_identity::Principal, user: Option<&str>) -> Result<Response, ApiError> {
     let page = media.query(p, user, &ItemQuery::default()).await?;
     let items = page.items.iter().map(|f| dto::base_item(f, media.server_id(), Fields::default(), None)).collect();
-    Ok(Json(QueryResult { items, total_record_count: page.total, start_index: 0 }))
+    Ok(Json(QueryResult { items, total_record_count: page.total, start_index: 0 }).into_response())
 }
 
 /// `Users/{id}/Views`: the libraries, as the user's views.
-pub async fn views(State(media): Api, Auth(p): Auth, Id(user_id): Id) -> Result<Json<QueryResult>, ApiError> {
+pub async fn views(State(media): Api, Auth(p): Auth, Id(user_id): Id) -> Result<Response, ApiError> {
     views_of(&media, &p, Some(&user_id)).await
 }
 
-pub async fn user_views(
-    State(media): Api,
-    Auth(p): Auth,
-    RawQuery(raw): RawQuery,
-) -> Result<Json<QueryResult>, ApiError> {
+pub async fn user_views(State(media): Api, Auth(p): Auth, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let params = Params::parse(raw.as_deref())?;
     views_of(&media, &p, params.get("UserId")).await
 }
@@ -269,37 +252,22 @@ async fn flag(
     user: Option<&str>,
     id: &str,
     f: UserFlag,
-) -> Result<Json<UserData>, ApiError> {
+) -> Result<Response, ApiError> {
     let d = media.set_user_flag(p, user, id, f).await?;
-    Ok(Json(UserData::new(&d.item_id, &d)))
+    Ok(Json(UserData::new(&d.item_id, &d)).into_response())
 }
 
-pub async fn played(
-    State(m): Api,
-    Auth(p): Auth,
-    Id(id): Id,
-    RawQuery(raw): RawQuery,
-) -> Result<Json<UserData>, ApiError> {
+pub async fn played(State(m): Api, Auth(p): Auth, Id(id): Id, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let params = Params::parse(raw.as_deref())?;
     flag(&m, &p, params.get("UserId"), &id, UserFlag::Played(true)).await
 }
 
-pub async fn unplayed(
-    State(m): Api,
-    Auth(p): Auth,
-    Id(id): Id,
-    RawQuery(raw): RawQuery,
-) -> Result<Json<UserData>, ApiError> {
+pub async fn unplayed(State(m): Api, Auth(p): Auth, Id(id): Id, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let params = Params::parse(raw.as_deref())?;
     flag(&m, &p, params.get("UserId"), &id, UserFlag::Played(false)).await
 }
 
-pub async fn favorite(
-    State(m): Api,
-    Auth(p): Auth,
-    Id(id): Id,
-    RawQuery(raw): RawQuery,
-) -> Result<Json<UserData>, ApiError> {
+pub async fn favorite(State(m): Api, Auth(p): Auth, Id(id): Id, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let params = Params::parse(raw.as_deref())?;
     flag(&m, &p, params.get("UserId"), &id, UserFlag::Favorite(true)).await
 }
@@ -309,23 +277,23 @@ pub async fn unfavorite(
     Auth(p): Auth,
     Id(id): Id,
     RawQuery(raw): RawQuery,
-) -> Result<Json<UserData>, ApiError> {
+) -> Result<Response, ApiError> {
     let params = Params::parse(raw.as_deref())?;
     flag(&m, &p, params.get("UserId"), &id, UserFlag::Favorite(false)).await
 }
 
-pub async fn played_for(State(m): Api, Auth(p): Auth, IdAnd(id, u): IdAnd) -> Result<Json<UserData>, ApiError> {
+pub async fn played_for(State(m): Api, Auth(p): Auth, IdAnd(id, u): IdAnd) -> Result<Response, ApiError> {
     flag(&m, &p, Some(&u), &id, UserFlag::Played(true)).await
 }
 
-pub async fn unplayed_for(State(m): Api, Auth(p): Auth, IdAnd(id, u): IdAnd) -> Result<Json<UserData>, ApiError> {
+pub async fn unplayed_for(State(m): Api, Auth(p): Auth, IdAnd(id, u): IdAnd) -> Result<Response, ApiError> {
     flag(&m, &p, Some(&u), &id, UserFlag::Played(false)).await
 }
 
-pub async fn favorite_for(State(m): Api, Auth(p): Auth, IdAnd(id, u): IdAnd) -> Result<Json<UserData>, ApiError> {
+pub async fn favorite_for(State(m): Api, Auth(p): Auth, IdAnd(id, u): IdAnd) -> Result<Response, ApiError> {
     flag(&m, &p, Some(&u), &id, UserFlag::Favorite(true)).await
 }
 
-pub async fn unfavorite_for(State(m): Api, Auth(p): Auth, IdAnd(id, u): IdAnd) -> Result<Json<UserData>, ApiError> {
+pub async fn unfavorite_for(State(m): Api, Auth(p): Auth, IdAnd(id, u): IdAnd) -> Result<Response, ApiError> {
     flag(&m, &p, Some(&u), &id, UserFlag::Favorite(false)).await
 }
