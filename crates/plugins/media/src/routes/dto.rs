@@ -10,8 +10,9 @@ use crate::scan::item_id;
 use crate::service::{Entry, Found, media_type};
 use crate::store::{FileRow, UserDataRow};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
+#[schema(as = UserItemDataDto)]
 pub struct UserData<'a> {
     pub playback_position_ticks: i64,
     pub play_count: i64,
@@ -37,8 +38,9 @@ impl<'a> UserData<'a> {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
+#[schema(as = MediaSourceInfo)]
 pub struct MediaSource<'a> {
     pub protocol: &'static str,
     pub id: &'a str,
@@ -54,6 +56,7 @@ pub struct MediaSource<'a> {
     pub supports_transcoding: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_time_ticks: Option<i64>,
+    #[schema(value_type = Vec<Object>)]
     pub media_streams: Value,
     #[serde(rename = "ETag")]
     pub etag: String,
@@ -80,8 +83,9 @@ impl<'a> MediaSource<'a> {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
+#[schema(as = BaseItemDto)]
 pub struct BaseItem<'a> {
     pub name: &'a str,
     pub server_id: &'a str,
@@ -108,6 +112,7 @@ pub struct BaseItem<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub production_year: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub premiere_date: Option<std::borrow::Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_time_ticks: Option<i64>,
@@ -123,9 +128,12 @@ pub struct BaseItem<'a> {
     pub album_artist: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub media_sources: Option<Vec<MediaSource<'a>>>,
+    #[schema(value_type = Object)]
     pub image_tags: serde_json::Map<String, Value>,
     pub location_type: &'static str,
+    #[schema(value_type = String)]
     pub sort_name: std::borrow::Cow<'a, str>,
+    #[schema(value_type = String)]
     pub date_created: std::borrow::Cow<'a, str>,
     pub user_data: UserData<'a>,
 }
@@ -229,8 +237,9 @@ fn library_item<'a>(l: &'a Library, server_id: &'a str, user_data: UserData<'a>)
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
+#[schema(as = BaseItemDtoQueryResult)]
 pub struct QueryResult<'a> {
     pub items: Vec<BaseItem<'a>>,
     pub total_record_count: usize,
