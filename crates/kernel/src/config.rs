@@ -642,6 +642,16 @@ impl Config {
         shown
     }
 
+    /// This configuration for operators allowed to read it unmasked: credentials that Nexus
+    /// only ever sends elsewhere (the *arr API keys) stay masked, as they are write-only.
+    pub fn unmasked(&self) -> Config {
+        let mut shown = self.clone();
+        for upstream in shown.media.arr.values_mut() {
+            upstream.api_key = upstream.api_key.as_ref().map(|_| String::from(MASK));
+        }
+        shown
+    }
+
     /// Section `key` as JSON (`null` when absent).
     pub fn section(&self, key: &str) -> serde_json::Value {
         serde_json::to_value(self)

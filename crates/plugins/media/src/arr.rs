@@ -102,7 +102,8 @@ impl Gateway {
             }
             Err(_) => {
                 self.count(service, "unreachable");
-                Err(MediaError::ArrUnreachable(format!("{service} at {} is unreachable", upstream.url)))
+                let at = nexus_kernel::config::mask_url(&upstream.url);
+                Err(MediaError::ArrUnreachable(format!("{service} at {at} is unreachable")))
             }
         }
     }
@@ -145,9 +146,11 @@ impl Gateway {
             }
             Err(e) => {
                 self.count(&service, if e.is_timeout() { "timeout" } else { "unreachable" });
-                // The upstream's address is configuration, not a secret; its key is never shown.
+                // The upstream's address is configuration, not a secret (a password in it is
+                // masked); its key is never shown.
                 let why = if e.is_timeout() { "did not answer in time" } else { "is unreachable" };
-                Err(MediaError::ArrUnreachable(format!("{service} at {} {why}", upstream.url)))
+                let at = nexus_kernel::config::mask_url(&upstream.url);
+                Err(MediaError::ArrUnreachable(format!("{service} at {at} {why}")))
             }
         }
     }

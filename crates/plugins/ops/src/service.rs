@@ -395,7 +395,7 @@ impl Ops {
     /// The configuration in effect as JSON: the kernel's, with the `ops` section as it is
     /// now (it changes live).
     fn effective_config(&self, masked: bool) -> Value {
-        let config = if masked { self.kernel.config.masked() } else { self.kernel.config.clone() };
+        let config = if masked { self.kernel.config.masked() } else { self.kernel.config.unmasked() };
         let mut value = serde_json::to_value(&config).unwrap_or_default();
         if let Some(map) = value.as_object_mut() {
             map.insert("ops".into(), serde_json::to_value(self.settings()).unwrap_or_default());
