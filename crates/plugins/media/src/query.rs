@@ -121,12 +121,42 @@ pub fn select(catalog: &Catalog, q: &ItemQuery, data: &HashMap<String, UserDataR
     // Catalog lists are by sort name already; a list of ids keeps the order it was asked in.
     let in_list_order =
         (keys.is_empty() && !q.descending) || (q.ids.is_empty() && keys.iter().all(|k| k == "sortname"));
+    let order = |a: &Arc<Item>, b: &Arc<Item>| {
+        let ord = compare(&keys, (a, data_of(a.id())), (b, data_of(b.id())));
+        if q.descending { ord.reverse() } else { ord }
+    };
+    // `SortBy=SortName,ProductionYear` (what Jellyfin's web client sends): the lists are in
+    // that order but for runs of equal sort names, so only the runs the page touches are
+    // sorted, not the whole list. Items equal on every key keep the lists' order (by id), as
+    // a stable sort of the lists would.
+    if !in_list_order && q.ids.is_empty() && keys.first().is_some_and(|k| k == "sortname") {
+        let mut matched: Vec<&Arc<Item>> =
+            if unfiltered { candidates.iter().collect() } else { candidates.iter().filter(keep).collect() };
+        if q.descending {
+            matched.reverse();
+        }
+        let total = matched.len();
+        let start = q.start_index.min(total);
+        let end = start.saturating_add(limit).min(total);
+        let same = |a: usize, b: usize| {
+            matched.get(a).zip(matched.get(b)).is_some_and(|(x, y)| x.row.sort_name == y.row.sort_name)
+        };
+        let (mut lo, mut hi) = (start, end);
+        while lo > 0 && lo < total && same(lo - 1, lo) {
+            lo -= 1;
+        }
+        while hi > 0 && hi < total && same(hi - 1, hi) {
+            hi += 1;
+        }
+        if let Some(window) = matched.get_mut(lo..hi) {
+            window.sort_by(|a, b| order(a, b).then_with(|| a.row.id.cmp(&b.row.id)));
+        }
+        let items = matched.get(start..end).unwrap_or_default().iter().map(|i| (*i).clone()).collect();
+        return Selection { items, total };
+    }
     if !in_list_order {
         let mut matched: Vec<&Arc<Item>> = candidates.iter().filter(keep).collect();
-        matched.sort_by(|a, b| {
-            let ord = compare(&keys, (a, data_of(a.id())), (b, data_of(b.id())));
-            if q.descending { ord.reverse() } else { ord }
-        });
+        matched.sort_by(|a, b| order(a, b));
         let total = matched.len();
         let items = matched.into_iter().skip(q.start_index).take(limit).cloned().collect();
         return Selection { items, total };
@@ -244,11 +274,13 @@ mod tests {
             .filter(|i| q.include_types.is_empty() || q.include_types.iter().any(|t| t.eq_ignore_ascii_case(i.kind())))
             .filter(|i| q.search_term.as_ref().is_none_or(|s| i.row.name.to_lowercase().contains(&s.to_lowercase())))
             .collect();
-        if q.sort_by.iter().any(|k| k.eq_ignore_ascii_case("productionyear")) {
-            all.sort_by(|a, b| a.row.year.cmp(&b.row.year).then_with(|| a.row.sort_name.cmp(&b.row.sort_name)));
-        }
-        if q.descending {
-            all.reverse();
+        if !q.sort_by.is_empty() || q.descending {
+            let keys: Vec<String> = q.sort_by.iter().map(|k| k.to_ascii_lowercase()).collect();
+            let none = UserDataRow::default();
+            all.sort_by(|a, b| {
+                let ord = compare(&keys, (a, &none), (b, &none));
+                if q.descending { ord.reverse() } else { ord }
+            });
         }
         let total = all.len();
         let page = all.iter().skip(q.start_index).take(q.limit.unwrap_or(usize::MAX)).map(|i| i.row.id.clone());
@@ -314,6 +346,42 @@ mod tests {
                 ..Default::default()
             },
             ItemQuery { recursive: true, include_types: vec!["Trailer".into()], ..Default::default() },
+            // Jellyfin web's order: only runs of equal sort names are sorted; "Episode 0 of 0"
+            // and the like tie on every key.
+            ItemQuery {
+                parent_id: Some("movies".into()),
+                recursive: true,
+                include_types: vec!["Movie".into()],
+                sort_by: vec!["SortName".into(), "ProductionYear".into()],
+                start_index: 4,
+                limit: Some(9),
+                ..Default::default()
+            },
+            ItemQuery {
+                parent_id: Some("shows".into()),
+                recursive: true,
+                include_types: vec!["Episode".into()],
+                sort_by: vec!["SortName".into(), "ProductionYear".into()],
+                descending: true,
+                start_index: 3,
+                limit: Some(6),
+                ..Default::default()
+            },
+            ItemQuery {
+                recursive: true,
+                sort_by: vec!["SortName".into(), "Name".into()],
+                search_term: Some("0".into()),
+                start_index: 1,
+                limit: Some(4),
+                ..Default::default()
+            },
+            ItemQuery {
+                recursive: true,
+                include_types: vec!["Episode".into()],
+                sort_by: vec!["SortName".into(), "ProductionYear".into()],
+                start_index: 100,
+                ..Default::default()
+            },
         ];
         for q in &queries {
             let got = select(&c, q, &HashMap::new());
