@@ -642,6 +642,16 @@ impl Config {
         shown
     }
 
+    /// This configuration for operators allowed to read it unmasked: credentials that Nexus
+    /// only ever sends elsewhere (the *arr API keys) stay masked, as they are write-only.
+    pub fn unmasked(&self) -> Config {
+        let mut shown = self.clone();
+        for upstream in shown.media.arr.values_mut() {
+            upstream.api_key = upstream.api_key.as_ref().map(|_| String::from(MASK));
+        }
+        shown
+    }
+
     /// Section `key` as JSON (`null` when absent).
     pub fn section(&self, key: &str) -> serde_json::Value {
         serde_json::to_value(self)
@@ -738,6 +748,16 @@ fn describe_figment_error(err: figment::Error) -> ConfigError {
     } else {
         ConfigError::Key { key, reason }
     }
+}
+
+/// Whether the values under `key` are credentials, wherever the key appears: masked when shown,
+/// sealed when stored (see [`crate::seal`]).
+pub fn is_credential_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "token", "api_key", "apikey", "master_key", "private_key", "credential"]
+        .iter()
+        .any(|k| key.contains(k))
+        && !key.ends_with("_ttl_secs")
 }
 
 /// What a masked credential shows.

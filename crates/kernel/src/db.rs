@@ -61,6 +61,9 @@ pub enum StorageError {
     Query(#[from] sqlx::Error),
     #[error("{0}")]
     Unavailable(String),
+    /// A credential could not be sealed for storing (see [`crate::seal`]).
+    #[error(transparent)]
+    Sealing(#[from] crate::seal::SealError),
 }
 
 impl StorageError {

@@ -252,6 +252,9 @@ impl From<crate::db::StorageError> for Failure {
             {
                 overloaded(&err)
             }
+            // The request is well formed; this server's keys cannot serve it. The message
+            // names the key, never its value.
+            StorageError::Sealing(e) => Failure::new(ErrorCode::Conflict, e.to_string()),
             err => Failure::internal(err),
         }
     }

@@ -34,6 +34,8 @@ pub struct Kernel {
     pub redis: Option<redis::aio::ConnectionManager>,
     /// This installation's id, stable across restarts and shared by every instance.
     pub server_id: String,
+    /// Seals the credentials of configuration stored through the API.
+    pub sealer: Arc<crate::seal::Sealer>,
     /// Signs pagination cursors; shared by every instance on the database.
     pub cursor_key: Vec<u8>,
     pub started_at: Timestamp,
@@ -57,16 +59,18 @@ pub enum KernelError {
 impl Kernel {
     /// Opens storage, applies `migrations`, applies the plugin state operators stored (their
     /// configuration changes and whether each plugin is enabled) and connects to Redis when
-    /// configured. `plugins` are the manifests of every plugin, in start-up order.
+    /// configured. `plugins` are the manifests of every plugin, in start-up order; `sealer`
+    /// opens and seals the credentials of that stored configuration.
     pub async fn open(
         mut config: Config,
         plugins: &[Manifest],
         migrations: &[&MigrationSet],
+        sealer: crate::seal::Sealer,
     ) -> Result<Arc<Self>, KernelError> {
         crate::db::create_private_dir(&config.data_dir)?;
         let db = Db::connect(&config.database_url(), config.database.max_connections).await?;
         db.migrate(migrations).await?;
-        let stored = crate::plugin::store::load(&db).await?;
+        let stored = crate::plugin::store::load(&db, &sealer).await?;
         config = with_stored_changes(config, &stored, plugins);
         let registry = crate::plugin::Registry::default();
         let shown = config.masked();
@@ -120,6 +124,7 @@ impl Kernel {
             plugins: registry,
             redis,
             server_id,
+            sealer: Arc::new(sealer),
             cursor_key,
             started_at: Timestamp::now(),
             clock,

@@ -24,6 +24,7 @@ pub mod principal;
 pub mod query;
 pub mod ratelimit;
 pub mod rpc;
+pub mod seal;
 pub mod tasks;
 pub mod timeseries;
 

@@ -419,7 +419,8 @@ pub struct StoredState {
     pub plugin_id: String,
     pub enabled: bool,
     pub reason: Option<String>,
-    /// JSON text of the configuration set through the API, if any.
+    /// JSON text of the configuration set through the API, if any; its credentials are
+    /// readable here and sealed in the table (see [`store`]).
     pub config: Option<String>,
     pub updated_at: i64,
 }
@@ -428,20 +429,38 @@ pub struct StoredState {
 pub mod store {
     use super::StoredState;
     use crate::db::{Db, StorageError};
+    use crate::seal::Sealer;
 
     const SELECT: &str = "SELECT plugin_id, enabled, reason, config, updated_at FROM nexus_plugin_state";
     const UPSERT: &str = "INSERT INTO nexus_plugin_state (plugin_id, enabled, reason, config, updated_at) \
          VALUES ($1, $2, $3, $4, $5) ON CONFLICT (plugin_id) DO UPDATE SET enabled = excluded.enabled, \
          reason = excluded.reason, config = excluded.config, updated_at = excluded.updated_at";
 
-    pub async fn load(db: &Db) -> Result<Vec<StoredState>, StorageError> {
-        Ok(match db {
+    /// Every stored change, its credentials opened (see [`crate::seal`]).
+    pub async fn load(db: &Db, sealer: &Sealer) -> Result<Vec<StoredState>, StorageError> {
+        let mut rows: Vec<StoredState> = match db {
             Db::Sqlite(pool) => sqlx::query_as(SELECT).fetch_all(pool).await?,
             Db::Postgres(pool) => sqlx::query_as(SELECT).fetch_all(pool).await?,
-        })
+        };
+        for row in &mut rows {
+            if let Some(config) = &row.config {
+                row.config = Some(sealer.open_text(&row.plugin_id, config));
+            }
+        }
+        Ok(rows)
     }
 
-    pub async fn save(db: &Db, s: &StoredState) -> Result<(), StorageError> {
+    /// `s` as it is written: its credentials sealed, so that none is stored readable.
+    fn sealed(sealer: &Sealer, s: &StoredState) -> Result<StoredState, StorageError> {
+        let mut row = s.clone();
+        if let Some(config) = &s.config {
+            row.config = Some(sealer.seal_text(&s.plugin_id, config)?);
+        }
+        Ok(row)
+    }
+
+    pub async fn save(db: &Db, sealer: &Sealer, s: &StoredState) -> Result<(), StorageError> {
+        let s = &sealed(sealer, s)?;
         // The same statement and binds on either driver's pool.
         macro_rules! upsert {
             ($pool:expr) => {
@@ -467,11 +486,13 @@ pub mod store {
     /// announced (to every instance, the WebSocket and webhooks) exactly when it is stored.
     pub async fn save_announced(
         db: &Db,
+        sealer: &Sealer,
         outbox: &crate::outbox::Outbox,
         s: &StoredState,
         event: &crate::events::Event,
     ) -> Result<(), StorageError> {
         use crate::outbox::OutboxTx as _;
+        let s = &sealed(sealer, s)?;
         macro_rules! in_tx {
             ($pool:expr) => {{
                 let mut tx = $pool.begin().await?;

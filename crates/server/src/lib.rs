@@ -82,7 +82,8 @@ pub async fn start_with(config: Config, plugins: Vec<Arc<dyn Plugin>>) -> Result
     // Bind before opening storage, so a taken port fails fast without touching the data.
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
-    let kernel = Kernel::open(config, &ordered_manifests, &plugins::migrations(&ordered)).await?;
+    let sealer = nexus_secrets::keyring::config_sealer(&config);
+    let kernel = Kernel::open(config, &ordered_manifests, &plugins::migrations(&ordered), sealer).await?;
     let mut services = Services::default();
     services.provide(Handles::new(ordered.iter().map(|p| (p.manifest().id, p.clone() as Arc<dyn Reconfigure>))));
     let mut started = Vec::with_capacity(ordered.len());

@@ -241,10 +241,11 @@ fn with_stored_changes(config: Config) -> Config {
         return config;
     }
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return config };
+    let sealer = nexus_secrets::keyring::config_sealer(&config);
     let stored = runtime.block_on(async {
         let read = async {
             let db = nexus_kernel::db::Db::connect(&url, Some(1)).await?;
-            let stored = nexus_kernel::plugin::store::load(&db).await;
+            let stored = nexus_kernel::plugin::store::load(&db, &sealer).await;
             db.close().await;
             stored
         };

@@ -21,7 +21,7 @@ pub fn builtin() -> Vec<Arc<dyn Plugin>> {
         Arc::new(nexus_webhooks::WebhooksPlugin),
         Arc::new(nexus_analytics::AnalyticsPlugin),
         Arc::new(nexus_documents::DocumentsPlugin),
-        Arc::new(nexus_media::MediaPlugin),
+        Arc::new(nexus_media::MediaPlugin::default()),
         Arc::new(nexus_wasm::WasmPlugin),
         Arc::new(nexus_ops::OpsPlugin::default()),
     ]
@@ -39,7 +39,8 @@ pub async fn open_kernel(
 ) -> Result<Arc<nexus_kernel::Kernel>, nexus_kernel::kernel::KernelError> {
     let plugins = builtin();
     let manifests: Vec<Manifest> = plugins.iter().map(|p| p.manifest()).collect();
-    nexus_kernel::Kernel::open(config, &manifests, &migrations(&plugins)).await
+    let sealer = nexus_secrets::keyring::config_sealer(&config);
+    nexus_kernel::Kernel::open(config, &manifests, &migrations(&plugins), sealer).await
 }
 
 /// The framework's own conventions that have routes: API versions and batch requests.

@@ -49,7 +49,7 @@ impl From<ManagerError> for Failure {
             ManagerError::NotAvailable(_) => Failure::new(ErrorCode::NotImplemented, message),
             ManagerError::Invalid(details) => Failure::invalid(details),
             ManagerError::Forbidden(permission) => Failure::forbidden(&permission),
-            ManagerError::Storage(e) => Failure::internal(e),
+            ManagerError::Storage(e) => e.into(),
             ManagerError::Install(failure) => failure,
         }
     }

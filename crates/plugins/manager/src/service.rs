@@ -133,7 +133,14 @@ impl PluginManager {
             kind,
             json!({ "plugin_id": id, "enabled": enabled, "reason": reason, "changed_by": caller.user_id }),
         );
-        nexus_kernel::plugin::store::save_announced(&self.kernel.db, &self.kernel.outbox, &stored, &event).await?;
+        nexus_kernel::plugin::store::save_announced(
+            &self.kernel.db,
+            &self.kernel.sealer,
+            &self.kernel.outbox,
+            &stored,
+            &event,
+        )
+        .await?;
         apply_enabled(&slot, enabled, reason.clone());
         Ok(slot)
     }
@@ -172,6 +179,7 @@ impl PluginManager {
             };
             ManagerError::Invalid(vec![FieldError::new(field, reason)])
         })?;
+        self.kernel.sealer.check(&merged).map_err(nexus_kernel::db::StorageError::from)?;
         let section = patched.section(&key);
         let applied = match self.handles.get(id) {
             Some(plugin) => plugin.reconfigure(&section).map_err(ManagerError::Invalid)?,
@@ -189,7 +197,14 @@ impl PluginManager {
                 "changed_by": caller.user_id,
             }),
         );
-        nexus_kernel::plugin::store::save_announced(&self.kernel.db, &self.kernel.outbox, &stored, &event).await?;
+        nexus_kernel::plugin::store::save_announced(
+            &self.kernel.db,
+            &self.kernel.sealer,
+            &self.kernel.outbox,
+            &stored,
+            &event,
+        )
+        .await?;
         let shown = patched.masked().section(&key);
         slot.configure(patch, shown, Timestamp::now());
         Ok((slot, applied))

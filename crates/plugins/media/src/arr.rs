@@ -3,6 +3,7 @@
 //! under a timeout, with per-service metrics and the `media.arr` permission.
 
 use std::collections::BTreeMap;
+use std::sync::RwLock;
 use std::time::Duration;
 
 use nexus_identity::Principal;
@@ -33,7 +34,8 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
 #[derive(Debug)]
 pub struct Gateway {
     client: reqwest::Client,
-    upstreams: BTreeMap<String, ArrUpstream>,
+    /// Replaced whole when an operator changes `media.arr` (see [`Gateway::set_upstreams`]).
+    upstreams: RwLock<BTreeMap<String, ArrUpstream>>,
     requests: Family<Vec<(String, String)>, Counter>,
 }
 
@@ -48,9 +50,24 @@ impl Gateway {
             .unwrap_or_default();
         let requests = Family::default();
         kernel.metrics.register("nexus_media_arr_requests", "Requests forwarded to *arr servers", requests.clone());
-        let upstreams =
-            kernel.config.media.arr.iter().map(|(name, u)| (name.to_ascii_lowercase(), u.clone())).collect();
-        Self { client, upstreams, requests }
+        let gateway = Self { client, upstreams: RwLock::default(), requests };
+        gateway.set_upstreams(&kernel.config.media.arr);
+        gateway
+    }
+
+    /// Forwards to `upstreams` from now on: a URL or key changed through the API applies
+    /// without a restart.
+    pub fn set_upstreams(&self, upstreams: &BTreeMap<String, ArrUpstream>) {
+        let by_name = upstreams.iter().map(|(name, u)| (name.to_ascii_lowercase(), u.clone())).collect();
+        if let Ok(mut current) = self.upstreams.write() {
+            *current = by_name;
+        }
+    }
+
+    /// The configured server of `service`, if it has a URL.
+    fn upstream(&self, service: &str) -> Option<ArrUpstream> {
+        let upstreams = self.upstreams.read().ok()?;
+        upstreams.get(service).filter(|u| !u.url.trim().is_empty()).cloned()
     }
 
     fn count(&self, service: &str, outcome: &str) {
@@ -64,13 +81,13 @@ impl Gateway {
 
     /// Whether `service` has a server configured.
     pub fn configured(&self, service: &str) -> bool {
-        self.upstreams.get(service).is_some_and(|u| !u.url.trim().is_empty())
+        self.upstream(service).is_some()
     }
 
     /// Sends a JSON body to `service` on Nexus's own behalf (an approved request); the
     /// upstream's status.
     pub(crate) async fn send(&self, service: &str, path: &str, body: &serde_json::Value) -> Result<u16, MediaError> {
-        let Some(upstream) = self.upstreams.get(service).filter(|u| !u.url.trim().is_empty()) else {
+        let Some(upstream) = self.upstream(service) else {
             return Err(MediaError::ArrNotConfigured(service.to_string()));
         };
         let url = format!("{}{}", upstream.url.trim_end_matches('/'), path);
@@ -85,7 +102,8 @@ impl Gateway {
             }
             Err(_) => {
                 self.count(service, "unreachable");
-                Err(MediaError::ArrUnreachable(format!("{service} at {} is unreachable", upstream.url)))
+                let at = nexus_kernel::config::mask_url(&upstream.url);
+                Err(MediaError::ArrUnreachable(format!("{service} at {at} is unreachable")))
             }
         }
     }
@@ -107,7 +125,7 @@ impl Gateway {
         if !SERVICES.contains(&service.as_str()) {
             return Err(MediaError::NotFound("*arr service"));
         }
-        let Some(upstream) = self.upstreams.get(&service).filter(|u| !u.url.trim().is_empty()) else {
+        let Some(upstream) = self.upstream(&service) else {
             self.count(&service, "unconfigured");
             return Err(MediaError::ArrNotConfigured(service));
         };
@@ -128,9 +146,11 @@ impl Gateway {
             }
             Err(e) => {
                 self.count(&service, if e.is_timeout() { "timeout" } else { "unreachable" });
-                // The upstream's address is configuration, not a secret; its key is never shown.
+                // The upstream's address is configuration, not a secret (a password in it is
+                // masked); its key is never shown.
                 let why = if e.is_timeout() { "did not answer in time" } else { "is unreachable" };
-                Err(MediaError::ArrUnreachable(format!("{service} at {} {why}", upstream.url)))
+                let at = nexus_kernel::config::mask_url(&upstream.url);
+                Err(MediaError::ArrUnreachable(format!("{service} at {at} {why}")))
             }
         }
     }

@@ -46,6 +46,10 @@ pub struct Item {
     pub files: Vec<FileRow>,
     /// The ids above this item, nearest first, ending with its library's.
     pub ancestors: Vec<String>,
+    /// `DateCreated` and `PremiereDate` as shown, formatted once per catalog rather than on
+    /// every page that shows the item.
+    pub date_created: String,
+    pub premiere_date: Option<String>,
 }
 
 impl Item {
@@ -74,6 +78,18 @@ pub struct Catalog {
     pub sorted: Vec<Arc<Item>>,
     /// Children of each item or library, by sort name.
     pub children: HashMap<String, Vec<Arc<Item>>>,
+    /// Everything under each item or library at any depth, by sort name, whole and per item
+    /// type: a recursive query (`ParentId=…&Recursive=true&IncludeItemTypes=Movie`) pages a
+    /// ready list instead of testing every item of the catalog.
+    descendants: HashMap<String, Descendants>,
+    /// Every item per item type.
+    by_kind: HashMap<String, Vec<Arc<Item>>>,
+}
+
+#[derive(Debug, Default)]
+struct Descendants {
+    all: Vec<Arc<Item>>,
+    by_kind: HashMap<String, Vec<Arc<Item>>>,
 }
 
 impl Catalog {
@@ -109,7 +125,9 @@ impl Catalog {
                 ancestors.push(row.library_id.clone());
             }
             let files = files_by_item.remove(&row.id).unwrap_or_default();
-            all.push(Arc::new(Item { row, files, ancestors }));
+            let date_created = nexus_kernel::clock::Timestamp::from_micros(row.created_at).to_rfc3339();
+            let premiere_date = row.year.map(|y| format!("{y:04}-01-01T00:00:00.0000000Z"));
+            all.push(Arc::new(Item { row, files, ancestors, date_created, premiere_date }));
         }
         all.sort_by(|a, b| a.row.sort_name.cmp(&b.row.sort_name).then_with(|| a.row.id.cmp(&b.row.id)));
         let mut children: HashMap<String, Vec<Arc<Item>>> = HashMap::new();
@@ -117,8 +135,38 @@ impl Catalog {
             let parent = item.row.parent_id.clone().unwrap_or_else(|| item.row.library_id.clone());
             children.entry(parent).or_default().push(item.clone());
         }
+        let mut descendants: HashMap<String, Descendants> = HashMap::new();
+        let mut by_kind: HashMap<String, Vec<Arc<Item>>> = HashMap::new();
+        for item in &all {
+            for ancestor in &item.ancestors {
+                let under = descendants.entry(ancestor.clone()).or_default();
+                under.all.push(item.clone());
+                under.by_kind.entry(item.row.kind.clone()).or_default().push(item.clone());
+            }
+            by_kind.entry(item.row.kind.clone()).or_default().push(item.clone());
+        }
         let items = all.iter().map(|i| (i.row.id.clone(), i.clone())).collect();
-        Self { libraries, items, sorted: all, children }
+        Self { libraries, items, sorted: all, children, descendants, by_kind }
+    }
+
+    /// The items under `ancestor` at any depth (every item for `None`), of type `kind` when
+    /// given (compared as Jellyfin does, ignoring case), by sort name.
+    pub fn descendants(&self, ancestor: Option<&str>, kind: Option<&str>) -> &[Arc<Item>] {
+        let (all, by_kind) = match ancestor {
+            None => (self.sorted.as_slice(), &self.by_kind),
+            Some(id) => match self.descendants.get(id) {
+                Some(d) => (d.all.as_slice(), &d.by_kind),
+                None => return &[],
+            },
+        };
+        match kind {
+            None => all,
+            Some(kind) => by_kind
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(kind))
+                .map(|(_, list)| list.as_slice())
+                .unwrap_or_default(),
+        }
     }
 
     pub fn library(&self, id: &str) -> Option<&Arc<Library>> {

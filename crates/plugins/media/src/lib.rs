@@ -6,10 +6,12 @@
 pub mod arr;
 pub mod catalog;
 pub mod error;
+pub mod fulfilment;
 pub mod jobs;
 pub mod metrics;
 pub mod naming;
 pub mod probe;
+pub mod query;
 pub mod requests;
 mod routes;
 pub mod scan;
@@ -18,7 +20,7 @@ pub mod sessions;
 pub mod stats;
 pub mod store;
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use nexus_kernel::Kernel;
@@ -57,7 +59,8 @@ pub async fn start(kernel: Arc<Kernel>, identity: Arc<nexus_identity::Identity>)
         tasks.push(tokio::spawn(media.clone().watch(Duration::from_millis(interval))));
     }
     let gateway = Arc::new(arr::Gateway::new(&kernel));
-    let requests = Arc::new(requests::Requests::new(kernel.clone(), gateway.clone()));
+    let requests = Arc::new(requests::Requests::new(kernel.clone(), gateway.clone(), media.clone()));
+    tasks.push(tokio::spawn(requests.clone().complete_as_scanned()));
     Ok(Started { media, gateway, requests, tasks })
 }
 
@@ -69,10 +72,31 @@ pub fn routes(started: &Started) -> nexus_web::Routes {
 /// The plugin: the Jellyfin-compatible library, streaming and sessions, Overseerr-compatible
 /// requests, the *arr gateway and Tautulli statistics.
 #[derive(Debug, Default)]
-pub struct MediaPlugin;
+pub struct MediaPlugin {
+    /// The gateway of the last start, and the configuration it started with (against which
+    /// changes are judged): `media.arr` changes apply to it live.
+    running: RwLock<Option<(Arc<arr::Gateway>, nexus_kernel::config::MediaConfig)>>,
+}
 
-/// Its configuration is applied at the next start.
-impl nexus_kernel::plugin::Reconfigure for MediaPlugin {}
+/// `media.arr` (servers and keys) applies live; the rest at the next start.
+impl nexus_kernel::plugin::Reconfigure for MediaPlugin {
+    fn reconfigure(
+        &self,
+        config: &serde_json::Value,
+    ) -> Result<nexus_kernel::plugin::Reconfigured, Vec<nexus_kernel::error::FieldError>> {
+        use nexus_kernel::plugin::Reconfigured;
+        let new: nexus_kernel::config::MediaConfig = nexus_kernel::plugin::validate_config(config)?;
+        let running = self.running.read().ok().and_then(|r| r.clone());
+        let Some((gateway, boot)) = running else {
+            return Ok(Reconfigured::RestartRequired);
+        };
+        gateway.set_upstreams(&new.arr);
+        let rest_unchanged = serde_json::to_value(nexus_kernel::config::MediaConfig { arr: Default::default(), ..new })
+            .ok()
+            == serde_json::to_value(nexus_kernel::config::MediaConfig { arr: Default::default(), ..boot }).ok();
+        Ok(if rest_unchanged { Reconfigured::Live } else { Reconfigured::RestartRequired })
+    }
+}
 
 impl Plugin for MediaPlugin {
     fn manifest(&self) -> Manifest {
@@ -99,6 +123,9 @@ impl Plugin for MediaPlugin {
             let identity = ctx.require::<Arc<nexus_identity::Identity>>()?;
             let started = start(ctx.kernel.clone(), identity).await.map_err(|e| ctx.error(e.to_string()))?;
             ctx.provide(started.media.clone());
+            if let Ok(mut running) = self.running.write() {
+                *running = Some((started.gateway.clone(), ctx.kernel.config.media.clone()));
+            }
             let mut out =
                 PluginStarted::routes(routes(&started)).mount("/api/requests", nexus_web::Dialect::Media).tag(
                     "media",

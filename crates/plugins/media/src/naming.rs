@@ -125,7 +125,30 @@ pub struct MovieName {
 static BRACKETED_YEAR: LazyLock<Regex> = LazyLock::new(|| re(r"[(\[]((?:19|20)\d{2})[)\]]"));
 static BARE_YEAR: LazyLock<Regex> = LazyLock::new(|| re(r"\b((?:19|20)\d{2})\b"));
 static DATE_AFTER: LazyLock<Regex> = LazyLock::new(|| re(r"^[.\-]\d{2}[.\-]\d{2}"));
-static BRACKET_TAG: LazyLock<Regex> = LazyLock::new(|| re(r"\[[^\]]*\]"));
+static BRACKET_TAG: LazyLock<Regex> = LazyLock::new(|| re(r"\[[^\]]*\]|\{[^}]*\}"));
+/// Jellyfin's provider id tags: `[tmdbid-603]`, `[tmdbid=603]`, `{tmdb-603}`, `[tvdbid-81189]`.
+static PROVIDER_TAG: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)[\[{](tmdb|tvdb)(?:id)?[-=](\d{1,10})[\]}]"));
+
+/// The ids of a movie or series at TheMovieDB and TheTVDB, as its folder or file names them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProviderIds {
+    pub tmdb: Option<i64>,
+    pub tvdb: Option<i64>,
+}
+
+/// The provider ids tagged in `names` (a file's stem, then its folders): the first of each.
+pub fn provider_ids(names: &[&str]) -> ProviderIds {
+    let mut ids = ProviderIds::default();
+    for c in names.iter().flat_map(|n| PROVIDER_TAG.captures_iter(n)) {
+        let id = c.get(2).and_then(|m| m.as_str().parse().ok());
+        match c.get(1).map(|m| m.as_str().to_ascii_lowercase()).as_deref() {
+            Some("tmdb") => ids.tmdb = ids.tmdb.or(id),
+            Some("tvdb") => ids.tvdb = ids.tvdb.or(id),
+            _ => {}
+        }
+    }
+    ids
+}
 
 /// Names a movie file (or folder) from its stem: `300 (2006) - 1080p` → 300, 2006, "1080p".
 pub fn parse_movie(stem: &str) -> MovieName {

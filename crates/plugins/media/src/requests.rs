@@ -32,6 +32,9 @@ pub struct NewRequest {
     pub tvdb_id: Option<i64>,
     pub seasons: Vec<i64>,
     pub is4k: bool,
+    /// Matched against items that tag no provider id (see [`crate::fulfilment`]).
+    pub title: Option<String>,
+    pub year: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -39,6 +42,8 @@ pub struct Requests {
     kernel: Arc<Kernel>,
     store: Arc<dyn MediaStore>,
     gateway: Arc<Gateway>,
+    /// The library, where requested media shows up.
+    media: Arc<crate::Media>,
 }
 
 fn check(p: &Principal, permission: &str) -> Result<(), MediaError> {
@@ -46,8 +51,46 @@ fn check(p: &Principal, permission: &str) -> Result<(), MediaError> {
 }
 
 impl Requests {
-    pub fn new(kernel: Arc<Kernel>, gateway: Arc<Gateway>) -> Self {
-        Self { store: crate::store::open(&kernel.db), kernel, gateway }
+    pub fn new(kernel: Arc<Kernel>, gateway: Arc<Gateway>, media: Arc<crate::Media>) -> Self {
+        Self { store: crate::store::open(&kernel.db), kernel, gateway, media }
+    }
+
+    /// Completes requests as their media shows up: now, and after every scan that changed
+    /// the library, until the server stops.
+    pub async fn complete_as_scanned(self: Arc<Self>) {
+        let mut reloads = self.media.reloads();
+        let closed = self.kernel.events.closed();
+        tokio::pin!(closed);
+        loop {
+            reloads.mark_unchanged();
+            if let Err(e) = self.complete_available().await {
+                tracing::warn!(error = %e, "media requests not checked against the library");
+            }
+            tokio::select! {
+                () = &mut closed => return,
+                changed = reloads.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    /// Marks completed (status 5, the media available) every approved or failed request whose
+    /// media the library holds; how many it completed.
+    pub async fn complete_available(&self) -> Result<usize, MediaError> {
+        let catalog = self.media.catalog();
+        let mut done = 0;
+        for row in self.store.requests(None).await?.into_iter().filter(|r| r.status == APPROVED || r.status == FAILED) {
+            let Some(item_id) = crate::fulfilment::holder(&catalog, &row) else { continue };
+            let event = self.kernel.events.envelope(
+                "media",
+                "media.request.completed",
+                json!({"request_id": row.id, "media_type": row.media_type, "tmdb_id": row.tmdb_id, "item_id": item_id}),
+            );
+            if self.store.complete_request(row.id, Timestamp::now().as_micros(), &event).await? {
+                self.kernel.outbox.committed();
+                done += 1;
+            }
+        }
+        Ok(done)
     }
 
     /// Files a request; an administrator's is approved at once. A second request for the same
@@ -78,6 +121,8 @@ impl Requests {
             modified_by: None,
             created_at: now,
             updated_at: now,
+            title: new.title.map(|t| t.trim().chars().take(500).collect::<String>()).filter(|t| !t.is_empty()),
+            year: new.year,
         };
         let events = &self.kernel.events;
         let announce = |id: i64| {
@@ -156,6 +201,8 @@ impl Requests {
                 self.store.set_request_status(id, FAILED, &p.user_id, now, None).await?;
             }
         }
+        // Media the library already holds completes the request at once.
+        self.complete_available().await?;
         self.store.request(id).await?.ok_or(MediaError::NotFound("request"))
     }
 

@@ -150,6 +150,8 @@ impl NewItem<'_> {
             album_artist: None,
             image_path: None,
             created_at: self.now,
+            tmdb_id: None,
+            tvdb_id: None,
         }
     }
 }
@@ -176,9 +178,11 @@ pub fn plan(library: &Library, walked: &Walked, now: i64) -> Plan {
                 let m = naming::parse_movie_file(folders.last().copied(), stem);
                 let year = m.year.map(|y| y.to_string()).unwrap_or_default();
                 let id = item_id(&[lib, "Movie", &dir_key, &m.title.to_lowercase(), &year]);
+                let ids = naming::provider_ids(&[stem, folders.last().copied().unwrap_or_default()]);
                 let item = plan.items.entry(id.clone()).or_insert_with(|| {
                     let mut row = new.row(id.clone(), "Movie", m.title.clone(), None);
                     row.year = m.year.map(i64::from);
+                    (row.tmdb_id, row.tvdb_id) = (ids.tmdb, ids.tvdb);
                     row.image_path = if folders.is_empty() { None } else { image_of(walked, &dir) };
                     row
                 });
@@ -198,6 +202,8 @@ pub fn plan(library: &Library, walked: &Walked, now: i64) -> Plan {
                 plan.items.entry(series_id.clone()).or_insert_with(|| {
                     let mut row = new.row(series_id.clone(), "Series", series.title.clone(), None);
                     row.year = series.year.map(i64::from);
+                    let ids = naming::provider_ids(&[series_folder]);
+                    (row.tmdb_id, row.tvdb_id) = (ids.tmdb, ids.tvdb);
                     row.path = Some(series_key.clone());
                     row.image_path = image_of(walked, &series_dir);
                     row

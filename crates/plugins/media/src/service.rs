@@ -1,7 +1,6 @@
 //! The media library service: libraries, scans, item queries, per-user data and the files a
 //! stream may serve. Every operation takes the caller and checks `media.read`/`media.write`.
 
-use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -22,26 +21,7 @@ use crate::store::{FileRow, LibraryRow, MediaStore, UserDataRow};
 pub const READ: &str = "media.read";
 pub const WRITE: &str = "media.write";
 
-/// What `Items` asks for, with Jellyfin's parameters already parsed.
-#[derive(Debug, Clone, Default)]
-pub struct ItemQuery {
-    pub parent_id: Option<String>,
-    pub recursive: bool,
-    pub include_types: Vec<String>,
-    pub exclude_types: Vec<String>,
-    pub media_types: Vec<String>,
-    pub search_term: Option<String>,
-    pub sort_by: Vec<String>,
-    pub descending: bool,
-    pub start_index: usize,
-    pub limit: Option<usize>,
-    /// `IsPlayed`, `IsUnplayed`, `IsFavorite`, `IsResumable`, `IsFolder`, `IsNotFolder`.
-    pub filters: Vec<String>,
-    pub ids: Vec<String>,
-    pub is_played: Option<bool>,
-    pub is_favorite: Option<bool>,
-    pub years: Vec<i64>,
-}
+pub use crate::query::ItemQuery;
 
 /// One entry of a result: a library's folder or an item, with the caller's data on it.
 #[derive(Debug, Clone)]
@@ -87,6 +67,8 @@ pub struct Media {
     pub(crate) identity: Arc<nexus_identity::Identity>,
     pub(crate) store: Arc<dyn MediaStore>,
     catalog: RwLock<Arc<Catalog>>,
+    /// Counts catalog reloads, for those who act on what a scan added (requests completing).
+    reloads: tokio::sync::watch::Sender<u64>,
     pub(crate) jobs: ScanJobs,
     pub sessions: Sessions,
     pub(crate) metrics: MediaMetrics,
@@ -142,6 +124,7 @@ impl Media {
             identity,
             store,
             catalog: RwLock::new(Arc::new(Catalog::default())),
+            reloads: tokio::sync::watch::Sender::new(0),
             jobs: ScanJobs::default(),
             sessions: Sessions::default(),
             metrics,
@@ -168,7 +151,13 @@ impl Media {
             Ok(mut c) => *c = catalog,
             Err(poisoned) => *poisoned.into_inner() = catalog,
         }
+        self.reloads.send_modify(|n| *n += 1);
         Ok(())
+    }
+
+    /// Changes each time the catalog is reloaded (after a scan that changed something).
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reloads.subscribe()
     }
 
     pub(crate) fn count_streamed(&self, bytes: u64) {
@@ -256,6 +245,19 @@ impl Media {
         Ok(self.store.user_data(user_id).await?.into_iter().map(|d| (d.item_id.clone(), d)).collect())
     }
 
+    /// The caller's data on `items` only (a page), by item id.
+    async fn user_data_of<'a>(
+        &self,
+        user_id: &str,
+        items: impl Iterator<Item = &'a str>,
+    ) -> Result<HashMap<String, UserDataRow>, MediaError> {
+        let ids: Vec<String> = items.map(str::to_string).collect();
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        Ok(self.store.user_items_data(user_id, &ids).await?.into_iter().map(|d| (d.item_id.clone(), d)).collect())
+    }
+
     fn user_for(p: &Principal, user_id: Option<&str>) -> Result<String, MediaError> {
         match user_id.filter(|u| !u.is_empty()) {
             Some(u) if !u.eq_ignore_ascii_case(&p.user_id) && !p.is_admin() => {
@@ -271,76 +273,30 @@ impl Media {
         check(p, READ)?;
         let user = Self::user_for(p, user_id)?;
         let catalog = self.catalog();
-        let data = self.user_data_map(&user).await?;
-        let empty = UserDataRow::default();
-        let data_of = |id: &str| data.get(id).unwrap_or(&empty);
+        let limit = q.limit.unwrap_or(usize::MAX);
 
         // Library folders: the answer to a non-recursive query without a parent (the views).
         if q.parent_id.is_none() && !q.recursive && q.ids.is_empty() {
-            let libs: Vec<Found> = catalog
-                .libraries
-                .iter()
-                .map(|l| Found { entry: Entry::Library(l.clone()), user_data: data_of(&l.id).clone() })
+            let libs: Vec<Arc<Library>> = catalog.libraries.iter().skip(q.start_index).take(limit).cloned().collect();
+            let mut data = self.user_data_of(&user, libs.iter().map(|l| l.id.as_str())).await?;
+            let items = libs
+                .into_iter()
+                .map(|l| Found { user_data: data.remove(&l.id).unwrap_or_default(), entry: Entry::Library(l) })
                 .collect();
-            let total = libs.len();
-            let items = libs.into_iter().skip(q.start_index).take(q.limit.unwrap_or(usize::MAX)).collect();
-            return Ok(Page { items, total, start_index: q.start_index });
+            return Ok(Page { items, total: catalog.libraries.len(), start_index: q.start_index });
         }
-        let candidates: Vec<Arc<Item>> = if !q.ids.is_empty() {
-            q.ids.iter().filter_map(|id| catalog.item(&id.to_ascii_lowercase()).cloned()).collect()
-        } else {
-            match q.parent_id.as_deref().map(str::to_ascii_lowercase) {
-                Some(parent) if q.recursive => {
-                    catalog.sorted.iter().filter(|i| i.ancestors.contains(&parent)).cloned().collect()
-                }
-                Some(parent) => catalog.children.get(&parent).cloned().unwrap_or_default(),
-                None => catalog.sorted.clone(),
-            }
-        };
-        let has = |list: &[String], kind: &str| list.iter().any(|t| t.eq_ignore_ascii_case(kind));
-        let search = q.search_term.as_ref().map(|s| s.to_lowercase()).filter(|s| !s.is_empty());
-        let filters: Vec<String> = q.filters.iter().map(|f| f.to_ascii_lowercase()).collect();
-        let mut matched: Vec<Arc<Item>> = candidates
-            .into_iter()
-            .filter(|i| q.include_types.is_empty() || has(&q.include_types, i.kind()))
-            .filter(|i| !has(&q.exclude_types, i.kind()))
-            .filter(|i| q.media_types.is_empty() || media_type(i.kind()).is_some_and(|m| has(&q.media_types, m)))
-            .filter(|i| q.years.is_empty() || i.row.year.is_some_and(|y| q.years.contains(&y)))
-            .filter(|i| search.as_ref().is_none_or(|s| i.row.name.to_lowercase().contains(s.as_str())))
-            .filter(|i| {
-                let d = data_of(i.id());
-                let played = d.played != 0;
-                let favorite = d.favorite != 0;
-                let resumable = d.position_ticks > 0 && !played;
-                q.is_played.is_none_or(|want| want == played)
-                    && q.is_favorite.is_none_or(|want| want == favorite)
-                    && filters.iter().all(|f| match f.as_str() {
-                        "isplayed" => played,
-                        "isunplayed" => !played,
-                        "isfavorite" | "isfavoriteorlikes" => favorite,
-                        "isresumable" => resumable,
-                        "isfolder" => i.is_folder(),
-                        "isnotfolder" => !i.is_folder(),
-                        _ => true,
-                    })
-            })
-            .collect();
-        if !q.sort_by.is_empty() || q.descending {
-            let keys: Vec<String> = q.sort_by.iter().map(|s| s.to_ascii_lowercase()).collect();
-            matched.sort_by(|a, b| {
-                let ord = compare(&keys, (a, data_of(a.id())), (b, data_of(b.id())));
-                if q.descending { ord.reverse() } else { ord }
-            });
+        // All of the caller's data when the selection reads it, else only the page's.
+        let mut data = if q.reads_user_data() { self.user_data_map(&user).await? } else { HashMap::new() };
+        let selection = crate::query::select(&catalog, q, &data);
+        if !q.reads_user_data() {
+            data = self.user_data_of(&user, selection.items.iter().map(|i| i.id())).await?;
         }
-        // Only the page is turned into results; the rest is only counted.
-        let total = matched.len();
-        let items = matched
+        let items = selection
+            .items
             .into_iter()
-            .skip(q.start_index)
-            .take(q.limit.unwrap_or(usize::MAX))
-            .map(|i| Found { user_data: data_of(i.id()).clone(), entry: Entry::Item(i) })
+            .map(|i| Found { user_data: data.remove(i.id()).unwrap_or_default(), entry: Entry::Item(i) })
             .collect();
-        Ok(Page { items, total, start_index: q.start_index })
+        Ok(Page { items, total: selection.total, start_index: q.start_index })
     }
 
     /// One item (or a library's folder) by id, with the caller's data on it.
@@ -480,25 +436,4 @@ pub fn media_type(kind: &str) -> Option<&'static str> {
         "Photo" => Some("Photo"),
         _ => None,
     }
-}
-
-fn compare(keys: &[String], (x, dx): (&Item, &UserDataRow), (y, dy): (&Item, &UserDataRow)) -> Ordering {
-    for key in keys {
-        let ord = match key.as_str() {
-            "name" => x.row.name.to_lowercase().cmp(&y.row.name.to_lowercase()),
-            "productionyear" | "premieredate" => x.row.year.cmp(&y.row.year),
-            "datecreated" => x.row.created_at.cmp(&y.row.created_at),
-            "dateplayed" => dx.last_played_at.cmp(&dy.last_played_at),
-            "playcount" => dx.play_count.cmp(&dy.play_count),
-            "runtime" => x.runtime_ticks().cmp(&y.runtime_ticks()),
-            "indexnumber" => x.row.index_number.cmp(&y.row.index_number),
-            "parentindexnumber" => x.row.parent_index_number.cmp(&y.row.parent_index_number),
-            "isfolder" => y.is_folder().cmp(&x.is_folder()),
-            _ => x.row.sort_name.cmp(&y.row.sort_name),
-        };
-        if ord != Ordering::Equal {
-            return ord;
-        }
-    }
-    x.row.sort_name.cmp(&y.row.sort_name)
 }

@@ -37,6 +37,10 @@ pub struct ItemRow {
     pub album_artist: Option<String>,
     pub image_path: Option<String>,
     pub created_at: i64,
+    /// TheMovieDB's id of a movie or series, when its names tag one.
+    pub tmdb_id: Option<i64>,
+    /// TheTVDB's id of a movie or series, when its names tag one.
+    pub tvdb_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -100,7 +104,8 @@ impl ScanChanges {
 
 const LIBRARY_COLUMNS: &str = "id, name, kind, paths, source, created_at";
 const ITEM_COLUMNS: &str = "id, library_id, parent_id, kind, name, sort_name, path, year, index_number, \
-    parent_index_number, index_number_end, series_id, series_name, season_id, album_artist, image_path, created_at";
+    parent_index_number, index_number_end, series_id, series_name, season_id, album_artist, image_path, created_at, \
+    tmdb_id, tvdb_id";
 const FILE_COLUMNS: &str =
     "id, item_id, library_id, path, size, mtime, container, version, runtime_ticks, streams, probed";
 const USER_DATA_COLUMNS: &str = "user_id, item_id, played, play_count, position_ticks, favorite, last_played_at";
@@ -120,10 +125,14 @@ pub struct RequestRow {
     pub modified_by: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The title and year the requester gave (a Nexus addition to Overseerr's body), matched
+    /// against items whose names tag no provider id.
+    pub title: Option<String>,
+    pub year: Option<i64>,
 }
 
-const REQUEST_COLUMNS: &str =
-    "id, media_type, tmdb_id, tvdb_id, is4k, seasons, status, requested_by, modified_by, created_at, updated_at";
+const REQUEST_COLUMNS: &str = "id, media_type, tmdb_id, tvdb_id, is4k, seasons, status, requested_by, modified_by, \
+    created_at, updated_at, title, year";
 
 type Result<T> = std::result::Result<T, StorageError>;
 
@@ -144,6 +153,12 @@ pub trait MediaStore: Send + Sync + std::fmt::Debug {
     /// Every item's data for `user_id`.
     fn user_data<'a>(&'a self, user_id: &'a str) -> BoxFuture<'a, Result<Vec<UserDataRow>>>;
     fn user_item_data<'a>(&'a self, user_id: &'a str, item_id: &'a str) -> BoxFuture<'a, Result<Option<UserDataRow>>>;
+    /// `user_id`'s data on `item_ids` (those it has any on).
+    fn user_items_data<'a>(
+        &'a self,
+        user_id: &'a str,
+        item_ids: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<UserDataRow>>>;
     fn put_user_data<'a>(&'a self, d: &'a UserDataRow) -> BoxFuture<'a, Result<()>>;
     fn put_playback<'a>(&'a self, p: &'a PlaybackRow) -> BoxFuture<'a, Result<()>>;
     /// The latest playbacks, newest first.
@@ -172,6 +187,10 @@ pub trait MediaStore: Send + Sync + std::fmt::Debug {
         event: Option<&'a Event>,
     ) -> BoxFuture<'a, Result<bool>>;
     fn delete_request<'a>(&'a self, id: i64) -> BoxFuture<'a, Result<bool>>;
+    /// Marks request `id` completed, with `event` in the same transaction, unless it is no
+    /// longer approved or failed (another instance completed it, or it was declined); whether
+    /// it did.
+    fn complete_request<'a>(&'a self, id: i64, now: i64, event: &'a Event) -> BoxFuture<'a, Result<bool>>;
 }
 
 /// The store for `db`'s dialect.
@@ -270,11 +289,12 @@ macro_rules! dialect_impl {
                 sqlx::query(
                     "INSERT INTO media_items (id, library_id, parent_id, kind, name, sort_name, path, year, index_number, \
                      parent_index_number, index_number_end, series_id, series_name, season_id, album_artist, image_path, \
-                     created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) \
+                     created_at, tmdb_id, tvdb_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+                     $15, $16, $17, $18, $19) \
                      ON CONFLICT (id) DO UPDATE SET library_id = $2, parent_id = $3, kind = $4, name = $5, \
                      sort_name = $6, path = $7, year = $8, index_number = $9, parent_index_number = $10, \
                      index_number_end = $11, series_id = $12, series_name = $13, season_id = $14, \
-                     album_artist = $15, image_path = $16",
+                     album_artist = $15, image_path = $16, tmdb_id = $18, tvdb_id = $19",
                 )
                 .bind(&i.id)
                 .bind(&i.library_id)
@@ -293,6 +313,8 @@ macro_rules! dialect_impl {
                 .bind(&i.album_artist)
                 .bind(&i.image_path)
                 .bind(i.created_at)
+                .bind(i.tmdb_id)
+                .bind(i.tvdb_id)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -328,6 +350,27 @@ macro_rules! dialect_impl {
         let sql = format!("SELECT {USER_DATA_COLUMNS} FROM media_user_data WHERE user_id = $1");
         { let pool = &self.pool; Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user_id).fetch_all(pool).await?) }
     })
+            }
+
+            fn user_items_data<'a>(&'a self, user_id: &'a str, item_ids: &'a [String]) -> BoxFuture<'a, Result<Vec<UserDataRow>>> {
+                Box::pin(async move {
+                    let mut rows = Vec::new();
+                    // A page at a time; bounded so that no statement exceeds a dialect's limit
+                    // on bound parameters.
+                    for chunk in item_ids.chunks(500) {
+                        let marks: Vec<String> = (2..chunk.len() + 2).map(|n| format!("${n}")).collect();
+                        let sql = format!(
+                            "SELECT {USER_DATA_COLUMNS} FROM media_user_data WHERE user_id = $1 AND item_id IN ({})",
+                            marks.join(", ")
+                        );
+                        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user_id);
+                        for id in chunk {
+                            query = query.bind(id);
+                        }
+                        rows.extend(query.fetch_all(&self.pool).await?);
+                    }
+                    Ok(rows)
+                })
             }
 
             fn user_item_data<'a>(&'a self, user_id: &'a str, item_id: &'a str) -> BoxFuture<'a, Result<Option<UserDataRow>>> {
@@ -409,8 +452,9 @@ macro_rules! dialect_impl {
                             let mut tx = self.pool.begin().await?;
                             let id: i64 = sqlx::query_scalar(
                                 "INSERT INTO media_requests (id, media_type, tmdb_id, tvdb_id, is4k, seasons, status, \
-                                 requested_by, modified_by, created_at, updated_at) SELECT COALESCE(MAX(id), 0) + 1, \
-                                 $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM media_requests RETURNING id",
+                                 requested_by, modified_by, created_at, updated_at, title, year) \
+                                 SELECT COALESCE(MAX(id), 0) + 1, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12 \
+                                 FROM media_requests RETURNING id",
                             )
                             .bind(&r.media_type)
                             .bind(r.tmdb_id)
@@ -422,6 +466,8 @@ macro_rules! dialect_impl {
                             .bind(&r.modified_by)
                             .bind(r.created_at)
                             .bind(r.updated_at)
+                            .bind(&r.title)
+                            .bind(r.year)
                             .fetch_one(&mut *tx)
                             .await?;
                             tx.write_event(&announce(id)).await?;
@@ -489,6 +535,28 @@ macro_rules! dialect_impl {
                     }
                     tx.commit().await?;
                     Ok(found)
+                })
+            }
+
+            fn complete_request<'a>(&'a self, id: i64, now: i64, event: &'a Event) -> BoxFuture<'a, Result<bool>> {
+                Box::pin(async move {
+                    let mut tx = self.pool.begin().await?;
+                    let r = sqlx::query(
+                        "UPDATE media_requests SET status = $2, updated_at = $3 WHERE id = $1 AND status IN ($4, $5)",
+                    )
+                    .bind(id)
+                    .bind(crate::requests::COMPLETED)
+                    .bind(now)
+                    .bind(crate::requests::APPROVED)
+                    .bind(crate::requests::FAILED)
+                    .execute(&mut *tx)
+                    .await?;
+                    let done = r.rows_affected() > 0;
+                    if done {
+                        tx.write_event(event).await?;
+                    }
+                    tx.commit().await?;
+                    Ok(done)
                 })
             }
 

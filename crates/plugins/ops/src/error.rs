@@ -55,7 +55,7 @@ impl From<OpsError> for Failure {
             OpsError::Conflict(message) => Failure::conflict(message),
             OpsError::Unavailable(message) => Failure::unavailable(message),
             OpsError::Task(e) => e.into(),
-            OpsError::Storage(e) => Failure::internal(e),
+            OpsError::Storage(e) => e.into(),
             OpsError::Identity(e) => e.into(),
         }
     }

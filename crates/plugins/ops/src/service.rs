@@ -395,7 +395,7 @@ impl Ops {
     /// The configuration in effect as JSON: the kernel's, with the `ops` section as it is
     /// now (it changes live).
     fn effective_config(&self, masked: bool) -> Value {
-        let config = if masked { self.kernel.config.masked() } else { self.kernel.config.clone() };
+        let config = if masked { self.kernel.config.masked() } else { self.kernel.config.unmasked() };
         let mut value = serde_json::to_value(&config).unwrap_or_default();
         if let Some(map) = value.as_object_mut() {
             map.insert("ops".into(), serde_json::to_value(self.settings()).unwrap_or_default());
@@ -453,7 +453,7 @@ impl Ops {
             return Err(OpsError::Invalid(errors));
         }
         // Validate the whole result, with the changes stored earlier, before storing anything.
-        let stored = nexus_kernel::plugin::store::load(&self.kernel.db).await?;
+        let stored = nexus_kernel::plugin::store::load(&self.kernel.db, &self.kernel.sealer).await?;
         let stored_patch = |id: &str| -> Value {
             stored
                 .iter()
@@ -480,6 +480,10 @@ impl Ops {
                 }
             }
         }
+        for (_, _, merged) in &plugin_patches {
+            self.kernel.sealer.check(merged).map_err(nexus_kernel::db::StorageError::from)?;
+        }
+        self.kernel.sealer.check(&kernel_patch).map_err(nexus_kernel::db::StorageError::from)?;
         let mut restart_required = false;
         let mut applied = Vec::new();
         for (slot, _, _) in &plugin_patches {
@@ -508,7 +512,7 @@ impl Ops {
             let mut state = slot.stored();
             state.config = Some(merged.to_string());
             state.updated_at = now.as_micros();
-            nexus_kernel::plugin::store::save(&self.kernel.db, &state).await?;
+            nexus_kernel::plugin::store::save(&self.kernel.db, &self.kernel.sealer, &state).await?;
             let shown = candidate.masked().section(&slot.manifest.config_key);
             slot.configure(patch, shown, now);
         }
@@ -523,7 +527,7 @@ impl Ops {
                 config: Some(kernel_patch.to_string()),
                 updated_at: now.as_micros(),
             };
-            nexus_kernel::plugin::store::save(&self.kernel.db, &row).await?;
+            nexus_kernel::plugin::store::save(&self.kernel.db, &self.kernel.sealer, &row).await?;
             for s in kernel_sections {
                 applied.push(json!({ "section": s, "live": false }));
             }
@@ -1000,11 +1004,7 @@ fn config_error(section: &str, e: nexus_kernel::config::ConfigError) -> OpsError
 
 /// Keys whose values are credentials, wherever they appear.
 fn is_secret_key(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    ["password", "secret", "token", "api_key", "apikey", "master_key", "private_key", "credential"]
-        .iter()
-        .any(|k| key.contains(k))
-        && !key.ends_with("_ttl_secs")
+    nexus_kernel::config::is_credential_key(key)
 }
 
 /// Masks credentials the typed masking does not know (plugins' own sections).

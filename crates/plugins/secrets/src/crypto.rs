@@ -141,6 +141,16 @@ impl Key {
     }
 }
 
+impl nexus_kernel::seal::SealingKey for Key {
+    fn seal(&self, plaintext: &[u8], aad: &[u8]) -> Vec<u8> {
+        Key::seal(self, plaintext, aad)
+    }
+
+    fn open(&self, sealed: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
+        Key::open(self, sealed, aad).ok().map(|plain| plain.to_vec())
+    }
+}
+
 fn check_aad(key_id: &str) -> String {
     format!("nexus:kcv:{key_id}")
 }

@@ -285,6 +285,21 @@ pub async fn rotate(
     Ok(Rotation { new_key_id: new_id, rewrapped: done, key_location })
 }
 
+/// What the key sealing stored configuration credentials is derived for.
+const CONFIG_PURPOSE: &str = "plugin-config";
+
+/// The kernel's sealer of configuration credentials (see `nexus_kernel::seal`), keyed by a
+/// key derived from the master key of `config`: the one in effect when the process started,
+/// so a master key stored through the API is itself sealed under the key it replaces.
+pub fn config_sealer(config: &Config) -> nexus_kernel::seal::Sealer {
+    let config = config.clone();
+    nexus_kernel::seal::Sealer::new(std::sync::Arc::new(move || {
+        derived_key(&config, CONFIG_PURPOSE)
+            .map(|key| key.map(|k| std::sync::Arc::new(k) as std::sync::Arc<dyn nexus_kernel::seal::SealingKey>))
+            .map_err(|e| e.to_string())
+    }))
+}
+
 /// A key for `purpose` derived from the master key in effect (`secrets.master_key`, else the
 /// key file), for other plugins' encrypted data (backups). `None` when there is no master key
 /// yet (the secrets plugin creates the key file at its first start).

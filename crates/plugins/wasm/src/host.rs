@@ -282,7 +282,7 @@ impl WasmHost {
         stored.enabled = false;
         stored.reason = Some(reason.clone());
         stored.updated_at = Timestamp::now().as_micros();
-        if let Err(e) = nexus_kernel::plugin::store::save(&self.kernel.db, &stored).await {
+        if let Err(e) = nexus_kernel::plugin::store::save(&self.kernel.db, &self.kernel.sealer, &stored).await {
             tracing::error!(plugin = loaded.id(), error = %e, "cannot store the plugin's failure");
         }
         tracing::error!(plugin = loaded.id(), %reason, "plugin disabled");
@@ -549,8 +549,10 @@ impl WasmHost {
         let m = &package.manifest;
         let routes = m.routes().map_err(WasmError::Invalid)?;
         let defaults = m.config.clone().unwrap_or_else(|| json!({}));
-        let stored =
-            nexus_kernel::plugin::store::load(&self.kernel.db).await?.into_iter().find(|s| s.plugin_id == m.id);
+        let stored = nexus_kernel::plugin::store::load(&self.kernel.db, &self.kernel.sealer)
+            .await?
+            .into_iter()
+            .find(|s| s.plugin_id == m.id);
         let mut shown = defaults.clone();
         if let Some(patch) =
             stored.as_ref().and_then(|s| s.config.as_deref()).and_then(|c| serde_json::from_str(c).ok())

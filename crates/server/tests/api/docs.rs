@@ -11,6 +11,29 @@ async fn openapi_document_is_3_1_and_lists_the_routes() {
     for path in ["/health", "/api/health", "/api/v1/health", "/metrics", "/api/errors", "/api/errors/{code}"] {
         assert!(paths.contains_key(path), "{path} missing from {:?}", paths.keys());
     }
+    // The Jellyfin surface, under the paths Jellyfin documents, with its item shape.
+    for path in [
+        "/api/media/System/Info/Public",
+        "/api/media/Items",
+        "/api/media/Items/{itemId}",
+        "/api/media/Users/{userId}/Items",
+        "/api/media/Library/VirtualFolders",
+        "/api/media/Videos/{itemId}/stream",
+        "/api/media/Sessions/Playing/Progress",
+        "/api/media/Sessions/{sessionId}/Playing/{command}",
+    ] {
+        assert!(paths.contains_key(path), "{path} missing from {:?}", paths.keys());
+    }
+    let items = &r.json["paths"]["/api/media/Items"]["get"];
+    let names: Vec<&str> =
+        items["parameters"].as_array().into_iter().flatten().filter_map(|p| p["name"].as_str()).collect();
+    for name in ["ParentId", "Recursive", "IncludeItemTypes", "StartIndex", "Limit", "Fields", "Filters"] {
+        assert!(names.contains(&name), "Items documents {name}: {names:?}");
+    }
+    let item = &r.json["components"]["schemas"]["BaseItemDto"]["properties"];
+    for field in ["Name", "Id", "ServerId", "Type", "IsFolder", "RunTimeTicks", "MediaSources", "UserData"] {
+        assert!(item.get(field).is_some(), "BaseItemDto.{field}: {item}");
+    }
     // Every operation names its responses, and every referenced schema is defined.
     let schemas = r.json["components"]["schemas"].as_object().cloned().unwrap_or_default();
     for refs in r.text.match_indices("#/components/schemas/") {

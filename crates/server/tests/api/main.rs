@@ -18,6 +18,8 @@ mod identity_media;
 mod layering;
 mod lists;
 mod media;
+mod media_arr_keys;
+mod media_requests_completed;
 mod ops;
 mod outbox;
 mod plugins;

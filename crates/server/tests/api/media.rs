@@ -638,7 +638,7 @@ async fn tautulli_commands_report_nexus_own_playback() {
 }
 
 /// A stand-in *arr server: answers every request with what it received.
-async fn fake_arr() -> std::net::SocketAddr {
+pub async fn fake_arr() -> std::net::SocketAddr {
     use axum::extract::Request;
     let app = axum::Router::new().fallback(|req: Request| async move {
         let (parts, body) = req.into_parts();

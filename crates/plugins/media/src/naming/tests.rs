@@ -255,3 +255,26 @@ fn extras_are_not_items() {
     assert!(!is_extra(&["Movie (2020)"], "Movie (2020).mkv"));
     assert!(is_video("a.MKV") && is_audio("b.flac") && is_image("folder.jpg") && !is_video("notes.txt"));
 }
+
+#[test]
+fn provider_ids_in_names() {
+    // (names, tmdb, tvdb) — Jellyfin's `[tmdbid-…]` convention and its variants.
+    let cases: &[(&[&str], Option<i64>, Option<i64>)] = &[
+        (&["The Matrix (1999) [tmdbid-603]"], Some(603), None),
+        (&["The Matrix (1999) [tmdbid=603] - 1080p"], Some(603), None),
+        (&["The Matrix (1999) {tmdb-603}"], Some(603), None),
+        (&["Breaking Bad (2008) [tvdbid-81189]"], None, Some(81189)),
+        (&["Show (2010) [TVDBID-5] [tmdbid-7]"], Some(7), Some(5)),
+        (&["Movie (2001)", "Movie (2001) [tmdbid-9]"], Some(9), None),
+        (&["Movie [tmdbid-1]", "Movie [tmdbid-2]"], Some(1), None),
+        (&["Movie (2001) [imdbid-tt0133093]"], None, None),
+        (&["Movie (2001) [tmdbid-]"], None, None),
+    ];
+    for (names, tmdb, tvdb) in cases {
+        assert_eq!(provider_ids(names), ProviderIds { tmdb: *tmdb, tvdb: *tvdb }, "{names:?}");
+    }
+    // The tags are not part of the title.
+    assert_eq!(parse_movie("The Matrix (1999) {tmdb-603}").title, "The Matrix");
+    assert_eq!(parse_movie("The Matrix [tmdbid-603] (1999)").title, "The Matrix");
+    assert_eq!(parse_series_folder("Breaking Bad (2008) [tvdbid-81189]").year, Some(2008));
+}

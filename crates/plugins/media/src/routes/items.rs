@@ -65,26 +65,28 @@ async fn query(
     p: &nexus_identity::Principal,
     user: Option<&str>,
     raw: Option<&str>,
-) -> Result<Json<QueryResult>, ApiError> {
+) -> Result<Response, ApiError> {
     let params = Params::parse(raw)?;
     let q = item_query(&params)?;
     let user = user.map(str::to_string).or_else(|| params.string("UserId"));
     let page = media.query(p, user.as_deref(), &q).await?;
     let fields = Fields::from_list(&params.list("Fields"));
     let items = page.items.iter().map(|f| dto::base_item(f, media.server_id(), fields, album_of(media, f))).collect();
-    Ok(Json(QueryResult { items, total_record_count: page.total, start_index: page.start_index }))
+    Ok(Json(QueryResult { items, total_record_count: page.total, start_index: page.start_index }).into_response())
 }
 
-pub async fn list(State(media): Api, Auth(p): Auth, RawQuery(raw): RawQuery) -> Result<Json<QueryResult>, ApiError> {
+#[utoipa::path(get, path = "/api/media/Items", tag = "media", summary = "Items of the library, filtered, sorted and paged (parameters case-insensitive, lists comma-separated or repeated)", params(super::openapi::ItemsQuery), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "A page of items", body = super::dto::QueryResult), (status = 401, description = "Not authenticated")))]
+pub async fn list(State(media): Api, Auth(p): Auth, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     query(&media, &p, None, raw.as_deref()).await
 }
 
+#[utoipa::path(get, path = "/api/media/Users/{userId}/Items", tag = "media", summary = "Items as user userId sees them (legacy form of Items)", params(("userId" = String, Path, description = "User id"), super::openapi::ItemsQuery), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "A page of items", body = super::dto::QueryResult), (status = 401, description = "Not authenticated")))]
 pub async fn list_for_user(
     State(media): Api,
     Auth(p): Auth,
     Id(user_id): Id,
     RawQuery(raw): RawQuery,
-) -> Result<Json<QueryResult>, ApiError> {
+) -> Result<Response, ApiError> {
     query(&media, &p, Some(&user_id), raw.as_deref()).await
 }
 
@@ -93,54 +95,42 @@ async fn single(
     p: &nexus_identity::Principal,
     user: Option<&str>,
     id: &str,
-) -> Result<Json<dto::BaseItem>, ApiError> {
+) -> Result<Response, ApiError> {
     let found = media.item(p, user, id).await?;
     let album = album_of(media, &found);
-    Ok(Json(dto::base_item(&found, media.server_id(), Fields::all(), album)))
+    Ok(Json(dto::base_item(&found, media.server_id(), Fields::all(), album)).into_response())
 }
 
-pub async fn one(
-    State(media): Api,
-    Auth(p): Auth,
-    Id(id): Id,
-    RawQuery(raw): RawQuery,
-) -> Result<Json<dto::BaseItem>, ApiError> {
+#[utoipa::path(get, path = "/api/media/Items/{itemId}", tag = "media", summary = "One item (or a library folder) with every field", params(("itemId" = String, Path, description = "Item id (32 hex digits)"), ("UserId" = Option<String>, Query, description = "Whose data to show (administrators)")), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "The item", body = super::dto::BaseItem), (status = 401, description = "Not authenticated"), (status = 404, description = "No such item")))]
+pub async fn one(State(media): Api, Auth(p): Auth, Id(id): Id, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let params = Params::parse(raw.as_deref())?;
     single(&media, &p, params.get("UserId"), &id).await
 }
 
-pub async fn one_for_user(
-    State(media): Api,
-    Auth(p): Auth,
-    IdAnd(id, user_id): IdAnd,
-) -> Result<Json<dto::BaseItem>, ApiError> {
+#[utoipa::path(get, path = "/api/media/Users/{userId}/Items/{itemId}", tag = "media", summary = "One item as user userId sees it (legacy form)", params(("userId" = String, Path, description = "User id"), ("itemId" = String, Path, description = "Item id (32 hex digits)")), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "The item", body = super::dto::BaseItem), (status = 401, description = "Not authenticated"), (status = 404, description = "No such item")))]
+pub async fn one_for_user(State(media): Api, Auth(p): Auth, IdAnd(id, user_id): IdAnd) -> Result<Response, ApiError> {
     single(&media, &p, Some(&user_id), &id).await
 }
 
-async fn views_of(
-    media: &Media,
-    p: &nexus_identity::Principal,
-    user: Option<&str>,
-) -> Result<Json<QueryResult>, ApiError> {
+async fn views_of(media: &Media, p: &nexus_identity::Principal, user: Option<&str>) -> Result<Response, ApiError> {
     let page = media.query(p, user, &ItemQuery::default()).await?;
     let items = page.items.iter().map(|f| dto::base_item(f, media.server_id(), Fields::default(), None)).collect();
-    Ok(Json(QueryResult { items, total_record_count: page.total, start_index: 0 }))
+    Ok(Json(QueryResult { items, total_record_count: page.total, start_index: 0 }).into_response())
 }
 
+#[utoipa::path(get, path = "/api/media/Users/{userId}/Views", tag = "media", summary = "The libraries, as a user's views", params(("userId" = String, Path, description = "User id")), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "A page of items", body = super::dto::QueryResult), (status = 401, description = "Not authenticated")))]
 /// `Users/{id}/Views`: the libraries, as the user's views.
-pub async fn views(State(media): Api, Auth(p): Auth, Id(user_id): Id) -> Result<Json<QueryResult>, ApiError> {
+pub async fn views(State(media): Api, Auth(p): Auth, Id(user_id): Id) -> Result<Response, ApiError> {
     views_of(&media, &p, Some(&user_id)).await
 }
 
-pub async fn user_views(
-    State(media): Api,
-    Auth(p): Auth,
-    RawQuery(raw): RawQuery,
-) -> Result<Json<QueryResult>, ApiError> {
+#[utoipa::path(get, path = "/api/media/UserViews", tag = "media", summary = "The libraries, as the caller's views", params(("userId" = Option<String>, Query, description = "Whose views (administrators)")), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "A page of items", body = super::dto::QueryResult), (status = 401, description = "Not authenticated")))]
+pub async fn user_views(State(media): Api, Auth(p): Auth, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let params = Params::parse(raw.as_deref())?;
     views_of(&media, &p, params.get("UserId")).await
 }
 
+#[utoipa::path(get, path = "/api/media/Library/VirtualFolders", tag = "media", summary = "The libraries with their folders and collection types", security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "VirtualFolderInfo list", body = Vec<Object>), (status = 401, description = "Not authenticated")))]
 /// `Library/VirtualFolders`: Jellyfin's `VirtualFolderInfo` per library.
 pub async fn virtual_folders(State(media): Api, Auth(p): Auth) -> Result<Json<Value>, ApiError> {
     let state = media.jobs.state();
@@ -162,6 +152,7 @@ pub async fn virtual_folders(State(media): Api, Auth(p): Auth) -> Result<Json<Va
     Ok(Json(Value::Array(list)))
 }
 
+#[utoipa::path(post, path = "/api/media/Library/VirtualFolders", tag = "media", summary = "Adds a library and scans it", params(("name" = String, Query, description = "Library name"), ("collectionType" = String, Query, description = "movies, tvshows, music or photos"), ("paths" = Vec<String>, Query, description = "Folders (repeated or comma-separated)")), security(("bearer" = []), ("api_key" = [])), responses((status = 204, description = "Added; the scan runs in the background"), (status = 400, description = "Invalid name, type or folder"), (status = 401, description = "Not authenticated"), (status = 403, description = "Needs media.write")))]
 /// `POST Library/VirtualFolders?name=…&collectionType=…&paths=…` (paths also from the body's
 /// `LibraryOptions.PathInfos`).
 pub async fn add_folder(
@@ -188,6 +179,7 @@ pub async fn add_folder(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(delete, path = "/api/media/Library/VirtualFolders", tag = "media", summary = "Removes a library with its items", params(("name" = String, Query, description = "Library name")), security(("bearer" = []), ("api_key" = [])), responses((status = 204, description = "Removed"), (status = 401, description = "Not authenticated"), (status = 403, description = "Needs media.write"), (status = 404, description = "No such library")))]
 pub async fn remove_folder(State(media): Api, Auth(p): Auth, RawQuery(raw): RawQuery) -> Result<StatusCode, ApiError> {
     let params = Params::parse(raw.as_deref())?;
     let name = params.string("Name").ok_or_else(|| ApiError::invalid_field("name", "This field is required"))?;
@@ -195,11 +187,13 @@ pub async fn remove_folder(State(media): Api, Auth(p): Auth, RawQuery(raw): RawQ
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/api/media/Library/Refresh", tag = "media", summary = "Rescans every library (a background task)", security(("bearer" = []), ("api_key" = [])), responses((status = 204, description = "Scan started"), (status = 401, description = "Not authenticated"), (status = 403, description = "Needs media.write")))]
 pub async fn refresh(State(media): Api, Auth(p): Auth) -> Result<StatusCode, ApiError> {
     media.refresh(&p)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/api/media/ScheduledTasks", tag = "media", summary = "The library scan as Jellyfin's RefreshLibrary task, with its progress", security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "TaskInfo list", body = Vec<Object>), (status = 401, description = "Not authenticated")))]
 /// `ScheduledTasks`: the library scan as Jellyfin's `RefreshLibrary` task, with its progress.
 pub async fn scheduled_tasks(State(media): Api, Auth(p): Auth) -> Result<Json<Value>, ApiError> {
     media.libraries(&p)?;
@@ -241,6 +235,7 @@ fn content_type(path: &std::path::Path) -> &'static str {
     }
 }
 
+#[utoipa::path(get, path = "/api/media/Items/{itemId}/Images/{imageType}", tag = "media", summary = "An item's image (folder.jpg, poster.jpg); HEAD too", params(("itemId" = String, Path, description = "Item id (32 hex digits)"), ("imageType" = String, Path, description = "Primary")), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "The image bytes"), (status = 401, description = "Not authenticated"), (status = 404, description = "No such image")))]
 /// `Items/{id}/Images/Primary`: the item's folder image (or the photo itself).
 pub async fn image(
     State(media): Api,
@@ -269,63 +264,56 @@ async fn flag(
     user: Option<&str>,
     id: &str,
     f: UserFlag,
-) -> Result<Json<UserData>, ApiError> {
+) -> Result<Response, ApiError> {
     let d = media.set_user_flag(p, user, id, f).await?;
-    Ok(Json(UserData::new(&d.item_id, &d)))
+    Ok(Json(UserData::new(&d.item_id, &d)).into_response())
 }
 
-pub async fn played(
-    State(m): Api,
-    Auth(p): Auth,
-    Id(id): Id,
-    RawQuery(raw): RawQuery,
-) -> Result<Json<UserData>, ApiError> {
+#[utoipa::path(post, path = "/api/media/UserPlayedItems/{itemId}", tag = "media", summary = "Marks an item played", params(("itemId" = String, Path, description = "Item id (32 hex digits)")), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "The caller's data on the item", body = super::dto::UserData), (status = 401, description = "Not authenticated"), (status = 404, description = "No such item")))]
+pub async fn played(State(m): Api, Auth(p): Auth, Id(id): Id, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let params = Params::parse(raw.as_deref())?;
     flag(&m, &p, params.get("UserId"), &id, UserFlag::Played(true)).await
 }
 
-pub async fn unplayed(
-    State(m): Api,
-    Auth(p): Auth,
-    Id(id): Id,
-    RawQuery(raw): RawQuery,
-) -> Result<Json<UserData>, ApiError> {
+#[utoipa::path(delete, path = "/api/media/UserPlayedItems/{itemId}", tag = "media", summary = "Marks an item unplayed", params(("itemId" = String, Path, description = "Item id (32 hex digits)")), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "The caller's data on the item", body = super::dto::UserData), (status = 401, description = "Not authenticated"), (status = 404, description = "No such item")))]
+pub async fn unplayed(State(m): Api, Auth(p): Auth, Id(id): Id, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let params = Params::parse(raw.as_deref())?;
     flag(&m, &p, params.get("UserId"), &id, UserFlag::Played(false)).await
 }
 
-pub async fn favorite(
-    State(m): Api,
-    Auth(p): Auth,
-    Id(id): Id,
-    RawQuery(raw): RawQuery,
-) -> Result<Json<UserData>, ApiError> {
+#[utoipa::path(post, path = "/api/media/UserFavoriteItems/{itemId}", tag = "media", summary = "Marks an item favourite", params(("itemId" = String, Path, description = "Item id (32 hex digits)")), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "The caller's data on the item", body = super::dto::UserData), (status = 401, description = "Not authenticated"), (status = 404, description = "No such item")))]
+pub async fn favorite(State(m): Api, Auth(p): Auth, Id(id): Id, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let params = Params::parse(raw.as_deref())?;
     flag(&m, &p, params.get("UserId"), &id, UserFlag::Favorite(true)).await
 }
 
+#[utoipa::path(delete, path = "/api/media/UserFavoriteItems/{itemId}", tag = "media", summary = "Unmarks an item favourite", params(("itemId" = String, Path, description = "Item id (32 hex digits)")), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "The caller's data on the item", body = super::dto::UserData), (status = 401, description = "Not authenticated"), (status = 404, description = "No such item")))]
 pub async fn unfavorite(
     State(m): Api,
     Auth(p): Auth,
     Id(id): Id,
     RawQuery(raw): RawQuery,
-) -> Result<Json<UserData>, ApiError> {
+) -> Result<Response, ApiError> {
     let params = Params::parse(raw.as_deref())?;
     flag(&m, &p, params.get("UserId"), &id, UserFlag::Favorite(false)).await
 }
 
-pub async fn played_for(State(m): Api, Auth(p): Auth, IdAnd(id, u): IdAnd) -> Result<Json<UserData>, ApiError> {
+#[utoipa::path(post, path = "/api/media/Users/{userId}/PlayedItems/{itemId}", tag = "media", summary = "Marks an item played (legacy form)", params(("userId" = String, Path, description = "User id"), ("itemId" = String, Path, description = "Item id (32 hex digits)")), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "The caller's data on the item", body = super::dto::UserData), (status = 401, description = "Not authenticated"), (status = 404, description = "No such item")))]
+pub async fn played_for(State(m): Api, Auth(p): Auth, IdAnd(id, u): IdAnd) -> Result<Response, ApiError> {
     flag(&m, &p, Some(&u), &id, UserFlag::Played(true)).await
 }
 
-pub async fn unplayed_for(State(m): Api, Auth(p): Auth, IdAnd(id, u): IdAnd) -> Result<Json<UserData>, ApiError> {
+#[utoipa::path(delete, path = "/api/media/Users/{userId}/PlayedItems/{itemId}", tag = "media", summary = "Marks an item unplayed (legacy form)", params(("userId" = String, Path, description = "User id"), ("itemId" = String, Path, description = "Item id (32 hex digits)")), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "The caller's data on the item", body = super::dto::UserData), (status = 401, description = "Not authenticated"), (status = 404, description = "No such item")))]
+pub async fn unplayed_for(State(m): Api, Auth(p): Auth, IdAnd(id, u): IdAnd) -> Result<Response, ApiError> {
     flag(&m, &p, Some(&u), &id, UserFlag::Played(false)).await
 }
 
-pub async fn favorite_for(State(m): Api, Auth(p): Auth, IdAnd(id, u): IdAnd) -> Result<Json<UserData>, ApiError> {
+#[utoipa::path(post, path = "/api/media/Users/{userId}/FavoriteItems/{itemId}", tag = "media", summary = "Marks an item favourite (legacy form)", params(("userId" = String, Path, description = "User id"), ("itemId" = String, Path, description = "Item id (32 hex digits)")), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "The caller's data on the item", body = super::dto::UserData), (status = 401, description = "Not authenticated"), (status = 404, description = "No such item")))]
+pub async fn favorite_for(State(m): Api, Auth(p): Auth, IdAnd(id, u): IdAnd) -> Result<Response, ApiError> {
     flag(&m, &p, Some(&u), &id, UserFlag::Favorite(true)).await
 }
 
-pub async fn unfavorite_for(State(m): Api, Auth(p): Auth, IdAnd(id, u): IdAnd) -> Result<Json<UserData>, ApiError> {
+#[utoipa::path(delete, path = "/api/media/Users/{userId}/FavoriteItems/{itemId}", tag = "media", summary = "Unmarks an item favourite (legacy form)", params(("userId" = String, Path, description = "User id"), ("itemId" = String, Path, description = "Item id (32 hex digits)")), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "The caller's data on the item", body = super::dto::UserData), (status = 401, description = "Not authenticated"), (status = 404, description = "No such item")))]
+pub async fn unfavorite_for(State(m): Api, Auth(p): Auth, IdAnd(id, u): IdAnd) -> Result<Response, ApiError> {
     flag(&m, &p, Some(&u), &id, UserFlag::Favorite(false)).await
 }

@@ -6,6 +6,7 @@
 mod arr;
 mod dto;
 mod items;
+mod openapi;
 mod params;
 mod requests;
 mod sessions;
@@ -70,7 +71,7 @@ pub fn all(
         .route("/api/media/socket", get(sessions::socket))
         .with_state(media.clone());
     let tautulli = OpenApiRouter::new().route("/api/tautulli/api/v2", get(tautulli::api)).with_state(media);
-    OpenApiRouter::new()
+    OpenApiRouter::with_openapi(<openapi::JellyfinDoc as utoipa::OpenApi>::openapi())
         .route("/api/media/{*rest}", any(dispatch))
         .with_state(Dispatch { router })
         .merge(tautulli)

@@ -73,6 +73,8 @@ pub async fn create(
         tvdb_id: body.get("tvdbId").and_then(Value::as_i64),
         seasons,
         is4k: body.get("is4k").and_then(Value::as_bool).unwrap_or(false),
+        title: body.get("title").and_then(Value::as_str).map(str::to_string),
+        year: body.get("year").and_then(Value::as_i64),
     };
     let row = r.create(&p, new).await?;
     Ok((StatusCode::CREATED, Json(view(&row))))

@@ -88,6 +88,7 @@ fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|_| ApiError::invalid_field("body", "The body is not valid JSON"))
 }
 
+#[utoipa::path(post, path = "/api/media/Sessions/Playing", tag = "media", summary = "Playback started (PlaybackStartInfo: ItemId, PositionTicks, …)", security(("bearer" = []), ("api_key" = [])), responses((status = 204, description = "Recorded"), (status = 401, description = "Not authenticated")))]
 pub async fn playing(
     State(media): Api,
     Auth(p): Auth,
@@ -100,6 +101,7 @@ pub async fn playing(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/api/media/Sessions/Playing/Progress", tag = "media", summary = "Playback position (PlaybackProgressInfo)", security(("bearer" = []), ("api_key" = [])), responses((status = 204, description = "Recorded"), (status = 401, description = "Not authenticated")))]
 pub async fn progress(
     State(media): Api,
     Auth(p): Auth,
@@ -112,6 +114,7 @@ pub async fn progress(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/api/media/Sessions/Playing/Stopped", tag = "media", summary = "Playback stopped (PlaybackStopInfo); records history and the resume position", security(("bearer" = []), ("api_key" = [])), responses((status = 204, description = "Recorded"), (status = 401, description = "Not authenticated")))]
 pub async fn stopped(
     State(media): Api,
     Auth(p): Auth,
@@ -124,6 +127,7 @@ pub async fn stopped(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/api/media/Sessions/Playing/Ping", tag = "media", summary = "Keeps a playback session alive", security(("bearer" = []), ("api_key" = [])), responses((status = 204, description = "Recorded"), (status = 401, description = "Not authenticated")))]
 pub async fn ping(
     State(media): Api,
     Auth(p): Auth,
@@ -135,6 +139,7 @@ pub async fn ping(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/api/media/Sessions", tag = "media", summary = "Active sessions (SessionInfo), with what each is playing", security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "SessionInfo list", body = Vec<Object>), (status = 401, description = "Not authenticated")))]
 /// `GET Sessions`: Jellyfin's `SessionInfo` list.
 pub async fn list(State(media): Api, Auth(p): Auth) -> Result<Json<Value>, ApiError> {
     let catalog = media.catalog();
@@ -173,6 +178,7 @@ pub async fn list(State(media): Api, Auth(p): Auth) -> Result<Json<Value>, ApiEr
     Ok(Json(Value::Array(list)))
 }
 
+#[utoipa::path(post, path = "/api/media/Sessions/{sessionId}/Playing", tag = "media", summary = "Tells a session's client to play items (ItemIds, StartPositionTicks), over its socket", params(("sessionId" = String, Path, description = "Session id"), ("ItemIds" = Vec<String>, Query, description = "Items to play"), ("StartPositionTicks" = Option<i64>, Query, description = "Where to start")), security(("bearer" = []), ("api_key" = [])), responses((status = 204, description = "Sent"), (status = 401, description = "Not authenticated"), (status = 404, description = "No such session")))]
 /// `POST Sessions/{id}/Playing?ItemIds=…&StartPositionTicks=…&PlayCommand=PlayNow`.
 pub async fn play(
     State(media): Api,
@@ -197,6 +203,7 @@ pub async fn play(
 const PLAYSTATE_COMMANDS: &[&str] =
     &["Stop", "Pause", "Unpause", "NextTrack", "PreviousTrack", "Seek", "Rewind", "FastForward", "PlayPause"];
 
+#[utoipa::path(post, path = "/api/media/Sessions/{sessionId}/Playing/{command}", tag = "media", summary = "Remote control: Pause, Unpause, Stop, Seek (SeekPositionTicks), over the session's socket", params(("sessionId" = String, Path, description = "Session id"), ("command" = String, Path, description = "Pause, Unpause, PlayPause, Stop, Seek, NextTrack, PreviousTrack")), security(("bearer" = []), ("api_key" = [])), responses((status = 204, description = "Sent"), (status = 401, description = "Not authenticated"), (status = 404, description = "No such session")))]
 /// `POST Sessions/{id}/Playing/{Pause|Unpause|Stop|Seek|…}`.
 pub async fn playstate(
     State(media): Api,
@@ -214,6 +221,7 @@ pub async fn playstate(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/api/media/socket", tag = "media", summary = "Jellyfin's WebSocket (KeepAlive, ForceKeepAlive; remote-control messages); token as api_key query parameter", params(("api_key" = Option<String>, Query, description = "Access token")), responses((status = 101, description = "Switching to the WebSocket protocol"), (status = 401, description = "Not authenticated")))]
 /// `/socket`: Jellyfin's WebSocket. The server asks for `KeepAlive` every
 /// [`KEEP_ALIVE_SECS`] (`ForceKeepAlive`), answers each with `KeepAlive`, and delivers the
 /// session's remote-control commands.

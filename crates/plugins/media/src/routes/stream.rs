@@ -23,6 +23,7 @@ use crate::{Media, MediaError};
 /// Read size of a streamed body.
 const CHUNK: usize = 256 * 1024;
 
+#[utoipa::path(get, path = "/api/media/Videos/{itemId}/stream", tag = "media", summary = "The video file itself (static=true; also stream.{container}), with byte ranges; HEAD too", params(("itemId" = String, Path, description = "Item id (32 hex digits)"), ("static" = bool, Query, description = "Must be true: transcoding is not supported"), ("MediaSourceId" = Option<String>, Query, description = "Which version"), ("Range" = Option<String>, Header, description = "bytes=start-end")), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "The whole file"), (status = 206, description = "The requested range, with Content-Range"), (status = 401, description = "Not authenticated"), (status = 404, description = "No such item"), (status = 416, description = "Range not satisfiable"), (status = 501, description = "Transcoding requested")))]
 pub async fn video(
     state: State<Arc<Media>>,
     auth: Auth,
@@ -34,6 +35,7 @@ pub async fn video(
     serve(state, auth, method, path, query, headers).await
 }
 
+#[utoipa::path(get, path = "/api/media/Audio/{itemId}/stream", tag = "media", summary = "The audio file itself (static=true; also stream.{container}), with byte ranges; HEAD too", params(("itemId" = String, Path, description = "Item id (32 hex digits)"), ("static" = bool, Query, description = "Must be true: transcoding is not supported"), ("Range" = Option<String>, Header, description = "bytes=start-end")), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "The whole file"), (status = 206, description = "The requested range, with Content-Range"), (status = 401, description = "Not authenticated"), (status = 404, description = "No such item"), (status = 416, description = "Range not satisfiable"), (status = 501, description = "Transcoding requested")))]
 pub async fn audio(
     state: State<Arc<Media>>,
     auth: Auth,

@@ -30,10 +30,12 @@ fn public_info(media: &Media, headers: &HeaderMap) -> serde_json::Map<String, Va
     m
 }
 
+#[utoipa::path(get, path = "/api/media/System/Info/Public", tag = "media", summary = "Public server information (ServerName, Version, ProductName, Id)", responses((status = 200, description = "Public system information", body = Object)))]
 pub async fn info_public(State(media): State<Arc<Media>>, headers: HeaderMap) -> Json<Value> {
     Json(Value::Object(public_info(&media, &headers)))
 }
 
+#[utoipa::path(get, path = "/api/media/System/Info", tag = "media", summary = "Server information", security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "System information", body = Object), (status = 401, description = "Not authenticated")))]
 pub async fn info(State(media): State<Arc<Media>>, Auth(_): Auth, headers: HeaderMap) -> Json<Value> {
     let mut m = public_info(&media, &headers);
     m.insert("OperatingSystemDisplayName".into(), json!(std::env::consts::OS));
@@ -48,6 +50,7 @@ pub async fn info(State(media): State<Arc<Media>>, Auth(_): Auth, headers: Heade
     Json(Value::Object(m))
 }
 
+#[utoipa::path(get, path = "/api/media/System/Ping", tag = "media", summary = "Liveness: the product name; POST is accepted too", responses((status = 200, description = "The product name", body = String)))]
 pub async fn ping(MaybeAuth(_): MaybeAuth) -> Json<Value> {
     Json(json!(PRODUCT_NAME))
 }
@@ -70,10 +73,12 @@ async fn user_dto(media: &Media, user_id: &str) -> Result<Value, ApiError> {
     }))
 }
 
+#[utoipa::path(get, path = "/api/media/Users/Me", tag = "media", summary = "The caller as a Jellyfin user", security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "UserDto", body = Object), (status = 401, description = "Not authenticated")))]
 pub async fn me(State(media): State<Arc<Media>>, Auth(p): Auth) -> Result<Json<Value>, ApiError> {
     Ok(Json(user_dto(&media, &p.user_id).await?))
 }
 
+#[utoipa::path(get, path = "/api/media/Users/{userId}", tag = "media", summary = "A user (oneself, or anyone for administrators)", params(("userId" = String, Path, description = "User id")), security(("bearer" = []), ("api_key" = [])), responses((status = 200, description = "UserDto", body = Object), (status = 401, description = "Not authenticated"), (status = 404, description = "No such user")))]
 pub async fn user(State(media): State<Arc<Media>>, Auth(p): Auth, Id(user_id): Id) -> Result<Json<Value>, ApiError> {
     if !user_id.eq_ignore_ascii_case(&p.user_id) && !p.is_admin() {
         return Err(ApiError::not_found("User not found"));
