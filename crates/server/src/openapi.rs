@@ -297,6 +297,11 @@ fn framework_error(media: bool) -> Value {
     });
     if media && let Some(Value::Object(props)) = inner.get_mut("properties") {
         props.insert("documentation_url".into(), json!({ "type": "string" }));
+        // The media dialect names the fields in one line (see `nexus_web::dialect`).
+        props.insert(
+            "details".into(),
+            json!({ "type": "string", "description": "The invalid fields, `field: message` joined by `; `" }),
+        );
     }
     json!({ "type": "object", "required": ["error"], "properties": { "error": inner } })
 }

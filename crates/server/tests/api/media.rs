@@ -386,7 +386,7 @@ async fn static_streams_answer_byte_ranges() {
 
     // Transcoding is not offered; unknown items and sources are 404.
     let r = get(&s, &token, &format!("/api/media/Videos/{id}/stream.mp4?VideoCodec=h264")).await;
-    assert_eq!(r.status, 501, "{}", r.text);
+    assert_eq!(r.status, 400, "{}", r.text);
     assert!(r.text.contains("static=true"), "{}", r.text);
     assert_eq!(get(&s, &token, "/api/media/Videos/0123/stream?static=true").await.status, 404);
     assert_eq!(

@@ -152,7 +152,7 @@ pub async fn virtual_folders(State(media): Api, Auth(p): Auth) -> Result<Json<Va
     Ok(Json(Value::Array(list)))
 }
 
-#[utoipa::path(post, path = "/api/media/Library/VirtualFolders", tag = "media", summary = "Adds a library and scans it", params(("name" = String, Query, description = "Library name"), ("collectionType" = String, Query, description = "movies, tvshows, music or photos"), ("paths" = Vec<String>, Query, description = "Folders (repeated or comma-separated)")), security(("bearer" = []), ("api_key" = [])), responses((status = 204, description = "Added; the scan runs in the background"), (status = 400, description = "Invalid name, type or folder"), (status = 401, description = "Not authenticated"), (status = 403, description = "Needs media.write")))]
+#[utoipa::path(post, path = "/api/media/Library/VirtualFolders", tag = "media", summary = "Adds a library and scans it", params(("name" = String, Query, min_length = 1, description = "Library name"), ("collectionType" = String, Query, description = "movies, tvshows, music or photos"), ("paths" = Vec<String>, Query, description = "Folders (repeated or comma-separated)")), security(("bearer" = []), ("api_key" = [])), responses((status = 204, description = "Added; the scan runs in the background"), (status = 400, description = "Invalid name, type or folder"), (status = 401, description = "Not authenticated"), (status = 403, description = "Needs media.write")))]
 /// `POST Library/VirtualFolders?name=…&collectionType=…&paths=…` (paths also from the body's
 /// `LibraryOptions.PathInfos`).
 pub async fn add_folder(
@@ -179,7 +179,7 @@ pub async fn add_folder(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(delete, path = "/api/media/Library/VirtualFolders", tag = "media", summary = "Removes a library with its items", params(("name" = String, Query, description = "Library name")), security(("bearer" = []), ("api_key" = [])), responses((status = 204, description = "Removed"), (status = 401, description = "Not authenticated"), (status = 403, description = "Needs media.write"), (status = 404, description = "No such library")))]
+#[utoipa::path(delete, path = "/api/media/Library/VirtualFolders", tag = "media", summary = "Removes a library with its items", params(("name" = String, Query, min_length = 1, description = "Library name")), security(("bearer" = []), ("api_key" = [])), responses((status = 204, description = "Removed"), (status = 401, description = "Not authenticated"), (status = 403, description = "Needs media.write"), (status = 404, description = "No such library")))]
 pub async fn remove_folder(State(media): Api, Auth(p): Auth, RawQuery(raw): RawQuery) -> Result<StatusCode, ApiError> {
     let params = Params::parse(raw.as_deref())?;
     let name = params.string("Name").ok_or_else(|| ApiError::invalid_field("name", "This field is required"))?;

@@ -120,7 +120,10 @@ impl From<crate::MediaError> for nexus_web::ApiError {
                 nexus_web::ApiError::forbidden(format!("This operation requires the `{permission}` permission"))
             }
             crate::MediaError::Conflict(message) => nexus_web::ApiError::conflict(message),
-            crate::MediaError::TranscodingUnsupported => nexus_web::ApiError::not_implemented(
+            // A value of `static` this server does not serve: a request to fix (4xx), not a
+            // server failure, and the message says what to send instead.
+            crate::MediaError::TranscodingUnsupported => nexus_web::ApiError::invalid_field(
+                "static",
                 "Transcoding is not supported: request the original file with static=true",
             ),
             crate::MediaError::ArrNotConfigured(service) => nexus_web::ApiError::unavailable(format!(
