@@ -80,11 +80,7 @@ impl Sealer {
     /// them. Checked before a change is applied, so that a change is not applied and then
     /// refused.
     pub fn check(&self, config: &Value) -> Result<(), SealError> {
-        let mut first = None;
-        visit(&mut config.clone(), "", &mut |path, _| {
-            first.get_or_insert_with(|| path.to_string());
-        });
-        match first {
+        match first_credential(&mut config.clone()) {
             Some(path) if self.key()?.is_none() => Err(SealError::NoKey(path)),
             _ => Ok(()),
         }
@@ -94,35 +90,15 @@ impl Sealer {
     /// holds no keys and is kept as it is.
     pub fn seal_text(&self, owner: &str, config: &str) -> Result<String, SealError> {
         let Ok(mut value) = serde_json::from_str::<Value>(config) else { return Ok(config.to_string()) };
-        let mut key = None;
-        let mut failure = None;
+        // The key is asked for only when there is a credential to seal.
+        let Some(first) = first_credential(&mut value) else { return Ok(value.to_string()) };
+        let key = self.key()?.ok_or(SealError::NoKey(first))?;
         visit(&mut value, "", &mut |path, leaf| {
-            if failure.is_some() {
-                return;
-            }
-            if key.is_none() {
-                match self.key() {
-                    Ok(Some(k)) => key = Some(k),
-                    Ok(None) => {
-                        failure = Some(SealError::NoKey(path.to_string()));
-                        return;
-                    }
-                    Err(e) => {
-                        failure = Some(e);
-                        return;
-                    }
-                }
-            }
-            if let Some(k) = &key {
-                use base64::Engine;
-                let sealed = k.seal(leaf.as_bytes(), aad(owner, path).as_bytes());
-                *leaf = format!("{SEALED_PREFIX}{}", base64::engine::general_purpose::STANDARD.encode(sealed));
-            }
+            use base64::Engine;
+            let sealed = key.seal(leaf.as_bytes(), aad(owner, path).as_bytes());
+            *leaf = format!("{SEALED_PREFIX}{}", base64::engine::general_purpose::STANDARD.encode(sealed));
         });
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(value.to_string()),
-        }
+        Ok(value.to_string())
     }
 
     /// `config` (JSON text) of `owner` with its sealed credentials opened. A credential that
@@ -163,6 +139,15 @@ impl Sealer {
         }
         value.to_string()
     }
+}
+
+/// The dotted path of the first credential in `value`, if it holds one.
+fn first_credential(value: &mut Value) -> Option<String> {
+    let mut first = None;
+    visit(value, "", &mut |path, _| {
+        first.get_or_insert_with(|| path.to_string());
+    });
+    first
 }
 
 fn aad(owner: &str, path: &str) -> String {

@@ -22,6 +22,23 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
 }
 
+/// Calls `probe` until it answers `Ok`, for at most 20 s: how a test waits for work the
+/// server does in the background, instead of sleeping for a guessed time. At the deadline it
+/// panics with the last `Err`.
+pub async fn eventually<T, Fut>(mut probe: impl FnMut() -> Fut) -> T
+where
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match probe().await {
+            Ok(found) => return found,
+            Err(last) => assert!(tokio::time::Instant::now() < deadline, "never got there: {last}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The password of the `admin` user every test server starts with.
 pub const ADMIN_PASSWORD: &str = "admin-Pass1";
 

@@ -132,8 +132,7 @@ impl IndexShapes {
     async fn read(docs: &Documents, tx: &mut Tx, collection: &str) -> Result<Self, DocError> {
         let mut out = Vec::new();
         for i in docs.store.list_indexes_in(tx, collection).await?.into_iter().filter(|i| !(i.multikey && i.mixed)) {
-            let Ok(Value::Object(keys)) = serde_json::from_str::<Value>(&i.keys) else { continue };
-            let paths = keys.keys().map(|k| k.split('.').map(str::to_string).collect()).collect();
+            let paths = key_paths(&i.keys);
             out.push(Shape { name: i.name, paths, multikey: i.multikey, mixed: i.mixed });
         }
         Ok(Self(out))
@@ -160,6 +159,19 @@ impl IndexShapes {
         }
         self.0.retain(|s| !(s.multikey && s.mixed));
         Ok(())
+    }
+}
+
+/// A collection's JSON Schema, if it has one.
+fn schema_in(collection: Option<crate::store::CollectionRow>) -> Option<Value> {
+    collection.and_then(|c| c.schema).and_then(|s| serde_json::from_str(&s).ok())
+}
+
+/// The key paths of an index's `keys` (`{"a.b": 1, "c": -1}` → `[["a", "b"], ["c"]]`).
+fn key_paths(keys: &str) -> Vec<Vec<String>> {
+    match serde_json::from_str::<Value>(keys) {
+        Ok(Value::Object(keys)) => keys.keys().map(|k| k.split('.').map(str::to_string).collect()).collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -351,13 +363,11 @@ impl Documents {
         };
         let mut out = Paths::default();
         for i in indexes.into_iter().filter(|i| !i.multikey) {
-            if let Ok(Value::Object(keys)) = serde_json::from_str::<Value>(&i.keys) {
-                let paths: Vec<Vec<String>> = keys.keys().map(|k| k.split('.').map(str::to_string).collect()).collect();
-                if !i.mixed {
-                    out.plain.extend(paths.iter().cloned());
-                }
-                out.flat.extend(paths);
+            let paths = key_paths(&i.keys);
+            if !i.mixed {
+                out.plain.extend(paths.iter().cloned());
             }
+            out.flat.extend(paths);
         }
         Ok(out)
     }
@@ -418,10 +428,20 @@ impl Documents {
             .map(|text| text.and_then(|t| serde_json::from_str::<Vec<Value>>(&t).ok()).unwrap_or_default()))
     }
 
-    fn stale() -> DocError {
-        DocError::Storage(StorageError::Unavailable(
+    /// Runs `read` against `collection`'s index shapes, again with fresh ones while it answers
+    /// `None` (they changed under it).
+    async fn with_shapes<T, Fut>(&self, collection: &str, read: impl Fn(Arc<Shapes>) -> Fut) -> Result<T, DocError>
+    where
+        Fut: Future<Output = Result<Option<T>, DocError>>,
+    {
+        for _ in 0..SHAPE_ATTEMPTS {
+            if let Some(out) = read(self.shapes(collection).await?).await? {
+                return Ok(out);
+            }
+        }
+        Err(DocError::Storage(StorageError::Unavailable(
             "The collection's indexes kept changing during the query; try again".into(),
-        ))
+        )))
     }
 
     /// SQL for `filter` in `collection`: (WHERE text, parameters, exact).
@@ -455,13 +475,7 @@ impl Documents {
     pub async fn find(&self, p: &Principal, collection: &str, q: &Find) -> Result<(Vec<Value>, Plan), DocError> {
         self.require(p, Access::Read, Some(collection))?;
         valid_collection(collection, "collection")?;
-        for _ in 0..SHAPE_ATTEMPTS {
-            let shapes = self.shapes(collection).await?;
-            if let Some(found) = self.find_with(collection, q, &shapes).await? {
-                return Ok(found);
-            }
-        }
-        Err(Self::stale())
+        self.with_shapes(collection, |shapes| async move { self.find_with(collection, q, &shapes).await }).await
     }
 
     /// [`Documents::find`] compiled against `shapes`; `None` when they no longer hold.
@@ -612,21 +626,17 @@ impl Documents {
     pub async fn count(&self, p: &Principal, collection: &str, filter: &Filter) -> Result<u64, DocError> {
         self.require(p, Access::Read, Some(collection))?;
         valid_collection(collection, "collection")?;
-        for _ in 0..SHAPE_ATTEMPTS {
-            let shapes = self.shapes(collection).await?;
+        self.with_shapes(collection, |shapes| async move {
             let (where_sql, params, exact) = self.compile_with(shapes.paths.clone(), collection, filter);
             if exact {
                 let payload = format!("SELECT CAST(count(*) AS TEXT) FROM documents WHERE {where_sql}");
-                if let Some(n) = self.read_checked(collection, &shapes, &payload, &params).await? {
-                    return Ok(n.and_then(|n| n.parse().ok()).unwrap_or(0));
-                }
-            } else if let Some(rows) =
-                self.select_checked(collection, &shapes, &where_sql, &params, "id ASC", None, 0).await?
-            {
-                return Ok(rows.iter().filter(|d| filter.matches(d)).count() as u64);
+                let n = self.read_checked(collection, &shapes, &payload, &params).await?;
+                return Ok(n.map(|n| n.and_then(|n| n.parse().ok()).unwrap_or(0)));
             }
-        }
-        Err(Self::stale())
+            let rows = self.select_checked(collection, &shapes, &where_sql, &params, "id ASC", None, 0).await?;
+            Ok(rows.map(|rows| rows.iter().filter(|d| filter.matches(d)).count() as u64))
+        })
+        .await
     }
 
     pub async fn distinct(
@@ -732,13 +742,8 @@ impl Documents {
         filter: &Filter,
         stage: &Stage,
     ) -> Result<Option<Vec<Value>>, DocError> {
-        for _ in 0..SHAPE_ATTEMPTS {
-            let shapes = self.shapes(collection).await?;
-            if let Some(out) = self.group_with(collection, filter, stage, &shapes).await? {
-                return Ok(out);
-            }
-        }
-        Err(Self::stale())
+        self.with_shapes(collection, |shapes| async move { self.group_with(collection, filter, stage, &shapes).await })
+            .await
     }
 
     /// [`Documents::group_in_sql`] compiled against `shapes`: `None` when they no longer
@@ -903,12 +908,7 @@ impl Documents {
     }
 
     async fn schema_of(&self, tx: &mut Tx, collection: &str) -> Result<Option<Value>, DocError> {
-        Ok(self
-            .store
-            .get_collection_in(tx, collection)
-            .await?
-            .and_then(|c| c.schema)
-            .and_then(|s| serde_json::from_str(&s).ok()))
+        Ok(schema_in(self.store.get_collection_in(tx, collection).await?))
     }
 
     /// Checks and completes `docs` (see [`Documents::prepare`]) against `schema`.
@@ -996,10 +996,7 @@ impl Documents {
         let place = if docs.len() == 1 { "document" } else { "documents" };
         // Checked and serialised before the transaction, which holds SQLite's one write lock:
         // against the schema as read now, and again inside should it have changed meanwhile.
-        let read_schema = |c: Option<crate::store::CollectionRow>| {
-            c.and_then(|c| c.schema).and_then(|s| serde_json::from_str::<Value>(&s).ok())
-        };
-        let schema = read_schema(self.store.get_collection(collection).await?);
+        let schema = schema_in(self.store.get_collection(collection).await?);
         let mut docs = self.prepare_all(docs, place, schema.as_ref())?;
         let mut changes = Vec::with_capacity(docs.len());
         let mut tx = self.store.begin().await?;

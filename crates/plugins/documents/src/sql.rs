@@ -255,15 +255,7 @@ impl Builder {
         let types = self.types(bracket(v));
         match self.dialect {
             Dialect::Sqlite => {
-                let p = match v {
-                    Value::Bool(b) => self.bind(Param::Int(i64::from(*b))),
-                    Value::Number(n) => match n.as_i64() {
-                        Some(i) => self.bind(Param::Int(i)),
-                        None => self.bind(Param::Float(n.as_f64().unwrap_or(0.0))),
-                    },
-                    Value::String(s) => self.bind(Param::Text(s.clone())),
-                    _ => self.bind(Param::Text(String::new())),
-                };
+                let p = self.bind_scalar(v);
                 format!("({typ} IN {types} AND {val} {op} {p})")
             }
             Dialect::Postgres => match v {
@@ -637,9 +629,10 @@ impl Builder {
         }
     }
 
-    /// Binds a number or a string as SQLite compares it with `json_extract`'s result.
+    /// Binds a scalar as SQLite compares it with `json_extract`'s result (booleans as 0/1).
     fn bind_scalar(&mut self, v: &Value) -> String {
         match v {
+            Value::Bool(b) => self.bind(Param::Int(i64::from(*b))),
             Value::Number(n) => match n.as_i64() {
                 Some(i) => self.bind(Param::Int(i)),
                 None => self.bind(Param::Float(n.as_f64().unwrap_or(0.0))),

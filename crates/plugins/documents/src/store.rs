@@ -105,9 +105,6 @@ fn write_err(e: sqlx::Error) -> WriteError {
     if e.is_unique_violation() { WriteError::Duplicate } else { WriteError::Storage(e) }
 }
 
-/// The most rows a `LIMIT` or `OFFSET` can name (a signed 64-bit integer on both backends).
-const SQL_MAX_ROWS: u64 = i64::MAX.unsigned_abs();
-
 /// A quoted identifier made from validated parts (`[A-Za-z0-9_-]`).
 fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', ""))
@@ -456,10 +453,11 @@ macro_rules! dialect_impl {
 
             fn select_tx<'a>(&'a self, tx: &'a mut Tx, where_sql: &'a str, params: &'a [Param], limit: Option<u64>) -> BoxFuture<'a, Result<Vec<Value>, StorageError>> {
                 Box::pin(async move {
-        let mut sql = format!("SELECT {} FROM documents WHERE {where_sql} ORDER BY id", doc_col($dialect));
-        if let Some(n) = limit.map(|n| n.min(SQL_MAX_ROWS)) {
-            sql.push_str(&format!(" LIMIT {n}"));
-        }
+        let sql = format!(
+            "SELECT {} FROM documents WHERE {where_sql} ORDER BY id{}",
+            doc_col($dialect),
+            crate::sql::paging($dialect, limit, 0)
+        );
         let rows: Vec<(String,)> =
             on_tx!(tx, |c| bound!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), params).fetch_all(c).await)?;
         Ok(rows.into_iter().filter_map(|(d,)| serde_json::from_str(&d).ok()).collect())

@@ -83,6 +83,17 @@ impl PluginManager {
         self.kernel.events.envelope("plugins", kind, data)
     }
 
+    /// Stores a plugin's operator state (its credentials sealed) and announces `event` with it.
+    async fn save_announced(
+        &self,
+        stored: &nexus_kernel::plugin::StoredState,
+        event: &Event,
+    ) -> Result<(), ManagerError> {
+        let k = &self.kernel;
+        nexus_kernel::plugin::store::save_announced(&k.db, &k.sealer, &k.outbox, stored, event).await?;
+        Ok(())
+    }
+
     /// The plugins matching `filter`, in start-up order.
     pub fn list(&self, _caller: &Principal, filter: &ListFilter) -> Vec<Arc<Slot>> {
         self.kernel
@@ -133,14 +144,7 @@ impl PluginManager {
             kind,
             json!({ "plugin_id": id, "enabled": enabled, "reason": reason, "changed_by": caller.user_id }),
         );
-        nexus_kernel::plugin::store::save_announced(
-            &self.kernel.db,
-            &self.kernel.sealer,
-            &self.kernel.outbox,
-            &stored,
-            &event,
-        )
-        .await?;
+        self.save_announced(&stored, &event).await?;
         apply_enabled(&slot, enabled, reason.clone());
         Ok(slot)
     }
@@ -197,14 +201,7 @@ impl PluginManager {
                 "changed_by": caller.user_id,
             }),
         );
-        nexus_kernel::plugin::store::save_announced(
-            &self.kernel.db,
-            &self.kernel.sealer,
-            &self.kernel.outbox,
-            &stored,
-            &event,
-        )
-        .await?;
+        self.save_announced(&stored, &event).await?;
         let shown = patched.masked().section(&key);
         slot.configure(patch, shown, Timestamp::now());
         Ok((slot, applied))

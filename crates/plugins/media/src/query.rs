@@ -212,19 +212,8 @@ mod tests {
             kind: kind.into(),
             name: name.into(),
             sort_name: name.to_lowercase(),
-            path: None,
             year: Some(2000 + i64::from(name.len() as u8 % 3)),
-            index_number: None,
-            parent_index_number: None,
-            index_number_end: None,
-            series_id: None,
-            series_name: None,
-            season_id: None,
-            album_artist: None,
-            image_path: None,
-            created_at: 0,
-            tmdb_id: None,
-            tvdb_id: None,
+            ..ItemRow::default()
         }
     }
 

@@ -139,19 +139,8 @@ impl NewItem<'_> {
             kind: kind.to_string(),
             sort_name: sort_name(&name),
             name,
-            path: None,
-            year: None,
-            index_number: None,
-            parent_index_number: None,
-            index_number_end: None,
-            series_id: None,
-            series_name: None,
-            season_id: None,
-            album_artist: None,
-            image_path: None,
             created_at: self.now,
-            tmdb_id: None,
-            tvdb_id: None,
+            ..ItemRow::default()
         }
     }
 }

@@ -18,7 +18,7 @@ pub struct LibraryRow {
     pub created_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
 pub struct ItemRow {
     pub id: String,
     pub library_id: String,

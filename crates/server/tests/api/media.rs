@@ -121,17 +121,13 @@ async fn post(s: &TestServer, token: &str, path: &str, body: Value) -> Reply {
     s.call(Method::POST, path, Some(body), &[("Authorization", auth.as_str())]).await
 }
 
-/// Polls `path` until `done` holds, for at most 20 s.
+/// Polls `path` until `done` holds.
 async fn until(s: &TestServer, token: &str, path: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    nexus_testkit::eventually(|| async {
         let r = get(s, token, path).await;
-        if r.status == 200 && done(&r.json) {
-            return r.json;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{path} never got there: {}", r.text);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        if r.status == 200 && done(&r.json) { Ok(r.json) } else { Err(format!("{path}: {}", r.text)) }
+    })
+    .await
 }
 
 fn names(v: &Value) -> Vec<String> {

@@ -4,10 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::time::Duration;
 
 use nexus_kernel::config::MediaLibraryConfig;
-use nexus_testkit::{TestServer, backends, json};
+use nexus_testkit::{TestServer, backends, eventually, json};
 use serde_json::Value;
 
 const BASE: &str = "/api/requests/api/v1/request";
@@ -17,17 +16,13 @@ fn touch(path: &Path) {
     std::fs::write(path, b"placeholder").unwrap();
 }
 
-/// Polls request `id` until its status is `status`, for at most 20 s.
+/// Polls request `id` until its status is `status`.
 async fn until_status(s: &TestServer, token: &str, id: i64, status: i64) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
+    eventually(|| async move {
         let r = s.get_as(token, &format!("{BASE}/{id}")).await;
-        if r.json["status"] == status {
-            return r.json;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "request {id} never reached {status}: {}", r.text);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        if r.json["status"] == status { Ok(r.json) } else { Err(format!("request {id} is not {status}: {}", r.text)) }
+    })
+    .await
 }
 
 async fn refresh(s: &TestServer, token: &str) {
