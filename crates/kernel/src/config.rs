@@ -639,6 +639,7 @@ impl Config {
         for upstream in shown.media.arr.values_mut() {
             upstream.api_key = mask(&upstream.api_key);
         }
+        shown.plugins.values_mut().for_each(mask_credentials);
         shown
     }
 
@@ -762,6 +763,24 @@ pub fn is_credential_key(key: &str) -> bool {
 
 /// What a masked credential shows.
 pub const MASK: &str = "***masked***";
+
+/// Masks every value under a credential key inside `value` (a plugin's own configuration
+/// section, whose keys the kernel does not know), so that it can be shown.
+pub fn mask_credentials(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                if is_credential_key(key) && !v.is_null() && !v.is_object() {
+                    *v = serde_json::Value::String(String::from(MASK));
+                } else {
+                    mask_credentials(v);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(mask_credentials),
+        _ => {}
+    }
+}
 
 /// Replaces the password of a URL's user-info with `***`, leaving the rest readable.
 pub fn mask_url(url: &str) -> String {

@@ -308,6 +308,12 @@ impl Slot {
         self.state.read().map(|s| s.config.clone()).unwrap_or(Value::Null)
     }
 
+    /// Every configuration change made through the API, merged, credentials readable: for the
+    /// plugin itself, never for showing.
+    pub fn patch(&self) -> Value {
+        self.state.read().map(|s| s.patch.clone()).unwrap_or(Value::Null)
+    }
+
     pub fn updated_at(&self) -> Option<Timestamp> {
         self.state.read().ok().and_then(|s| s.updated_at)
     }

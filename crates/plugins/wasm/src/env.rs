@@ -69,7 +69,7 @@ impl PluginEnv {
     /// The configuration in effect: the manifest's, with the API's changes merged over it.
     pub fn config(&self) -> Value {
         let mut config = self.defaults.clone();
-        let changed = self.slot.config();
+        let changed = self.slot.patch();
         if changed.is_object() {
             nexus_kernel::config::merge_patch(&mut config, &changed);
         }

@@ -559,6 +559,7 @@ impl WasmHost {
         {
             nexus_kernel::config::merge_patch(&mut shown, &patch);
         }
+        nexus_kernel::config::mask_credentials(&mut shown);
         let slot = Arc::new(Slot::new(kernel_manifest(m), shown));
         if let Some(stored) = &stored {
             slot.apply_stored(stored);

@@ -270,6 +270,26 @@ async fn the_shortener_installs_from_the_registry_and_serves_its_routes() {
         assert_eq!(r.status, 200, "{}", r.text);
         assert_eq!(t.s.get("/api/plugins/shortener/hello").await.json["message"], "hi there");
 
+        // A credential in a plugin's configuration is never shown back.
+        let r =
+            t.s.call_as(
+                &t.admin,
+                Method::PUT,
+                "/api/plugins/shortener/config",
+                Some(json!({"config": {"upstream_api_token": "tok-f00d-cafe"}})),
+            )
+            .await;
+        assert_eq!(
+            (r.status.as_u16(), r.json["config"]["upstream_api_token"].clone()),
+            (200, json!("***masked***")),
+            "{}",
+            r.text
+        );
+        for path in ["/api/plugins/shortener", "/api/plugins?limit=100", "/api/v1/config"] {
+            let r = t.get(path).await;
+            assert!(r.status.is_success() && !r.text.contains("tok-f00d-cafe"), "{path}: {}", r.text);
+        }
+
         // It stays installed, with its data and configuration, across a restart.
         let mut s = t.s;
         s.restart().await;
@@ -277,6 +297,9 @@ async fn the_shortener_installs_from_the_registry_and_serves_its_routes() {
         let r = s.get_as(&admin, &format!("/api/plugins/shortener/links/{code}")).await;
         assert_eq!((r.status.as_u16(), r.json["hits"].clone()), (200, json!(5)), "{}", r.text);
         assert_eq!(s.get("/api/plugins/shortener/hello").await.json["message"], "hi there");
+        let r = s.get_as(&admin, "/api/plugins/shortener").await;
+        assert!(r.status.is_success() && !r.text.contains("tok-f00d-cafe"), "{}", r.text);
+        assert_eq!(r.json["configuration"]["upstream_api_token"], "***masked***", "{}", r.text);
     }
 }
 
