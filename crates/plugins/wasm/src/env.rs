@@ -31,7 +31,6 @@ pub struct PluginEnv {
     pub slot: Arc<Slot>,
     pub kernel: Arc<Kernel>,
     pub store: WasmStore,
-    pub runtime: tokio::runtime::Handle,
     /// Calls to imports that were not granted.
     pub denied: AtomicU64,
     /// The document database, when it runs, and the plugin as its caller there: allowed the
@@ -86,11 +85,11 @@ impl PluginEnv {
         self.documents.as_deref().ok_or_else(|| String::from("the document database is not running"))
     }
 
-    fn wait_doc<T>(
+    async fn wait_doc<T>(
         &self,
         future: impl Future<Output = Result<T, nexus_documents::DocError>>,
     ) -> Result<Option<T>, String> {
-        match self.runtime.block_on(future) {
+        match future.await {
             Ok(v) => Ok(Some(v)),
             Err(nexus_documents::DocError::NotFound(_)) => Ok(None),
             Err(nexus_documents::DocError::Storage(e)) => {
@@ -101,8 +100,11 @@ impl PluginEnv {
         }
     }
 
-    fn wait<T>(&self, future: impl Future<Output = Result<T, nexus_kernel::db::StorageError>>) -> Result<T, String> {
-        self.runtime.block_on(future).map_err(|e| {
+    async fn wait<T>(
+        &self,
+        future: impl Future<Output = Result<T, nexus_kernel::db::StorageError>>,
+    ) -> Result<T, String> {
+        future.await.map_err(|e| {
             tracing::error!(plugin = %self.id, error = %e, "plugin storage failed");
             String::from("storage failed; see the server log")
         })
@@ -119,7 +121,7 @@ fn check_key(key: &str) -> Result<(), String> {
 impl types::Host for HostState {}
 
 impl host::Host for HostState {
-    fn log(&mut self, level: types::Level, message: String) {
+    async fn log(&mut self, level: types::Level, message: String) {
         let env = &self.env;
         let mut message = message;
         if message.len() > MAX_LOG {
@@ -137,7 +139,7 @@ impl host::Host for HostState {
         }
     }
 
-    fn config_get(&mut self, key: String) -> Result<Option<String>, String> {
+    async fn config_get(&mut self, key: String) -> Result<Option<String>, String> {
         self.env.require("config")?;
         let config = self.env.config();
         let mut value = &config;
@@ -150,39 +152,39 @@ impl host::Host for HostState {
         Ok(Some(value.to_string()))
     }
 
-    fn kv_get(&mut self, key: String) -> Result<Option<Vec<u8>>, String> {
+    async fn kv_get(&mut self, key: String) -> Result<Option<Vec<u8>>, String> {
         self.env.require("kv")?;
         check_key(&key)?;
-        self.env.wait(self.env.store.kv_get(&self.env.id, &key))
+        self.env.wait(self.env.store.kv_get(&self.env.id, &key)).await
     }
 
-    fn kv_set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
+    async fn kv_set(&mut self, key: String, value: Vec<u8>) -> Result<(), String> {
         self.env.require("kv")?;
         check_key(&key)?;
         if value.len() > MAX_VALUE {
             return Err(format!("values are at most {MAX_VALUE} bytes"));
         }
-        self.env.wait(self.env.store.kv_set(&self.env.id, &key, &value))
+        self.env.wait(self.env.store.kv_set(&self.env.id, &key, &value)).await
     }
 
-    fn kv_delete(&mut self, key: String) -> Result<bool, String> {
+    async fn kv_delete(&mut self, key: String) -> Result<bool, String> {
         self.env.require("kv")?;
         check_key(&key)?;
-        self.env.wait(self.env.store.kv_delete(&self.env.id, &key))
+        self.env.wait(self.env.store.kv_delete(&self.env.id, &key)).await
     }
 
-    fn kv_increment(&mut self, key: String, delta: i64) -> Result<i64, String> {
+    async fn kv_increment(&mut self, key: String, delta: i64) -> Result<i64, String> {
         self.env.require("kv")?;
         check_key(&key)?;
-        self.env.wait(self.env.store.kv_increment(&self.env.id, &key, delta))
+        self.env.wait(self.env.store.kv_increment(&self.env.id, &key, delta)).await
     }
 
-    fn kv_keys(&mut self, prefix: String, limit: u32) -> Result<Vec<String>, String> {
+    async fn kv_keys(&mut self, prefix: String, limit: u32) -> Result<Vec<String>, String> {
         self.env.require("kv")?;
-        self.env.wait(self.env.store.kv_keys(&self.env.id, &prefix, limit.min(10_000)))
+        self.env.wait(self.env.store.kv_keys(&self.env.id, &prefix, limit.min(10_000))).await
     }
 
-    fn publish(&mut self, kind: String, data: String) -> Result<(), String> {
+    async fn publish(&mut self, kind: String, data: String) -> Result<(), String> {
         self.env.require("events.publish")?;
         let valid = !kind.is_empty()
             && kind.len() <= 100
@@ -197,22 +199,23 @@ impl host::Host for HostState {
             return Err(format!("plugin `{}` is disabled", self.env.id));
         }
         let event = self.env.kernel.events.envelope(&self.env.id, &kind, data);
-        self.env.wait(self.env.store.publish(&event))
+        self.env.wait(self.env.store.publish(&event)).await
     }
 
-    fn doc_insert(&mut self, collection: String, document: String) -> Result<String, String> {
+    async fn doc_insert(&mut self, collection: String, document: String) -> Result<String, String> {
         let docs = self.env.documents(&collection)?;
         let doc: Value = serde_json::from_str(&document).map_err(|e| format!("the document is not JSON: {e}"))?;
-        let ids = self.env.wait_doc(docs.insert(&self.env.principal, &collection, vec![doc]))?.unwrap_or_default();
+        let ids =
+            self.env.wait_doc(docs.insert(&self.env.principal, &collection, vec![doc])).await?.unwrap_or_default();
         ids.into_iter().next().ok_or_else(|| String::from("nothing was inserted"))
     }
 
-    fn doc_get(&mut self, collection: String, id: String) -> Result<Option<String>, String> {
+    async fn doc_get(&mut self, collection: String, id: String) -> Result<Option<String>, String> {
         let docs = self.env.documents(&collection)?;
-        Ok(self.env.wait_doc(docs.get(&self.env.principal, &collection, &id))?.map(|d| d.to_string()))
+        Ok(self.env.wait_doc(docs.get(&self.env.principal, &collection, &id)).await?.map(|d| d.to_string()))
     }
 
-    fn doc_find(&mut self, collection: String, filter: String, limit: u32) -> Result<String, String> {
+    async fn doc_find(&mut self, collection: String, filter: String, limit: u32) -> Result<String, String> {
         let docs = self.env.documents(&collection)?;
         let filter: Value = serde_json::from_str(&filter).map_err(|e| format!("the filter is not JSON: {e}"))?;
         let filter = nexus_documents::engine::filter::Filter::parse(&filter, "filter").map_err(|e| e.to_string())?;
@@ -221,11 +224,11 @@ impl host::Host for HostState {
             limit: Some(u64::from(limit.min(1000))),
             ..nexus_documents::service::Find::default()
         };
-        let found = self.env.wait_doc(docs.find(&self.env.principal, &collection, &find))?;
+        let found = self.env.wait_doc(docs.find(&self.env.principal, &collection, &find)).await?;
         Ok(Value::Array(found.map(|(d, _)| d).unwrap_or_default()).to_string())
     }
 
-    fn current_caller(&mut self) -> Result<Option<types::Caller>, String> {
+    async fn current_caller(&mut self) -> Result<Option<types::Caller>, String> {
         self.env.require("identity")?;
         Ok(self.caller.as_ref().map(|p| types::Caller {
             user_id: p.user_id.clone(),

@@ -242,20 +242,16 @@ impl WasmHost {
 
     /// Runs `f` on a fresh instance of `loaded` on a blocking thread; counts faults and
     /// disables the plugin (status `error`) after `fault_limit` in a row.
-    pub async fn call<R: Send + 'static>(
-        &self,
-        loaded: &Arc<Loaded>,
-        caller: Option<Principal>,
-        f: impl FnOnce(&runtime::bindings::Guest, &mut wasmtime::Store<runtime::HostState>) -> wasmtime::Result<R>
-        + Send
-        + 'static,
-    ) -> Result<R, WasmError> {
+    pub async fn call<R, F>(&self, loaded: &Arc<Loaded>, caller: Option<Principal>, f: F) -> Result<R, WasmError>
+    where
+        F: for<'a> FnOnce(
+            &'a runtime::bindings::Guest,
+            &'a mut wasmtime::Store<runtime::HostState>,
+        ) -> runtime::GuestCall<'a, R>,
+    {
         let runtime = self.runtime()?;
-        let (compiled, env) = (loaded.compiled.clone(), loaded.env.clone());
         loaded.calls.fetch_add(1, Ordering::Relaxed);
-        let outcome = tokio::task::spawn_blocking(move || runtime.call(&compiled, env, caller, f))
-            .await
-            .unwrap_or_else(|e| Err(CallError::Trap(format!("the call's thread failed: {e}"))));
+        let outcome = runtime.call(&loaded.compiled, loaded.env.clone(), caller, f).await;
         match outcome {
             Ok(value) => {
                 loaded.faults.store(0, Ordering::Relaxed);
@@ -315,7 +311,11 @@ impl WasmHost {
                 data: event.data.to_string(),
             };
             tokio::spawn(async move {
-                let outcome = host.call(&loaded, None, move |guest, store| guest.call_handle_event(store, &wire)).await;
+                let outcome = host
+                    .call(&loaded, None, move |guest, store| {
+                        Box::pin(async move { guest.call_handle_event(store, &wire).await })
+                    })
+                    .await;
                 match outcome {
                     Ok(Ok(())) => {}
                     Ok(Err(message)) => tracing::warn!(plugin = loaded.id(), %message, "plugin refused an event"),
@@ -333,7 +333,9 @@ impl WasmHost {
         }
         let (method, params) = (method.to_string(), params.to_string());
         let answer = self
-            .call(&loaded, Some(caller), move |guest, store| guest.call_handle_rpc(store, &method, &params))
+            .call(&loaded, Some(caller), move |guest, store| {
+                Box::pin(async move { guest.call_handle_rpc(store, &method, &params).await })
+            })
             .await?;
         match answer {
             Ok(text) => serde_json::from_str(&text).map_err(|_| {
@@ -356,7 +358,10 @@ impl WasmHost {
         caller: Option<Principal>,
         request: runtime::Request,
     ) -> Result<runtime::Response, WasmError> {
-        self.call(loaded, caller, move |guest, store| guest.call_handle_request(store, &request)).await
+        self.call(loaded, caller, move |guest, store| {
+            Box::pin(async move { guest.call_handle_request(store, &request).await })
+        })
+        .await
     }
 
     // ---- install, upgrade, rollback, uninstall ------------------------------------------
@@ -584,7 +589,6 @@ impl WasmHost {
             slot,
             kernel: self.kernel.clone(),
             store: self.store.clone(),
-            runtime: tokio::runtime::Handle::current(),
             denied: AtomicU64::new(0),
             documents: self.documents.clone(),
             principal: crate::env::plugin_principal(&m.id, &m.collections.iter().cloned().collect()),
@@ -606,7 +610,9 @@ impl WasmHost {
     /// Calls `init` with the configuration: the plugin's own check that it can serve.
     async fn test(&self, loaded: &Arc<Loaded>) -> Result<(), WasmError> {
         let config = loaded.env.config().to_string();
-        let answer = self.call(loaded, None, move |guest, store| guest.call_init(store, &config)).await?;
+        let answer = self
+            .call(loaded, None, move |guest, store| Box::pin(async move { guest.call_init(store, &config).await }))
+            .await?;
         answer.map_err(|message| WasmError::Init { plugin: loaded.id().to_string(), message })
     }
 
