@@ -191,6 +191,83 @@ impl Db {
 /// idle: under concurrent writers (documents, the outbox relay, webhooks, audit) the sleeps,
 /// not the writes, set the pace. This handler retries after 50 µs at first, backing off to
 /// 2 ms, and gives up after the same 10 s as the pool's busy timeout.
+/// Connections for short reads on SQLite, outside the pool.
+///
+/// sqlx's pool pings every connection it gets back (a round trip to the connection's worker
+/// thread, and a task to run it) on top of the query's own round trip: for a read that takes
+/// tens of microseconds, those thread switches cost more than the read. These connections are
+/// held by a lock instead of a pool and are never pinged; each keeps its own statement cache.
+/// WAL lets them read while the pool's connections write, and each statement sees what was
+/// committed before it began.
+#[derive(Debug)]
+pub struct SqliteReaders {
+    options: SqliteConnectOptions,
+    conns: Vec<tokio::sync::Mutex<Option<sqlx::SqliteConnection>>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl SqliteReaders {
+    /// `n` readers on the database of `pool`, opened at their first use.
+    pub fn new(pool: &SqlitePool, n: usize) -> Self {
+        let options = (*pool.connect_options()).clone();
+        Self {
+            options,
+            conns: (0..n.max(1)).map(|_| tokio::sync::Mutex::new(None)).collect(),
+            next: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// A free reader (waiting for one when all are busy), opened if it is not yet.
+    pub async fn get(&self) -> Result<Reader<'_>, StorageError> {
+        use sqlx::Connection as _;
+        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let n = self.conns.len();
+        let free = (0..n).find_map(|i| self.conns[(start + i) % n].try_lock().ok());
+        let mut slot = match free {
+            Some(slot) => slot,
+            None => self.conns[start % n].lock().await,
+        };
+        if slot.is_none() {
+            let mut conn = sqlx::SqliteConnection::connect_with(&self.options).await?;
+            let mut handle = conn.lock_handle().await?;
+            busy::install(&mut handle);
+            drop(handle);
+            *slot = Some(conn);
+        }
+        Ok(Reader { slot })
+    }
+}
+
+/// A reader of [`SqliteReaders`], held until dropped.
+pub struct Reader<'a> {
+    slot: tokio::sync::MutexGuard<'a, Option<sqlx::SqliteConnection>>,
+}
+
+impl Reader<'_> {
+    /// The connection (an executor for sqlx queries).
+    pub fn conn(&mut self) -> &mut sqlx::SqliteConnection {
+        // `get` opened it; only `check` empties the slot, and it takes the reader.
+        self.slot.get_or_insert_with(|| unreachable!("a reader is open while held"))
+    }
+
+    /// The outcome of a read on this reader: a failure that is not about the SQL (the
+    /// connection's thread or file) closes it, to be reopened at its next use.
+    pub fn check<T>(mut self, outcome: Result<T, sqlx::Error>) -> Result<T, StorageError> {
+        if let Err(e) = &outcome
+            && !matches!(e, sqlx::Error::Database(_) | sqlx::Error::RowNotFound | sqlx::Error::ColumnDecode { .. })
+        {
+            *self.slot = None;
+        }
+        Ok(outcome?)
+    }
+}
+
+impl std::fmt::Debug for Reader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader").finish_non_exhaustive()
+    }
+}
+
 mod busy {
     use std::ffi::{c_int, c_void};
     use std::time::Duration;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use nexus_kernel::db::{Db, StorageError};
+use nexus_kernel::db::{Db, SqliteReaders, StorageError};
 use nexus_kernel::events::Event;
 use nexus_kernel::outbox::OutboxTx;
 use serde_json::Value;
@@ -221,7 +221,11 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug {
 /// The store for `db`'s dialect.
 pub fn open(db: &Db) -> Arc<dyn DocumentStore> {
     match db {
-        Db::Sqlite(pool) => Arc::new(SqliteStore { pool: pool.clone(), gate: Arc::default() }),
+        Db::Sqlite(pool) => Arc::new(SqliteStore {
+            pool: pool.clone(),
+            gate: Arc::default(),
+            readers: Arc::new(SqliteReaders::new(pool, READERS)),
+        }),
         Db::Postgres(pool) => Arc::new(PostgresStore { pool: pool.clone() }),
     }
 }
@@ -234,11 +238,34 @@ pub struct SqliteStore {
     /// to 100 ms: under many concurrent writers that backoff, not the writing, set the pace,
     /// and a writer could wait out the busy timeout.
     gate: Arc<tokio::sync::Mutex<()>>,
+    /// Finds, counts and lookups run here, not on the pool (see [`SqliteReaders`]).
+    readers: Arc<SqliteReaders>,
 }
+
+/// SQLite readers: as many as the machine reads in parallel, with room for one waiting.
+const READERS: usize = 4;
 
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: sqlx::PgPool,
+}
+
+type Pair = (Option<String>, Option<String>);
+
+impl SqliteStore {
+    /// One row of two text columns, on a reader.
+    async fn pair(&self, sql: String, params: &[Param]) -> Result<Pair> {
+        let mut reader = self.readers.get().await?;
+        let row = bound!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), params).fetch_one(reader.conn()).await;
+        reader.check(row)
+    }
+}
+
+impl PostgresStore {
+    /// One row of two text columns.
+    async fn pair(&self, sql: String, params: &[Param]) -> Result<Pair> {
+        Ok(bound!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), params).fetch_one(&self.pool).await?)
+    }
 }
 
 /// The document column as a parameter (`$n`): JSON text on SQLite, `jsonb` on PostgreSQL.
@@ -477,10 +504,7 @@ macro_rules! dialect_impl {
             fn read_checked<'a>(&'a self, collection: &'a str, payload: &'a str, params: &'a [Param]) -> BoxFuture<'a, Result<(String, Option<String>), StorageError>> {
                 Box::pin(async move {
         let sql = format!("SELECT ({}), ({payload})", crate::sql::index_fingerprint($dialect, collection));
-        let (fingerprint, payload): (Option<String>, Option<String>) =
-            { let pool = &self.pool; bound!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), params)
-                .fetch_one(pool)
-                .await }?;
+        let (fingerprint, payload) = self.pair(sql, params).await?;
         Ok((fingerprint.unwrap_or_default(), payload))
     })
             }
