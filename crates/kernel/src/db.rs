@@ -220,12 +220,13 @@ impl SqliteReaders {
     /// A free reader (waiting for one when all are busy), opened if it is not yet.
     pub async fn get(&self) -> Result<Reader<'_>, StorageError> {
         use sqlx::Connection as _;
-        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let n = self.conns.len();
-        let free = (0..n).find_map(|i| self.conns[(start + i) % n].try_lock().ok());
-        let mut slot = match free {
-            Some(slot) => slot,
-            None => self.conns[start % n].lock().await,
+        let start = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n;
+        let free = self.conns.iter().cycle().skip(start).take(n).find_map(|c| c.try_lock().ok());
+        let mut slot = match (free, self.conns.get(start)) {
+            (Some(slot), _) => slot,
+            (None, Some(busy)) => busy.lock().await,
+            (None, None) => return Err(StorageError::Unavailable(String::from("no SQLite reader is configured"))),
         };
         if slot.is_none() {
             let mut conn = sqlx::SqliteConnection::connect_with(&self.options).await?;
