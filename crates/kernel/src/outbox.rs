@@ -93,12 +93,22 @@ pub trait OutboxTx: Send {
     /// so that an idle poll takes no write lock (on SQLite, that would hold up other processes
     /// on the same file).
     fn has_pending<'a>(&'a mut self, take: Take<'a>) -> impl Future<Output = Result<bool, sqlx::Error>> + Send + 'a;
+
+    /// Whether `consumer` has anything to act on: while it has not, events get no pending
+    /// row for it. Call it in the transaction that changes what it would act on, so that
+    /// events committed after that transaction are pending for it again.
+    fn set_interest<'a>(
+        &'a mut self,
+        consumer: &'a str,
+        interested: bool,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a;
 }
 
 const INSERT_EVENT: &str = "INSERT INTO nexus_outbox (id, kind, source, data, timestamp, origin, created_at) \
     VALUES ($1, $2, $3, $4, $5, $6, $7)";
 const INSERT_PENDING: &str = "INSERT INTO nexus_outbox_pending (consumer, event_id, origin, created_at) \
-    SELECT name, $1, $2, $3 FROM nexus_outbox_consumers";
+    SELECT name, $1, $2, $3 FROM nexus_outbox_consumers WHERE interested";
+const SET_INTEREST: &str = "UPDATE nexus_outbox_consumers SET interested = $2 WHERE name = $1";
 const TAKE_WHERE: &str = "consumer = $1 AND (origin = $2 OR created_at <= $3) ORDER BY created_at, event_id LIMIT $4";
 
 #[derive(sqlx::FromRow)]
@@ -148,7 +158,7 @@ fn insert_pending_sql(sqlite: bool, n: usize) -> String {
     format!(
         "INSERT INTO nexus_outbox_pending (consumer, event_id, origin, created_at) \
          SELECT c.name, e.id, e.origin, e.created_at FROM nexus_outbox_consumers c \
-         JOIN nexus_outbox e ON e.id IN ({})",
+         JOIN nexus_outbox e ON e.id IN ({}) WHERE c.interested",
         placeholders(sqlite, 1, n).join(", ")
     )
 }
@@ -205,6 +215,11 @@ macro_rules! outbox_tx {
                     }
                     q.execute(&mut *self).await?;
                 }
+                Ok(())
+            }
+
+            async fn set_interest(&mut self, consumer: &str, interested: bool) -> Result<(), sqlx::Error> {
+                sqlx::query(SET_INTEREST).bind(consumer).bind(interested).execute(&mut *self).await?;
                 Ok(())
             }
 

@@ -55,6 +55,11 @@ impl Plugin for WebhooksPlugin {
     fn start<'a>(&'a self, ctx: &'a mut StartContext) -> BoxFuture<'a, Result<Started, StartError>> {
         Box::pin(async move {
             let webhooks = Arc::new(Webhooks::new(ctx.kernel.clone()));
+            webhooks
+                .store
+                .sync_interest()
+                .await
+                .map_err(|e| StartError { plugin: String::from("webhooks"), reason: e.to_string() })?;
             ctx.provide(webhooks.clone());
             Ok(Started::routes(routes(webhooks.clone()))
                 .tag("webhooks", "Outgoing webhooks: registration, test, deliveries")

@@ -69,6 +69,10 @@ pub struct Attempt {
 /// The outbox consumer whose pending events become deliveries.
 pub const CONSUMER: &str = "webhooks";
 
+/// Whether any webhook is active: the outbox writes webhook rows only while one is (see
+/// [`OutboxTx::set_interest`]), set in the transaction of every change to that.
+const ANY_ACTIVE: &str = "SELECT EXISTS (SELECT 1 FROM webhooks WHERE active = $1)";
+
 const INSERT_WEBHOOK: &str = "INSERT INTO webhooks (id, owner_id, url, events, secret, description, active, \
     failure_count, disabled_reason, disabled_at, last_delivery_at, created_at, updated_at) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
@@ -104,6 +108,9 @@ type Result<T> = std::result::Result<T, StorageError>;
 /// The storage of the webhooks plugin.
 pub trait WebhookStore: Send + Sync + std::fmt::Debug {
     fn insert_webhook<'a>(&'a self, w: &'a WebhookRow) -> BoxFuture<'a, Result<()>>;
+    /// Tells the outbox whether any webhook is active (at start: the flag predates nothing
+    /// that changed webhooks, e.g. after an upgrade or a restore).
+    fn sync_interest(&self) -> BoxFuture<'_, Result<()>>;
     /// Writes the editable fields of `w`; whether it exists.
     fn update_webhook<'a>(&'a self, w: &'a WebhookRow) -> BoxFuture<'a, Result<bool>>;
     fn webhook<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<Option<WebhookRow>>>;
@@ -163,13 +170,31 @@ pub struct PostgresStore {
     outbox: Outbox,
 }
 
+/// Tells the outbox, in transaction `tx`, whether any webhook is active after it.
+macro_rules! sync_interest {
+    ($tx:ident) => {{
+        let any: bool = sqlx::query_scalar(ANY_ACTIVE).bind(true).fetch_one(&mut *$tx).await?;
+        $tx.set_interest(CONSUMER, any).await?;
+    }};
+}
+
 /// The implementation of [`WebhookStore`] for one dialect: `$claim_lock` is what that dialect
 /// adds to the selection of due deliveries to claim them.
 macro_rules! dialect_impl {
     ($store:ty, claim_lock = $claim_lock:expr) => {
         impl WebhookStore for $store {
+            fn sync_interest(&self) -> BoxFuture<'_, Result<()>> {
+                Box::pin(async move {
+                    let mut tx = self.pool.begin().await?;
+                    sync_interest!(tx);
+                    tx.commit().await?;
+                    Ok(())
+                })
+            }
+
             fn insert_webhook<'a>(&'a self, w: &'a WebhookRow) -> BoxFuture<'a, Result<()>> {
                 Box::pin(async move {
+                    let mut tx = self.pool.begin().await?;
                     sqlx::query(INSERT_WEBHOOK)
                         .bind(&w.id)
                         .bind(&w.owner_id)
@@ -184,14 +209,17 @@ macro_rules! dialect_impl {
                         .bind(w.last_delivery_at)
                         .bind(w.created_at)
                         .bind(w.updated_at)
-                        .execute(&self.pool)
+                        .execute(&mut *tx)
                         .await?;
+                    sync_interest!(tx);
+                    tx.commit().await?;
                     Ok(())
                 })
             }
 
             fn update_webhook<'a>(&'a self, w: &'a WebhookRow) -> BoxFuture<'a, Result<bool>> {
                 Box::pin(async move {
+                    let mut tx = self.pool.begin().await?;
                     let r = sqlx::query(UPDATE_WEBHOOK)
                         .bind(&w.id)
                         .bind(&w.url)
@@ -203,8 +231,10 @@ macro_rules! dialect_impl {
                         .bind(&w.disabled_reason)
                         .bind(w.disabled_at)
                         .bind(w.updated_at)
-                        .execute(&self.pool)
+                        .execute(&mut *tx)
                         .await?;
+                    sync_interest!(tx);
+                    tx.commit().await?;
                     Ok(r.rows_affected() > 0)
                 })
             }
@@ -241,6 +271,7 @@ macro_rules! dialect_impl {
                         .execute(&mut *tx)
                         .await?;
                     let r = sqlx::query("DELETE FROM webhooks WHERE id = $1").bind(id).execute(&mut *tx).await?;
+                    sync_interest!(tx);
                     tx.commit().await?;
                     Ok(r.rows_affected() > 0)
                 })
@@ -368,6 +399,7 @@ macro_rules! dialect_impl {
                     sqlx::query(DISABLE).bind(id).bind(false).bind(reason).bind(now).execute(&mut *tx).await?;
                     sqlx::query(CANCEL_QUEUED).bind(id).bind("webhook disabled").bind(now).execute(&mut *tx).await?;
                     tx.write_event(event).await?;
+                    sync_interest!(tx);
                     tx.commit().await?;
                     self.outbox.committed();
                     Ok(())

@@ -195,6 +195,34 @@ async fn webhook_store_turns_outbox_events_into_deliveries_once_and_disables_wit
 }
 
 #[tokio::test]
+async fn events_are_pending_for_webhooks_only_while_a_webhook_is_active() {
+    for backend in backends() {
+        let t = webhooks_db(backend).await;
+        let store = nexus_webhooks::store::open(&t.db, Outbox::new());
+        store.sync_interest().await.unwrap_or_else(|e| panic!("{e}"));
+        let bus = EventBus::new();
+        let kinds = |events: Vec<Event>| events.into_iter().map(|e| e.kind).collect::<Vec<_>>();
+        let consumer = nexus_webhooks::store::CONSUMER;
+
+        write(&t.db, &bus.envelope("test", "before.any", json!({}))).await;
+        store.insert_webhook(&webhook("wh_a", "u1", 1)).await.unwrap_or_else(|e| panic!("{e}"));
+        write(&t.db, &bus.envelope("test", "while.active", json!({}))).await;
+        let mut off = webhook("wh_a", "u1", 1);
+        off.active = false;
+        store.update_webhook(&off).await.unwrap_or_else(|e| panic!("{e}"));
+        write(&t.db, &bus.envelope("test", "while.inactive", json!({}))).await;
+        store.update_webhook(&webhook("wh_a", "u1", 1)).await.unwrap_or_else(|e| panic!("{e}"));
+        write(&t.db, &bus.envelope("test", "active.again", json!({}))).await;
+        store.delete_webhook("wh_a").await.unwrap_or_else(|e| panic!("{e}"));
+        write(&t.db, &bus.envelope("test", "after.delete", json!({}))).await;
+
+        assert_eq!(kinds(take(&t.db, consumer, 10).await), ["while.active", "active.again"], "{backend:?}");
+        // The relay to the bus has every event.
+        assert_eq!(take(&t.db, nexus_kernel::outbox::BUS, 10).await.len(), 5, "{backend:?}");
+    }
+}
+
+#[tokio::test]
 async fn outbox_rows_are_taken_once_per_consumer() {
     for backend in backends() {
         let t = TestDb::open(backend, &[&nexus_kernel::MIGRATIONS]).await;
