@@ -179,13 +179,16 @@ macro_rules! sync_interest {
 }
 
 /// The implementation of [`WebhookStore`] for one dialect: `$claim_lock` is what that dialect
-/// adds to the selection of due deliveries to claim them.
+/// adds to the selection of due deliveries to claim them, `$begin_for_read_then_write` how it
+/// begins a transaction that reads before it writes.
 macro_rules! dialect_impl {
-    ($store:ty, claim_lock = $claim_lock:expr) => {
+    ($store:ty, claim_lock = $claim_lock:expr, begin_for_read_then_write = $begin_for_read_then_write:expr) => {
         impl WebhookStore for $store {
             fn sync_interest(&self) -> BoxFuture<'_, Result<()>> {
                 Box::pin(async move {
-                    let mut tx = self.pool.begin().await?;
+                    // It reads before it writes: on SQLite the write lock is taken first, or
+                    // another connection's commit in between fails it at once (BUSY_SNAPSHOT).
+                    let mut tx = self.pool.begin_with($begin_for_read_then_write).await?;
                     sync_interest!(tx);
                     tx.commit().await?;
                     Ok(())
@@ -444,6 +447,6 @@ macro_rules! dialect_impl {
     };
 }
 
-dialect_impl!(SqliteStore, claim_lock = "");
+dialect_impl!(SqliteStore, claim_lock = "", begin_for_read_then_write = "BEGIN IMMEDIATE");
 // Instances claiming at once skip each other's rows instead of queueing on their locks.
-dialect_impl!(PostgresStore, claim_lock = " FOR UPDATE SKIP LOCKED");
+dialect_impl!(PostgresStore, claim_lock = " FOR UPDATE SKIP LOCKED", begin_for_read_then_write = "BEGIN");
