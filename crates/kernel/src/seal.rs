@@ -141,6 +141,35 @@ impl Sealer {
     }
 }
 
+impl Sealer {
+    /// `value`, the credential of `owner` at `place` (a webhook's signing secret, say), sealed
+    /// for storing: `sealed:v1:<base64>`, bound to `owner` and `place`.
+    pub fn seal_value(&self, owner: &str, place: &str, value: &str) -> Result<String, SealError> {
+        use base64::Engine;
+        let key = self.key()?.ok_or_else(|| SealError::NoKey(place.to_string()))?;
+        let sealed = key.seal(value.as_bytes(), aad(owner, place).as_bytes());
+        Ok(format!("{SEALED_PREFIX}{}", base64::engine::general_purpose::STANDARD.encode(sealed)))
+    }
+
+    /// What [`seal_value`](Self::seal_value) sealed for the same `owner` and `place`. A value
+    /// stored before it was sealed is returned as it is; one that does not open (another
+    /// master key, modified or moved bytes) is `None`, logged by its place, never its value.
+    pub fn open_value(&self, owner: &str, place: &str, stored: &str) -> Option<String> {
+        use base64::Engine;
+        let Some(b64) = stored.strip_prefix(SEALED_PREFIX) else { return Some(stored.to_string()) };
+        let opened = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .ok()
+            .zip(self.key().ok().flatten())
+            .and_then(|(bytes, key)| key.open(&bytes, aad(owner, place).as_bytes()))
+            .and_then(|plain| String::from_utf8(plain).ok());
+        if opened.is_none() {
+            tracing::warn!(owner, place, "a stored credential cannot be opened (another master key, or modified)");
+        }
+        opened
+    }
+}
+
 /// The dotted path of the first credential in `value`, if it holds one.
 fn first_credential(value: &mut Value) -> Option<String> {
     let mut first = None;
@@ -249,6 +278,17 @@ mod tests {
         assert_eq!(opened["a"]["api_key"], Value::Null);
         let opened: Value = serde_json::from_str(&sealer(2).open_text("media", &sealed)).unwrap_or_default();
         assert_eq!(opened["a"]["api_key"], Value::Null);
+    }
+
+    #[test]
+    fn a_single_value_opens_only_for_its_owner_place_and_key_and_plain_values_stay_readable() {
+        let sealed = sealer(1).seal_value("webhook:wh_a", "secret", "whsec_1").unwrap_or_default();
+        assert!(sealed.starts_with(SEALED_PREFIX) && !sealed.contains("whsec_1"), "{sealed}");
+        assert_eq!(sealer(1).open_value("webhook:wh_a", "secret", &sealed).as_deref(), Some("whsec_1"));
+        assert_eq!(sealer(1).open_value("webhook:wh_b", "secret", &sealed), None);
+        assert_eq!(sealer(2).open_value("webhook:wh_a", "secret", &sealed), None);
+        assert_eq!(sealer(1).open_value("webhook:wh_a", "secret", "stored-before").as_deref(), Some("stored-before"));
+        assert!(matches!(Sealer::without_key().seal_value("w", "secret", "s"), Err(SealError::NoKey(_))));
     }
 
     #[test]

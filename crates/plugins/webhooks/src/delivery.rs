@@ -165,8 +165,13 @@ impl Webhooks {
             return self.cancel(&d, "webhook disabled").await;
         }
 
+        let Some(secret) = self.signing_secret(&webhook) else {
+            return self
+                .cancel(&d, "the webhook's signing secret cannot be opened with this master key; set a new secret")
+                .await;
+        };
         let started = Instant::now();
-        let outcome = self.post(&webhook.url, &webhook.secret, &d).await;
+        let outcome = self.post(&webhook.url, &secret, &d).await;
         let duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
         let (delivered, status, error) = match outcome {
             Ok(status) if (200..300).contains(&status) => (true, Some(i64::from(status)), None),

@@ -33,7 +33,7 @@ impl From<WebhookError> for Failure {
                 format!("This operation requires the `{permission}` permission"),
             ),
             WebhookError::Identity(e) => e.into(),
-            WebhookError::Storage(e) => Failure::internal(e),
+            WebhookError::Storage(e) => e.into(),
         }
     }
 }

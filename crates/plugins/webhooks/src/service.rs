@@ -6,6 +6,7 @@ use std::sync::Arc;
 use nexus_identity::Principal;
 use nexus_kernel::Kernel;
 use nexus_kernel::clock::Timestamp;
+use nexus_kernel::db::StorageError;
 use nexus_kernel::error::FieldError;
 use nexus_kernel::events::{self, Event};
 use serde_json::{Value, json};
@@ -196,6 +197,21 @@ impl Webhooks {
         }
     }
 
+    /// `secret` of webhook `id` as it is stored: sealed with the master key (DESIGN: signing
+    /// secrets are sealed like every credential at rest).
+    fn seal_secret(&self, id: &str, secret: &str) -> Result<String, WebhookError> {
+        self.kernel
+            .sealer
+            .seal_value(&format!("webhook:{id}"), "secret", secret)
+            .map_err(|e| WebhookError::Storage(StorageError::from(e)))
+    }
+
+    /// The signing secret of a stored webhook, opened; `None` when it does not open (another
+    /// master key), and then nothing is signed with it.
+    pub fn signing_secret(&self, row: &WebhookRow) -> Option<String> {
+        self.kernel.sealer.open_value(&format!("webhook:{}", row.id), "secret", &row.secret)
+    }
+
     /// Registers a webhook; returns it with the generated secret when none was given (shown
     /// this once).
     pub async fn create(&self, actor: &Principal, new: NewWebhook) -> Result<(Webhook, Option<String>), WebhookError> {
@@ -213,12 +229,14 @@ impl Webhooks {
         let Some(url) = url.filter(|_| errors.is_empty()) else { return Err(WebhookError::Invalid(errors)) };
         let generated = new.secret.is_none().then(|| format!("whsec_{}", nexus_kernel::id::random_alphanumeric(32)));
         let now = self.kernel.clock.now().as_micros();
+        let id = format!("wh_{}", nexus_kernel::id::random_alphanumeric(16));
+        let secret = self.seal_secret(&id, new.secret.as_deref().or(generated.as_deref()).unwrap_or_default())?;
         let row = WebhookRow {
-            id: format!("wh_{}", nexus_kernel::id::random_alphanumeric(16)),
+            id,
             owner_id: actor.user_id.clone(),
             url,
             events: json!(patterns).to_string(),
-            secret: new.secret.or_else(|| generated.clone()).unwrap_or_default(),
+            secret,
             description,
             active: new.active.unwrap_or(true),
             failure_count: 0,
@@ -269,7 +287,9 @@ impl Webhooks {
         }
         if let Some(secret) = &patch.secret {
             Self::check_secret(secret, &mut errors);
-            row.secret.clone_from(secret);
+            if errors.is_empty() {
+                row.secret = self.seal_secret(id, secret)?;
+            }
         }
         if let Some(description) = &patch.description {
             Self::check_description(description, &mut errors);

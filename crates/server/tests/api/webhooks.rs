@@ -219,6 +219,13 @@ async fn a_failed_delivery_is_retried_signed_and_lands() {
         let s = allow_private(backend).await;
         let admin = s.admin_token().await;
         let hook = create_webhook(&s, &admin, &receiver.url, json!(["user.*"])).await;
+        if backend == Backend::Sqlite {
+            // The signing secret is stored sealed: its bytes are nowhere in the database files.
+            for file in ["nexus.db", "nexus.db-wal"] {
+                let bytes = std::fs::read(s.config.data_dir.join(file)).unwrap_or_default();
+                assert!(!bytes.windows(SECRET.len()).any(|w| w == SECRET.as_bytes()), "{file} holds the secret");
+            }
+        }
         create_user(&s, &admin, "hooked1").await;
 
         let got = receiver.wait_for(2, Duration::from_secs(15)).await;
