@@ -183,14 +183,6 @@ impl Db {
     }
 }
 
-/// How a connection waits for SQLite's write lock that another one holds.
-///
-/// SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50 then 100 ms between
-/// attempts. Write transactions here last a few milliseconds, so a writer that lost the race
-/// for the lock once sleeps far past its release, and while every waiter sleeps the lock sits
-/// idle: under concurrent writers (documents, the outbox relay, webhooks, audit) the sleeps,
-/// not the writes, set the pace. This handler retries after 50 µs at first, backing off to
-/// 2 ms, and gives up after the same 10 s as the pool's busy timeout.
 /// Connections for short reads on SQLite, outside the pool.
 ///
 /// sqlx's pool pings every connection it gets back (a round trip to the connection's worker
@@ -269,6 +261,14 @@ impl std::fmt::Debug for Reader<'_> {
     }
 }
 
+/// How a connection waits for SQLite's write lock that another one holds.
+///
+/// SQLite's own busy handler sleeps 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50 then 100 ms between
+/// attempts. Write transactions here last a few milliseconds, so a writer that lost the race
+/// for the lock once sleeps far past its release, and while every waiter sleeps the lock sits
+/// idle: under concurrent writers (documents, the outbox relay, webhooks, audit) the sleeps,
+/// not the writes, set the pace. This handler retries after 50 µs at first, backing off to
+/// 2 ms, and gives up after the same 10 s as the pool's busy timeout.
 mod busy {
     use std::ffi::{c_int, c_void};
     use std::time::Duration;

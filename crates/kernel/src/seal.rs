@@ -93,11 +93,7 @@ impl Sealer {
         // The key is asked for only when there is a credential to seal.
         let Some(first) = first_credential(&mut value) else { return Ok(value.to_string()) };
         let key = self.key()?.ok_or(SealError::NoKey(first))?;
-        visit(&mut value, "", &mut |path, leaf| {
-            use base64::Engine;
-            let sealed = key.seal(leaf.as_bytes(), aad(owner, path).as_bytes());
-            *leaf = format!("{SEALED_PREFIX}{}", base64::engine::general_purpose::STANDARD.encode(sealed));
-        });
+        visit(&mut value, "", &mut |path, leaf| *leaf = seal_with(key.as_ref(), owner, path, leaf));
         Ok(value.to_string())
     }
 
@@ -113,14 +109,8 @@ impl Sealer {
             let key = key.get_or_insert_with(|| self.key());
             let opened = leaf
                 .as_str()
-                .and_then(|s| s.strip_prefix(SEALED_PREFIX))
-                .and_then(|b64| {
-                    use base64::Engine;
-                    base64::engine::general_purpose::STANDARD.decode(b64).ok()
-                })
                 .zip(key.as_ref().ok().and_then(Option::as_ref))
-                .and_then(|(bytes, k)| k.open(&bytes, aad(owner, path).as_bytes()))
-                .and_then(|plain| String::from_utf8(plain).ok());
+                .and_then(|(stored, k)| open_with(k.as_ref(), owner, path, stored));
             match opened {
                 Some(plain) => *leaf = Value::String(plain),
                 None => {
@@ -145,29 +135,37 @@ impl Sealer {
     /// `value`, the credential of `owner` at `place` (a webhook's signing secret, say), sealed
     /// for storing: `sealed:v1:<base64>`, bound to `owner` and `place`.
     pub fn seal_value(&self, owner: &str, place: &str, value: &str) -> Result<String, SealError> {
-        use base64::Engine;
         let key = self.key()?.ok_or_else(|| SealError::NoKey(place.to_string()))?;
-        let sealed = key.seal(value.as_bytes(), aad(owner, place).as_bytes());
-        Ok(format!("{SEALED_PREFIX}{}", base64::engine::general_purpose::STANDARD.encode(sealed)))
+        Ok(seal_with(key.as_ref(), owner, place, value))
     }
 
     /// What [`seal_value`](Self::seal_value) sealed for the same `owner` and `place`. A value
     /// stored before it was sealed is returned as it is; one that does not open (another
     /// master key, modified or moved bytes) is `None`, logged by its place, never its value.
     pub fn open_value(&self, owner: &str, place: &str, stored: &str) -> Option<String> {
-        use base64::Engine;
-        let Some(b64) = stored.strip_prefix(SEALED_PREFIX) else { return Some(stored.to_string()) };
-        let opened = base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .ok()
-            .zip(self.key().ok().flatten())
-            .and_then(|(bytes, key)| key.open(&bytes, aad(owner, place).as_bytes()))
-            .and_then(|plain| String::from_utf8(plain).ok());
+        if !stored.starts_with(SEALED_PREFIX) {
+            return Some(stored.to_string());
+        }
+        let opened = self.key().ok().flatten().and_then(|key| open_with(key.as_ref(), owner, place, stored));
         if opened.is_none() {
             tracing::warn!(owner, place, "a stored credential cannot be opened (another master key, or modified)");
         }
         opened
     }
+}
+
+/// `value` sealed under `key` for `owner` at `place`: `sealed:v1:<base64>`.
+fn seal_with(key: &dyn SealingKey, owner: &str, place: &str, value: &str) -> String {
+    use base64::Engine;
+    let sealed = key.seal(value.as_bytes(), aad(owner, place).as_bytes());
+    format!("{SEALED_PREFIX}{}", base64::engine::general_purpose::STANDARD.encode(sealed))
+}
+
+/// What [`seal_with`] sealed as `stored`, if it opens under `key` for `owner` at `place`.
+fn open_with(key: &dyn SealingKey, owner: &str, place: &str, stored: &str) -> Option<String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(stored.strip_prefix(SEALED_PREFIX)?).ok()?;
+    String::from_utf8(key.open(&bytes, aad(owner, place).as_bytes())?).ok()
 }
 
 /// The dotted path of the first credential in `value`, if it holds one.

@@ -107,6 +107,12 @@ impl Setup {
         self.s.get_as(&self.admin, path).await
     }
 
+    /// `PUT /api/plugins/{id}/config` with `config`.
+    async fn configure(&self, id: &str, config: Value) -> Reply {
+        let path = format!("/api/plugins/{id}/config");
+        self.s.call_as(&self.admin, Method::PUT, &path, Some(json!({ "config": config }))).await
+    }
+
     async fn detail(&self, id: &str) -> Reply {
         self.get(&format!("/api/plugins/{id}")).await
     }
@@ -259,26 +265,12 @@ async fn the_shortener_installs_from_the_registry_and_serves_its_routes() {
         assert!(doc.json["paths"]["/api/plugins/{plugin_id}"]["get"].is_object());
 
         // Configuration through the API reaches the plugin.
-        let r =
-            t.s.call_as(
-                &t.admin,
-                Method::PUT,
-                "/api/plugins/shortener/config",
-                Some(json!({"config": {"greeting": "hi there"}})),
-            )
-            .await;
+        let r = t.configure("shortener", json!({"greeting": "hi there"})).await;
         assert_eq!(r.status, 200, "{}", r.text);
         assert_eq!(t.s.get("/api/plugins/shortener/hello").await.json["message"], "hi there");
 
         // A credential in a plugin's configuration is never shown back.
-        let r =
-            t.s.call_as(
-                &t.admin,
-                Method::PUT,
-                "/api/plugins/shortener/config",
-                Some(json!({"config": {"upstream_api_token": "tok-f00d-cafe"}})),
-            )
-            .await;
+        let r = t.configure("shortener", json!({"upstream_api_token": "tok-f00d-cafe"})).await;
         assert_eq!(
             (r.status.as_u16(), r.json["config"]["upstream_api_token"].clone()),
             (200, json!("***masked***")),
