@@ -6,6 +6,7 @@ pub mod analytics_cmd;
 mod app;
 pub mod backup_cmd;
 pub mod conventions;
+pub mod memory;
 mod openapi;
 pub mod plugin_cmd;
 pub mod plugins;

@@ -144,6 +144,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> ExitCode {
+    let start_up = nexus::memory::start_up();
     let signals = match nexus::ShutdownSignals::register() {
         Ok(signals) => signals,
         Err(e) => return fail(&format!("cannot listen for shutdown signals: {e}"), 1),
@@ -154,22 +155,12 @@ async fn serve(config: Config) -> ExitCode {
     tracing::debug!(?files, "open-file limit");
     match nexus::start(config).await {
         Ok(server) => {
-            return_startup_memory();
+            start_up.done();
             server.run_until_signal(signals).await;
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e.to_string(), 1),
     }
-}
-
-/// Start-up frees much more memory than an idle server uses (a new admin's argon2 hash alone
-/// takes 19 MiB). mimalloc hands freed memory back to the OS lazily, during later allocator
-/// activity, which an idle server does not have; one forced collection hands it back now.
-#[allow(unsafe_code)]
-fn return_startup_memory() {
-    // SAFETY: `mi_collect` has no preconditions: it walks mimalloc's own heaps and arenas,
-    // and is safe to call from any thread at any time.
-    unsafe { libmimalloc_sys::mi_collect(true) }
 }
 
 async fn migrate(config: Config) -> ExitCode {

@@ -4,7 +4,8 @@
 use std::time::Instant;
 
 use nexus_kernel::principal::Principal;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
@@ -16,7 +17,7 @@ use crate::engine::path::Path as FieldPath;
 use crate::engine::project::Projection;
 use crate::engine::sort::Sort;
 use crate::engine::update::Update;
-use crate::service::{BulkOp, DocError, Documents, Find};
+use crate::service::{BulkOp, DocError, Documents, Find, Found};
 
 /// Every operation `run` knows.
 pub const OPERATIONS: [&str; 13] = [
@@ -97,16 +98,60 @@ fn ms(started: Instant) -> f64 {
     (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
 }
 
+/// An operation's answer: a JSON value, or JSON text ready to send (a find whose documents
+/// went from the database to the answer as they are stored).
+#[derive(Debug)]
+pub enum Answer {
+    Value(Value),
+    Text(String),
+}
+
+impl Answer {
+    pub fn into_value(self) -> Value {
+        match self {
+            Answer::Value(v) => v,
+            // The text was serialized from values here; reading it back cannot fail.
+            Answer::Text(t) => serde_json::from_str(&t).unwrap_or(Value::Null),
+        }
+    }
+}
+
+/// `{count, data, execution_time_ms}` with the documents moved in: `json!` would copy each.
+fn page(data: Vec<Value>, started: Instant) -> Value {
+    let mut out = serde_json::Map::new();
+    out.insert("count".into(), json!(data.len()));
+    out.insert("data".into(), Value::Array(data));
+    out.insert("execution_time_ms".into(), json!(ms(started)));
+    Value::Object(out)
+}
+
+/// [`page`] for documents still in the text SQL joined them into: each document is checked to
+/// be JSON and counted, and copied into the answer as it is.
+fn text_page(text: &str, started: Instant) -> Answer {
+    #[derive(Serialize)]
+    struct Page<'a> {
+        count: usize,
+        data: Vec<&'a RawValue>,
+        execution_time_ms: f64,
+    }
+    let data: Vec<&RawValue> = serde_json::from_str(text).unwrap_or_default();
+    let page = Page { count: data.len(), data, execution_time_ms: ms(started) };
+    match serde_json::to_string(&page) {
+        Ok(out) => Answer::Text(out),
+        Err(_) => Answer::Value(json!({ "count": 0, "data": [], "execution_time_ms": page.execution_time_ms })),
+    }
+}
+
 /// Runs `body` for `p`: what `POST /api/database/query` and the `documents.*` RPC methods do.
-pub async fn run(docs: &Documents, p: &Principal, body: &QueryBody) -> Result<Value, DocError> {
+pub async fn run(docs: &Documents, p: &Principal, body: &QueryBody) -> Result<Answer, DocError> {
     let started = Instant::now();
     let c = body.collection.as_str();
     let op = body.operation.as_str();
     let out = match op {
-        "find" => {
-            let (data, _) = docs.find(p, c, &body.find()?).await?;
-            json!({ "count": data.len(), "data": data, "execution_time_ms": ms(started) })
-        }
+        "find" => match docs.find_found(p, c, &body.find()?).await?.0 {
+            Found::Text(text) => return Ok(text_page(&text, started)),
+            Found::Docs(data) => page(data, started),
+        },
         "find_one" => {
             let mut f = body.find()?;
             f.limit = Some(1);
@@ -121,13 +166,13 @@ pub async fn run(docs: &Documents, p: &Principal, body: &QueryBody) -> Result<Va
             let field = need(&body.field, "field", op)?;
             let path = FieldPath::parse(field, "field")?;
             let data = docs.distinct(p, c, &path, &body.filter()?).await?;
-            json!({ "count": data.len(), "data": data, "execution_time_ms": ms(started) })
+            page(data, started)
         }
         "aggregate" => {
             let specs = need(&body.pipeline, "pipeline", op)?;
             let stages = parse_pipeline(specs, "pipeline")?;
             let (data, _) = docs.aggregate(p, c, &stages).await?;
-            json!({ "count": data.len(), "data": data, "execution_time_ms": ms(started) })
+            page(data, started)
         }
         "insert_one" => {
             let doc = need(&body.document, "document", op)?.clone();
@@ -175,7 +220,7 @@ pub async fn run(docs: &Documents, p: &Principal, body: &QueryBody) -> Result<Va
             .into());
         }
     };
-    Ok(out)
+    Ok(Answer::Value(out))
 }
 
 /// Registers `documents.<operation>` for every operation: the params are `POST
@@ -212,7 +257,7 @@ pub fn register_rpc(docs: &std::sync::Arc<Documents>) {
                         let path = e.path().to_string();
                         Failure::invalid_field(format!("params.{path}"), e.into_inner().to_string())
                     })?;
-                    Ok(run(&docs, &call.caller, &body).await?)
+                    Ok(run(&docs, &call.caller, &body).await?.into_value())
                 }
             }),
         );

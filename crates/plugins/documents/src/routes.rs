@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use nexus_identity::Auth;
 use nexus_web::{ApiError, Json, Path};
 use serde::Deserialize;
@@ -20,7 +21,7 @@ use crate::engine::filter::Filter;
 use crate::engine::project::Projection;
 use crate::engine::sort::Sort;
 use crate::engine::update::Update;
-use crate::operation::QueryBody;
+use crate::operation::{Answer, QueryBody};
 use crate::service::{BulkOp, DocError, Documents, Find};
 
 type Api = State<Arc<Documents>>;
@@ -51,8 +52,11 @@ pub fn all(documents: Arc<Documents>) -> nexus_web::Routes {
 #[utoipa::path(post, path = "/api/database/query", tag = "documents", request_body = QueryBody,
     responses((status = 200, description = "`{count, data, execution_time_ms}` for reads; counts for writes"),
               (status = 400, description = "VALIDATION_ERROR naming the place"), (status = 403), (status = 409)))]
-async fn query(State(docs): Api, Auth(p): Auth, Json(body): Json<QueryBody>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(crate::operation::run(&docs, &p, &body).await.map_err(api_error)?))
+async fn query(State(docs): Api, Auth(p): Auth, Json(body): Json<QueryBody>) -> Result<Response, ApiError> {
+    Ok(match crate::operation::run(&docs, &p, &body).await.map_err(api_error)? {
+        Answer::Value(v) => Json(v).into_response(),
+        Answer::Text(t) => ([(header::CONTENT_TYPE, "application/json")], t).into_response(),
+    })
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

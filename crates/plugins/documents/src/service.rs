@@ -101,6 +101,30 @@ pub struct Find {
     pub projection: Option<Projection>,
 }
 
+/// A find's documents: the JSON array text that SQL joined the stored documents into, when
+/// nothing was left to do on them in Rust (filter, sort, paging and no projection all ran in
+/// SQL), so that an answer can carry it as it is; parsed otherwise.
+#[derive(Debug)]
+pub enum Found {
+    Text(String),
+    Docs(Vec<Value>),
+}
+
+impl Found {
+    pub fn into_docs(self) -> Vec<Value> {
+        match self {
+            Found::Text(text) => parse_docs(&text),
+            Found::Docs(docs) => docs,
+        }
+    }
+}
+
+/// The documents of a JSON array text that SQL joined from stored documents (each a JSON
+/// object this plugin wrote).
+fn parse_docs(text: &str) -> Vec<Value> {
+    serde_json::from_str(text).unwrap_or_default()
+}
+
 /// Where each part of a query ran, for `explain`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Plan {
@@ -110,6 +134,9 @@ pub struct Plan {
     pub filter: &'static str,
     pub sort: &'static str,
     pub paging: &'static str,
+    /// The `ORDER BY` that SQL ran, when it sorted and paged.
+    #[serde(skip)]
+    pub order: Option<String>,
 }
 
 /// Documents per multi-row `INSERT` (4 parameters each with the shared ones: well under
@@ -421,11 +448,27 @@ impl Documents {
         limit: Option<u64>,
         offset: u64,
     ) -> Result<Option<Vec<Value>>, DocError> {
+        let text = self.select_text_checked(collection, shapes, where_sql, params, order, limit, offset).await?;
+        Ok(text.map(|t| parse_docs(&t)))
+    }
+
+    /// [`Self::select_checked`]'s documents as the one JSON array text SQL joins them into.
+    #[allow(clippy::too_many_arguments)]
+    async fn select_text_checked(
+        &self,
+        collection: &str,
+        shapes: &Shapes,
+        where_sql: &str,
+        params: &[Param],
+        order: &str,
+        limit: Option<u64>,
+        offset: u64,
+    ) -> Result<Option<String>, DocError> {
         let payload = crate::sql::json_docs(self.store.dialect(), where_sql, order, limit, offset);
         Ok(self
             .read_checked(collection, shapes, &payload, params)
             .await?
-            .map(|text| text.and_then(|t| serde_json::from_str::<Vec<Value>>(&t).ok()).unwrap_or_default()))
+            .map(|text| text.unwrap_or_else(|| String::from("[]"))))
     }
 
     /// Runs `read` against `collection`'s index shapes, again with fresh ones while it answers
@@ -473,18 +516,20 @@ impl Documents {
     }
 
     pub async fn find(&self, p: &Principal, collection: &str, q: &Find) -> Result<(Vec<Value>, Plan), DocError> {
+        let (found, plan) = self.find_found(p, collection, q).await?;
+        Ok((found.into_docs(), plan))
+    }
+
+    /// [`Documents::find`], with the documents left as SQL joined them where nothing else was
+    /// to be done on them.
+    pub async fn find_found(&self, p: &Principal, collection: &str, q: &Find) -> Result<(Found, Plan), DocError> {
         self.require(p, Access::Read, Some(collection))?;
         valid_collection(collection, "collection")?;
         self.with_shapes(collection, |shapes| async move { self.find_with(collection, q, &shapes).await }).await
     }
 
     /// [`Documents::find`] compiled against `shapes`; `None` when they no longer hold.
-    async fn find_with(
-        &self,
-        collection: &str,
-        q: &Find,
-        shapes: &Shapes,
-    ) -> Result<Option<(Vec<Value>, Plan)>, DocError> {
+    async fn find_with(&self, collection: &str, q: &Find, shapes: &Shapes) -> Result<Option<(Found, Plan)>, DocError> {
         let all = Filter::all();
         let filter = q.filter.as_ref().unwrap_or(&all);
         let flat = &shapes.paths;
@@ -517,16 +562,20 @@ impl Documents {
         } else {
             None
         };
-        let mut docs = match (exact, sql_order) {
+        let docs = match (exact, sql_order) {
             (true, Some(order)) => {
                 plan.sort = if q.sort.is_empty() { "none" } else { "sql" };
                 plan.paging = "sql";
-                let Some(docs) =
-                    self.select_checked(collection, shapes, &where_sql, &params, &order, q.limit, q.skip).await?
+                plan.order = Some(order.clone());
+                let Some(text) =
+                    self.select_text_checked(collection, shapes, &where_sql, &params, &order, q.limit, q.skip).await?
                 else {
                     return Ok(None);
                 };
-                docs
+                match &q.projection {
+                    None => return Ok(Some((Found::Text(text), plan))),
+                    Some(_) => parse_docs(&text),
+                }
             }
             (exact, _) => {
                 plan.sort = if q.sort.is_empty() { "none" } else { "engine" };
@@ -539,16 +588,22 @@ impl Documents {
                 if !exact {
                     rows.retain(|d| filter.matches(d));
                 }
+                // Rows come in `_id` order and the sort is stable: equal keys end up in the
+                // order SQL gives them (`Builder::tie_break`).
+                if Builder::ties_descending(&q.sort) {
+                    rows.reverse();
+                }
                 q.sort.apply(&mut rows);
                 let skip = usize::try_from(q.skip).unwrap_or(usize::MAX);
                 let take = q.limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
                 rows.into_iter().skip(skip).take(take).collect()
             }
         };
-        if let Some(proj) = &q.projection {
-            docs = docs.into_iter().map(|d| proj.apply(d)).collect();
-        }
-        Ok(Some((docs, plan)))
+        let docs = match &q.projection {
+            Some(proj) => docs.into_iter().map(|d| proj.apply(d)).collect(),
+            None => docs,
+        };
+        Ok(Some((Found::Docs(docs), plan)))
     }
 
     /// A keyset page of `q` (its `skip` is ignored): the `q.limit` rows after `from`, or
@@ -844,7 +899,12 @@ impl Documents {
         let started = Instant::now();
         let (docs, plan) = self.find(p, collection, q).await?;
         let (where_sql, params, _) = self.compile(collection, q.filter.as_ref().unwrap_or(&Filter::all())).await?;
-        let query_plan = self.query_plan(&format!("SELECT id FROM documents WHERE {where_sql}"), &params).await?;
+        // The plan of the query as it ran: with its order and page when SQL sorted.
+        let tail = match &plan.order {
+            Some(order) => format!(" ORDER BY {order}{}", crate::sql::paging(self.store.dialect(), q.limit, q.skip)),
+            None => String::new(),
+        };
+        let query_plan = self.query_plan(&format!("SELECT id FROM documents WHERE {where_sql}{tail}"), &params).await?;
         Ok(json!({
             "collection": collection,
             "filter": plan.filter,

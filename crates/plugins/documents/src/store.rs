@@ -449,12 +449,16 @@ macro_rules! dialect_impl {
         if created == 0 {
             return Ok(false);
         }
-        // Identifiers and the collection literal come from validated names only.
+        // Identifiers and the collection literal come from validated names only. A plain
+        // index ends in `id`, the tie-break of every sort (`Builder::tie_break`), so that it
+        // serves a sort on its keys whole; a unique one cannot (it would make every entry
+        // unique) and needs no tie-break.
         let ddl = format!(
-            "CREATE {}INDEX {} ON documents (collection, {}) WHERE {}",
+            "CREATE {}INDEX {} ON documents (collection, {}{}) WHERE {}",
             if unique { "UNIQUE " } else { "" },
             ident(name),
             exprs.join(", "),
+            if unique { "" } else { ", id" },
             Builder::collection(collection)
         );
         on_tx!(&mut tx, |c| sqlx::query(sqlx::AssertSqlSafe(ddl)).execute(c).await.map(|_| ()).map_err(write_err))?;

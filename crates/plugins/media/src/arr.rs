@@ -3,7 +3,7 @@
 //! under a timeout, with per-service metrics and the `media.arr` permission.
 
 use std::collections::BTreeMap;
-use std::sync::RwLock;
+use std::sync::{OnceLock, RwLock};
 use std::time::Duration;
 
 use nexus_identity::Principal;
@@ -33,7 +33,10 @@ const DROPPED_REQUEST_HEADERS: &[&str] = &[
 
 #[derive(Debug)]
 pub struct Gateway {
-    client: reqwest::Client,
+    /// Built at the first forward: building loads the system's CA roots, a good part of
+    /// start-up's time, for a gateway most installations never configure.
+    client: OnceLock<reqwest::Client>,
+    timeout: Duration,
     /// Replaced whole when an operator changes `media.arr` (see [`Gateway::set_upstreams`]).
     upstreams: RwLock<BTreeMap<String, ArrUpstream>>,
     requests: Family<Vec<(String, String)>, Counter>,
@@ -42,15 +45,9 @@ pub struct Gateway {
 impl Gateway {
     pub fn new(kernel: &nexus_kernel::Kernel) -> Self {
         let timeout = Duration::from_secs(kernel.config.media.arr_timeout_secs.max(1));
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
         let requests = Family::default();
         kernel.metrics.register("nexus_media_arr_requests", "Requests forwarded to *arr servers", requests.clone());
-        let gateway = Self { client, upstreams: RwLock::default(), requests };
+        let gateway = Self { client: OnceLock::new(), timeout, upstreams: RwLock::default(), requests };
         gateway.set_upstreams(&kernel.config.media.arr);
         gateway
     }
@@ -62,6 +59,17 @@ impl Gateway {
         if let Ok(mut current) = self.upstreams.write() {
             *current = by_name;
         }
+    }
+
+    fn client(&self) -> &reqwest::Client {
+        self.client.get_or_init(|| {
+            reqwest::Client::builder()
+                .timeout(self.timeout)
+                .connect_timeout(self.timeout.min(Duration::from_secs(10)))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap_or_default()
+        })
     }
 
     /// The configured server of `service`, if it has a URL.
@@ -91,7 +99,7 @@ impl Gateway {
             return Err(MediaError::ArrNotConfigured(service.to_string()));
         };
         let url = format!("{}{}", upstream.url.trim_end_matches('/'), path);
-        let mut req = self.client.post(&url).json(body);
+        let mut req = self.client().post(&url).json(body);
         if let Some(key) = upstream.api_key.as_deref().filter(|k| !k.is_empty()) {
             req = req.header("X-Api-Key", key);
         }
@@ -130,7 +138,7 @@ impl Gateway {
             return Err(MediaError::ArrNotConfigured(service));
         };
         let url = format!("{}{}", upstream.url.trim_end_matches('/'), path_and_query);
-        let mut req = self.client.request(method, &url);
+        let mut req = self.client().request(method, &url);
         for (name, value) in headers {
             if !DROPPED_REQUEST_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
                 req = req.header(name.as_str(), value.as_slice());

@@ -765,10 +765,33 @@ async fn a_sort_the_filter_pins_to_one_type_reads_the_index_in_order() {
             let r = s.post_as(&token, "/api/database/query", explain).await;
             assert_eq!(r.json["plan"]["sort"], "sql", "{backend:?} {}", r.text);
             if backend == nexus_testkit::Backend::Sqlite {
-                // The index gives the order: no sorter over the whole match.
+                // The index, which ends in `_id`, gives the whole order, ties included: no
+                // sorter, not even over runs of equal keys.
                 let plan = r.json["plan"]["query_plan"].to_string();
-                assert!(!plan.contains("USE TEMP B-TREE FOR ORDER BY"), "{plan}");
+                assert!(plan.contains("USING INDEX") && !plan.contains("TEMP B-TREE"), "{plan}");
             }
+        }
+
+        // Equal keys come in `_id` order in the direction of the last key, whether the index
+        // or the engine (a sort on a path the filter does not pin) sorted them.
+        let docs: Vec<Value> = (0..4).map(|i| json!({"_id": format!("t{i}"), "cat": "t", "price": 7})).collect();
+        let r = s
+            .post_as(
+                &token,
+                "/api/database/query",
+                json!({"collection": "shop", "operation": "insert_many", "documents": docs}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+        for (filter, dir, expected) in [
+            (json!({"cat": "t", "price": {"$gte": 0}}), -1, ["t3", "t2", "t1", "t0"]),
+            (json!({"cat": "t", "price": {"$gte": 0}}), 1, ["t0", "t1", "t2", "t3"]),
+            (json!({"cat": "t"}), -1, ["t3", "t2", "t1", "t0"]),
+        ] {
+            let body = json!({"collection": "shop", "operation": "find", "filter": filter, "sort": {"price": dir}});
+            let r = s.post_as(&token, "/api/database/query", body).await;
+            let ids: Vec<Value> = r.json["data"].as_array().into_iter().flatten().map(|d| d["_id"].clone()).collect();
+            assert_eq!(Value::Array(ids), json!(expected), "{backend:?} {filter} {dir}");
         }
     }
 }
