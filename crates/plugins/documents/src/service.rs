@@ -648,7 +648,13 @@ impl Documents {
             }
             let mut keyed: Vec<(Edge, Value)> =
                 rows.into_iter().map(|d| (Edge { keys: q.sort.keys_of(&d), id: id_of(&d) }, d)).collect();
-            let order = |a: &Edge, b: &Edge| q.sort.compare_keys(&a.keys, &b.keys).then_with(|| a.id.cmp(&b.id));
+            // Equal keys in `_id` order as `find` gives them (`Builder::tie_break`).
+            let ties_descending = Builder::ties_descending(&q.sort);
+            let order = |a: &Edge, b: &Edge| {
+                q.sort
+                    .compare_keys(&a.keys, &b.keys)
+                    .then_with(|| if ties_descending { b.id.cmp(&a.id) } else { a.id.cmp(&b.id) })
+            };
             keyed.sort_by(|a, b| order(&a.0, &b.0));
             if let Some(edge) = from {
                 let wanted = if backward { std::cmp::Ordering::Less } else { std::cmp::Ordering::Greater };
