@@ -252,6 +252,11 @@ impl From<crate::db::StorageError> for Failure {
             {
                 overloaded(&err)
             }
+            StorageError::Read(rusqlite::Error::SqliteFailure(ref e, _))
+                if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
+            {
+                overloaded(&err)
+            }
             // The request is well formed; this server's keys cannot serve it. The message
             // names the key, never its value.
             StorageError::Sealing(e) => Failure::new(ErrorCode::Conflict, e.to_string()),

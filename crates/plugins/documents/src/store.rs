@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use nexus_kernel::db::{Db, SqliteReaders, StorageError};
+use nexus_kernel::db::{Db, SqlParam, SqliteReaders, StorageError};
 use nexus_kernel::events::Event;
 use nexus_kernel::outbox::OutboxTx;
 use serde_json::Value;
@@ -255,9 +255,15 @@ type Pair = (Option<String>, Option<String>);
 impl SqliteStore {
     /// One row of two text columns, on a reader.
     async fn pair(&self, sql: String, params: &[Param]) -> Result<Pair> {
-        let mut reader = self.readers.get().await?;
-        let row = bound!(sqlx::query_as(sqlx::AssertSqlSafe(sql)), params).fetch_one(reader.conn()).await;
-        reader.check(row)
+        let params: Vec<SqlParam> = params
+            .iter()
+            .map(|p| match p {
+                Param::Text(s) | Param::Json(s) => SqlParam::Text(s.clone()),
+                Param::Int(i) => SqlParam::Int(*i),
+                Param::Float(f) => SqlParam::Real(*f),
+            })
+            .collect();
+        self.readers.text_pair(&sql, &params).await
     }
 }
 
