@@ -203,7 +203,7 @@ pub struct SqliteReaders {
 }
 
 /// How long a read may run on an async worker before it moves to a blocking thread.
-pub const INLINE_BUDGET: Duration = Duration::from_millis(1);
+const INLINE_BUDGET: Duration = Duration::from_millis(1);
 
 /// A row of two text columns, either NULL.
 pub type TextPair = (Option<String>, Option<String>);
@@ -303,7 +303,7 @@ impl SqliteReaders {
     fn open(&self) -> Result<rusqlite::Connection, StorageError> {
         use rusqlite::OpenFlags;
         // Read-write (WAL's shared memory is written by readers too), but only ever reading.
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = rusqlite::Connection::open_with_flags(&self.path, flags)?;
         conn.execute_batch("PRAGMA query_only = ON; PRAGMA temp_store = memory;")?;
         conn.busy_handler(Some(busy::wait))?;
@@ -334,7 +334,7 @@ impl SqliteReaders {
         let mut rows = stmt.raw_query();
         let text = |row: &rusqlite::Row<'_>, i: usize| -> rusqlite::Result<Option<String>> {
             use rusqlite::types::ValueRef;
-            // As SQLite's own text conversion would give it.
+            // The payloads are text; a number (none is expected) in Rust's notation.
             Ok(match row.get_ref(i)? {
                 ValueRef::Null => None,
                 ValueRef::Integer(v) => Some(v.to_string()),
@@ -371,7 +371,10 @@ mod busy {
         }
     }
 
-    /// [`handler`] for a [`super::SqliteReaders`] connection: whether to try again.
+    /// Sleeps before attempt `count + 1` and says whether to make it. SQLite calls this inside
+    /// the step that met the lock: on a pool connection's own worker thread, where sleeping
+    /// holds up no other task; a reader (`super::SqliteReaders`) in WAL mode meets a lock only
+    /// while the WAL index is being rebuilt, which is rare and short.
     pub fn wait(count: i32) -> bool {
         match pause(u32::try_from(count).unwrap_or(u32::MAX)) {
             Some(d) => {
@@ -383,15 +386,7 @@ mod busy {
     }
 
     extern "C" fn handler(_: *mut c_void, count: c_int) -> c_int {
-        match pause(u32::try_from(count).unwrap_or(u32::MAX)) {
-            Some(d) => {
-                // SQLite calls this on the connection's own worker thread, inside the step
-                // that met the lock: sleeping here holds up no other task.
-                std::thread::sleep(d);
-                1
-            }
-            None => 0,
-        }
+        c_int::from(wait(count))
     }
 
     #[allow(unsafe_code)]

@@ -435,26 +435,10 @@ impl Documents {
         Ok(None)
     }
 
-    /// The documents `SELECT … WHERE {where_sql} ORDER BY {order}` pages to, in one checked
-    /// read (see [`Documents::read_checked`]).
+    /// The documents `SELECT … WHERE {where_sql} ORDER BY {order}` pages to, as the one JSON
+    /// array text SQL joins them into, in one checked read (see [`Documents::read_checked`]).
     #[allow(clippy::too_many_arguments)]
     async fn select_checked(
-        &self,
-        collection: &str,
-        shapes: &Shapes,
-        where_sql: &str,
-        params: &[Param],
-        order: &str,
-        limit: Option<u64>,
-        offset: u64,
-    ) -> Result<Option<Vec<Value>>, DocError> {
-        let text = self.select_text_checked(collection, shapes, where_sql, params, order, limit, offset).await?;
-        Ok(text.map(|t| parse_docs(&t)))
-    }
-
-    /// [`Self::select_checked`]'s documents as the one JSON array text SQL joins them into.
-    #[allow(clippy::too_many_arguments)]
-    async fn select_text_checked(
         &self,
         collection: &str,
         shapes: &Shapes,
@@ -568,7 +552,7 @@ impl Documents {
                 plan.paging = "sql";
                 plan.order = Some(order.clone());
                 let Some(text) =
-                    self.select_text_checked(collection, shapes, &where_sql, &params, &order, q.limit, q.skip).await?
+                    self.select_checked(collection, shapes, &where_sql, &params, &order, q.limit, q.skip).await?
                 else {
                     return Ok(None);
                 };
@@ -580,11 +564,12 @@ impl Documents {
             (exact, _) => {
                 plan.sort = if q.sort.is_empty() { "none" } else { "engine" };
                 plan.paging = "engine";
-                let Some(mut rows) =
+                let Some(text) =
                     self.select_checked(collection, shapes, &where_sql, &params, "id ASC", None, 0).await?
                 else {
                     return Ok(None);
                 };
+                let mut rows = parse_docs(&text);
                 if !exact {
                     rows.retain(|d| filter.matches(d));
                 }
@@ -694,8 +679,8 @@ impl Documents {
                 let n = self.read_checked(collection, &shapes, &payload, &params).await?;
                 return Ok(n.map(|n| n.and_then(|n| n.parse().ok()).unwrap_or(0)));
             }
-            let rows = self.select_checked(collection, &shapes, &where_sql, &params, "id ASC", None, 0).await?;
-            Ok(rows.map(|rows| rows.iter().filter(|d| filter.matches(d)).count() as u64))
+            let text = self.select_checked(collection, &shapes, &where_sql, &params, "id ASC", None, 0).await?;
+            Ok(text.map(|t| parse_docs(&t).iter().filter(|d| filter.matches(d)).count() as u64))
         })
         .await
     }

@@ -676,7 +676,7 @@ impl Builder {
     /// The last `ORDER BY` term, which orders equal keys by `_id`: in the direction of the last
     /// key, so that an index on the keys (which ends in `id`, see `create_index`) yields the
     /// whole order when read forwards or backwards, with no sort of each run of equal keys
-    /// (measured on SQLite: 36 µs instead of 16 for 20 documents).
+    /// (measured on SQLite for 20 documents: 29 µs instead of 36).
     pub fn tie_break(sort: &Sort) -> &'static str {
         if Self::ties_descending(sort) { "id DESC" } else { "id ASC" }
     }

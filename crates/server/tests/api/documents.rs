@@ -3,7 +3,7 @@
 //! (with `NEXUS_TEST_POSTGRES_URL`) PostgreSQL.
 
 use nexus_testkit::reqwest::{Method, StatusCode};
-use nexus_testkit::{TestServer, backends, json};
+use nexus_testkit::{Reply, TestServer, backends, json};
 use serde_json::Value;
 
 async fn seed_products(s: &TestServer, token: &str) {
@@ -23,6 +23,12 @@ async fn seed_products(s: &TestServer, token: &str) {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json["count"], 6);
+}
+
+/// `insert_many` of `docs` into `collection`.
+async fn insert_many(s: &TestServer, token: &str, collection: &str, docs: Vec<Value>) -> Reply {
+    let body = json!({"collection": collection, "operation": "insert_many", "documents": docs});
+    s.post_as(token, "/api/database/query", body).await
 }
 
 fn names(v: &Value) -> Vec<String> {
@@ -302,13 +308,7 @@ async fn collections_indexes_and_unique_conflicts() {
             let docs: Vec<Value> = (0..450)
                 .map(|i| json!({"sku": if i == at { clash.to_string() } else { format!("s-{i}") }, "price": i}))
                 .collect();
-            let r = s
-                .post_as(
-                    &token,
-                    "/api/database/query",
-                    json!({"collection": "items", "operation": "insert_many", "documents": docs}),
-                )
-                .await;
+            let r = insert_many(&s, &token, "items", docs).await;
             assert_eq!(r.status, StatusCode::CONFLICT, "{backend:?} {}", r.text);
             assert!(
                 r.json["error"]["message"].as_str().unwrap_or_default().contains(&format!("documents[{at}]")),
@@ -640,13 +640,7 @@ async fn cursor_pages_follow_the_sort_over_mixed_types_and_survive_changes() {
             }
             docs.push(d);
         }
-        let r = s
-            .post_as(
-                &token,
-                "/api/database/query",
-                json!({"collection": "mixed", "operation": "insert_many", "documents": docs}),
-            )
-            .await;
+        let r = insert_many(&s, &token, "mixed", docs).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
 
         for query in ["sort=-price", "sort=price,-kind", "filter[kind]=even&sort=price", "filter[kind]=odd"] {
@@ -738,13 +732,7 @@ async fn a_sort_the_filter_pins_to_one_type_reads_the_index_in_order() {
             };
             docs.push(json!({"_id": format!("d{i:02}"), "cat": if i % 2 == 0 { "a" } else { "b" }, "price": price, "name": format!("n{:02}", 59 - i)}));
         }
-        let r = s
-            .post_as(
-                &token,
-                "/api/database/query",
-                json!({"collection": "shop", "operation": "insert_many", "documents": docs}),
-            )
-            .await;
+        let r = insert_many(&s, &token, "shop", docs).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
         let find = |filter: Value, sort: Value| json!({"collection": "shop", "operation": "find", "filter": filter, "sort": sort, "limit": 4, "projection": ["price"]});
         let cases = [
@@ -775,13 +763,7 @@ async fn a_sort_the_filter_pins_to_one_type_reads_the_index_in_order() {
         // Equal keys come in `_id` order in the direction of the last key, whether the index
         // or the engine (a sort on a path the filter does not pin) sorted them.
         let docs: Vec<Value> = (0..4).map(|i| json!({"_id": format!("t{i}"), "cat": "t", "price": 7})).collect();
-        let r = s
-            .post_as(
-                &token,
-                "/api/database/query",
-                json!({"collection": "shop", "operation": "insert_many", "documents": docs}),
-            )
-            .await;
+        let r = insert_many(&s, &token, "shop", docs).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
         for (filter, dir, expected) in [
             (json!({"cat": "t", "price": {"$gte": 0}}), -1, ["t3", "t2", "t1", "t0"]),
