@@ -75,9 +75,10 @@ pub trait OutboxTx: Send {
     /// transaction of the change the event describes.
     fn write_event<'a>(&'a mut self, event: &'a Event) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a;
 
-    /// Writes `events` as [`Self::write_event`] would, in a few multi-row statements: one
-    /// change that announces many (a bulk insert) costs two statements per hundred events
-    /// rather than two per event.
+    /// Writes `events` as [`Self::write_event`] would, but each run of events with the same
+    /// source and origin as one batch row: a change that announces many (a bulk insert of a
+    /// thousand documents) writes one outbox row and one pending row per consumer, not a
+    /// thousand of each. Consumers take the row's events together, in order.
     fn write_events<'a>(&'a mut self, events: &'a [Event])
     -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a;
 
@@ -119,54 +120,42 @@ struct EventRow {
     data: String,
     timestamp: String,
     origin: String,
+    batch: bool,
 }
 
-impl From<EventRow> for Event {
-    fn from(r: EventRow) -> Self {
-        Event {
-            id: r.id,
-            kind: r.kind,
-            data: serde_json::from_str(&r.data).unwrap_or(serde_json::Value::Null),
-            timestamp: r.timestamp,
-            source: r.source,
-            origin: r.origin,
-            durable: true,
+impl EventRow {
+    /// The row's event, or the events of a batch row, in the order written.
+    fn events(self, out: &mut Vec<Event>) {
+        if self.batch {
+            match serde_json::from_str::<Vec<Event>>(&self.data) {
+                Ok(events) => {
+                    out.extend(events.into_iter().map(|e| Event { origin: self.origin.clone(), durable: true, ..e }))
+                }
+                // Written by `write_events` from envelopes: unreadable means a damaged file, and
+                // one damaged row must not stop every later event.
+                Err(e) => tracing::error!(row = %self.id, error = %e, "an outbox batch row does not parse; skipped"),
+            }
+            return;
         }
+        out.push(Event {
+            id: self.id,
+            kind: self.kind,
+            data: serde_json::from_str(&self.data).unwrap_or(serde_json::Value::Null),
+            timestamp: self.timestamp,
+            source: self.source,
+            origin: self.origin,
+            durable: true,
+        });
     }
 }
 
-/// Events per multi-row statement of [`OutboxTx::write_events`] (7 parameters each, well under
-/// SQLite's 32,766).
-const EVENTS_PER_STATEMENT: usize = 100;
-
-/// `n` placeholders numbered from `first` (`$1`, `$2`, …), or anonymous (`?`) on SQLite:
-/// SQLite looks a numbered parameter's name up by a linear scan, so binding many of them costs
-/// the square of their number.
-fn placeholders(sqlite: bool, first: usize, n: usize) -> Vec<String> {
-    (first..first + n).map(|i| if sqlite { "?".to_string() } else { format!("${i}") }).collect()
-}
-
-fn insert_events_sql(sqlite: bool, n: usize) -> String {
-    let rows: Vec<String> = (0..n).map(|i| format!("({})", placeholders(sqlite, i * 7 + 1, 7).join(", "))).collect();
-    format!(
-        "INSERT INTO nexus_outbox (id, kind, source, data, timestamp, origin, created_at) VALUES {}",
-        rows.join(", ")
-    )
-}
-
-fn insert_pending_sql(sqlite: bool, n: usize) -> String {
-    format!(
-        "INSERT INTO nexus_outbox_pending (consumer, event_id, origin, created_at) \
-         SELECT c.name, e.id, e.origin, e.created_at FROM nexus_outbox_consumers c \
-         JOIN nexus_outbox e ON e.id IN ({}) WHERE c.interested",
-        placeholders(sqlite, 1, n).join(", ")
-    )
-}
+const INSERT_BATCH: &str = "INSERT INTO nexus_outbox (id, kind, source, data, timestamp, origin, created_at, batch) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, TRUE)";
 
 fn select_events_sql(n: usize) -> String {
     let placeholders: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
     format!(
-        "SELECT id, kind, source, data, timestamp, origin FROM nexus_outbox WHERE id IN ({}) ORDER BY created_at, id",
+        "SELECT id, kind, source, data, timestamp, origin, batch FROM nexus_outbox WHERE id IN ({}) ORDER BY created_at, id",
         placeholders.join(", ")
     )
 }
@@ -194,26 +183,30 @@ macro_rules! outbox_tx {
             async fn write_events(&mut self, events: &[Event]) -> Result<(), sqlx::Error> {
                 // One microsecond apart, so that they are taken in the order written.
                 let mut at = Timestamp::now().as_micros();
-                for chunk in events.chunks(EVENTS_PER_STATEMENT) {
-                    // Placeholders only: the values are bound.
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_events_sql($sqlite, chunk.len())));
-                    for event in chunk {
-                        q = q
-                            .bind(&event.id)
-                            .bind(&event.kind)
-                            .bind(&event.source)
-                            .bind(event.data.to_string())
-                            .bind(&event.timestamp)
-                            .bind(&event.origin)
-                            .bind(at);
-                        at += 1;
+                for run in events.chunk_by(|a, b| a.source == b.source && a.origin == b.origin) {
+                    let [first, ..] = run else { continue };
+                    if run.len() == 1 {
+                        self.write_event(first).await?;
+                        continue;
                     }
-                    q.execute(&mut *self).await?;
-                    let mut q = sqlx::query(sqlx::AssertSqlSafe(insert_pending_sql($sqlite, chunk.len())));
-                    for event in chunk {
-                        q = q.bind(&event.id);
-                    }
-                    q.execute(&mut *self).await?;
+                    let data = serde_json::to_string(run).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+                    sqlx::query(INSERT_BATCH)
+                        .bind(&first.id)
+                        .bind(&first.kind)
+                        .bind(&first.source)
+                        .bind(data)
+                        .bind(&first.timestamp)
+                        .bind(&first.origin)
+                        .bind(at)
+                        .execute(&mut *self)
+                        .await?;
+                    sqlx::query(INSERT_PENDING)
+                        .bind(&first.id)
+                        .bind(&first.origin)
+                        .bind(at)
+                        .execute(&mut *self)
+                        .await?;
+                    at += 1;
                 }
                 Ok(())
             }
@@ -255,7 +248,11 @@ macro_rules! outbox_tx {
                 for id in &ids {
                     query = query.bind(id);
                 }
-                Ok(query.persistent(false).fetch_all(&mut *self).await?.into_iter().map(Event::from).collect())
+                let mut events = Vec::with_capacity(ids.len());
+                for row in query.persistent(false).fetch_all(&mut *self).await? {
+                    row.events(&mut events);
+                }
+                Ok(events)
             }
         }
     };

@@ -246,6 +246,58 @@ async fn outbox_rows_are_taken_once_per_consumer() {
     }
 }
 
+/// Writes `events` with one `write_events` in a transaction of its own.
+async fn write_all(db: &Db, events: &[Event]) {
+    match db {
+        Db::Sqlite(pool) => {
+            let mut tx = pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
+            tx.write_events(events).await.unwrap_or_else(|e| panic!("{e}"));
+            tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+        }
+        Db::Postgres(pool) => {
+            let mut tx = pool.begin().await.unwrap_or_else(|e| panic!("{e}"));
+            tx.write_events(events).await.unwrap_or_else(|e| panic!("{e}"));
+            tx.commit().await.unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_batch_of_events_is_taken_whole_and_in_order() {
+    for backend in backends() {
+        let t = TestDb::open(backend, &[&nexus_kernel::MIGRATIONS]).await;
+        let bus = EventBus::new();
+        let single = bus.envelope("test", "system.before", json!({ "i": -1 }));
+        write(&t.db, &single).await;
+        // Two runs of one source each, then a lone event of a third.
+        let mut batch: Vec<Event> =
+            (0..300).map(|i| bus.envelope("docs", "document.inserted", json!({ "i": i }))).collect();
+        batch.extend((0..3).map(|i| bus.envelope("other", "other.changed", json!({ "j": i, "text": "é\"\\" }))));
+        batch.push(bus.envelope("third", "third.done", json!(null)));
+        write_all(&t.db, &batch).await;
+        write_all(&t.db, &[]).await;
+        let after = bus.envelope("test", "system.after", json!({}));
+        write(&t.db, &after).await;
+
+        // A limit of two rows: the single event and the whole first run.
+        let first = take(&t.db, "bus", 2).await;
+        assert_eq!(first.len(), 301, "{backend:?}");
+        let rest = take(&t.db, "bus", 10).await;
+        let got: Vec<Event> = first.into_iter().chain(rest).collect();
+        let expected: Vec<&Event> = std::iter::once(&single).chain(&batch).chain(std::iter::once(&after)).collect();
+        assert_eq!(got.len(), expected.len(), "{backend:?}");
+        for (g, e) in got.iter().zip(expected) {
+            assert_eq!(
+                (&g.id, &g.kind, &g.source, &g.data, &g.timestamp),
+                (&e.id, &e.kind, &e.source, &e.data, &e.timestamp)
+            );
+            assert_eq!(g.origin, e.origin, "{backend:?}: the writer's instance");
+            assert!(g.durable);
+        }
+        assert!(take(&t.db, "bus", 10).await.is_empty(), "{backend:?}: each once");
+    }
+}
+
 #[tokio::test]
 async fn concurrent_takers_share_the_outbox_without_overlap() {
     for backend in backends() {
