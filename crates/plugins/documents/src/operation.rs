@@ -4,8 +4,7 @@
 use std::time::Instant;
 
 use nexus_kernel::principal::Principal;
-use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 
@@ -17,7 +16,7 @@ use crate::engine::path::Path as FieldPath;
 use crate::engine::project::Projection;
 use crate::engine::sort::Sort;
 use crate::engine::update::Update;
-use crate::service::{BulkOp, DocError, Documents, Find, Found};
+use crate::service::{BulkOp, DocError, Documents, Find, Found, Joined};
 
 /// Every operation `run` knows.
 pub const OPERATIONS: [&str; 13] = [
@@ -125,21 +124,19 @@ fn page(data: Vec<Value>, started: Instant) -> Value {
     Value::Object(out)
 }
 
-/// [`page`] for documents still in the text SQL joined them into: each document is checked to
-/// be JSON and counted, and copied into the answer as it is.
-fn text_page(text: &str, started: Instant) -> Answer {
-    #[derive(Serialize)]
-    struct Page<'a> {
-        count: usize,
-        data: Vec<&'a RawValue>,
-        execution_time_ms: f64,
-    }
-    let data: Vec<&RawValue> = serde_json::from_str(text).unwrap_or_default();
-    let page = Page { count: data.len(), data, execution_time_ms: ms(started) };
-    match serde_json::to_string(&page) {
-        Ok(out) => Answer::Text(out),
-        Err(_) => Answer::Value(json!({ "count": 0, "data": [], "execution_time_ms": page.execution_time_ms })),
-    }
+/// [`page`] for documents still in the text SQL joined them into: the text goes into the
+/// answer as it is, with the count SQL gave (no parse of the documents).
+fn text_page(joined: &Joined, started: Instant) -> Answer {
+    let elapsed = serde_json::to_string(&ms(started)).unwrap_or_else(|_| String::from("0.0"));
+    let mut out = String::with_capacity(joined.text.len() + 64);
+    out.push_str("{\"count\":");
+    out.push_str(&joined.count.to_string());
+    out.push_str(",\"data\":");
+    out.push_str(&joined.text);
+    out.push_str(",\"execution_time_ms\":");
+    out.push_str(&elapsed);
+    out.push('}');
+    Answer::Text(out)
 }
 
 /// Runs `body` for `p`: what `POST /api/database/query` and the `documents.*` RPC methods do.
@@ -149,7 +146,7 @@ pub async fn run(docs: &Documents, p: &Principal, body: &QueryBody) -> Result<An
     let op = body.operation.as_str();
     let out = match op {
         "find" => match docs.find_found(p, c, &body.find()?).await?.0 {
-            Found::Text(text) => return Ok(text_page(&text, started)),
+            Found::Text(joined) => return Ok(text_page(&joined, started)),
             Found::Docs(data) => page(data, started),
         },
         "find_one" => {

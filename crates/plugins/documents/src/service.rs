@@ -106,23 +106,43 @@ pub struct Find {
 /// SQL), so that an answer can carry it as it is; parsed otherwise.
 #[derive(Debug)]
 pub enum Found {
-    Text(String),
+    Text(Joined),
     Docs(Vec<Value>),
 }
 
 impl Found {
     pub fn into_docs(self) -> Vec<Value> {
         match self {
-            Found::Text(text) => parse_docs(&text),
+            Found::Text(joined) => joined.docs(),
             Found::Docs(docs) => docs,
         }
     }
 }
 
-/// The documents of a JSON array text that SQL joined from stored documents (each a JSON
-/// object this plugin wrote).
-fn parse_docs(text: &str) -> Vec<Value> {
-    serde_json::from_str(text).unwrap_or_default()
+/// Stored documents that SQL joined into one JSON array text (each a JSON object this plugin
+/// wrote), and how many there are ([`crate::sql::json_docs`]).
+#[derive(Debug, Default)]
+pub struct Joined {
+    pub count: usize,
+    pub text: String,
+}
+
+impl Joined {
+    /// From `json_docs`'s `count,[…]`; none when there is no row.
+    fn parse(payload: Option<String>) -> Self {
+        let Some(mut payload) = payload else { return Self { count: 0, text: String::from("[]") } };
+        match payload.split_once(',').and_then(|(n, _)| Some((n.parse().ok()?, n.len() + 1))) {
+            Some((count, at)) => {
+                payload.drain(..at);
+                Self { count, text: payload }
+            }
+            None => Self { count: 0, text: String::from("[]") },
+        }
+    }
+
+    pub fn docs(&self) -> Vec<Value> {
+        serde_json::from_str(&self.text).unwrap_or_default()
+    }
 }
 
 /// Where each part of a query ran, for `explain`.
@@ -447,12 +467,9 @@ impl Documents {
         order: &str,
         limit: Option<u64>,
         offset: u64,
-    ) -> Result<Option<String>, DocError> {
+    ) -> Result<Option<Joined>, DocError> {
         let payload = crate::sql::json_docs(self.store.dialect(), where_sql, order, limit, offset);
-        Ok(self
-            .read_checked(collection, shapes, &payload, params)
-            .await?
-            .map(|text| text.unwrap_or_else(|| String::from("[]"))))
+        Ok(self.read_checked(collection, shapes, &payload, params).await?.map(Joined::parse))
     }
 
     /// Runs `read` against `collection`'s index shapes, again with fresh ones while it answers
@@ -551,25 +568,25 @@ impl Documents {
                 plan.sort = if q.sort.is_empty() { "none" } else { "sql" };
                 plan.paging = "sql";
                 plan.order = Some(order.clone());
-                let Some(text) =
+                let Some(joined) =
                     self.select_checked(collection, shapes, &where_sql, &params, &order, q.limit, q.skip).await?
                 else {
                     return Ok(None);
                 };
                 match &q.projection {
-                    None => return Ok(Some((Found::Text(text), plan))),
-                    Some(_) => parse_docs(&text),
+                    None => return Ok(Some((Found::Text(joined), plan))),
+                    Some(_) => joined.docs(),
                 }
             }
             (exact, _) => {
                 plan.sort = if q.sort.is_empty() { "none" } else { "engine" };
                 plan.paging = "engine";
-                let Some(text) =
+                let Some(joined) =
                     self.select_checked(collection, shapes, &where_sql, &params, "id ASC", None, 0).await?
                 else {
                     return Ok(None);
                 };
-                let mut rows = parse_docs(&text);
+                let mut rows = joined.docs();
                 if !exact {
                     rows.retain(|d| filter.matches(d));
                 }
@@ -679,8 +696,8 @@ impl Documents {
                 let n = self.read_checked(collection, &shapes, &payload, &params).await?;
                 return Ok(n.map(|n| n.and_then(|n| n.parse().ok()).unwrap_or(0)));
             }
-            let text = self.select_checked(collection, &shapes, &where_sql, &params, "id ASC", None, 0).await?;
-            Ok(text.map(|t| parse_docs(&t).iter().filter(|d| filter.matches(d)).count() as u64))
+            let joined = self.select_checked(collection, &shapes, &where_sql, &params, "id ASC", None, 0).await?;
+            Ok(joined.map(|j| j.docs().iter().filter(|d| filter.matches(d)).count() as u64))
         })
         .await
     }
@@ -1478,5 +1495,23 @@ fn check_names(v: &Value, place: &str, depth: usize) -> Result<(), Invalid> {
         }
         Value::Array(items) => items.iter().try_for_each(|x| check_names(x, place, depth + 1)),
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Joined;
+
+    #[test]
+    fn joined_documents_keep_their_text_and_count() {
+        let j = Joined::parse(Some(String::from(r#"2,[{"_id":"a","n":"x,y"},{"_id":"b"}]"#)));
+        assert_eq!((j.count, j.text.as_str()), (2, r#"[{"_id":"a","n":"x,y"},{"_id":"b"}]"#));
+        assert_eq!(j.docs().len(), 2);
+        let empty = Joined::parse(Some(String::from("0,[]")));
+        assert_eq!((empty.count, empty.text.as_str()), (0, "[]"));
+        for none in [None, Some(String::from("[]")), Some(String::from("x,[]"))] {
+            let j = Joined::parse(none);
+            assert_eq!((j.count, j.text.as_str()), (0, "[]"));
+        }
     }
 }

@@ -878,8 +878,10 @@ pub fn paging(dialect: Dialect, limit: Option<u64>, offset: u64) -> String {
     sql
 }
 
-/// The selected documents as one JSON array, in `order`: one row however many documents, so
-/// that SQLite's worker thread hands over one value instead of one per document.
+/// How many documents are selected, a comma, then the documents as one JSON array, in `order`
+/// (`2,[{…},{…}]`): one row however many documents, so that SQLite's worker thread hands over
+/// one value instead of one per document, and an answer that carries the array as it is need
+/// not parse it to count them ([`crate::service::Joined`]).
 pub fn json_docs(dialect: Dialect, where_sql: &str, order: &str, limit: Option<u64>, offset: u64) -> String {
     let page = paging(dialect, limit, offset);
     let inner = format!("SELECT doc, id FROM documents WHERE {where_sql} ORDER BY {order}{page}");
@@ -888,10 +890,12 @@ pub fn json_docs(dialect: Dialect, where_sql: &str, order: &str, limit: Option<u
         // aggregate takes the rows in the order the subquery yields them: SQLite cannot
         // flatten a subquery with a LIMIT into an aggregate, so it runs as a co-routine in its
         // ORDER BY order (an ORDER BY inside the aggregate would re-sort, at 3× the cost).
-        Dialect::Sqlite => format!("SELECT '[' || coalesce(group_concat(doc, ','), '') || ']' FROM ({inner})"),
-        Dialect::Postgres => {
-            format!("SELECT coalesce(jsonb_agg(doc ORDER BY {order}), '[]'::jsonb)::text FROM ({inner}) AS t")
+        Dialect::Sqlite => {
+            format!("SELECT count(*) || ',[' || coalesce(group_concat(doc, ','), '') || ']' FROM ({inner})")
         }
+        Dialect::Postgres => format!(
+            "SELECT count(*)::text || ',' || coalesce(jsonb_agg(doc ORDER BY {order}), '[]'::jsonb)::text FROM ({inner}) AS t"
+        ),
     }
 }
 
