@@ -93,6 +93,11 @@ fn need<'a, T>(v: &'a Option<T>, name: &str, op: &str) -> Result<&'a T, Invalid>
     v.as_ref().ok_or_else(|| Invalid::new(name, format!("`{op}` needs `{name}`")))
 }
 
+/// [`need`], taking the value out of the body (a bulk insert's documents are not copied).
+fn take<T>(v: &mut Option<T>, name: &str, op: &str) -> Result<T, Invalid> {
+    v.take().ok_or_else(|| Invalid::new(name, format!("`{op}` needs `{name}`")))
+}
+
 fn ms(started: Instant) -> f64 {
     (started.elapsed().as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
 }
@@ -140,10 +145,10 @@ fn text_page(joined: &Joined, started: Instant) -> Answer {
 }
 
 /// Runs `body` for `p`: what `POST /api/database/query` and the `documents.*` RPC methods do.
-pub async fn run(docs: &Documents, p: &Principal, body: &QueryBody) -> Result<Answer, DocError> {
+pub async fn run(docs: &Documents, p: &Principal, mut body: QueryBody) -> Result<Answer, DocError> {
     let started = Instant::now();
-    let c = body.collection.as_str();
-    let op = body.operation.as_str();
+    let (collection, operation) = (std::mem::take(&mut body.collection), std::mem::take(&mut body.operation));
+    let (c, op) = (collection.as_str(), operation.as_str());
     let out = match op {
         "find" => match docs.find_found(p, c, &body.find()?).await?.0 {
             Found::Text(joined) => return Ok(text_page(&joined, started)),
@@ -172,12 +177,12 @@ pub async fn run(docs: &Documents, p: &Principal, body: &QueryBody) -> Result<An
             page(data, started)
         }
         "insert_one" => {
-            let doc = need(&body.document, "document", op)?.clone();
+            let doc = take(&mut body.document, "document", op)?;
             let ids = docs.insert(p, c, vec![doc]).await?;
             json!({ "inserted_id": ids.first(), "count": 1, "execution_time_ms": ms(started) })
         }
         "insert_many" => {
-            let list = need(&body.documents, "documents", op)?.clone();
+            let list = take(&mut body.documents, "documents", op)?;
             if list.is_empty() {
                 return Err(Invalid::new("documents", "At least one document").into());
             }
@@ -254,7 +259,7 @@ pub fn register_rpc(docs: &std::sync::Arc<Documents>) {
                         let path = e.path().to_string();
                         Failure::invalid_field(format!("params.{path}"), e.into_inner().to_string())
                     })?;
-                    Ok(run(&docs, &call.caller, &body).await?.into_value())
+                    Ok(run(&docs, &call.caller, body).await?.into_value())
                 }
             }),
         );

@@ -53,7 +53,7 @@ pub fn all(documents: Arc<Documents>) -> nexus_web::Routes {
     responses((status = 200, description = "`{count, data, execution_time_ms}` for reads; counts for writes"),
               (status = 400, description = "VALIDATION_ERROR naming the place"), (status = 403), (status = 409)))]
 async fn query(State(docs): Api, Auth(p): Auth, Json(body): Json<QueryBody>) -> Result<Response, ApiError> {
-    Ok(match crate::operation::run(&docs, &p, &body).await.map_err(api_error)? {
+    Ok(match crate::operation::run(&docs, &p, body).await.map_err(api_error)? {
         Answer::Value(v) => Json(v).into_response(),
         Answer::Text(t) => ([(header::CONTENT_TYPE, "application/json")], t).into_response(),
     })
