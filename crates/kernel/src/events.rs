@@ -46,6 +46,95 @@ pub struct Event {
     pub durable: bool,
 }
 
+/// Events of one source, serialised as they are added, for one outbox batch row
+/// ([`crate::outbox::OutboxTx::write_batch`]): a change that announces many (a bulk insert)
+/// builds its events before its transaction, from data it has already serialised, so that the
+/// transaction, which holds SQLite's one write lock, only writes the row. The events share the
+/// batch's time, as they describe one change.
+#[derive(Debug)]
+pub struct EventBatch {
+    source: String,
+    /// `source` as a JSON string.
+    source_json: String,
+    origin: String,
+    timestamp: String,
+    /// The first event's id and type, the row's own columns.
+    first: Option<(String, String)>,
+    /// The JSON array of the envelopes, as `Event` serialises them.
+    json: String,
+    len: usize,
+}
+
+impl EventBatch {
+    /// Adds an event of `kind` whose `data` is the text of a JSON object, which the caller
+    /// serialised (with serde: it goes into the row as it is).
+    pub fn push_raw(&mut self, kind: &str, data: &str) {
+        // Time-ordered, as `EventBus::envelope`'s.
+        let id = format!("evt_{}", uuid::Uuid::now_v7().simple());
+        let json = &mut self.json;
+        json.reserve(data.len() + id.len() + kind.len() + self.timestamp.len() + self.source_json.len() + 64);
+        match json.pop() {
+            Some(_) => json.push(','),
+            None => json.push('['),
+        }
+        json.push_str("{\"id\":\"");
+        json.push_str(&id);
+        json.push_str("\",\"type\":");
+        json.push_str(&json_string(kind));
+        json.push_str(",\"data\":");
+        json.push_str(data);
+        json.push_str(",\"timestamp\":\"");
+        json.push_str(&self.timestamp);
+        json.push_str("\",\"source\":");
+        json.push_str(&self.source_json);
+        json.push_str("}]");
+        if self.first.is_none() {
+            self.first = Some((id, kind.to_string()));
+        }
+        self.len += 1;
+    }
+
+    /// Adds an event of `kind` with `data`.
+    pub fn push(&mut self, kind: &str, data: &serde_json::Value) {
+        self.push_raw(kind, &data.to_string());
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The first event's id and type, when there is one.
+    pub fn first(&self) -> Option<(&str, &str)> {
+        self.first.as_ref().map(|(id, kind)| (id.as_str(), kind.as_str()))
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    pub fn timestamp(&self) -> &str {
+        &self.timestamp
+    }
+
+    /// The JSON array of the events' envelopes.
+    pub fn json(&self) -> &str {
+        &self.json
+    }
+}
+
+/// `s` as a JSON string literal.
+fn json_string(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
 /// An event as it crosses Redis: with the instance that sent it, and (when another instance
 /// wrote it to the outbox) the instance that wrote it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -123,6 +212,20 @@ impl EventBus {
             source: source.to_string(),
             origin: self.instance.to_string(),
             durable: false,
+        }
+    }
+
+    /// An empty batch of events from `source`, published by this instance
+    /// ([`EventBatch`]).
+    pub fn batch(&self, source: &str) -> EventBatch {
+        EventBatch {
+            source: source.to_string(),
+            source_json: json_string(source),
+            origin: self.instance.to_string(),
+            timestamp: Timestamp::now().to_rfc3339(),
+            first: None,
+            json: String::new(),
+            len: 0,
         }
     }
 

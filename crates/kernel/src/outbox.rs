@@ -21,7 +21,7 @@ use tokio::sync::watch;
 
 use crate::clock::Timestamp;
 use crate::db::{Db, StorageError};
-use crate::events::{Event, EventBus};
+use crate::events::{Event, EventBatch, EventBus};
 
 /// The consumer that publishes events on the bus.
 pub const BUS: &str = "bus";
@@ -75,12 +75,14 @@ pub trait OutboxTx: Send {
     /// transaction of the change the event describes.
     fn write_event<'a>(&'a mut self, event: &'a Event) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a;
 
-    /// Writes `events` as [`Self::write_event`] would, but each run of events with the same
-    /// source and origin as one batch row: a change that announces many (a bulk insert of a
-    /// thousand documents) writes one outbox row and one pending row per consumer, not a
-    /// thousand of each. Consumers take the row's events together, in order.
-    fn write_events<'a>(&'a mut self, events: &'a [Event])
-    -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a;
+    /// Writes the events of `batch` as one *batch* row, pending for every registered consumer
+    /// like any row: a change that announces many (a bulk insert of a thousand documents)
+    /// writes one outbox row and one pending row per consumer, not a thousand of each.
+    /// Consumers take the row's events together, in order. An empty batch writes nothing.
+    fn write_batch<'a>(
+        &'a mut self,
+        batch: &'a EventBatch,
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a;
 
     /// Takes (deletes) up to `take.limit` pending rows of `take.consumer` and returns their
     /// events, oldest first. The rows are gone for good only when the caller's transaction
@@ -131,7 +133,7 @@ impl EventRow {
                 Ok(events) => {
                     out.extend(events.into_iter().map(|e| Event { origin: self.origin.clone(), durable: true, ..e }))
                 }
-                // Written by `write_events` from envelopes: unreadable means a damaged file, and
+                // Written by `write_batch` from envelopes: unreadable means a damaged file, and
                 // one damaged row must not stop every later event.
                 Err(e) => tracing::error!(row = %self.id, error = %e, "an outbox batch row does not parse; skipped"),
             }
@@ -180,34 +182,20 @@ macro_rules! outbox_tx {
                 Ok(())
             }
 
-            async fn write_events(&mut self, events: &[Event]) -> Result<(), sqlx::Error> {
-                // One microsecond apart, so that they are taken in the order written.
-                let mut at = Timestamp::now().as_micros();
-                for run in events.chunk_by(|a, b| a.source == b.source && a.origin == b.origin) {
-                    let [first, ..] = run else { continue };
-                    if run.len() == 1 {
-                        self.write_event(first).await?;
-                        continue;
-                    }
-                    let data = serde_json::to_string(run).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-                    sqlx::query(INSERT_BATCH)
-                        .bind(&first.id)
-                        .bind(&first.kind)
-                        .bind(&first.source)
-                        .bind(data)
-                        .bind(&first.timestamp)
-                        .bind(&first.origin)
-                        .bind(at)
-                        .execute(&mut *self)
-                        .await?;
-                    sqlx::query(INSERT_PENDING)
-                        .bind(&first.id)
-                        .bind(&first.origin)
-                        .bind(at)
-                        .execute(&mut *self)
-                        .await?;
-                    at += 1;
-                }
+            async fn write_batch(&mut self, batch: &EventBatch) -> Result<(), sqlx::Error> {
+                let Some((id, kind)) = batch.first() else { return Ok(()) };
+                let now = Timestamp::now().as_micros();
+                sqlx::query(INSERT_BATCH)
+                    .bind(id)
+                    .bind(kind)
+                    .bind(batch.source())
+                    .bind(batch.json())
+                    .bind(batch.timestamp())
+                    .bind(batch.origin())
+                    .bind(now)
+                    .execute(&mut *self)
+                    .await?;
+                sqlx::query(INSERT_PENDING).bind(id).bind(batch.origin()).bind(now).execute(&mut *self).await?;
                 Ok(())
             }
 

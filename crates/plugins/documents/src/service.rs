@@ -10,6 +10,7 @@ use nexus_identity::Principal;
 use nexus_kernel::Kernel;
 use nexus_kernel::clock::Timestamp;
 use nexus_kernel::db::StorageError;
+use nexus_kernel::events::EventBatch;
 use serde_json::{Map, Value, json};
 
 use crate::engine::Invalid;
@@ -391,25 +392,48 @@ impl Documents {
 
     /// Commits `tx` with the events of `changes` in it: the outbox delivers them (bus, other
     /// instances, WebSocket, webhooks) once committed, also after a crash.
-    async fn commit(&self, mut tx: Tx, changes: Vec<Change>) -> Result<(), DocError> {
-        let events: Vec<_> = changes
-            .into_iter()
-            .map(|c| {
-                let mut data = Map::new();
-                data.insert("collection".into(), Value::String(c.collection));
-                data.insert("id".into(), Value::String(c.id));
-                if let Value::Object(extra) = c.data {
-                    data.extend(extra);
-                }
-                self.kernel.events.envelope("documents", c.kind, Value::Object(data))
-            })
-            .collect();
+    async fn commit(&self, tx: Tx, changes: Vec<Change>) -> Result<(), DocError> {
+        let mut events = self.kernel.events.batch("documents");
+        for c in changes {
+            let mut data = Map::new();
+            data.insert("collection".into(), Value::String(c.collection));
+            data.insert("id".into(), Value::String(c.id));
+            if let Value::Object(extra) = c.data {
+                data.extend(extra);
+            }
+            events.push(c.kind, &Value::Object(data));
+        }
+        self.commit_events(tx, events).await
+    }
+
+    /// Commits `tx` with `events` in it (see [`Self::commit`]).
+    async fn commit_events(&self, mut tx: Tx, events: EventBatch) -> Result<(), DocError> {
         self.store.write_events(&mut tx, &events).await?;
         tx.commit().await?;
         if !events.is_empty() {
             self.kernel.outbox.committed();
         }
         Ok(())
+    }
+
+    /// The `document.inserted` events of `docs`, built from their stored text (before the
+    /// transaction: see [`EventBatch`]).
+    fn inserted_events(&self, collection: &str, docs: &[Prepared]) -> EventBatch {
+        let mut events = self.kernel.events.batch("documents");
+        let collection = Value::from(collection).to_string();
+        let mut data = String::new();
+        for d in docs {
+            data.clear();
+            data.push_str("{\"collection\":");
+            data.push_str(&collection);
+            data.push_str(",\"id\":");
+            data.push_str(&Value::from(d.id.as_str()).to_string());
+            data.push_str(",\"document\":");
+            data.push_str(&d.text);
+            data.push('}');
+            events.push_raw("document.inserted", &data);
+        }
+        events
     }
 
     /// The flat and plain key paths of `collection`'s indexes, read inside `tx` when given.
@@ -1012,7 +1036,7 @@ impl Documents {
         self.store.create_collection(tx, collection, None, now_micros()).await?;
         let schema = self.schema_of(tx, collection).await?;
         let docs = self.prepare_all(docs, place, schema.as_ref())?;
-        self.insert_prepared(tx, collection, docs, place, changes).await
+        self.insert_prepared(tx, collection, docs, place, Some(changes)).await
     }
 
     /// Writes documents checked against the collection's schema as it is inside `tx`.
@@ -1022,7 +1046,7 @@ impl Documents {
         collection: &str,
         docs: Vec<Prepared>,
         place: &str,
-        changes: &mut Vec<Change>,
+        mut changes: Option<&mut Vec<Change>>,
     ) -> Result<Vec<String>, DocError> {
         let now = now_micros();
         let mut ids = Vec::with_capacity(docs.len());
@@ -1033,12 +1057,14 @@ impl Documents {
             flat.note(self, tx, collection, &doc).await?;
             rows.push((id.clone(), text));
             places.push(at);
-            changes.push(Change {
-                kind: "document.inserted",
-                collection: collection.into(),
-                id: id.clone(),
-                data: json!({ "document": doc }),
-            });
+            if let Some(changes) = changes.as_deref_mut() {
+                changes.push(Change {
+                    kind: "document.inserted",
+                    collection: collection.into(),
+                    id: id.clone(),
+                    data: json!({ "document": doc }),
+                });
+            }
             ids.push(id);
         }
         let conflict = |at: &str, id: &str| {
@@ -1076,16 +1102,17 @@ impl Documents {
         // against the schema as read now, and again inside should it have changed meanwhile.
         let schema = schema_in(self.store.get_collection(collection).await?);
         let mut docs = self.prepare_all(docs, place, schema.as_ref())?;
-        let mut changes = Vec::with_capacity(docs.len());
+        let mut events = self.inserted_events(collection, &docs);
         let mut tx = self.store.begin().await?;
         self.store.create_collection(&mut tx, collection, None, now_micros()).await?;
         let now_schema = self.schema_of(&mut tx, collection).await?;
         if now_schema != schema {
             let again: Vec<Value> = docs.into_iter().map(|d| d.doc).collect();
             docs = self.prepare_all(again, place, now_schema.as_ref())?;
+            events = self.inserted_events(collection, &docs);
         }
-        let ids = self.insert_prepared(&mut tx, collection, docs, place, &mut changes).await?;
-        self.commit(tx, changes).await?;
+        let ids = self.insert_prepared(&mut tx, collection, docs, place, None).await?;
+        self.commit_events(tx, events).await?;
         Ok(ids)
     }
 

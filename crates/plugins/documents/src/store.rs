@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use nexus_kernel::db::{Db, SqlParam, SqliteReaders, StorageError};
-use nexus_kernel::events::Event;
+use nexus_kernel::events::EventBatch;
 use nexus_kernel::outbox::OutboxTx;
 use serde_json::Value;
 
@@ -117,7 +117,7 @@ pub trait DocumentStore: Send + Sync + std::fmt::Debug {
     /// The SQL dialect the queries built for this store must use.
     fn dialect(&self) -> Dialect;
     /// Writes `events` to the outbox inside `tx`, the transaction of the change they describe.
-    fn write_events<'a>(&'a self, tx: &'a mut Tx, events: &'a [Event]) -> BoxFuture<'a, Result<()>>;
+    fn write_events<'a>(&'a self, tx: &'a mut Tx, events: &'a EventBatch) -> BoxFuture<'a, Result<()>>;
     fn begin<'a>(&'a self) -> BoxFuture<'a, Result<Tx>>;
     fn get_collection<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<CollectionRow>>>;
     /// [`Store::get_collection`] inside `tx`: a transaction that has written holds SQLite's
@@ -311,9 +311,9 @@ macro_rules! dialect_impl {
                 $dialect
             }
 
-            fn write_events<'a>(&'a self, tx: &'a mut Tx, events: &'a [Event]) -> BoxFuture<'a, Result<()>> {
+            fn write_events<'a>(&'a self, tx: &'a mut Tx, events: &'a EventBatch) -> BoxFuture<'a, Result<()>> {
                 Box::pin(async move {
-                    on_tx!(tx, |c| c.write_events(events).await)?;
+                    on_tx!(tx, |c| c.write_batch(events).await)?;
                     Ok(())
                 })
             }
