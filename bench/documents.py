@@ -7,6 +7,7 @@ the same queries as hand-written SQL on the same SQLite file (the physical limit
     documents.py load PORT TOKEN COLLECTION N [INDEX_FIELD]   # N documents, 1,000 a request
     documents.py time PORT TOKEN RUNS BODY   # median ms of POST /api/database/query BODY
     documents.py sql DB RUNS SQL             # median ms of SQL on the SQLite file DB
+    documents.py compare PORT TOKEN DB RUNS BODY SQL   # both medians, in alternating runs
 """
 
 import json
@@ -94,6 +95,21 @@ def time_query(port, tok, runs, body):
     print(f"{statistics.median(times):.1f}")
 
 
+def compare(port, tok, path, runs, body, sql):
+    """Median ms of BODY through the API and of SQL on the file, in alternating runs: work the
+    server does in the background after a load (a WAL checkpoint) then weighs on both."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    api, direct = [], []
+    for _ in range(runs):
+        t = time.perf_counter()
+        request(port, "/api/database/query", tok, body)
+        api.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter()
+        db.execute(sql).fetchall()
+        direct.append((time.perf_counter() - t) * 1000)
+    print(f"{statistics.median(api):.1f} {statistics.median(direct):.1f}")
+
+
 def time_sql(path, runs, sql):
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     times = []
@@ -117,6 +133,8 @@ if __name__ == "__main__":
         load(args[0], args[1], args[2], int(args[3]), args[4] if len(args) > 4 else None)
     elif cmd == "time":
         time_query(args[0], args[1], int(args[2]), json.loads(args[3]))
+    elif cmd == "compare":
+        compare(args[0], args[1], args[2], int(args[3]), json.loads(args[4]), args[5])
     elif cmd == "sql":
         time_sql(args[0], int(args[1]), args[2])
     else:

@@ -71,12 +71,15 @@ docs_big() {
     DOCS_BIG=1
 }
 
-# docs_compare NAME BODY SQL: the median time of BODY through the API and of SQL on the file.
+# docs_compare NAME BODY SQL: the median time of BODY through the API and of SQL on the file,
+# in alternating runs (after the load, a checkpoint runs in the background for seconds).
 docs_compare() {
     local name=$1 body=$2 sql=$3 ms sql_ms ratio
     docs_big
-    ms=$(child python3 "$DOCS_PY" time "$DOCS_PORT" "$DOCS_TOKEN" "$DOCS_RUNS" "$body")
-    sql_ms=$(child python3 "$DOCS_PY" sql "$DOCS_DB" "$DOCS_RUNS" "$sql")
+    local both
+    both=$(child python3 "$DOCS_PY" compare "$DOCS_PORT" "$DOCS_TOKEN" "$DOCS_DB" "$DOCS_RUNS" "$body" "$sql")
+    ms=${both% *}
+    sql_ms=${both#* }
     ratio=$(awk -v a="$ms" -v b="$sql_ms" 'BEGIN { printf "%.2f", a / b }')
     emit "$name" "scenario=$name ms=$ms sql_ms=$sql_ms ratio=$ratio"
 }
