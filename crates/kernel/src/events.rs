@@ -62,15 +62,13 @@ pub struct EventBatch {
     first: Option<(String, String)>,
     /// The JSON array of the envelopes, as `Event` serialises them.
     json: String,
-    len: usize,
 }
 
 impl EventBatch {
     /// Adds an event of `kind` whose `data` is the text of a JSON object, which the caller
     /// serialised (with serde: it goes into the row as it is).
     pub fn push_raw(&mut self, kind: &str, data: &str) {
-        // Time-ordered, as `EventBus::envelope`'s.
-        let id = format!("evt_{}", uuid::Uuid::now_v7().simple());
+        let id = new_event_id();
         let json = &mut self.json;
         json.reserve(data.len() + id.len() + kind.len() + self.timestamp.len() + self.source_json.len() + 64);
         match json.pop() {
@@ -91,7 +89,6 @@ impl EventBatch {
         if self.first.is_none() {
             self.first = Some((id, kind.to_string()));
         }
-        self.len += 1;
     }
 
     /// Adds an event of `kind` with `data`.
@@ -99,12 +96,8 @@ impl EventBatch {
         self.push_raw(kind, &data.to_string());
     }
 
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.first.is_none()
     }
 
     /// The first event's id and type, when there is one.
@@ -128,6 +121,12 @@ impl EventBatch {
     pub fn json(&self) -> &str {
         &self.json
     }
+}
+
+/// A new `evt_…` id: time-ordered (UUIDv7), so that the outbox's indexes on event ids grow at
+/// their end instead of taking each new event at a random page.
+fn new_event_id() -> String {
+    format!("evt_{}", uuid::Uuid::now_v7().simple())
 }
 
 /// `s` as a JSON string literal.
@@ -203,9 +202,7 @@ impl EventBus {
     /// ([`crate::outbox`]) in the transaction of the change it describes.
     pub fn envelope(&self, source: &str, kind: &str, data: serde_json::Value) -> Event {
         Event {
-            // Time-ordered (UUIDv7), so that the outbox's indexes on event ids grow at their
-            // end instead of taking each new event at a random page.
-            id: format!("evt_{}", uuid::Uuid::now_v7().simple()),
+            id: new_event_id(),
             kind: kind.to_string(),
             data,
             timestamp: Timestamp::now().to_rfc3339(),
@@ -225,7 +222,6 @@ impl EventBus {
             timestamp: Timestamp::now().to_rfc3339(),
             first: None,
             json: String::new(),
-            len: 0,
         }
     }
 

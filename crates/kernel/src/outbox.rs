@@ -164,7 +164,7 @@ fn select_events_sql(n: usize) -> String {
 
 /// The implementation for one dialect; `$lock` is what the row selection adds to claim rows.
 macro_rules! outbox_tx {
-    ($conn:ty, $lock:expr, $sqlite:expr) => {
+    ($conn:ty, $lock:expr) => {
         impl OutboxTx for $conn {
             async fn write_event(&mut self, event: &Event) -> Result<(), sqlx::Error> {
                 let now = Timestamp::now().as_micros();
@@ -246,9 +246,9 @@ macro_rules! outbox_tx {
     };
 }
 
-outbox_tx!(SqliteConnection, "", true);
+outbox_tx!(SqliteConnection, "");
 // Another instance's relay skips the rows this one holds instead of waiting for them.
-outbox_tx!(PgConnection, " FOR UPDATE SKIP LOCKED", false);
+outbox_tx!(PgConnection, " FOR UPDATE SKIP LOCKED");
 
 impl Outbox {
     pub fn new() -> Self {
