@@ -4,12 +4,14 @@ the same queries as hand-written SQL on the same SQLite file (the physical limit
     documents.py token PORT PASSWORD
     documents.py insert-lua TOKEN N          # wrk script: POST insert_many of N documents
     documents.py find-lua TOKEN              # wrk script: the indexed find
+    documents.py whoami TOKEN                # the token's user id
     documents.py load PORT TOKEN COLLECTION N [INDEX_FIELD]   # N documents, 1,000 a request
     documents.py time PORT TOKEN RUNS BODY   # median ms of POST /api/database/query BODY
     documents.py sql DB RUNS SQL             # median ms of SQL on the SQLite file DB
     documents.py compare PORT TOKEN DB RUNS BODY SQL   # both medians, in alternating runs
 """
 
+import base64
 import json
 import sqlite3
 import statistics
@@ -127,6 +129,9 @@ if __name__ == "__main__":
     elif cmd == "insert-lua":
         wrk_post(args[0], {"collection": "ingest", "operation": "insert_many",
                            "documents": [doc(i) for i in range(int(args[1]))]})
+    elif cmd == "whoami":
+        payload = args[0].split(".")[1]
+        print(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"])
     elif cmd == "find-lua":
         wrk_post(args[0], FIND)
     elif cmd == "load":
