@@ -5,6 +5,7 @@ the same queries as hand-written SQL on the same SQLite file (the physical limit
     documents.py insert-lua TOKEN N          # wrk script: POST insert_many of N documents
     documents.py find-lua TOKEN              # wrk script: the indexed find
     documents.py whoami TOKEN                # the token's user id
+    documents.py find-sql DB N               # us per run of the find as hand-written SQL
     documents.py load PORT TOKEN COLLECTION N [INDEX_FIELD]   # N documents, 1,000 a request
     documents.py time PORT TOKEN RUNS BODY   # median ms of POST /api/database/query BODY
     documents.py sql DB RUNS SQL             # median ms of SQL on the SQLite file DB
@@ -112,6 +113,25 @@ def compare(port, tok, path, runs, body, sql):
     print(f"{statistics.median(api):.1f} {statistics.median(direct):.1f}")
 
 
+# FIND as a person would write it in SQL on the same table and index.
+FIND_SQL = ("SELECT doc FROM documents WHERE collection = 'products' "
+            "AND json_extract(doc, '$.category') = ? "
+            "AND json_extract(doc, '$.price') >= ? AND json_extract(doc, '$.price') <= ? "
+            "ORDER BY json_extract(doc, '$.price') DESC LIMIT 20")
+
+
+def find_sql_us(path, n):
+    """Microseconds per run of FIND_SQL on one thread (the statement cached, rows fetched)."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    args = ("c7", 100, 600)
+    if len(db.execute(FIND_SQL, args).fetchall()) != 20:
+        sys.exit("find-sql: the collection does not hold the documents of `load`")
+    t = time.perf_counter()
+    for _ in range(n):
+        db.execute(FIND_SQL, args).fetchall()
+    print(f"{(time.perf_counter() - t) / n * 1e6:.1f}")
+
+
 def time_sql(path, runs, sql):
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     times = []
@@ -132,6 +152,8 @@ if __name__ == "__main__":
     elif cmd == "whoami":
         payload = args[0].split(".")[1]
         print(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"])
+    elif cmd == "find-sql":
+        find_sql_us(args[0], int(args[1]))
     elif cmd == "find-lua":
         wrk_post(args[0], FIND)
     elif cmd == "load":

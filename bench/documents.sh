@@ -6,7 +6,9 @@
 #   scenario=docs_find_indexed rps=<..> p50_ms=<..> p99_ms=<..> users_get_bearer_rps=<..> ratio=<..> rounds=<..>
 #     find with an indexed equality + range filter, sort, limit 20 over 100k documents, 64
 #     connections (target: >= 70% of users_get_bearer's requests/s, measured on the same
-#     server in alternating rounds; ratio = the rounds' median).
+#     server in alternating rounds; ratio = the rounds' median). sql_us: microseconds per run of
+#     the same find as hand-written SQL on the same file, on one thread (python's sqlite3): the
+#     floor of the server's own cost per request, beside users_get_bearer's whole request.
 #   scenario=docs_count ms=<..> sql_ms=<..> ratio=<..>
 #     count with an indexed filter over 1M documents, median of 5 (target: ratio <= 1.5).
 #   scenario=docs_group ms=<..> sql_ms=<..> ratio=<..>
@@ -62,7 +64,10 @@ scenario_docs_find_indexed() {
     PAIR_BASE=("http://127.0.0.1:$DOCS_PORT/api/users/$user" -H "Authorization: Bearer $DOCS_TOKEN")
     PAIR_TARGET=("http://127.0.0.1:$DOCS_PORT/api/database/query" -s "$lua")
     paired users_get_bearer
-    emit docs_find_indexed "$(<"$out") $PAIR_LINE"
+    # The physical limit: the same find as hand-written SQL on the same file, on one thread.
+    local sql_us
+    sql_us=$(child python3 "$DOCS_PY" find-sql "$DOCS_DB" 20000)
+    emit docs_find_indexed "$(<"$out") $PAIR_LINE sql_us=$sql_us"
 }
 
 # docs_big: the 1M-document collection with an index on (category, price), loaded once.
