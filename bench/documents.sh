@@ -3,10 +3,11 @@
 #   scenario=docs_insert_many docs_per_s=<..> p99_ms=<..>
 #     POST /api/database/query insert_many, 1,000 documents of ~300 bytes a request, 64
 #     connections; acknowledged = committed (target: >= 50,000 documents/s).
-#   scenario=docs_find_indexed rps=<..> p50_ms=<..> p99_ms=<..> users_get_bearer_rps=<..> ratio=<..> rounds=<..>
+#   scenario=docs_find_indexed rps=<..> p50_ms=<..> p99_ms=<..> users_get_bearer_rps=<..> ratio=<..> rounds=<..> cpu_us=<..>/<..> sql_us=<..>
 #     find with an indexed equality + range filter, sort, limit 20 over 100k documents, 64
 #     connections (target: >= 70% of users_get_bearer's requests/s, measured on the same
-#     server in alternating rounds; ratio = the rounds' median). sql_us: microseconds per run of
+#     server in alternating rounds; ratio = the rounds' median; cpu_us: the server's CPU time per
+#     request, find/users_get_bearer). sql_us: microseconds per run of
 #     the same find as hand-written SQL on the same file, on one thread (python's sqlite3): the
 #     floor of the server's own cost per request, beside users_get_bearer's whole request.
 #   scenario=docs_count ms=<..> sql_ms=<..> ratio=<..>
@@ -63,7 +64,7 @@ scenario_docs_find_indexed() {
     user=$(python3 "$DOCS_PY" whoami "$DOCS_TOKEN")
     PAIR_BASE=("http://127.0.0.1:$DOCS_PORT/api/users/$user" -H "Authorization: Bearer $DOCS_TOKEN")
     PAIR_TARGET=("http://127.0.0.1:$DOCS_PORT/api/database/query" -s "$lua")
-    paired users_get_bearer
+    paired users_get_bearer "$DOCS_PID"
     # The physical limit: the same find as hand-written SQL on the same file, on one thread.
     local sql_us
     sql_us=$(child python3 "$DOCS_PY" find-sql "$DOCS_DB" 20000)
