@@ -11,7 +11,8 @@
 #     the same find as hand-written SQL on the same file, on one thread (python's sqlite3): the
 #     floor of the server's own cost per request, beside users_get_bearer's whole request.
 #   scenario=docs_count ms=<..> sql_ms=<..> ratio=<..>
-#     count with an indexed filter over 1M documents, median of 5 (target: ratio <= 1.5).
+#     count with an indexed filter over 1M documents, median of 5 after 8 unmeasured runs of
+#     each side (target: ratio <= 1.5).
 #   scenario=docs_group ms=<..> sql_ms=<..> ratio=<..>
 #     $group by a field with $sum and $avg over 1M documents, median of 5 (target: <= 1.5).
 
