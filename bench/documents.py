@@ -1,10 +1,8 @@
 """Helpers of bench/documents.sh: load documents through the API, write wrk scripts, and time
 the same queries as hand-written SQL on the same SQLite file (the physical limit).
 
-    documents.py token PORT PASSWORD
     documents.py insert-lua TOKEN N          # wrk script: POST insert_many of N documents
     documents.py find-lua TOKEN              # wrk script: the indexed find
-    documents.py whoami TOKEN                # the token's user id
     documents.py find-sql DB N               # us per run of the find as hand-written SQL
     documents.py load PORT TOKEN COLLECTION N [INDEX_FIELD]   # N documents, 1,000 a request
     documents.py time PORT TOKEN RUNS BODY   # median ms of POST /api/database/query BODY
@@ -12,7 +10,6 @@ the same queries as hand-written SQL on the same SQLite file (the physical limit
     documents.py compare PORT TOKEN DB RUNS BODY SQL   # both medians, in alternating runs
 """
 
-import base64
 import json
 import sqlite3
 import statistics
@@ -42,14 +39,6 @@ def request(port, path, token, body):
                                  headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(req, timeout=300) as r:
         return json.load(r)
-
-
-def token(port, password):
-    body = json.dumps({"username": "admin", "password": password}).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/api/auth/login", data=body,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        print(json.load(r)["access_token"])
 
 
 def wrk_post(tok, body):
@@ -152,14 +141,9 @@ def time_sql(path, runs, sql):
 
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
-    if cmd == "token":
-        token(args[0], args[1])
-    elif cmd == "insert-lua":
+    if cmd == "insert-lua":
         wrk_post(args[0], {"collection": "ingest", "operation": "insert_many",
                            "documents": [doc(i) for i in range(int(args[1]))]})
-    elif cmd == "whoami":
-        payload = args[0].split(".")[1]
-        print(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"])
     elif cmd == "find-sql":
         find_sql_us(args[0], int(args[1]))
     elif cmd == "find-lua":

@@ -30,7 +30,10 @@ docs_server() {
     DOCS_PID=$NEXUS_PID
     DOCS_PORT=$NEXUS_PORT
     DOCS_DB="$NEXUS_DATA_DIR/nexus.db"
-    DOCS_TOKEN=$(python3 "$DOCS_PY" token "$DOCS_PORT" "$BENCH_ADMIN_PASSWORD")
+    local login
+    login=$(python3 "$BENCH/conventions.py" login "$DOCS_PORT" "$BENCH_ADMIN_PASSWORD")
+    DOCS_TOKEN=${login% *}
+    DOCS_USER=${login#* }
 }
 
 scenario_docs_insert_many() {
@@ -55,21 +58,19 @@ scenario_docs_find_indexed() {
     docs_server
     log "docs_find_indexed: loading $DOCS_FIND_N documents"
     child python3 "$DOCS_PY" load "$DOCS_PORT" "$DOCS_TOKEN" products "$DOCS_FIND_N" category
-    local lua out user
+    local lua out sql_us
     scratch_file lua docs-find-lua
     python3 "$DOCS_PY" find-lua "$DOCS_TOKEN" >"$lua"
-    scratch_file out docs-find-line
-    run_wrk docs_find_indexed "http://127.0.0.1:$DOCS_PORT/api/database/query" -s "$lua" >"$out"
     # The baseline, users_get_bearer (the admin reading itself), on the same server in
     # alternating rounds.
-    user=$(python3 "$DOCS_PY" whoami "$DOCS_TOKEN")
-    PAIR_BASE=("http://127.0.0.1:$DOCS_PORT/api/users/$user" -H "Authorization: Bearer $DOCS_TOKEN")
+    PAIR_BASE=("http://127.0.0.1:$DOCS_PORT/api/users/$DOCS_USER" -H "Authorization: Bearer $DOCS_TOKEN")
     PAIR_TARGET=("http://127.0.0.1:$DOCS_PORT/api/database/query" -s "$lua")
-    paired users_get_bearer "$DOCS_PID"
+    scratch_file out docs-find-line
+    run_wrk docs_find_indexed "${PAIR_TARGET[@]}" >"$out"
+    paired "$DOCS_PID"
     # The physical limit: the same find as hand-written SQL on the same file, on one thread.
-    local sql_us
     sql_us=$(child python3 "$DOCS_PY" find-sql "$DOCS_DB" 20000)
-    emit docs_find_indexed "$(<"$out") $PAIR_LINE sql_us=$sql_us"
+    emit docs_find_indexed "$(<"$out") $(pair_line users_get_bearer) sql_us=$sql_us"
 }
 
 # docs_big: the 1M-document collection with an index on (category, price), loaded once.
