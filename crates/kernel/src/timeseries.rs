@@ -177,8 +177,8 @@ impl Series {
 
     fn minute_now(&self) -> i64 {
         let seconds = match self.clock.get() {
-            Some(clock) => clock.unix_seconds(),
-            None => crate::clock::unix_seconds(),
+            Some(clock) => clock.unix_seconds_coarse(),
+            None => crate::clock::coarse::unix_micros().div_euclid(1_000_000),
         };
         seconds.div_euclid(60)
     }

@@ -17,10 +17,11 @@ use futures::FutureExt as _;
 use futures::future::Either;
 use hyper::body::Incoming;
 use nexus_identity::Identity;
+use nexus_identity::principal::Authenticator;
 use nexus_kernel::Kernel;
 use nexus_kernel::plugin::{Endpoint, Slot};
 use nexus_web::conditional::{COMPRESSION_VARY, CORS_AND_COMPRESSION_VARY, CORS_VARY, add_vary};
-use nexus_web::edge::{Edge, EdgeFuture, Inner, NoteRouteLayer};
+use nexus_web::edge::{Edge, EdgeFuture, Inner, PluginRoutesLayer};
 use nexus_web::plugin::{DialectMap, Started};
 use tower::{Layer, Service, ServiceExt as _};
 use tower_http::compression::CompressionLayer;
@@ -66,6 +67,7 @@ pub fn app(kernel: Arc<Kernel>, identity: Arc<Identity>, plugins: Vec<(Arc<Slot>
     let mut dynamic = Vec::new();
     // Paths of the plugins that can be disabled, whose routes may then answer 503.
     let mut optional_paths = std::collections::BTreeSet::new();
+    let authenticator = Authenticator::new(identity.clone());
     for (slot, started) in plugins {
         dynamic.extend(started.dynamic);
         if let Some(mut routes) = started.routes {
@@ -75,14 +77,9 @@ pub fn app(kernel: Arc<Kernel>, identity: Arc<Identity>, plugins: Vec<(Arc<Slot>
                 optional_paths.extend(part.paths.paths.keys().cloned());
             }
             document.add(&slot.manifest.id, &part);
-            // Each plugin's routes note their plugin (metrics) and answer 503 while it is
-            // disabled.
-            router = router.merge(
-                routes
-                    .route_layer(NoteRouteLayer::new(slot.clone()))
-                    // The identity service, for the `Auth` extractor of its handlers.
-                    .route_layer(nexus_identity::principal::layer(identity.clone())),
-            );
+            // Each plugin's routes note their plugin (metrics), answer 503 while it is
+            // disabled, and carry the identity service for the `Auth` extractor.
+            router = router.merge(routes.route_layer(PluginRoutesLayer::new(slot.clone(), authenticator.clone())));
         }
         mounts.extend(started.mounts);
         tags.extend(started.tags);
@@ -106,7 +103,7 @@ pub fn app(kernel: Arc<Kernel>, identity: Arc<Identity>, plugins: Vec<(Arc<Slot>
 
     let mut docs = nexus_web::docs::router(openapi, dynamic.clone());
     if let Some(system) = kernel.plugins.get("system") {
-        docs = docs.route_layer(NoteRouteLayer::new(system));
+        docs = docs.route_layer(PluginRoutesLayer::new(system, authenticator.clone()));
     }
     // Routes added at run time (WebAssembly plugins) are asked before the 404.
     let fallback = move |req: Request| {
@@ -120,7 +117,7 @@ pub fn app(kernel: Arc<Kernel>, identity: Arc<Identity>, plugins: Vec<(Arc<Slot>
         }
     };
     // Behind the identity layer like every plugin's routes: their handlers take the caller.
-    let fallback = axum::handler::Handler::layer(fallback, nexus_identity::principal::layer(identity.clone()));
+    let fallback = axum::handler::Handler::layer(fallback, axum::Extension(authenticator));
     let mut routes = api.merge(docs).fallback(fallback);
     // The edge cuts every body off at the limit; axum's extractors add their own default
     // limit, which needs lifting only when the configured one is larger.

@@ -16,7 +16,7 @@ pub mod user_cmd;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nexus_kernel::Kernel;
 use nexus_kernel::config::Config;
@@ -84,17 +84,23 @@ pub async fn start_with(config: Config, plugins: Vec<Arc<dyn Plugin>>) -> Result
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
     let sealer = nexus_secrets::keyring::config_sealer(&config);
+    let since = Instant::now();
     let kernel = Kernel::open(config, &ordered_manifests, &plugins::migrations(&ordered), sealer).await?;
+    tracing::debug!(ms = since.elapsed().as_secs_f64() * 1e3, "storage opened and migrated");
     let mut services = Services::default();
     services.provide(Handles::new(ordered.iter().map(|p| (p.manifest().id, p.clone() as Arc<dyn Reconfigure>))));
     let mut started = Vec::with_capacity(ordered.len());
     let mut background = Vec::new();
+    let mut before_serving = Vec::new();
     for plugin in &ordered {
         let id = plugin.manifest().id;
         let Some(slot) = kernel.plugins.get(&id) else { continue };
+        let since = Instant::now();
         let mut ctx = StartContext::new(kernel.clone(), slot.clone(), &mut services);
         let mut result = plugin.start(&mut ctx).await?;
+        tracing::debug!(plugin = %id, ms = since.elapsed().as_secs_f64() * 1e3, "plugin started");
         background.append(&mut result.tasks);
+        before_serving.extend(result.before_serving.drain(..).map(|work| (id.clone(), work)));
         started.push((slot, result));
     }
     // Every plugin has registered how its tasks resume: tasks an earlier process left
@@ -106,6 +112,14 @@ pub async fn start_with(config: Config, plugins: Vec<Arc<dyn Plugin>>) -> Result
         .get::<Arc<nexus_identity::Identity>>()
         .ok_or_else(|| nexus_web::plugin::StartError { plugin: "identity".into(), reason: "not started".into() })?;
     let app = app(kernel.clone(), identity, started);
+    for (plugin, work) in before_serving {
+        let reason = match work.await {
+            Ok(Ok(())) => continue,
+            Ok(Err(reason)) => reason,
+            Err(e) => format!("its start-up work failed: {e}"),
+        };
+        return Err(nexus_web::plugin::StartError { plugin, reason }.into());
+    }
     let (tx, rx) = oneshot::channel::<()>();
     let serving = kernel.clone();
     let task = tokio::spawn(async move {

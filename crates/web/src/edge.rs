@@ -35,37 +35,41 @@ use crate::plugin::DialectMap;
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Route-level layer, one per plugin around that plugin's routes: notes which route template
-/// and which plugin matched (in the request's context, for the edge's metrics), and answers
-/// 503 while the plugin is disabled. A plain service rather than `from_fn`, because it wraps
-/// every route and runs on every request.
+/// and which plugin matched (in the request's context, for the edge's metrics), answers 503
+/// while the plugin is disabled, and hands the routes' handlers `extension` (the server's
+/// means of verifying callers). One plain service rather than `from_fn` or a stack of layers,
+/// because it wraps every route and runs on every request.
 #[derive(Debug, Clone)]
-pub struct NoteRouteLayer {
+pub struct PluginRoutesLayer<E> {
     slot: Arc<Slot>,
+    extension: E,
 }
 
-impl NoteRouteLayer {
-    pub fn new(slot: Arc<Slot>) -> Self {
-        Self { slot }
+impl<E> PluginRoutesLayer<E> {
+    pub fn new(slot: Arc<Slot>, extension: E) -> Self {
+        Self { slot, extension }
     }
 }
 
-impl<S> Layer<S> for NoteRouteLayer {
-    type Service = NoteRoute<S>;
+impl<S, E: Clone> Layer<S> for PluginRoutesLayer<E> {
+    type Service = PluginRoutes<S, E>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        NoteRoute { inner, slot: self.slot.clone() }
+        PluginRoutes { inner, slot: self.slot.clone(), extension: self.extension.clone() }
     }
 }
 
 #[derive(Debug, Clone)]
-pub struct NoteRoute<S> {
+pub struct PluginRoutes<S, E> {
     inner: S,
     slot: Arc<Slot>,
+    extension: E,
 }
 
-impl<S> Service<Request> for NoteRoute<S>
+impl<S, E> Service<Request> for PluginRoutes<S, E>
 where
     S: Service<Request, Response = Response>,
+    E: Clone + Send + Sync + 'static,
 {
     type Response = Response;
     type Error = S::Error;
@@ -75,7 +79,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
+    fn call(&mut self, mut req: Request) -> Self::Future {
         // A batch's sub-requests (which carry their own id) run within the batch's request,
         // and must not label it with their route.
         if let Some(route) = req.extensions().get::<MatchedPath>()
@@ -84,6 +88,7 @@ where
             crate::context::note_route(route, &self.slot);
         }
         if self.slot.is_enabled() {
+            req.extensions_mut().insert(self.extension.clone());
             Either::Left(self.inner.call(req))
         } else {
             Either::Right(std::future::ready(Ok(disabled(&self.slot))))

@@ -81,6 +81,10 @@ pub struct Started {
     pub tasks: Vec<JoinHandle<()>>,
     /// Routes it adds and removes at run time.
     pub dynamic: Option<Arc<dyn DynamicRoutes>>,
+    /// Work `start` began that must be done before the server accepts a connection, and that
+    /// the plugins starting after it need not wait for (the first admin's password hash):
+    /// it runs beside their start. An error stops start-up like an error of `start`.
+    pub before_serving: Vec<JoinHandle<Result<(), String>>>,
 }
 
 impl Started {
@@ -105,6 +109,12 @@ impl Started {
 
     pub fn dynamic(mut self, routes: Arc<dyn DynamicRoutes>) -> Self {
         self.dynamic = Some(routes);
+        self
+    }
+
+    /// See [`Started::before_serving`].
+    pub fn before_serving(mut self, work: JoinHandle<Result<(), String>>) -> Self {
+        self.before_serving.push(work);
         self
     }
 }

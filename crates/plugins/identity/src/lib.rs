@@ -70,9 +70,12 @@ impl Plugin for IdentityPlugin {
 
     fn start<'a>(&'a self, ctx: &'a mut StartContext) -> BoxFuture<'a, Result<Started, StartError>> {
         Box::pin(async move {
-            let identity = Identity::start(ctx.kernel.clone()).await.map_err(|e| ctx.error(e.to_string()))?;
+            let identity = Identity::open(ctx.kernel.clone()).await.map_err(|e| ctx.error(e.to_string()))?;
             ctx.provide(identity.clone());
+            let admin = identity.clone();
+            let admin = tokio::spawn(async move { admin.ensure_admin().await.map_err(|e| e.to_string()) });
             Ok(Started::routes(routes(identity))
+                .before_serving(admin)
                 .tag("auth", "Framework: login, refresh, logout, API keys")
                 .tag("users", "Framework: user management")
                 .tag("secrets-auth", "Secrets manager: login, refresh, API keys")

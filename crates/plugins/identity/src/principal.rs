@@ -97,20 +97,25 @@ fn media_browser_token(params: &str) -> Option<String> {
 }
 
 /// What verifies the callers of a router's routes: the identity service, handed to the router
-/// when the application is built ([`layer`]) rather than looked up per request.
+/// when the application is built (the server puts it in every request to a plugin's routes,
+/// as an extension) rather than looked up per request. A plugin's handlers need nothing more
+/// than the extractor.
 #[derive(Debug, Clone)]
 pub struct Authenticator(Arc<Identity>);
 
 impl Authenticator {
+    pub fn new(identity: Arc<Identity>) -> Self {
+        Self(identity)
+    }
+
     pub fn identity(&self) -> &Arc<Identity> {
         &self.0
     }
 }
 
-/// The layer that lets [`Auth`] and [`MaybeAuth`] verify callers on the routes it wraps, built
-/// once at start with the identity service (`router.route_layer(nexus_identity::principal::
-/// layer(identity))`). The server puts it around every plugin's routes, so a plugin's handlers
-/// need nothing more than the extractor.
+/// The layer that lets [`Auth`] and [`MaybeAuth`] verify callers on the routes it wraps, for a
+/// router served outside the server's plugin list (the server hands every plugin's routes the
+/// [`Authenticator`] in its own per-plugin layer).
 pub fn layer(identity: Arc<Identity>) -> axum::Extension<Authenticator> {
     axum::Extension(Authenticator(identity))
 }
@@ -120,8 +125,7 @@ pub fn layer(identity: Arc<Identity>) -> axum::Extension<Authenticator> {
 /// A [`Principal`] that a middleware already authenticated (the rate limiter does) is taken
 /// out of the request rather than copied, and one authenticated here is not put back: a
 /// handler takes its caller once, and a second extractor would simply authenticate again.
-/// Otherwise the caller is verified by the [`Authenticator`] that the router's [`layer`]
-/// carries; a route outside that layer answers 500, a wiring error a test finds at once.
+/// Otherwise the caller is verified by the [`Authenticator`] that the request carries; a route without it answers 500, a wiring error a test finds at once.
 #[derive(Debug, Clone)]
 pub struct Auth(pub Principal);
 

@@ -4,15 +4,16 @@
 //! hyper's own `header_read_timeout` is not used: from hyper 1.4 its clock runs whenever hyper
 //! waits for a head, idle keep-alive time included, so it cannot tell a slow client from an
 //! idle one, and it resets a timer-wheel entry on every request. Here the socket wrapper and
-//! the service note, with two clock reads per request, which phase the connection is in and
-//! since when ([`Phase`]); the watchdog sleeps until the phase's deadline and rarely wakes.
+//! the service note, with two reads of the coarse clock per request, which phase the
+//! connection is in and since when ([`Phase`]); the watchdog sleeps until the phase's deadline
+//! and rarely wakes.
 
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, Response};
@@ -62,9 +63,10 @@ impl Limits {
 /// What a connection is doing, and since when.
 struct Phase {
     phase: AtomicU8,
-    /// Nanoseconds from `start` to the beginning of the phase.
+    /// When the phase began, in nanoseconds on the coarse monotonic clock: its few
+    /// milliseconds of grain are nothing to timeouts of seconds, and it is read twice per
+    /// request.
     since: AtomicU64,
-    start: Instant,
 }
 
 impl Phase {
@@ -81,7 +83,7 @@ impl Phase {
     const IDLE: u8 = 3;
 
     fn new() -> Self {
-        Self { phase: AtomicU8::new(Self::NEW), since: AtomicU64::new(0), start: Instant::now() }
+        Self { phase: AtomicU8::new(Self::NEW), since: AtomicU64::new(coarse_nanos()) }
     }
 
     /// Only the connection's own task touches the phase (hyper drives the socket, the service
@@ -92,22 +94,28 @@ impl Phase {
 
     fn enter(&self, phase: u8) {
         self.phase.store(phase, Relaxed);
-        let since = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.since.store(since, Relaxed);
+        self.since.store(coarse_nanos(), Relaxed);
     }
 
     fn busy(&self) {
         self.phase.store(Self::BUSY, Relaxed);
     }
 
-    /// When the current phase ends under `limits`, or when to look again.
-    fn deadline(&self, limits: Limits) -> Option<Instant> {
-        let phase = self.get();
-        match limits.of_phase(phase) {
-            Some(limit) => Some(self.start + Duration::from_nanos(self.since.load(Relaxed)) + limit),
-            None => limits.recheck().map(|recheck| Instant::now() + recheck),
+    /// How long until the current phase ends under `limits` (zero: it has), or until the
+    /// watchdog looks again; `None`: never.
+    fn left(&self, limits: Limits) -> Option<Duration> {
+        match limits.of_phase(self.get()) {
+            Some(limit) => {
+                let end = Duration::from_nanos(self.since.load(Relaxed)) + limit;
+                Some(end.saturating_sub(Duration::from_nanos(coarse_nanos())))
+            }
+            None => limits.recheck(),
         }
     }
+}
+
+fn coarse_nanos() -> u64 {
+    u64::try_from(nexus_kernel::clock::coarse::monotonic().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Serves the connection `tcp` from `peer` until it closes, times out or the server stops.
@@ -128,9 +136,9 @@ pub(super) async fn serve(
     let connection = hyper::server::conn::http1::Builder::new().serve_connection(io, service).with_upgrades();
     let mut connection = pin!(connection);
     let mut watchdog = pin!(tokio::time::sleep_until(far_future()));
-    let mut watching = match phase.deadline(limits) {
-        Some(deadline) => {
-            watchdog.as_mut().reset(deadline.into());
+    let mut watching = match phase.left(limits) {
+        Some(left) => {
+            watchdog.as_mut().reset(tokio::time::Instant::now() + left);
             true
         }
         None => false,
@@ -143,9 +151,8 @@ pub(super) async fn serve(
                 break connection.await;
             }
             () = watchdog.as_mut(), if watching => {
-                let now = Instant::now();
-                match phase.deadline(limits) {
-                    Some(deadline) if deadline > now => watchdog.as_mut().reset(deadline.into()),
+                match phase.left(limits) {
+                    Some(left) if !left.is_zero() => watchdog.as_mut().reset(tokio::time::Instant::now() + left),
                     Some(_) => {
                         let waiting_for = if phase.get() == Phase::IDLE { "a next request" } else { "a request head" };
                         tracing::debug!(%peer, "closing a connection that waited too long for {waiting_for}");
@@ -242,7 +249,8 @@ struct Socket {
     /// target): enough for the dialect.
     head: [u8; Rejection::HEAD_PREFIX],
     head_len: usize,
-    rejection: Option<Rejection>,
+    /// Boxed: rare, and the socket outlives an upgrade (a WebSocket's whole life).
+    rejection: Option<Box<Rejection>>,
     /// The connection's place under the cap, freed when the socket closes.
     _done: Done,
 }
@@ -279,7 +287,7 @@ impl Socket {
             return false;
         }
         let head = self.head.get(..self.head_len).unwrap_or_default();
-        self.rejection = Rejection::replace(first, head);
+        self.rejection = Rejection::replace(first, head).map(Box::new);
         self.rejection.is_some()
     }
 }

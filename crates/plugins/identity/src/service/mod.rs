@@ -59,6 +59,15 @@ pub struct Identity {
 impl Identity {
     /// Sets up the service: signing key, first admin, and the revocation watcher.
     pub async fn start(kernel: Arc<Kernel>) -> Result<Arc<Self>, IdentityError> {
+        let identity = Self::open(kernel).await?;
+        identity.ensure_admin().await?;
+        Ok(identity)
+    }
+
+    /// [`start`](Self::start) without the first admin, which [`ensure_admin`](Self::ensure_admin)
+    /// creates: its password hash takes a core for ~20 ms, which the server spends starting
+    /// the other plugins.
+    pub async fn open(kernel: Arc<Kernel>) -> Result<Arc<Self>, IdentityError> {
         let auth = &kernel.config.auth;
         let secret = signing_secret(&kernel)?;
         let identity = Arc::new(Self {
@@ -75,7 +84,6 @@ impl Identity {
             touched: moka::sync::Cache::builder().max_capacity(100_000).time_to_live(Duration::from_secs(60)).build(),
             kernel,
         });
-        identity.ensure_admin().await?;
         identity.revoked.load(identity.store.as_ref()).await?;
         revocation::watch(Arc::downgrade(&identity));
         if let (Some(url), Some(_)) = (&identity.kernel.config.redis.url, &identity.broadcast) {

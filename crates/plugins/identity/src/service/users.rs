@@ -450,7 +450,7 @@ impl Identity {
 
     /// Creates `admin` on an empty database: with `auth.admin_password` if set, else a random
     /// password printed once and written to `<data_dir>/admin-password` (0600).
-    pub(super) async fn ensure_admin(&self) -> Result<(), IdentityError> {
+    pub async fn ensure_admin(&self) -> Result<(), IdentityError> {
         if self.store.count_users().await? > 0 {
             return Ok(());
         }
