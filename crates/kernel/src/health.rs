@@ -17,19 +17,22 @@ pub const FRESH_FOR: Duration = Duration::from_millis(250);
 /// concurrent callers share one check.
 #[derive(Debug, Default)]
 pub struct HealthCache {
-    latest: std::sync::RwLock<Option<(std::time::Instant, HealthReport)>>,
+    /// The report and when it was taken, on the coarse clock: read on every `/health`, and a
+    /// few milliseconds are nothing to its freshness.
+    latest: std::sync::RwLock<Option<(Duration, HealthReport)>>,
     refresh: tokio::sync::Mutex<()>,
 }
 
 impl HealthCache {
     fn fresh(&self) -> Option<HealthReport> {
         let latest = self.latest.read().ok()?;
-        latest.as_ref().filter(|(at, _)| at.elapsed() < FRESH_FOR).map(|(_, report)| report.clone())
+        let now = crate::clock::coarse::monotonic();
+        latest.as_ref().filter(|(at, _)| now.saturating_sub(*at) < FRESH_FOR).map(|(_, report)| report.clone())
     }
 
     fn store(&self, report: HealthReport) {
         if let Ok(mut latest) = self.latest.write() {
-            *latest = Some((std::time::Instant::now(), report));
+            *latest = Some((crate::clock::coarse::monotonic(), report));
         }
     }
 }
