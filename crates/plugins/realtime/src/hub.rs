@@ -57,7 +57,7 @@ impl Overflow {
 pub struct Subscriber {
     pub principal: Arc<Principal>,
     /// Index into the hub's [`ChannelTable`] and the subscription's filters, in channel-name order.
-    pub subscriptions: Vec<(usize, Filters)>,
+    pub subscriptions: Vec<(usize, Arc<Filters>)>,
     pub queue: mpsc::Sender<Message>,
     pub overflow: Arc<Overflow>,
 }
@@ -220,7 +220,7 @@ mod tests {
         let (queue, rx) = mpsc::channel(buffer);
         let overflow = Arc::new(Overflow::default());
         let subscriptions =
-            names.iter().filter_map(|c| hub.channels.position(c).map(|i| (i, Filters::default()))).collect();
+            names.iter().filter_map(|c| hub.channels.position(c).map(|i| (i, Arc::new(Filters::default())))).collect();
         let id = hub.next_id();
         hub.set(id, Subscriber { principal: who, subscriptions, queue, overflow: overflow.clone() });
         (id, rx, overflow)
