@@ -99,7 +99,8 @@ fn media_browser_token(params: &str) -> Option<String> {
 /// What verifies the callers of a router's routes: the identity service, handed to the router
 /// when the application is built (the server puts it in every request to a plugin's routes,
 /// as an extension) rather than looked up per request. A plugin's handlers need nothing more
-/// than the extractor.
+/// than the extractor; a router served outside the server's plugin list needs
+/// `.route_layer(axum::Extension(Authenticator::new(identity)))`.
 #[derive(Debug, Clone)]
 pub struct Authenticator(Arc<Identity>);
 
@@ -113,19 +114,13 @@ impl Authenticator {
     }
 }
 
-/// The layer that lets [`Auth`] and [`MaybeAuth`] verify callers on the routes it wraps, for a
-/// router served outside the server's plugin list (the server hands every plugin's routes the
-/// [`Authenticator`] in its own per-plugin layer).
-pub fn layer(identity: Arc<Identity>) -> axum::Extension<Authenticator> {
-    axum::Extension(Authenticator(identity))
-}
-
 /// Extracts the authenticated caller; 401 in the path's dialect when there is none.
 ///
 /// A [`Principal`] that a middleware already authenticated (the rate limiter does) is taken
 /// out of the request rather than copied, and one authenticated here is not put back: a
 /// handler takes its caller once, and a second extractor would simply authenticate again.
-/// Otherwise the caller is verified by the [`Authenticator`] that the request carries; a route without it answers 500, a wiring error a test finds at once.
+/// Otherwise the caller is verified by the [`Authenticator`] that the request carries; a
+/// route without it answers 500, a wiring error a test finds at once.
 #[derive(Debug, Clone)]
 pub struct Auth(pub Principal);
 
