@@ -98,10 +98,37 @@ pub trait AuditTx: Send {
         &'a mut self,
         rec: &'a AuditRecord,
     ) -> impl Future<Output = Result<String, sqlx::Error>> + Send + 'a;
+
+    /// Inserts `recs`, many rows per statement, as the writer of [`AuditLog`] does: for a
+    /// plugin that commits the records of many requests in one transaction of its own.
+    fn write_records<'a>(
+        &'a mut self,
+        recs: &'a [&'a AuditRecord],
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a;
+
+    /// Inserts each of `recs` whose guard holds when it is inserted, many rows per
+    /// statement, each statement atomic on its own: for each record, whether it was written.
+    /// `condition` is the plugin's boolean SQL expression over `guard_key` (text) and
+    /// `guard_version` (bigint), about its own tables: a plugin that serves a copy it cached
+    /// learns this way, with the record, whether the copy is still current, in one round trip
+    /// for many reads. Static, so that no request input ever becomes SQL.
+    fn write_records_if<'a>(
+        &'a mut self,
+        recs: &'a [Guarded<'a>],
+        condition: &'static str,
+    ) -> impl Future<Output = Result<Vec<bool>, sqlx::Error>> + Send + 'a;
+}
+
+/// A record for [`AuditTx::write_records_if`], with the key and version its guard tests.
+#[derive(Debug, Clone, Copy)]
+pub struct Guarded<'a> {
+    pub rec: &'a AuditRecord,
+    pub key: &'a str,
+    pub version: i64,
 }
 
 macro_rules! audit_tx {
-    ($conn:ty) => {
+    ($conn:ty, $backend:expr) => {
         impl AuditTx for $conn {
             async fn write_record(&mut self, rec: &AuditRecord) -> Result<String, sqlx::Error> {
                 let id = new_id();
@@ -125,12 +152,81 @@ macro_rules! audit_tx {
                     .await?;
                 Ok(id)
             }
+
+            async fn write_records(&mut self, recs: &[&AuditRecord]) -> Result<(), sqlx::Error> {
+                let timestamp = Timestamp::now().as_micros();
+                let mut rest = recs;
+                while !rest.is_empty() {
+                    // Powers of two, as the writer's statements, so few shapes get prepared.
+                    let n = 1usize << rest.len().min(CHUNK).ilog2();
+                    let (chunk, tail) = rest.split_at_checked(n).unwrap_or((rest, &[]));
+                    rest = tail;
+                    let rows: Vec<(String, String)> = chunk.iter().map(|r| (new_id(), metadata_text(r))).collect();
+                    let mut query = sqlx::query(sqlx::AssertSqlSafe(insert_sql($backend, chunk.len())));
+                    for (rec, (id, metadata)) in chunk.iter().zip(&rows) {
+                        query = query
+                            .bind(id)
+                            .bind(timestamp)
+                            .bind(&rec.action)
+                            .bind(&rec.actor)
+                            .bind(&rec.target)
+                            .bind(&rec.secret_id)
+                            .bind(&rec.secret_path)
+                            .bind(&rec.ip_address)
+                            .bind(&rec.user_agent)
+                            .bind(rec.success)
+                            .bind(&rec.request_id)
+                            .bind(metadata);
+                    }
+                    query.execute(&mut *self).await?;
+                }
+                Ok(())
+            }
+
+            async fn write_records_if(
+                &mut self,
+                recs: &[Guarded<'_>],
+                condition: &'static str,
+            ) -> Result<Vec<bool>, sqlx::Error> {
+                let timestamp = Timestamp::now().as_micros();
+                let mut written = Vec::with_capacity(recs.len());
+                let mut rest = recs;
+                while !rest.is_empty() {
+                    let n = 1usize << rest.len().min(CHUNK).ilog2();
+                    let (chunk, tail) = rest.split_at_checked(n).unwrap_or((rest, &[]));
+                    rest = tail;
+                    let rows: Vec<(String, String)> = chunk.iter().map(|g| (new_id(), metadata_text(g.rec))).collect();
+                    let sql = guarded_insert_sql($backend, condition, chunk.len());
+                    let mut query = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+                    for (g, (id, metadata)) in chunk.iter().zip(&rows) {
+                        let rec = g.rec;
+                        query = query
+                            .bind(id)
+                            .bind(timestamp)
+                            .bind(&rec.action)
+                            .bind(&rec.actor)
+                            .bind(&rec.target)
+                            .bind(&rec.secret_id)
+                            .bind(&rec.secret_path)
+                            .bind(&rec.ip_address)
+                            .bind(&rec.user_agent)
+                            .bind(rec.success)
+                            .bind(&rec.request_id)
+                            .bind(metadata)
+                            .bind(g.key)
+                            .bind(g.version);
+                    }
+                    let inserted = query.fetch_all(&mut *self).await?;
+                    written.extend(rows.iter().map(|(id, _)| inserted.contains(id)));
+                }
+                Ok(written)
+            }
         }
     };
 }
 
-audit_tx!(sqlx::SqliteConnection);
-audit_tx!(sqlx::PgConnection);
+audit_tx!(sqlx::SqliteConnection, Backend::Sqlite);
+audit_tx!(sqlx::PgConnection, Backend::Postgres);
 
 /// The audit log's writer. Records from concurrent requests are inserted together by a single
 /// task, many rows per statement: SQLite has one writer, and a transaction per record would
@@ -216,6 +312,27 @@ fn insert_sql(backend: Backend, n: usize) -> String {
         }
         placeholders(&mut sql, backend, row, PARAMS);
     }
+    sql
+}
+
+/// The insert of the `n` records of [`AuditTx::write_records_if`], each with its guard's key
+/// and version after its columns; it returns the ids inserted.
+fn guarded_insert_sql(backend: Backend, condition: &str, n: usize) -> String {
+    // VALUES columns are called column1, column2, … by SQLite and PostgreSQL alike.
+    let mut sql = format!(
+        "INSERT INTO audit_log ({COLUMNS}) SELECT column1, column2, column3, column4, column5, column6, column7, \
+         column8, column9, column10, column11, column12 FROM (SELECT *, column13 AS guard_key, column14 AS \
+         guard_version FROM (VALUES "
+    );
+    for row in 0..n {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        placeholders(&mut sql, backend, row, PARAMS + 2);
+    }
+    sql.push_str(") AS guard_values) AS guard_rows WHERE ");
+    sql.push_str(condition);
+    sql.push_str(" RETURNING id");
     sql
 }
 

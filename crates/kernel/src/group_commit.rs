@@ -20,7 +20,17 @@ pub trait Sink: Send + 'static {
     /// Commits `items` together and returns one output per item, in order; an error fails
     /// every submission of the batch.
     fn commit(&mut self, items: Vec<Self::Item>) -> impl Future<Output = Result<Vec<Self::Output>, String>> + Send;
+
+    /// Called once nothing has arrived for [`IDLE`]: a sink that keeps a connection while
+    /// items keep coming (so that a batch costs its statements' round trips, not also a pool
+    /// acquire and the ping sqlx sends on release) gives it back here.
+    fn idle(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
+
+/// How long the writer waits for items before it tells the sink it is idle.
+pub const IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Why a submission was not committed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,10 +88,19 @@ async fn write_loop<S: Sink>(mut sink: S, mut rx: mpsc::Receiver<Submission<S::I
     loop {
         let first = match carried.take() {
             Some(s) => s,
-            None => match rx.recv().await {
-                Some(s) => s,
-                None => return,
-            },
+            None => {
+                let next = match tokio::time::timeout(IDLE, rx.recv()).await {
+                    Ok(next) => next,
+                    Err(_) => {
+                        sink.idle().await;
+                        rx.recv().await
+                    }
+                };
+                match next {
+                    Some(s) => s,
+                    None => return,
+                }
+            }
         };
         let mut batch = vec![first];
         let mut size = batch.iter().map(|s| s.items.len()).sum::<usize>();

@@ -8,6 +8,7 @@ use nexus_kernel::Kernel;
 use nexus_kernel::audit::{AuditEntry, AuditQuery, AuditRecord};
 use nexus_kernel::client::ClientMeta;
 use nexus_kernel::clock::Timestamp;
+use nexus_kernel::group_commit::{GroupCommit, Sink};
 use nexus_kernel::query::{ListQuery, Page};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
@@ -18,7 +19,9 @@ use crate::error::SecretsError;
 use crate::keyring::Keyring;
 use crate::paths;
 use crate::policy::Policies;
-use crate::store::{CreateOutcome, NewSecret, NewVersion, SealedRow, SecretRow, SecretStore, VersionRow};
+use crate::store::{
+    CachedRead, CreateOutcome, NewSecret, NewVersion, ReadAuditor, SealedRow, SecretRow, SecretStore, VersionRow,
+};
 
 /// Largest secret value accepted, in bytes.
 pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
@@ -96,6 +99,28 @@ pub struct Secrets {
     keyring: Keyring,
     policies: Policies,
     cache: Arc<ReadCache>,
+    /// Audits the reads served from the cache, many per transaction.
+    cached_reads: GroupCommit<CachedRead, bool>,
+}
+
+/// Reads served from the cache waiting at once, and how many one transaction audits.
+const CACHED_READS_QUEUE: usize = 1024;
+const CACHED_READS_BATCH: usize = 256;
+
+/// Writes the audit records of cached reads whose secret is still at the version read.
+struct CachedReadAuditor(Box<dyn ReadAuditor>);
+
+impl Sink for CachedReadAuditor {
+    type Item = CachedRead;
+    type Output = bool;
+
+    async fn commit(&mut self, reads: Vec<CachedRead>) -> Result<Vec<bool>, String> {
+        self.0.audit(&reads).await.map_err(|e| e.to_string())
+    }
+
+    async fn idle(&mut self) {
+        self.0.release();
+    }
 }
 
 /// Who acted, for audit records: a user id, or `anonymous` for a refused unauthenticated call.
@@ -124,7 +149,9 @@ impl Secrets {
         }
         let cache = Arc::new(ReadCache::new(&kernel.cache));
         ReadCache::follow(Arc::downgrade(&cache), &kernel.events);
-        Ok(Arc::new(Self { kernel, store, keyring, policies, cache }))
+        let cached_reads =
+            GroupCommit::start(CachedReadAuditor(store.read_auditor()), CACHED_READS_BATCH, CACHED_READS_QUEUE);
+        Ok(Arc::new(Self { kernel, store, keyring, policies, cache, cached_reads }))
     }
 
     pub fn kernel(&self) -> &Arc<Kernel> {
@@ -298,8 +325,9 @@ impl Secrets {
     }
 
     /// Serves a read of the current version from a cached row, if the secret is still at that
-    /// row's id and version when the read's audit record is inserted (the same statement tests
-    /// it); `None` when it is not (or the row does not open), and the database must be read.
+    /// row's id and version when the read's audit record is written (the same transaction
+    /// checks it); `None` when it is not (or the row does not open), and the database must be
+    /// read.
     async fn serve_cached(
         &self,
         p: &Principal,
@@ -315,23 +343,17 @@ impl Secrets {
         let read_version = row.v_version.unwrap_or(row.version);
         let rec =
             self.record("secret.read", Some(p), &row.id, &row.path, client, true, json!({ "version": read_version }));
-        // The read takes effect at the version check; its record then joins the audit
-        // writer's group commit. A write locking the secret row for every read (BEGIN
-        // IMMEDIATE) serialised all cached reads: 4k reads/s with a 200 ms p99, against 30k.
-        match self.store.is_current(&row.id, row.version).await {
-            Ok(true) => {}
-            Ok(false) => {
+        let read = CachedRead { rec, id: row.id.clone(), version: row.version };
+        match self.cached_reads.submit(vec![read]).await.as_deref() {
+            Ok([true]) => {}
+            Ok(_) => {
                 self.cache.invalidate(&row.path);
                 return Ok(None);
             }
             Err(e) => {
-                tracing::error!(error = %e, secret_id = %row.id, "version check of a cached read failed; value withheld");
+                tracing::error!(error = %e, secret_id = %row.id, "audit record of a cached read failed; value withheld");
                 return Err(SecretsError::AuditUnavailable);
             }
-        }
-        if let Err(e) = self.kernel.audit.record(&rec).await {
-            tracing::error!(error = %e, secret_id = %row.id, "audit record of a read failed; value withheld");
-            return Err(SecretsError::AuditUnavailable);
         }
         Ok(Some(SecretValue { meta: SecretMeta::of_sealed(row, cached.metadata.clone()), value }))
     }

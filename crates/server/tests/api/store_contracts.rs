@@ -782,8 +782,6 @@ async fn secret_store_versions_lists_and_deletes_secrets() {
         let versions: Vec<i64> =
             store.versions("s1").await.unwrap_or_default().into_iter().map(|v| v.version).collect();
         assert_eq!(versions, [2, 1], "{backend:?}");
-        assert!(store.is_current("s1", 2).await.unwrap_or(false));
-        assert!(!store.is_current("s1", 1).await.unwrap_or(true));
         assert_eq!(store.id_of("app/api").await.unwrap_or_default().as_deref(), Some("s2"), "{backend:?}");
 
         let paths = |page: nexus_kernel::query::Page<nexus_secrets::store::SecretRow>| {
@@ -814,7 +812,7 @@ async fn secret_store_versions_lists_and_deletes_secrets() {
 #[tokio::test]
 async fn secret_store_audits_a_cached_read_only_while_its_version_is_current() {
     use nexus_kernel::audit::AuditRecord;
-    use nexus_secrets::store::{NewSecret, NewVersion};
+    use nexus_secrets::store::{CachedRead, NewSecret, NewVersion};
     for backend in backends() {
         let t = secrets_db(backend).await;
         let store = nexus_secrets::store::open(&t.db, Outbox::new());
@@ -834,7 +832,14 @@ async fn secret_store_audits_a_cached_read_only_while_its_version_is_current() {
             success: true,
             ..AuditRecord::default()
         };
-        assert!(store.audit_if_current(&rec("r1"), "s1", 1).await.unwrap_or_else(|e| panic!("{e}")), "{backend:?}");
+        let read =
+            |request_id: &str, id: &str, version: i64| CachedRead { rec: rec(request_id), id: id.to_string(), version };
+        let mut auditor = store.read_auditor();
+        assert_eq!(
+            auditor.audit(&[read("r1", "s1", 1)]).await.unwrap_or_else(|e| panic!("{e}")),
+            [true],
+            "{backend:?}"
+        );
         let v2 = NewVersion {
             secret_id: "s1",
             expected_version: 1,
@@ -848,11 +853,30 @@ async fn secret_store_audits_a_cached_read_only_while_its_version_is_current() {
             .add_version(&v2, &bus.envelope("secrets", "secret.updated", json!({})))
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        assert!(!store.audit_if_current(&rec("r2"), "s1", 1).await.unwrap_or_else(|e| panic!("{e}")), "{backend:?}");
-        assert!(!store.audit_if_current(&rec("r3"), "gone", 1).await.unwrap_or_else(|e| panic!("{e}")), "{backend:?}");
+        assert_eq!(
+            auditor.audit(&[read("r2", "s1", 1)]).await.unwrap_or_else(|e| panic!("{e}")),
+            [false],
+            "{backend:?}"
+        );
+        assert_eq!(
+            auditor.audit(&[read("r3", "gone", 1)]).await.unwrap_or_else(|e| panic!("{e}")),
+            [false],
+            "{backend:?}"
+        );
+        // Many reads in one transaction: each is judged on its own, only the current ones
+        // leave a record.
+        let mixed = vec![read("r4", "s1", 2), read("r5", "s1", 1), read("r6", "gone", 1), read("r7", "s1", 2)];
+        assert_eq!(
+            auditor.audit(&mixed).await.unwrap_or_else(|e| panic!("{e}")),
+            [true, false, false, true],
+            "{backend:?}"
+        );
+        assert!(auditor.audit(&[]).await.unwrap_or_else(|e| panic!("{e}")).is_empty());
         let audit = nexus_kernel::audit::store(&t.db);
         let (rows, total) =
             audit.query(&nexus_kernel::audit::AuditQuery::default()).await.unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!((rows.first().map(|r| r.request_id.as_str()), total), (Some("r1"), 1), "{backend:?}");
+        let mut written: Vec<&str> = rows.iter().map(|r| r.request_id.as_str()).collect();
+        written.sort_unstable();
+        assert_eq!((written, total), (vec!["r1", "r4", "r7"], 3), "{backend:?}");
     }
 }
