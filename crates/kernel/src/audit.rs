@@ -306,7 +306,8 @@ fn placeholders(sql: &mut String, backend: Backend, row: usize, per_row: usize) 
         let sep = if i == 0 { "" } else { ", " };
         match backend {
             Backend::Sqlite => {
-                let _ = write!(sql, "{sep}?");
+                sql.push_str(sep);
+                sql.push('?');
             }
             Backend::Postgres => {
                 let _ = write!(sql, "{sep}${}", row * per_row + i + 1);

@@ -143,7 +143,8 @@ type Result<T> = std::result::Result<T, StorageError>;
 
 /// The guard of a cached read's audit record: the secret is still the one read (`guard_key`,
 /// its id) at the version read (`guard_version`).
-const CURRENT: &str = "EXISTS (SELECT 1 FROM secrets WHERE secrets.id = guard_key AND secrets.version = guard_version)";
+pub const CURRENT: &str =
+    "EXISTS (SELECT 1 FROM secrets WHERE secrets.id = guard_key AND secrets.version = guard_version)";
 
 /// A read served from a cached copy of secret `id` at `version`, and its audit record.
 #[derive(Debug, Clone)]
