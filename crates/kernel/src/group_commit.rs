@@ -195,4 +195,37 @@ mod tests {
         assert_eq!(writer.submit((0..12).collect()).await.map(|o| o.len()), Ok(12));
         assert!(matches!(writer.submit(vec![999]).await, Err(GroupCommitError::Failed(_))));
     }
+
+    /// Counts the calls of `idle`; output = item.
+    struct Idler(Arc<Mutex<usize>>);
+
+    impl Sink for Idler {
+        type Item = u32;
+        type Output = u32;
+
+        async fn commit(&mut self, items: Vec<u32>) -> Result<Vec<u32>, String> {
+            Ok(items)
+        }
+
+        async fn idle(&mut self) {
+            if let Ok(mut n) = self.0.lock() {
+                *n += 1;
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sink_is_told_once_when_nothing_arrives_for_a_while() {
+        let idled = Arc::new(Mutex::new(0));
+        let idle_calls = || idled.lock().map(|n| *n).unwrap_or(usize::MAX);
+        let writer = GroupCommit::start(Idler(idled.clone()), 8, 8);
+        assert_eq!(writer.submit(vec![1]).await, Ok(vec![1]));
+        assert_eq!(idle_calls(), 0);
+        // Paused time: the sleep completes as soon as every task waits, the writer's timer first.
+        tokio::time::sleep(IDLE * 3).await;
+        assert_eq!(idle_calls(), 1, "told once, not once per period");
+        assert_eq!(writer.submit(vec![2, 3]).await, Ok(vec![2, 3]));
+        tokio::time::sleep(IDLE * 2).await;
+        assert_eq!(idle_calls(), 2);
+    }
 }
