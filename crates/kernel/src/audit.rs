@@ -99,13 +99,6 @@ pub trait AuditTx: Send {
         rec: &'a AuditRecord,
     ) -> impl Future<Output = Result<String, sqlx::Error>> + Send + 'a;
 
-    /// Inserts `recs`, many rows per statement, as the writer of [`AuditLog`] does: for a
-    /// plugin that commits the records of many requests in one transaction of its own.
-    fn write_records<'a>(
-        &'a mut self,
-        recs: &'a [&'a AuditRecord],
-    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send + 'a;
-
     /// Inserts each of `recs` whose guard holds when it is inserted, many rows per
     /// statement, each statement atomic on its own: for each record, whether it was written.
     /// `condition` is the plugin's boolean SQL expression over `guard_key` (text) and
@@ -151,36 +144,6 @@ macro_rules! audit_tx {
                     .execute(&mut *self)
                     .await?;
                 Ok(id)
-            }
-
-            async fn write_records(&mut self, recs: &[&AuditRecord]) -> Result<(), sqlx::Error> {
-                let timestamp = Timestamp::now().as_micros();
-                let mut rest = recs;
-                while !rest.is_empty() {
-                    // Powers of two, as the writer's statements, so few shapes get prepared.
-                    let n = 1usize << rest.len().min(CHUNK).ilog2();
-                    let (chunk, tail) = rest.split_at_checked(n).unwrap_or((rest, &[]));
-                    rest = tail;
-                    let rows: Vec<(String, String)> = chunk.iter().map(|r| (new_id(), metadata_text(r))).collect();
-                    let mut query = sqlx::query(sqlx::AssertSqlSafe(insert_sql($backend, chunk.len())));
-                    for (rec, (id, metadata)) in chunk.iter().zip(&rows) {
-                        query = query
-                            .bind(id)
-                            .bind(timestamp)
-                            .bind(&rec.action)
-                            .bind(&rec.actor)
-                            .bind(&rec.target)
-                            .bind(&rec.secret_id)
-                            .bind(&rec.secret_path)
-                            .bind(&rec.ip_address)
-                            .bind(&rec.user_agent)
-                            .bind(rec.success)
-                            .bind(&rec.request_id)
-                            .bind(metadata);
-                    }
-                    query.execute(&mut *self).await?;
-                }
-                Ok(())
             }
 
             async fn write_records_if(
