@@ -516,6 +516,16 @@ fn checkpoint_in_background(pool: SqlitePool) {
     });
 }
 
+/// Whether `url` names an SQLite database file that does not exist yet (opening it creates
+/// an empty database); `false` for PostgreSQL, an in-memory database or a URL that does not
+/// parse.
+pub fn sqlite_file_missing(url: &str) -> bool {
+    if !url.starts_with("sqlite:") || url.contains(":memory:") || url.contains("mode=memory") {
+        return false;
+    }
+    SqliteConnectOptions::from_str(url).is_ok_and(|o| !o.get_filename().exists())
+}
+
 /// Creates `dir` (and parents) readable only by this user, as it will hold keys and data.
 pub fn create_private_dir(dir: &std::path::Path) -> Result<(), StorageError> {
     let err = |source| StorageError::DataDir { path: dir.display().to_string(), source };
@@ -534,6 +544,18 @@ mod reader_tests {
     use std::sync::Arc;
 
     use super::{Db, SqlParam, SqliteReaders};
+
+    #[tokio::test]
+    async fn a_database_is_new_until_its_sqlite_file_exists() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("sqlite://{}", dir.path().join("sub").join("n.db").display());
+        assert!(super::sqlite_file_missing(&url));
+        let db = Db::connect(&url, Some(1)).await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(!super::sqlite_file_missing(&url));
+        db.close().await;
+        assert!(!super::sqlite_file_missing("sqlite::memory:"));
+        assert!(!super::sqlite_file_missing("postgres://localhost/test"));
+    }
 
     async fn readers() -> (tempfile::TempDir, Db, Arc<SqliteReaders>) {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));

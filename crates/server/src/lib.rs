@@ -84,6 +84,10 @@ pub async fn start_with(config: Config, plugins: Vec<Arc<dyn Plugin>>) -> Result
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
     let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
     let sealer = nexus_secrets::keyring::config_sealer(&config);
+    let new_database = nexus_kernel::db::sqlite_file_missing(&config.database_url());
+    for plugin in &ordered {
+        plugin.prepare(&config, new_database);
+    }
     let since = Instant::now();
     let kernel = Kernel::open(config, &ordered_manifests, &plugins::migrations(&ordered), sealer).await?;
     tracing::debug!(ms = since.elapsed().as_secs_f64() * 1e3, "storage opened and migrated");

@@ -13,7 +13,7 @@ use nexus_web::plugin::{BoxFuture, Plugin, StartContext, StartError, Started};
 pub fn builtin() -> Vec<Arc<dyn Plugin>> {
     vec![
         Arc::new(nexus_system::SystemPlugin),
-        Arc::new(nexus_identity::IdentityPlugin),
+        Arc::new(nexus_identity::IdentityPlugin::new()),
         Arc::new(ApiPlugin),
         Arc::new(nexus_plugin_manager::ManagerPlugin),
         Arc::new(nexus_secrets::SecretsPlugin),

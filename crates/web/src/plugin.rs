@@ -29,6 +29,12 @@ pub trait Plugin: Reconfigure + 'static {
         None
     }
 
+    /// Called in start-up order before storage is opened; `new_database` says whether the
+    /// database is being created (an SQLite file that does not exist yet). Work that needs
+    /// neither storage nor another plugin may begin here, to run beside the opening and the
+    /// migrations; `start` collects it.
+    fn prepare(&self, _config: &nexus_kernel::config::Config, _new_database: bool) {}
+
     /// Starts it. Called once, after every plugin it depends on has started.
     fn start<'a>(&'a self, ctx: &'a mut StartContext) -> BoxFuture<'a, Result<Started, StartError>>;
 }

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 pub use apikeys::{ApiKey, KeyStyle, NewApiKey};
 pub use session::{LoginRequest, Session, TokenLifetime};
-pub use users::{NewUser, User, UserPatch};
+pub use users::{FirstAdmin, NewUser, User, UserPatch};
 
 /// How a user listing is narrowed; part of the service's API, so that other plugins need not
 /// reach into the store.

@@ -206,7 +206,8 @@ impl Identity {
         if !errors.is_empty() {
             return Err(IdentityError::Invalid(errors));
         }
-        self.insert_user(actor, username, email, new.password, new.full_name, roles, status, metadata, client).await
+        let password = NewPassword::Plain(new.password);
+        self.insert_user(actor, username, email, password, new.full_name, roles, status, metadata, client).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -215,7 +216,7 @@ impl Identity {
         actor: Option<&Principal>,
         username: String,
         email: String,
-        password: String,
+        password: NewPassword,
         full_name: Option<String>,
         roles: Vec<String>,
         status: String,
@@ -223,7 +224,10 @@ impl Identity {
         client: &ClientMeta,
     ) -> Result<User, IdentityError> {
         self.ensure_unique(&[("username", &username), ("email", &email)], None).await?;
-        let password_hash = crate::password::hash(password).await.map_err(IdentityError::Internal)?;
+        let password_hash = match password {
+            NewPassword::Plain(password) => crate::password::hash(password).await.map_err(IdentityError::Internal)?,
+            NewPassword::Hashed(hash) => hash,
+        };
         let now = Timestamp::now().as_micros();
         let row = UserRow {
             id: nexus_kernel::id::uuid(),
@@ -451,17 +455,28 @@ impl Identity {
     /// Creates `admin` on an empty database: with `auth.admin_password` if set, else a random
     /// password printed once and written to `<data_dir>/admin-password` (0600).
     pub async fn ensure_admin(&self) -> Result<(), IdentityError> {
+        self.ensure_admin_with(None).await
+    }
+
+    /// [`Self::ensure_admin`], with the password and hash `prepared` before storage opened
+    /// (on a new database) when there are.
+    pub async fn ensure_admin_with(&self, prepared: Option<FirstAdmin>) -> Result<(), IdentityError> {
         if self.store.count_users().await? > 0 {
             return Ok(());
         }
-        let configured = self.kernel.config.auth.admin_password.clone();
-        let password = configured.clone().unwrap_or_else(|| nexus_kernel::id::random_alphanumeric(24));
+        let first = match prepared {
+            Some(first) => first,
+            None => FirstAdmin::begin(self.kernel.config.auth.admin_password.clone())
+                .await
+                .map_err(IdentityError::Internal)?,
+        };
+        let FirstAdmin { password, configured, hash } = first;
         let created = self
             .insert_user(
                 None,
                 "admin".into(),
                 "admin@localhost".into(),
-                password.clone(),
+                NewPassword::Hashed(hash),
                 Some("Administrator".into()),
                 vec!["admin".into()],
                 "active".into(),
@@ -475,7 +490,7 @@ impl Identity {
             Err(IdentityError::Conflict(_)) => return Ok(()),
             Err(e) => return Err(e),
         }
-        if configured.is_none() {
+        if !configured {
             let path = self.kernel.config.data_dir.join("admin-password");
             super::write_private(&path, &format!("{password}\n"))?;
             println!(
@@ -484,5 +499,34 @@ impl Identity {
             );
         }
         Ok(())
+    }
+}
+
+/// A new user's password, or its hash when it was computed ahead.
+enum NewPassword {
+    Plain(String),
+    Hashed(String),
+}
+
+/// The first admin's password (the configured one, or a random one to be shown once) and its
+/// argon2 hash.
+pub struct FirstAdmin {
+    password: String,
+    configured: bool,
+    hash: String,
+}
+
+impl std::fmt::Debug for FirstAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FirstAdmin").field("configured", &self.configured).finish_non_exhaustive()
+    }
+}
+
+impl FirstAdmin {
+    /// Picks the password (`configured`, else a random one) and hashes it.
+    pub async fn begin(configured: Option<String>) -> Result<Self, String> {
+        let password = configured.clone().unwrap_or_else(|| nexus_kernel::id::random_alphanumeric(24));
+        let hash = crate::password::hash(password.clone()).await?;
+        Ok(Self { password, configured: configured.is_some(), hash })
     }
 }
