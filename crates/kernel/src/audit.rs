@@ -79,6 +79,25 @@ struct Pending {
     done: oneshot::Sender<Result<(), String>>,
 }
 
+/// Binds the values of one record, in [`COLUMNS`] order, to `$query`.
+macro_rules! bind_record {
+    ($query:expr, $id:expr, $timestamp:expr, $rec:expr, $metadata:expr) => {
+        $query
+            .bind($id)
+            .bind($timestamp)
+            .bind(&$rec.action)
+            .bind(&$rec.actor)
+            .bind(&$rec.target)
+            .bind(&$rec.secret_id)
+            .bind(&$rec.secret_path)
+            .bind(&$rec.ip_address)
+            .bind(&$rec.user_agent)
+            .bind($rec.success)
+            .bind(&$rec.request_id)
+            .bind($metadata)
+    };
+}
+
 fn metadata_text(rec: &AuditRecord) -> String {
     if rec.metadata.is_null() { String::from("{}") } else { rec.metadata.to_string() }
 }
@@ -128,19 +147,8 @@ macro_rules! audit_tx {
                 let sql = format!(
                     "INSERT INTO audit_log ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
                 );
-                sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(&id)
-                    .bind(Timestamp::now().as_micros())
-                    .bind(&rec.action)
-                    .bind(&rec.actor)
-                    .bind(&rec.target)
-                    .bind(&rec.secret_id)
-                    .bind(&rec.secret_path)
-                    .bind(&rec.ip_address)
-                    .bind(&rec.user_agent)
-                    .bind(rec.success)
-                    .bind(&rec.request_id)
-                    .bind(metadata_text(rec))
+                let query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                bind_record!(query, &id, Timestamp::now().as_micros(), rec, metadata_text(rec))
                     .execute(&mut *self)
                     .await?;
                 Ok(id)
@@ -155,29 +163,13 @@ macro_rules! audit_tx {
                 let mut written = Vec::with_capacity(recs.len());
                 let mut rest = recs;
                 while !rest.is_empty() {
-                    let n = 1usize << rest.len().min(CHUNK).ilog2();
-                    let (chunk, tail) = rest.split_at_checked(n).unwrap_or((rest, &[]));
+                    let (chunk, tail) = rest.split_at_checked(chunk_len(rest.len())).unwrap_or((rest, &[]));
                     rest = tail;
                     let rows: Vec<(String, String)> = chunk.iter().map(|g| (new_id(), metadata_text(g.rec))).collect();
                     let sql = guarded_insert_sql($backend, condition, chunk.len());
                     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
                     for (g, (id, metadata)) in chunk.iter().zip(&rows) {
-                        let rec = g.rec;
-                        query = query
-                            .bind(id)
-                            .bind(timestamp)
-                            .bind(&rec.action)
-                            .bind(&rec.actor)
-                            .bind(&rec.target)
-                            .bind(&rec.secret_id)
-                            .bind(&rec.secret_path)
-                            .bind(&rec.ip_address)
-                            .bind(&rec.user_agent)
-                            .bind(rec.success)
-                            .bind(&rec.request_id)
-                            .bind(metadata)
-                            .bind(g.key)
-                            .bind(g.version);
+                        query = bind_record!(query, id, timestamp, g.rec, metadata).bind(g.key).bind(g.version);
                     }
                     let inserted = query.execute(&mut *self).await?.rows_affected();
                     if usize::try_from(inserted).is_ok_and(|n| n == chunk.len()) {
@@ -255,8 +247,13 @@ fn take_chunk<T>(queue: &mut VecDeque<T>) -> Vec<T> {
     if queue.is_empty() {
         return Vec::new();
     }
-    let n = 1usize << queue.len().min(CHUNK).ilog2();
-    queue.drain(..n).collect()
+    queue.drain(..chunk_len(queue.len())).collect()
+}
+
+/// How many of `waiting` (at least one) records the next statement inserts: the largest power
+/// of two not above their number, at most [`CHUNK`].
+fn chunk_len(waiting: usize) -> usize {
+    1usize << waiting.clamp(1, CHUNK).ilog2()
 }
 
 /// `($k, …, $k+n-1)` for the values of record `row` of a statement with `per_row` values each;
@@ -375,19 +372,7 @@ macro_rules! write_loop {
                 let metadata: Vec<String> = chunk.iter().map(|p| metadata_text(&p.rec)).collect();
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
                 for (p, metadata) in chunk.iter().zip(&metadata) {
-                    query = query
-                        .bind(&p.id)
-                        .bind(p.timestamp)
-                        .bind(&p.rec.action)
-                        .bind(&p.rec.actor)
-                        .bind(&p.rec.target)
-                        .bind(&p.rec.secret_id)
-                        .bind(&p.rec.secret_path)
-                        .bind(&p.rec.ip_address)
-                        .bind(&p.rec.user_agent)
-                        .bind(p.rec.success)
-                        .bind(&p.rec.request_id)
-                        .bind(metadata);
+                    query = bind_record!(query, &p.id, p.timestamp, p.rec, metadata);
                 }
                 match query.execute(&mut **c).await {
                     Ok(_) => {

@@ -102,10 +102,6 @@ async fn write_loop<S: Sink>(mut sink: S, mut rx: mpsc::Receiver<Submission<S::I
                 }
             }
         };
-        // Under load, let the tasks that are ready run first: the submissions they make join
-        // this batch. Commits are what the writer pays for, and a commit per one or two items
-        // made concurrent callers pay several each.
-        tokio::task::yield_now().await;
         let mut batch = vec![first];
         let mut size = batch.iter().map(|s| s.items.len()).sum::<usize>();
         while size < max_items {
