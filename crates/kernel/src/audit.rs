@@ -251,8 +251,10 @@ fn take_chunk<T>(queue: &mut VecDeque<T>) -> Vec<T> {
 }
 
 /// How many of `waiting` (at least one) records the next statement inserts: the largest power
-/// of two not above their number, at most [`CHUNK`].
-fn chunk_len(waiting: usize) -> usize {
+/// of two not above their number, at most [`CHUNK`]. [`AuditTx::write_records_if`] writes
+/// `records` in statements of these sizes; a caller that batches records writes one statement
+/// a batch by taking this many.
+pub fn chunk_len(waiting: usize) -> usize {
     1usize << waiting.clamp(1, CHUNK).ilog2()
 }
 

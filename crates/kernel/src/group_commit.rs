@@ -3,11 +3,13 @@
 //!
 //! SQLite has a single writer, and on PostgreSQL every commit is a WAL flush: a transaction
 //! per request makes every request queue for the writer and pay a commit of its own. Here the
-//! writer takes everything waiting (up to a bound), commits it at once, and answers each
+//! writer takes everything waiting (up to a bound, or what the sink takes at once: the rest
+//! joins the next batch), commits it at once, and answers each
 //! submission with the outputs of its own items, in order. A caller is answered only after the
 //! commit returned, so an acknowledgement means durable. The audit log
 //! ([`crate::audit`]) does the same with its own statement shapes.
 
+use std::collections::VecDeque;
 use std::future::Future;
 
 use tokio::sync::{mpsc, oneshot};
@@ -26,6 +28,13 @@ pub trait Sink: Send + 'static {
     /// acquire and the ping sqlx sends on release) gives it back here.
     fn idle(&mut self) -> impl Future<Output = ()> + Send {
         async {}
+    }
+
+    /// How many of `waiting` items (at least one) to commit now; the rest wait for the next
+    /// batch, with whatever arrives meanwhile. A sink whose statements come in a few sizes
+    /// (so that its connection prepares few) takes one statement's worth.
+    fn batch_len(&self, waiting: usize) -> usize {
+        waiting
     }
 }
 
@@ -83,48 +92,52 @@ impl<I: Send + 'static, O: Send + 'static> GroupCommit<I, O> {
 }
 
 async fn write_loop<S: Sink>(mut sink: S, mut rx: mpsc::Receiver<Submission<S::Item, S::Output>>, max_items: usize) {
-    // A submission taken off the channel that did not fit the previous batch.
-    let mut carried: Option<Submission<S::Item, S::Output>> = None;
+    // Submissions taken off the channel and not yet committed, and their items' number.
+    let mut queue: VecDeque<Submission<S::Item, S::Output>> = VecDeque::new();
+    let mut queued = 0usize;
     loop {
-        let first = match carried.take() {
-            Some(s) => s,
-            None => {
-                let next = match tokio::time::timeout(IDLE, rx.recv()).await {
-                    Ok(next) => next,
-                    Err(_) => {
-                        sink.idle().await;
-                        rx.recv().await
-                    }
-                };
-                match next {
-                    Some(s) => s,
-                    None => return,
+        if queue.is_empty() {
+            let next = match tokio::time::timeout(IDLE, rx.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    sink.idle().await;
+                    rx.recv().await
                 }
-            }
-        };
-        let mut batch = vec![first];
-        let mut size = batch.iter().map(|s| s.items.len()).sum::<usize>();
-        while size < max_items {
+            };
+            let Some(first) = next else { return };
+            queued += first.items.len();
+            queue.push_back(first);
+        }
+        // Whatever else is waiting, up to a batch's worth: more stays in the channel, so that a
+        // backlog still pushes back on callers.
+        while queued < max_items {
             match rx.try_recv() {
-                Ok(s) if size + s.items.len() <= max_items => {
-                    size += s.items.len();
-                    batch.push(s);
-                }
                 Ok(s) => {
-                    carried = Some(s);
-                    break;
+                    queued += s.items.len();
+                    queue.push_back(s);
                 }
                 Err(_) => break,
             }
         }
-        let mut counts = Vec::with_capacity(batch.len());
-        let mut replies = Vec::with_capacity(batch.len());
-        let mut items = Vec::with_capacity(size);
-        for s in batch {
+        // Whole submissions from the front, as many items as the sink takes at once of those
+        // waiting (the first one always: a submission is never split). What stays joins the
+        // items that arrive meanwhile, so that the next batch is a full one too.
+        let take = sink.batch_len(queued.min(max_items)).clamp(1, max_items);
+        let mut size = 0;
+        let mut counts = Vec::new();
+        let mut replies = Vec::new();
+        let mut items = Vec::with_capacity(take);
+        while let Some(next) = queue.front() {
+            if !counts.is_empty() && size + next.items.len() > take {
+                break;
+            }
+            let Some(s) = queue.pop_front() else { break };
+            size += s.items.len();
             counts.push(s.items.len());
             replies.push(s.done);
             items.extend(s.items);
         }
+        queued -= size;
         match sink.commit(items).await {
             Ok(outputs) if outputs.len() == size => {
                 let mut outputs = outputs.into_iter();
@@ -190,6 +203,67 @@ mod tests {
         // A submission larger than a batch is committed whole.
         assert_eq!(writer.submit((0..12).collect()).await.map(|o| o.len()), Ok(12));
         assert!(matches!(writer.submit(vec![999]).await, Err(GroupCommitError::Failed(_))));
+    }
+
+    /// Records the size of every batch and holds each batch until the test lets it go; takes
+    /// the largest power of two of the items waiting.
+    struct Gated {
+        sizes: Arc<Mutex<Vec<usize>>>,
+        gate: Arc<tokio::sync::Semaphore>,
+    }
+
+    impl Sink for Gated {
+        type Item = u32;
+        type Output = u32;
+
+        async fn commit(&mut self, items: Vec<u32>) -> Result<Vec<u32>, String> {
+            self.sizes.lock().map_err(|e| e.to_string())?.push(items.len());
+            self.gate.acquire().await.map_err(|e| e.to_string())?.forget();
+            Ok(items)
+        }
+
+        fn batch_len(&self, waiting: usize) -> usize {
+            1 << waiting.ilog2()
+        }
+    }
+
+    /// Yields until `done` holds (the test runtime has one thread: the writer runs meanwhile).
+    async fn until(done: impl Fn() -> bool) {
+        while !done() {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_as_long_as_the_sink_takes_and_the_rest_joins_the_next() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let writer = GroupCommit::start(Gated { sizes: sizes.clone(), gate: gate.clone() }, 64, 64);
+        let batches = || sizes.lock().map(|s| s.clone()).unwrap_or_default();
+        let in_channel = |w: &GroupCommit<u32, u32>| w.tx.max_capacity() - w.tx.capacity();
+        let submit = |items: std::ops::Range<u32>| -> Vec<_> {
+            items
+                .map(|i| {
+                    let w = writer.clone();
+                    tokio::spawn(async move { w.submit(vec![i]).await })
+                })
+                .collect()
+        };
+        let mut calls = submit(0..1);
+        until(|| batches().len() == 1).await;
+        // 13 wait while the first batch commits: 8 go next, 5 stay.
+        calls.extend(submit(1..14));
+        until(|| in_channel(&writer) == 13).await;
+        gate.add_permits(1);
+        until(|| batches().len() == 2).await;
+        // 3 more arrive while those 8 commit, and make a full batch with the 5 that stayed.
+        calls.extend(submit(14..17));
+        until(|| in_channel(&writer) == 3).await;
+        gate.add_permits(16);
+        for (i, call) in (0..17u32).zip(calls) {
+            assert_eq!(call.await.ok(), Some(Ok(vec![i])));
+        }
+        assert_eq!(batches(), vec![1, 8, 8]);
     }
 
     /// Counts the calls of `idle`; output = item.

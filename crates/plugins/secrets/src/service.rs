@@ -121,6 +121,10 @@ impl Sink for CachedReadAuditor {
     async fn idle(&mut self) {
         self.0.release();
     }
+
+    fn batch_len(&self, waiting: usize) -> usize {
+        nexus_kernel::audit::chunk_len(waiting)
+    }
 }
 
 /// Who acted, for audit records: a user id, or `anonymous` for a refused unauthenticated call.
