@@ -120,6 +120,13 @@ async fn responses_are_compressed_when_asked() {
     assert_eq!(r.header("content-encoding"), Some("gzip"));
     let r = s.call(Method::GET, "/openapi.json", None, &[("Accept-Encoding", "br")]).await;
     assert_eq!(r.header("content-encoding"), Some("br"));
+    // A small answer gains nothing from it (one segment either way) and goes as it is, with
+    // its length.
+    let r = s.call(Method::GET, "/health", None, &[("Accept-Encoding", "gzip")]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-encoding"), None);
+    assert_eq!(r.header("content-length"), Some(r.text.len().to_string().as_str()));
+    assert!(r.text.len() < 1024, "{}", r.text);
 }
 
 #[tokio::test]
