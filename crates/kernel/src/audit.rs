@@ -2,15 +2,14 @@
 //! closed (a secret is not served without its record) check the result of
 //! [`AuditLog::record`].
 
-use std::collections::{HashMap, VecDeque};
-use std::time::Duration;
+use std::collections::HashMap;
 
 use futures::future::BoxFuture;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Timestamp;
 use crate::db::{Backend, Db, StorageError};
+use crate::group_commit::{GroupCommit, GroupCommitError, Sink};
 use crate::query::{Field, Keyed, Kind, ListQuery, Listing, Op, Page, Value};
 
 /// One action, as it is written.
@@ -64,19 +63,17 @@ pub struct AuditQuery {
 const QUEUE: usize = 8192;
 /// Records inserted by one statement at most (a power of two).
 const CHUNK: usize = 256;
-/// How long an idle writer keeps its connection before giving it back to the pool.
-const HOLD: Duration = Duration::from_secs(1);
 
 const COLUMNS: &str = "id, timestamp, action, actor, target, secret_id, secret_path, ip_address, user_agent, success, request_id, metadata";
 /// Bound values per record.
 const PARAMS: usize = 12;
 
+/// A record on its way to the log; its id and time are fixed when it is submitted.
+#[derive(Debug)]
 struct Pending {
     id: String,
     timestamp: i64,
     rec: AuditRecord,
-    /// `Ok(())` once committed.
-    done: oneshot::Sender<Result<(), String>>,
 }
 
 /// Binds the values of one record, in [`COLUMNS`] order, to `$query`.
@@ -203,31 +200,32 @@ audit_tx!(sqlx::PgConnection, Backend::Postgres);
 /// knows the record is durable.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
-    tx: mpsc::Sender<Pending>,
+    writer: GroupCommit<Pending, ()>,
 }
 
 impl AuditLog {
     /// Starts the writer for `db`; it stops when the last handle is dropped.
     pub fn start(db: Db) -> Self {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        match db {
-            Db::Sqlite(pool) => tokio::spawn(write_loop_sqlite(pool, rx)),
-            Db::Postgres(pool) => tokio::spawn(write_loop_postgres(pool, rx)),
+        let writer = match db {
+            Db::Sqlite(pool) => GroupCommit::start(SqliteWriter::new(pool), CHUNK, QUEUE),
+            Db::Postgres(pool) => GroupCommit::start(PostgresWriter::new(pool), CHUNK, QUEUE),
         };
-        Self { tx }
+        Self { writer }
     }
 
     /// Appends `rec` and waits until it is committed; the error is the caller's to act on.
     pub async fn record(&self, rec: &AuditRecord) -> Result<String, StorageError> {
         let id = new_id();
-        let (done, committed) = oneshot::channel();
-        let pending = Pending { id: id.clone(), timestamp: Timestamp::now().as_micros(), rec: rec.clone(), done };
-        let closed = || StorageError::Unavailable(String::from("the audit writer has stopped"));
-        self.tx.send(pending).await.map_err(|_| closed())?;
-        match committed.await {
-            Ok(Ok(())) => Ok(id),
-            Ok(Err(reason)) => Err(StorageError::Unavailable(reason)),
-            Err(_) => Err(closed()),
+        let pending = Pending { id: id.clone(), timestamp: Timestamp::now().as_micros(), rec: rec.clone() };
+        match self.writer.submit(vec![pending]).await {
+            Ok(_) => Ok(id),
+            Err(GroupCommitError::Stopped) => {
+                Err(StorageError::Unavailable(String::from("the audit writer has stopped")))
+            }
+            // The reason (logged by the writer) is the database's, not the caller's.
+            Err(GroupCommitError::Failed(_)) => {
+                Err(StorageError::Unavailable(String::from("the audit record could not be written")))
+            }
         }
     }
 
@@ -238,16 +236,6 @@ impl AuditLog {
             tracing::error!(error = %e, action = %rec.action, "audit record could not be written");
         }
     }
-}
-
-/// Takes the records of the next statement off the front of `queue`, oldest first: as many as
-/// the largest power of two not above their number (at most [`CHUNK`]). The sizes being powers
-/// of two, a connection prepares only a few distinct statements.
-fn take_chunk<T>(queue: &mut VecDeque<T>) -> Vec<T> {
-    if queue.is_empty() {
-        return Vec::new();
-    }
-    queue.drain(..chunk_len(queue.len())).collect()
 }
 
 /// How many of `waiting` (at least one) records the next statement inserts: the largest power
@@ -319,90 +307,61 @@ fn present_sql(backend: Backend, n: usize) -> String {
 }
 
 /// The writer's loop for one dialect's pool.
-macro_rules! write_loop {
-    ($name:ident, $pool:ty, $backend:expr) => {
-        async fn $name(pool: $pool, mut rx: mpsc::Receiver<Pending>) {
-            let pool = &pool;
-            let backend = $backend;
-            let mut queue: VecDeque<Pending> = VecDeque::new();
-            let mut received = Vec::new();
-            let mut statements: HashMap<usize, String> = HashMap::new();
-            // Kept while records keep coming, so that a statement costs one round trip and not
-            // also a pool acquire and release (sqlx pings a connection as it is released).
-            let mut conn = None;
-            loop {
-                if queue.is_empty() {
-                    let arrived = if conn.is_some() {
-                        match tokio::time::timeout(HOLD, rx.recv_many(&mut received, CHUNK)).await {
-                            Ok(n) => n,
-                            Err(_) => {
-                                conn = None;
-                                rx.recv_many(&mut received, CHUNK).await
-                            }
-                        }
-                    } else {
-                        rx.recv_many(&mut received, CHUNK).await
-                    };
-                    if arrived == 0 {
-                        break;
-                    }
-                    queue.extend(received.drain(..));
-                }
-                // Whatever else is waiting, up to a statement's worth: more stays in the channel, so
-                // that a backlog still pushes back on writers.
-                while queue.len() < CHUNK {
-                    match rx.try_recv() {
-                        Ok(p) => queue.push_back(p),
-                        Err(_) => break,
-                    }
-                }
-                let chunk = take_chunk(&mut queue);
-                if chunk.is_empty() {
-                    continue;
-                }
-                let sql = statements.entry(chunk.len()).or_insert_with(|| insert_sql(backend, chunk.len()));
-                let c = match &mut conn {
-                    Some(c) => c,
-                    None => match pool.acquire().await {
-                        Ok(c) => conn.insert(c),
-                        Err(e) => {
-                            fail(chunk, &e.into());
-                            continue;
-                        }
-                    },
+/// The [`Sink`] of [`AuditLog`]'s group commit on one dialect's pool: one statement a batch
+/// (its batches are [`chunk_len`] long), on a connection kept while records keep coming, so
+/// that a statement costs one round trip and not also a pool acquire and release (sqlx pings
+/// a connection as it is released).
+macro_rules! writer {
+    ($name:ident, $pool:ty, $conn:ty, $backend:expr) => {
+        struct $name {
+            pool: $pool,
+            conn: Option<$conn>,
+            /// The insert of each batch length met so far.
+            statements: HashMap<usize, String>,
+        }
+
+        impl $name {
+            fn new(pool: $pool) -> Self {
+                Self { pool, conn: None, statements: HashMap::new() }
+            }
+        }
+
+        impl Sink for $name {
+            type Item = Pending;
+            type Output = ();
+
+            async fn commit(&mut self, records: Vec<Pending>) -> Result<Vec<()>, String> {
+                let sql = self.statements.entry(records.len()).or_insert_with(|| insert_sql($backend, records.len()));
+                let conn = match &mut self.conn {
+                    Some(conn) => conn,
+                    None => self.conn.insert(self.pool.acquire().await.map_err(|e| e.to_string())?),
                 };
-                let metadata: Vec<String> = chunk.iter().map(|p| metadata_text(&p.rec)).collect();
+                let metadata: Vec<String> = records.iter().map(|p| metadata_text(&p.rec)).collect();
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
-                for (p, metadata) in chunk.iter().zip(&metadata) {
+                for (p, metadata) in records.iter().zip(&metadata) {
                     query = bind_record!(query, &p.id, p.timestamp, p.rec, metadata);
                 }
-                match query.execute(&mut **c).await {
-                    Ok(_) => {
-                        for p in chunk {
-                            let _ = p.done.send(Ok(()));
-                        }
-                    }
-                    Err(e) => {
-                        // The connection may be what failed; the next statement gets another.
-                        conn = None;
-                        fail(chunk, &e.into());
-                    }
+                if let Err(e) = query.execute(&mut **conn).await {
+                    // The connection may be what failed; the next batch gets another.
+                    self.conn = None;
+                    return Err(e.to_string());
                 }
+                Ok(vec![(); records.len()])
+            }
+
+            async fn idle(&mut self) {
+                self.conn = None;
+            }
+
+            fn batch_len(&self, waiting: usize) -> usize {
+                chunk_len(waiting)
             }
         }
     };
 }
 
-write_loop!(write_loop_sqlite, sqlx::SqlitePool, Backend::Sqlite);
-write_loop!(write_loop_postgres, sqlx::PgPool, Backend::Postgres);
-
-/// Answers every record of `chunk` with the failure to write it.
-fn fail(chunk: Vec<Pending>, e: &StorageError) {
-    tracing::error!(error = %e, records = chunk.len(), "audit records could not be written");
-    for p in chunk {
-        let _ = p.done.send(Err(String::from("the audit record could not be written")));
-    }
-}
+writer!(SqliteWriter, sqlx::SqlitePool, sqlx::pool::PoolConnection<sqlx::Sqlite>, Backend::Sqlite);
+writer!(PostgresWriter, sqlx::PgPool, sqlx::pool::PoolConnection<sqlx::Postgres>, Backend::Postgres);
 
 /// What `GET /api/v1/audit` allows to filter, sort and select (`user` is the `actor` column).
 /// No default limit: the seed's default is every entry.
@@ -568,14 +527,15 @@ mod tests {
 
     #[test]
     fn chunks_are_powers_of_two_oldest_first() {
-        let mut queue: VecDeque<usize> = (0..13).collect();
-        let sizes: Vec<(usize, usize)> = std::iter::from_fn(|| {
-            let chunk = take_chunk(&mut queue);
-            chunk.first().map(|first| (*first, chunk.len()))
+        let mut waiting = 13;
+        let sizes: Vec<usize> = std::iter::from_fn(|| {
+            let n = (waiting > 0).then(|| chunk_len(waiting))?;
+            waiting -= n;
+            Some(n)
         })
         .collect();
-        assert_eq!(sizes, [(0, 8), (8, 4), (12, 1)]);
-        assert!(take_chunk(&mut queue).is_empty());
+        assert_eq!(sizes, [8, 4, 1]);
+        assert_eq!(chunk_len(1000), CHUNK);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! joins the next batch), commits it at once, and answers each
 //! submission with the outputs of its own items, in order. A caller is answered only after the
 //! commit returned, so an acknowledgement means durable. The audit log
-//! ([`crate::audit`]) does the same with its own statement shapes.
+//! ([`crate::audit`]) is one such writer.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -127,11 +127,7 @@ async fn write_loop<S: Sink>(mut sink: S, mut rx: mpsc::Receiver<Submission<S::I
         let mut counts = Vec::new();
         let mut replies = Vec::new();
         let mut items = Vec::with_capacity(take);
-        while let Some(next) = queue.front() {
-            if !counts.is_empty() && size + next.items.len() > take {
-                break;
-            }
-            let Some(s) = queue.pop_front() else { break };
+        while let Some(s) = queue.pop_front_if(|next| counts.is_empty() || size + next.items.len() <= take) {
             size += s.items.len();
             counts.push(s.items.len());
             replies.push(s.done);
